@@ -1,0 +1,4 @@
+//! One module per `ward` subcommand.
+
+pub mod mtls;
+pub mod sentry;

@@ -1,0 +1,40 @@
+//! The `ward` binary: argument parsing and wiring only. Every subcommand lives in `cmd/<name>.rs` as an `Args`
+//! struct plus a `run` function; errors become one readable line on stderr and a non-zero exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "ward", version, about = "A security-first, Dapr-compatible sidecar runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Offline CA material: init, expiry, export, renew-certificate.
+    #[command(subcommand)]
+    Mtls(cmd::mtls::Command),
+    /// The certificate authority that issues SPIFFE X.509 certificates to sidecars (Dapr Sentry's role).
+    Sentry(cmd::sentry::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mtls(command) => cmd::mtls::run(command),
+        Command::Sentry(args) => cmd::sentry::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` joins the context chain into one line: "loading issuer credentials: /x/issuer.key: ...".
+            eprintln!("ward: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
