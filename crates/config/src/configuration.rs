@@ -1,0 +1,580 @@
+//! `kind: Configuration`: the sidecar's `--config` file (and any Configuration found in resource directories).
+//!
+//! Owns: the raw shape of the sections ward reads, durations and sizes parsed into typed values, the component
+//! denylist with Dapr's matching rule, and ward's own strict `spec.ward` extension. Unknown keys inside Dapr's
+//! sections are ignored, as Dapr ignores them. Does not compile policies: `accessControl`, `secrets` and `api` are
+//! handed over raw ([`ward_policy::spec`]) for `ward-policy` to compile and judge.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use ward_policy::spec::{AccessControlSpec, ApiSpec, SecretsSpec};
+
+use crate::error::{ConfigError, ResourceKind};
+use crate::meta::{Header, RawObjectMeta, check_resource_name};
+use crate::units::{parse_byte_quantity, parse_go_duration};
+use crate::yaml::{Document, check_key_case, child, elements, scalar_string};
+
+/// The only apiVersion Dapr defines for configurations.
+pub const CONFIGURATION_API_VERSION: &str = "dapr.io/v1alpha1";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfiguration {
+    #[serde(default)]
+    metadata: RawObjectMeta,
+    #[serde(default)]
+    spec: RawConfigurationSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfigurationSpec {
+    #[serde(default)]
+    access_control: Option<AccessControlSpec>,
+    #[serde(default)]
+    secrets: Option<SecretsSpec>,
+    #[serde(default)]
+    api: Option<ApiSpec>,
+    #[serde(default)]
+    components: Option<RawComponentsSpec>,
+    #[serde(default)]
+    name_resolution: Option<RawNameResolution>,
+    #[serde(default)]
+    logging: Option<RawLogging>,
+    #[serde(default)]
+    mtls: Option<RawMtls>,
+    #[serde(default)]
+    http_pipeline: Option<RawPipeline>,
+    #[serde(default)]
+    app_http_pipeline: Option<RawPipeline>,
+    #[serde(default)]
+    features: Option<Vec<RawFeature>>,
+    #[serde(default)]
+    ward: Option<RawWardSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawComponentsSpec {
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawNameResolution {
+    #[serde(default)]
+    component: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    configuration: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLogging {
+    #[serde(default)]
+    api_logging: Option<RawApiLogging>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawApiLogging {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default, rename = "obfuscateURLs")]
+    obfuscate_urls: Option<bool>,
+    #[serde(default)]
+    omit_health_checks: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMtls {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default, rename = "workloadCertTTL")]
+    workload_cert_ttl: Option<String>,
+    #[serde(default)]
+    allowed_clock_skew: Option<String>,
+    #[serde(default)]
+    sentry_address: Option<String>,
+    #[serde(default)]
+    control_plane_trust_domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPipeline {
+    #[serde(default)]
+    handlers: Vec<RawHandler>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawHandler {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "type")]
+    type_: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    selector: Option<RawSelector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSelector {
+    #[serde(default)]
+    fields: Vec<RawSelectorField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSelectorField {
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFeature {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    enabled: bool,
+}
+
+/// `spec.ward`: ward's own settings. Unknown keys are refused: a misspelt security switch must not be silently
+/// ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawWardSpec {
+    #[serde(default)]
+    production_mode: Option<bool>,
+    #[serde(default)]
+    audit_log: Option<String>,
+    /// `"4Mi"` or a plain number of bytes.
+    #[serde(default)]
+    max_body_size: Option<Value>,
+}
+
+/// A checked `kind: Configuration`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Configuration {
+    pub name: String,
+    pub namespace: Option<String>,
+    /// `spec.accessControl`, unvalidated (ward-policy compiles it). `None` when absent.
+    pub access_control: Option<AccessControlSpec>,
+    /// `spec.secrets`, unvalidated. `None` when absent.
+    pub secrets: Option<SecretsSpec>,
+    /// `spec.api`, unvalidated. `None` when absent.
+    pub api: Option<ApiSpec>,
+    /// `spec.components.deny`.
+    pub components_deny: ComponentDenyList,
+    /// `spec.nameResolution`, when set.
+    pub name_resolution: Option<NameResolution>,
+    /// `spec.logging.apiLogging`.
+    pub api_logging: ApiLogging,
+    /// `spec.mtls`.
+    pub mtls: MtlsSpec,
+    /// `spec.httpPipeline.handlers`: run on the sidecar's HTTP API, in order.
+    pub http_pipeline: Vec<HandlerSpec>,
+    /// `spec.appHttpPipeline.handlers`: run on calls from the sidecar to the app, in order.
+    pub app_http_pipeline: Vec<HandlerSpec>,
+    /// `spec.features`.
+    pub features: Vec<Feature>,
+    /// `spec.ward`.
+    pub ward: WardSpec,
+    /// The file the configuration was read from.
+    pub source: PathBuf,
+}
+
+/// `spec.nameResolution`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameResolution {
+    pub component: String,
+    pub version: Option<String>,
+    /// Values in their string form (`timeout: 1s`, `disableWAL: false` → `"false"`).
+    pub configuration: BTreeMap<String, String>,
+}
+
+/// `spec.logging.apiLogging` (all default false).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApiLogging {
+    pub enabled: bool,
+    pub obfuscate_urls: bool,
+    pub omit_health_checks: bool,
+}
+
+/// `spec.mtls`. Absent fields stay `None` so the runtime applies its own defaults (and knows the user did not).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MtlsSpec {
+    pub enabled: Option<bool>,
+    pub workload_cert_ttl: Option<Duration>,
+    pub allowed_clock_skew: Option<Duration>,
+    pub sentry_address: Option<String>,
+    pub control_plane_trust_domain: Option<String>,
+}
+
+/// One middleware handler of `httpPipeline` / `appHttpPipeline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSpec {
+    /// The middleware component's name.
+    pub name: String,
+    /// e.g. `middleware.http.bearer`.
+    pub type_: String,
+    pub version: Option<String>,
+    /// `selector.fields[]` as (field, value) pairs.
+    pub selector: Vec<(String, String)>,
+}
+
+/// One `spec.features` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feature {
+    pub name: String,
+    pub enabled: bool,
+}
+
+/// `spec.ward`, ward's extension section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WardSpec {
+    /// Refuse development shortcuts (plaintext peers, dev identity markers). Default false.
+    pub production_mode: bool,
+    /// Where to write audit events, when set.
+    pub audit_log: Option<PathBuf>,
+    /// Request body limit in bytes, when set.
+    pub max_body_size: Option<u64>,
+}
+
+/// `spec.components.deny`: component types that may not be loaded, each `type` (any version) or `type/version`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ComponentDenyList {
+    entries: Vec<(String, Option<String>)>,
+}
+
+impl ComponentDenyList {
+    /// Dapr's rule (`pkg/runtime/authorizer` `componentDenyList.IsAllowed`): a component with an empty type or
+    /// version is denied; otherwise it is denied when an entry's type equals its type (exact, case-sensitive) and
+    /// the entry has no version or the same version.
+    pub fn denies(&self, type_: &str, version: &str) -> bool {
+        if type_.is_empty() || version.is_empty() {
+            return true;
+        }
+        self.entries.iter().any(|(t, v)| t == type_ && v.as_deref().is_none_or(|v| v == version))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries as `(type, version)`.
+    pub fn entries(&self) -> &[(String, Option<String>)] {
+        &self.entries
+    }
+}
+
+impl Configuration {
+    /// Whether `spec.components.deny` forbids loading a component of `type_` at `version`.
+    pub fn component_denied(&self, type_: &str, version: &str) -> bool {
+        self.components_deny.denies(type_, version)
+    }
+
+    /// Whether `spec.features` enables the feature `name` (absent = disabled).
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.features.iter().any(|f| f.name == name && f.enabled)
+    }
+
+    pub(crate) fn from_document(path: &Path, doc: Document, header: &Header) -> Result<Configuration, ConfigError> {
+        let resource = header.resource_id(ResourceKind::Configuration, doc.index);
+        header.check_api_version(path, &resource, &[CONFIGURATION_API_VERSION])?;
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            resource: resource.clone(),
+            field: field.to_string(),
+            message,
+        };
+        check_case(&doc.value).map_err(|(f, m)| invalid(&f, m))?;
+        let raw: RawConfiguration = crate::yaml::deserialize(doc.value, path, &resource)?;
+        let name = check_resource_name(raw.metadata.name.as_deref()).map_err(|m| invalid("metadata.name", m))?;
+        let spec = raw.spec;
+
+        let mut deny = Vec::new();
+        for (i, entry) in spec.components.unwrap_or_default().deny.into_iter().enumerate() {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue; // Dapr skips empty entries; they deny nothing either way.
+            }
+            // Dapr silently ignores an entry with more than one '/', so a typo would leave the type allowed.
+            let parsed = match entry.split('/').collect::<Vec<_>>().as_slice() {
+                [t] if !t.is_empty() => Some((t.to_string(), None)),
+                [t, v] if !t.is_empty() && !v.is_empty() => Some((t.to_string(), Some(v.to_string()))),
+                _ => None,
+            };
+            let Some(parsed) = parsed else {
+                return Err(invalid(
+                    &format!("spec.components.deny[{i}]"),
+                    format!("{} is not \"<type>\" or \"<type>/<version>\"", crate::error::quoted(entry)),
+                ));
+            };
+            deny.push(parsed);
+        }
+
+        let name_resolution = match spec.name_resolution {
+            None => None,
+            Some(nr) => {
+                let component = nr.component.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+                    invalid("spec.nameResolution.component", "is required (e.g. \"sqlite\")".to_string())
+                })?;
+                Some(NameResolution {
+                    component,
+                    version: nr.version.filter(|v| !v.is_empty()),
+                    configuration: nr
+                        .configuration
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), scalar_string(v)))
+                        .collect(),
+                })
+            }
+        };
+
+        let logging = spec.logging.unwrap_or_default().api_logging.unwrap_or_default();
+        let api_logging = ApiLogging {
+            enabled: logging.enabled.unwrap_or(false),
+            obfuscate_urls: logging.obfuscate_urls.unwrap_or(false),
+            omit_health_checks: logging.omit_health_checks.unwrap_or(false),
+        };
+
+        let raw_mtls = spec.mtls.unwrap_or_default();
+        let duration = |value: Option<String>, field: &str| -> Result<Option<Duration>, ConfigError> {
+            match value.as_deref() {
+                None | Some("") => Ok(None),
+                Some(text) => parse_go_duration(text).map(Some).map_err(|m| invalid(field, m)),
+            }
+        };
+        let mtls = MtlsSpec {
+            enabled: raw_mtls.enabled,
+            workload_cert_ttl: duration(raw_mtls.workload_cert_ttl, "spec.mtls.workloadCertTTL")?,
+            allowed_clock_skew: duration(raw_mtls.allowed_clock_skew, "spec.mtls.allowedClockSkew")?,
+            sentry_address: raw_mtls.sentry_address.filter(|s| !s.is_empty()),
+            control_plane_trust_domain: raw_mtls.control_plane_trust_domain.filter(|s| !s.is_empty()),
+        };
+        if mtls.workload_cert_ttl == Some(Duration::ZERO) {
+            return Err(invalid("spec.mtls.workloadCertTTL", "must be greater than 0".to_string()));
+        }
+
+        let pipeline = |raw: Option<RawPipeline>, at: &str| -> Result<Vec<HandlerSpec>, ConfigError> {
+            let mut handlers = Vec::new();
+            for (i, h) in raw.unwrap_or_default().handlers.into_iter().enumerate() {
+                let field = |f: &str| format!("{at}.handlers[{i}].{f}");
+                let name = h
+                    .name
+                    .filter(|n| !n.trim().is_empty())
+                    .ok_or_else(|| invalid(&field("name"), "is required".to_string()))?;
+                let type_ = h.type_.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                    invalid(&field("type"), "is required (e.g. \"middleware.http.bearer\")".to_string())
+                })?;
+                handlers.push(HandlerSpec {
+                    name,
+                    type_,
+                    version: h.version.filter(|v| !v.is_empty()),
+                    selector: h
+                        .selector
+                        .map(|s| s.fields.into_iter().map(|f| (f.field, f.value)).collect())
+                        .unwrap_or_default(),
+                });
+            }
+            Ok(handlers)
+        };
+        let http_pipeline = pipeline(spec.http_pipeline, "spec.httpPipeline")?;
+        let app_http_pipeline = pipeline(spec.app_http_pipeline, "spec.appHttpPipeline")?;
+
+        let mut features = Vec::new();
+        for (i, f) in spec.features.unwrap_or_default().into_iter().enumerate() {
+            let name = f
+                .name
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| invalid(&format!("spec.features[{i}].name"), "is required".to_string()))?;
+            features.push(Feature { name, enabled: f.enabled });
+        }
+
+        let raw_ward = spec.ward.unwrap_or_default();
+        let max_body_size = match raw_ward.max_body_size {
+            None | Some(Value::Null) => None,
+            Some(v @ (Value::String(_) | Value::Number(_))) => {
+                let bytes = parse_byte_quantity(&scalar_string(&v)).map_err(|m| invalid("spec.ward.maxBodySize", m))?;
+                if bytes == 0 {
+                    return Err(invalid("spec.ward.maxBodySize", "must be greater than 0".to_string()));
+                }
+                Some(bytes)
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "spec.ward.maxBodySize",
+                    format!("invalid type: {}, expected a size like \"4Mi\"", crate::yaml::type_name(&other)),
+                ));
+            }
+        };
+        let ward = WardSpec {
+            production_mode: raw_ward.production_mode.unwrap_or(false),
+            audit_log: raw_ward.audit_log.filter(|p| !p.is_empty()).map(PathBuf::from),
+            max_body_size,
+        };
+
+        Ok(Configuration {
+            name: name.to_string(),
+            namespace: raw.metadata.namespace.filter(|ns| !ns.is_empty()),
+            access_control: spec.access_control,
+            secrets: spec.secrets,
+            api: spec.api,
+            components_deny: ComponentDenyList { entries: deny },
+            name_resolution,
+            api_logging,
+            mtls,
+            http_pipeline,
+            app_http_pipeline,
+            features,
+            ward,
+            source: path.to_path_buf(),
+        })
+    }
+}
+
+/// Refuse keys in the security-relevant sections that Dapr would accept only because Go matches JSON keys
+/// case-insensitively (`spec.accesscontrol`, `httpverb`): ward would otherwise ignore them and run without the rule.
+fn check_case(root: &Value) -> Result<(), (String, String)> {
+    let spec = child(Some(root), "spec");
+    check_key_case(child(Some(root), "metadata"), "metadata", &["name", "namespace"])?;
+    check_key_case(
+        spec,
+        "spec",
+        &[
+            "accessControl",
+            "secrets",
+            "api",
+            "components",
+            "nameResolution",
+            "logging",
+            "mtls",
+            "httpPipeline",
+            "appHttpPipeline",
+            "features",
+            "ward",
+            "tracing",
+            "metrics",
+            "metric",
+        ],
+    )?;
+    let acl = child(spec, "accessControl");
+    check_key_case(acl, "spec.accessControl", &["defaultAction", "trustDomain", "policies"])?;
+    for (i, policy) in elements(child(acl, "policies")) {
+        let at = format!("spec.accessControl.policies[{i}]");
+        check_key_case(Some(policy), &at, &["appId", "namespace", "trustDomain", "defaultAction", "operations"])?;
+        for (j, op) in elements(child(Some(policy), "operations")) {
+            check_key_case(Some(op), &format!("{at}.operations[{j}]"), &["name", "httpVerb", "action"])?;
+        }
+    }
+    let secrets = child(spec, "secrets");
+    check_key_case(secrets, "spec.secrets", &["scopes"])?;
+    for (i, scope) in elements(child(secrets, "scopes")) {
+        check_key_case(
+            Some(scope),
+            &format!("spec.secrets.scopes[{i}]"),
+            &["storeName", "defaultAccess", "allowedSecrets", "deniedSecrets"],
+        )?;
+    }
+    let api = child(spec, "api");
+    check_key_case(api, "spec.api", &["allowed", "denied"])?;
+    for list in ["allowed", "denied"] {
+        for (i, rule) in elements(child(api, list)) {
+            check_key_case(Some(rule), &format!("spec.api.{list}[{i}]"), &["name", "version", "protocol"])?;
+        }
+    }
+    check_key_case(child(spec, "components"), "spec.components", &["deny"])?;
+    check_key_case(
+        child(spec, "mtls"),
+        "spec.mtls",
+        &[
+            "enabled",
+            "workloadCertTTL",
+            "allowedClockSkew",
+            "sentryAddress",
+            "controlPlaneTrustDomain",
+            "tokenValidators",
+        ],
+    )?;
+    for pipeline in ["httpPipeline", "appHttpPipeline"] {
+        let p = child(spec, pipeline);
+        check_key_case(p, &format!("spec.{pipeline}"), &["handlers"])?;
+        for (i, h) in elements(child(p, "handlers")) {
+            check_key_case(
+                Some(h),
+                &format!("spec.{pipeline}.handlers[{i}]"),
+                &["name", "type", "version", "selector"],
+            )?;
+        }
+    }
+    check_key_case(child(spec, "nameResolution"), "spec.nameResolution", &["component", "version", "configuration"])?;
+    let logging = child(spec, "logging");
+    check_key_case(
+        child(logging, "apiLogging"),
+        "spec.logging.apiLogging",
+        &["enabled", "obfuscateURLs", "omitHealthChecks"],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(entries: &[(&str, Option<&str>)]) -> ComponentDenyList {
+        ComponentDenyList { entries: entries.iter().map(|(t, v)| (t.to_string(), v.map(str::to_string))).collect() }
+    }
+
+    #[test]
+    fn deny_list_semantics() {
+        struct Case {
+            name: &'static str,
+            type_: &'static str,
+            version: &'static str,
+            expected: bool,
+        }
+        let list = deny(&[("bindings.smtp", None), ("secretstores.local.file", Some("v1"))]);
+        let cases = [
+            Case { name: "type entry denies any version", type_: "bindings.smtp", version: "v1", expected: true },
+            Case { name: "type entry denies v2", type_: "bindings.smtp", version: "v2", expected: true },
+            Case {
+                name: "type/version denies that version",
+                type_: "secretstores.local.file",
+                version: "v1",
+                expected: true,
+            },
+            Case {
+                name: "type/version allows another version",
+                type_: "secretstores.local.file",
+                version: "v2",
+                expected: false,
+            },
+            Case { name: "unlisted type allowed", type_: "state.redis", version: "v1", expected: false },
+            Case { name: "case-sensitive like Dapr", type_: "Bindings.SMTP", version: "v1", expected: false },
+            Case { name: "prefix is not a match", type_: "bindings.smtp2", version: "v1", expected: false },
+            Case { name: "empty type denied", type_: "", version: "v1", expected: true },
+            Case { name: "empty version denied", type_: "state.redis", version: "", expected: true },
+        ];
+        for c in cases {
+            assert_eq!(list.denies(c.type_, c.version), c.expected, "{}", c.name);
+        }
+        assert!(!ComponentDenyList::default().denies("state.redis", "v1"));
+        assert!(ComponentDenyList::default().denies("", ""));
+    }
+}
