@@ -1,4 +1,63 @@
-//! One module per `ward` subcommand.
+//! One module per `ward` subcommand, plus the small helpers they share.
 
 pub mod mtls;
 pub mod sentry;
+
+use std::time::Duration;
+
+/// Parses a duration the way Dapr's flags write them: `24h`, `15m`, `1h30m`, `500ms`, `365d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("invalid duration {text:?}: {err}"))
+}
+
+/// Like `parse_duration`, but a plain number means days (as `dapr mtls renew-certificate --valid-until`).
+pub fn parse_days_or_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(days) => Ok(Duration::from_secs(days * 86_400)),
+        Err(_) => parse_duration(text),
+    }
+}
+
+/// `--log-level` / `--log-as-json`, as daprd's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// debug, info, warn or error.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Write logs as JSON lines.
+    #[arg(long)]
+    pub log_as_json: bool,
+}
+
+impl LogArgs {
+    pub fn init(&self) -> anyhow::Result<()> {
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(format!("{},h2=warn,hyper=warn,rustls=warn", self.log_level))
+                .map_err(|err| anyhow::anyhow!("--log-level {:?}: {err}", self.log_level))?;
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        if self.log_as_json { builder.json().try_init() } else { builder.try_init() }
+            .map_err(|err| anyhow::anyhow!("initialising logs: {err}"))
+    }
+}
+
+/// `$WARD_HOME`, default `~/.ward`.
+pub fn ward_home() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("WARD_HOME").filter(|v| !v.is_empty()) {
+        return home.into();
+    }
+    std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| ".".into()).join(".ward")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_days_or_duration("30"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_days_or_duration("720h"), Ok(Duration::from_secs(720 * 3600)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

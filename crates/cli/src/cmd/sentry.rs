@@ -1,10 +1,113 @@
-//! `ward sentry`: the CA process.
+//! `ward sentry`: the CA process (Dapr Sentry's role), flags named as Dapr's where Dapr has them.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ward_identity::{SpiffeId, TrustDomain};
+use ward_sentry::{Ca, JoinTokens, JwksValidator, SentryConfig, Validator, ValidatorKind};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory with ca.crt, issuer.crt and issuer.key; generated there when empty. Default: $WARD_HOME/ca.
+    #[arg(long)]
+    issuer_credentials: Option<PathBuf>,
+    /// The one trust domain this CA signs for (its own identity and every workload's).
+    #[arg(long, default_value = "public", value_parser = TrustDomain::new)]
+    trust_domain: TrustDomain,
+    #[arg(long, default_value_t = 50001)]
+    port: u16,
+    #[arg(long, default_value_t = 8080)]
+    healthz_port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    listen_address: IpAddr,
+    #[arg(long, default_value = "127.0.0.1")]
+    healthz_listen_address: IpAddr,
+    #[arg(long, default_value = "24h", value_parser = super::parse_duration)]
+    workload_cert_ttl: Duration,
+    #[arg(long, default_value = "15m", value_parser = super::parse_duration)]
+    allowed_clock_skew: Duration,
+    /// How callers prove they may have the identity they ask for: insecure, join-token or jwks.
+    #[arg(long, default_value = "insecure")]
+    token_validator: ValidatorKind,
+    /// join-token validator: file of "<namespace>/<app-id> <token>" lines ("<namespace>/*" for a namespace).
+    #[arg(long)]
+    join_tokens: Option<PathBuf>,
+    /// jwks validator: a JWKS JSON file.
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    /// Lifetime of root and issuer when they are generated.
+    #[arg(long, default_value = "8760h", value_parser = super::parse_duration)]
+    ca_valid_for: Duration,
+    /// Refuse insecure settings (the insecure validator).
+    #[arg(long)]
+    production: bool,
+    /// Sentry's own namespace (part of its SPIFFE ID).
+    #[arg(long, env = "NAMESPACE", default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    log: super::LogArgs,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ward sentry is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    args.log.init()?;
+    let issuer_dir = args.issuer_credentials.clone().unwrap_or_else(|| super::ward_home().join("ca"));
+    let own_id = SpiffeId::dapr(&args.trust_domain, &args.namespace, ward_sentry::server::SENTRY_APP_ID)
+        .with_context(|| format!("--namespace {:?}", args.namespace))?;
+    let validator = match args.token_validator {
+        ValidatorKind::Insecure => Validator::Insecure,
+        ValidatorKind::JoinToken => {
+            let path = args.join_tokens.as_ref().context("--token-validator join-token needs --join-tokens FILE")?;
+            Validator::JoinToken(JoinTokens::load(path)?)
+        }
+        ValidatorKind::Jwks => {
+            let path = args.jwks.as_ref().context("--token-validator jwks needs --jwks FILE")?;
+            Validator::Jwks(JwksValidator::load(path, &own_id)?)
+        }
+    };
+    let config = SentryConfig {
+        issuer_dir,
+        trust_domain: args.trust_domain,
+        namespace: args.namespace,
+        listen: SocketAddr::new(args.listen_address, args.port),
+        healthz_listen: SocketAddr::new(args.healthz_listen_address, args.healthz_port),
+        workload_ttl: args.workload_cert_ttl,
+        allowed_clock_skew: args.allowed_clock_skew,
+        generated_ca_ttl: args.ca_valid_for,
+        production: args.production,
+    };
+    let ca = Arc::new(Ca::new(config, validator)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        ward_sentry::run(ca, shutdown_signal(), |addrs| {
+            // One machine-readable line on stdout, so scripts and tests can find ports chosen with 0.
+            println!("ward sentry ready: grpc={} healthz={}", addrs.grpc, addrs.healthz);
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

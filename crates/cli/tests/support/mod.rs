@@ -1,0 +1,185 @@
+//! Test harness: runs the real `ward` binary on 127.0.0.1, reads the "ready" line it prints to learn the ports it
+//! bound, keeps its stderr for assertions, and kills it on drop. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const WARD: &str = env!("CARGO_BIN_EXE_ward");
+
+/// A running `ward` process.
+pub struct Ward {
+    pub child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub name: String,
+}
+
+impl Ward {
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Ward {
+        let mut command = Command::new(WARD);
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.env_remove("DAPR_API_TOKEN").env_remove("APP_API_TOKEN").env_remove("DAPR_TRUST_ANCHORS");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn ward");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        pump(out, stdout.clone(), None);
+        pump(err, stderr.clone(), std::env::var_os("WARD_TEST_VERBOSE").map(|_| name.to_owned()));
+        Ward { child, stdout, stderr, name: name.to_owned() }
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns it.
+    pub fn wait_stdout(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stdout.lock().unwrap().iter().find(|l| l.starts_with(prefix)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited with {status} before printing {prefix:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {prefix:?} in time; stderr:\n{}",
+                self.name,
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr_text().contains(needle) {
+            assert!(Instant::now() < deadline, "{} did not log {needle:?}; stderr:\n{}", self.name, self.stderr_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Give the pump threads a moment to drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit in time", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Ward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(reader: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>, echo: Option<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if let Some(name) = &echo {
+                eprintln!("[{name}] {line}");
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// Runs `ward` to completion and returns (exit code, stdout, stderr).
+pub fn ward_output(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(WARD);
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run ward");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Parses `key=value` fields out of a ready line.
+pub fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .to_owned()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A running sentry with its credentials directory.
+pub struct Sentry {
+    pub process: Ward,
+    pub dir: PathBuf,
+    pub grpc: String,
+    pub healthz: String,
+}
+
+impl Sentry {
+    pub fn start(dir: &Path, extra: &[&str]) -> Sentry {
+        let mut args = vec!["sentry", "--issuer-credentials", path_str(dir), "--port", "0", "--healthz-port", "0"];
+        args.extend_from_slice(extra);
+        let mut process = Ward::spawn("sentry", &args, &[]);
+        let line = process.wait_stdout("ward sentry ready:", Duration::from_secs(20));
+        Sentry { grpc: field(&line, "grpc"), healthz: field(&line, "healthz"), process, dir: dir.to_owned() }
+    }
+
+    pub fn roots_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.crt")).expect("ca.crt")
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,21 @@
+//! ward's certificate authority (Dapr Sentry's role): CA material on disk, CSR checks and signing, the
+//! bootstrap-credential validators, the wire-compatible `dapr.proto.sentry.v1.CA` gRPC service, and the client a
+//! sidecar uses to obtain and renew its SVID.
+//!
+//! What it does not do: decide what an identity may access (`ward-policy`), or verify peers (`ward-identity`).
+
+pub mod client;
+pub mod material;
+pub mod server;
+pub mod signer;
+pub mod validator;
+
+/// The generated `dapr.proto.sentry.v1` types (from `proto/sentry.proto`; see that file to regenerate).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    include!("proto/dapr.proto.sentry.v1.rs");
+}
+
+pub use client::{ClientError, SentryClient, SentryClientConfig};
+pub use server::{BoundAddrs, Ca, SentryConfig, SentryError, run};
+pub use validator::{JoinTokens, JwksValidator, Validator, ValidatorKind};

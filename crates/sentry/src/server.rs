@@ -1,0 +1,419 @@
+//! The `ward sentry` process: serves `dapr.proto.sentry.v1.CA/SignCertificate` over TLS with its own SVID
+//! (`spiffe://<td>/ns/<namespace>/dapr-sentry`, no client certificate: callers have no identity yet), a
+//! `/healthz` endpoint, and reloads its issuer credentials when the files change.
+//!
+//! Request handling (`Ca::handle`) is separated from transport so the rules can be tested without sockets.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use rcgen::KeyPair;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use ward_identity::{SpiffeId, SvidResolver, TrustDomain, X509Svid};
+
+use crate::material::{self, CaFiles, CaMaterial, MaterialError};
+use crate::proto::ca_server::{Ca as CaService, CaServer};
+use crate::proto::sign_certificate_request::TokenValidator as WireValidator;
+use crate::proto::{SignCertificateRequest, SignCertificateResponse};
+use crate::signer::{self, CheckedCsr};
+use crate::validator::{Validator, ValidatorKind};
+
+/// The app-id of sentry's own identity, as Dapr's.
+pub const SENTRY_APP_ID: &str = "dapr-sentry";
+/// How often credential files are checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
+/// Sentry warns when a root expires within this window.
+const ROOT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct SentryConfig {
+    pub issuer_dir: PathBuf,
+    pub trust_domain: TrustDomain,
+    /// Sentry's own namespace (env `NAMESPACE`, default `default`), part of its SPIFFE ID.
+    pub namespace: String,
+    pub listen: SocketAddr,
+    pub healthz_listen: SocketAddr,
+    pub workload_ttl: Duration,
+    pub allowed_clock_skew: Duration,
+    /// Lifetime of generated CA material when the directory is empty.
+    pub generated_ca_ttl: Duration,
+    pub production: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SentryError {
+    #[error(transparent)]
+    Material(#[from] MaterialError),
+    #[error("{dir}: CA material is incomplete (need ca.crt, issuer.crt and issuer.key, or an empty directory)")]
+    IncompleteMaterial { dir: PathBuf },
+    #[error(
+        "the insecure token validator signs any identity and is refused in production mode; use join-token or jwks"
+    )]
+    InsecureInProduction,
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building sentry's own certificate: {0}")]
+    OwnSvid(String),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Signing state that is swapped as a whole when credentials are reloaded.
+struct Signing {
+    material: CaMaterial,
+    roots_pem: Vec<Vec<u8>>,
+}
+
+impl Signing {
+    fn new(material: CaMaterial) -> Self {
+        let roots_pem =
+            material.roots.iter().map(|der| ward_identity::pem_encode("CERTIFICATE", der).into_bytes()).collect();
+        Self { material, roots_pem }
+    }
+}
+
+/// The CA: validates requests and signs.
+pub struct Ca {
+    config: SentryConfig,
+    validator: Validator,
+    signing: ArcSwap<Signing>,
+    own_id: SpiffeId,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").field("own_id", &self.own_id).field("validator", &self.validator.kind()).finish()
+    }
+}
+
+const MAX_APP_ID_LEN: usize = 64;
+
+impl Ca {
+    /// Loads (or, for an empty directory, generates) the CA material and prepares to sign.
+    pub fn new(config: SentryConfig, validator: Validator) -> Result<Self, SentryError> {
+        if config.production && validator.kind() == ValidatorKind::Insecure {
+            return Err(SentryError::InsecureInProduction);
+        }
+        let files = CaFiles::in_dir(&config.issuer_dir);
+        if !files.complete() {
+            if files.any_exist() {
+                return Err(SentryError::IncompleteMaterial { dir: config.issuer_dir.clone() });
+            }
+            let generated = material::generate(&config.trust_domain, config.generated_ca_ttl)?;
+            material::write(&config.issuer_dir, &generated, false)?;
+            tracing::info!(dir = %config.issuer_dir.display(), "generated new root and issuer credentials");
+        }
+        let loaded = CaMaterial::load(&files)?;
+        let own_id = SpiffeId::dapr(&config.trust_domain, &config.namespace, SENTRY_APP_ID)
+            .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
+        Ok(Self { config, validator, signing: ArcSwap::from_pointee(Signing::new(loaded)), own_id })
+    }
+
+    pub fn own_id(&self) -> &SpiffeId {
+        &self.own_id
+    }
+
+    /// The current trust bundle as PEM.
+    pub fn roots_pem(&self) -> String {
+        self.signing.load().material.roots_pem()
+    }
+
+    /// True while the issuer can sign.
+    pub fn healthy(&self) -> bool {
+        SystemTime::now() < self.signing.load().material.issuer_not_after
+    }
+
+    /// Reloads credentials from disk; on error the old ones stay in use.
+    pub fn reload(&self) -> Result<(), MaterialError> {
+        let loaded = CaMaterial::load(&CaFiles::in_dir(&self.config.issuer_dir))?;
+        self.signing.store(Arc::new(Signing::new(loaded)));
+        Ok(())
+    }
+
+    /// Issues sentry's own serving certificate from the current issuer.
+    pub fn own_svid(&self) -> Result<X509Svid, SentryError> {
+        let key = KeyPair::generate().map_err(|err| SentryError::OwnSvid(err.to_string()))?;
+        let csr = CheckedCsr::from_key_pair(&key).map_err(|err| SentryError::OwnSvid(err.to_string()))?;
+        let signing = self.signing.load();
+        let issued = signer::sign(
+            &signing.material,
+            &csr,
+            &self.own_id,
+            SystemTime::now(),
+            self.config.workload_ttl,
+            self.config.allowed_clock_skew,
+        )
+        .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
+        let chain = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+            .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
+        X509Svid::from_der(chain, key).map_err(|err| SentryError::OwnSvid(err.to_string()))
+    }
+
+    /// Handles one SignCertificate request: validator selection, identity checks, credential, CSR, signing.
+    pub fn handle(&self, request: &SignCertificateRequest) -> Result<SignCertificateResponse, Status> {
+        let requested = WireValidator::try_from(request.token_validator).unwrap_or(WireValidator::Unknown);
+        let compatible = match requested {
+            WireValidator::Unknown => true,
+            WireValidator::Insecure => self.validator.kind() == ValidatorKind::Insecure,
+            WireValidator::Jwks => self.validator.kind() == ValidatorKind::Jwks,
+            WireValidator::Kubernetes => false,
+        };
+        if !compatible {
+            return Err(Status::invalid_argument("the requested validator is not enabled"));
+        }
+        let app_id = request.id.as_str();
+        if app_id.is_empty() {
+            return Err(Status::invalid_argument("app ID is required"));
+        }
+        if app_id.contains('.') {
+            return Err(Status::invalid_argument("app ID must not contain a '.'"));
+        }
+        if app_id.len() > MAX_APP_ID_LEN {
+            return Err(Status::invalid_argument(format!("app ID must be at most {MAX_APP_ID_LEN} characters")));
+        }
+        if request.namespace.is_empty() {
+            return Err(Status::invalid_argument("namespace is required"));
+        }
+        if !request.trust_domain.is_empty() && request.trust_domain != self.config.trust_domain.as_str() {
+            return Err(Status::invalid_argument(format!(
+                "trust domain {:?} is not served by this sentry (it signs only for {:?})",
+                request.trust_domain,
+                self.config.trust_domain.as_str()
+            )));
+        }
+        let id = SpiffeId::dapr(&self.config.trust_domain, &request.namespace, app_id)
+            .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;
+        if app_id == SENTRY_APP_ID {
+            // Nobody but sentry itself may hold sentry's identity: clients pin it to trust this CA.
+            return Err(Status::permission_denied("the dapr-sentry identity cannot be requested"));
+        }
+        if let Err(err) = self.validator.validate(&id, &request.namespace, app_id, &request.token) {
+            tracing::warn!(%id, reason = %err, "refused certificate request");
+            return Err(Status::permission_denied(err.to_string()));
+        }
+        let csr = signer::check_csr(&request.certificate_signing_request)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let signing = self.signing.load();
+        let issued = signer::sign(
+            &signing.material,
+            &csr,
+            &id,
+            SystemTime::now(),
+            self.config.workload_ttl,
+            self.config.allowed_clock_skew,
+        )
+        .map_err(|err| {
+            tracing::error!(%id, error = %err, "signing failed");
+            Status::internal("failed to sign certificate")
+        })?;
+        tracing::info!(%id, valid_until = %humantime_rfc3339(issued.not_after), "issued certificate");
+        Ok(SignCertificateResponse {
+            workload_certificate: issued.chain_pem.into_bytes(),
+            trust_chain_certificates: signing.roots_pem.clone(),
+            valid_until: Some(prost_types::Timestamp::from(issued.not_after)),
+            jwt: None,
+        })
+    }
+
+    /// Fingerprint of the credential files, to notice changes.
+    fn credentials_fingerprint(&self) -> Option<[u8; 32]> {
+        let files = CaFiles::in_dir(&self.config.issuer_dir);
+        let mut hasher = Sha256::new();
+        for path in [&files.root_cert, &files.issuer_cert, &files.issuer_key] {
+            hasher.update(std::fs::read(path).ok()?);
+            hasher.update([0u8]);
+        }
+        Some(hasher.finalize().into())
+    }
+
+    fn warn_if_root_expires_soon(&self) {
+        let signing = self.signing.load();
+        for der in &signing.material.roots {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { continue };
+            let not_after = material::not_after(&cert);
+            if let Ok(left) = not_after.duration_since(SystemTime::now())
+                && left < ROOT_EXPIRY_WARNING
+            {
+                tracing::warn!(
+                    days = left.as_secs() / 86400,
+                    "root certificate expiration warning: certificate expires in {} days; run `ward mtls renew-certificate`",
+                    left.as_secs() / 86400
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn humantime_rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+struct GrpcCa(Arc<Ca>);
+
+#[tonic::async_trait]
+impl CaService for GrpcCa {
+    async fn sign_certificate(
+        &self,
+        request: Request<SignCertificateRequest>,
+    ) -> Result<Response<SignCertificateResponse>, Status> {
+        let ca = self.0.clone();
+        let request = request.into_inner();
+        // Key generation and signing are CPU work; keep them off the reactor threads.
+        tokio::task::spawn_blocking(move || ca.handle(&request))
+            .await
+            .map_err(|_| Status::internal("failed to sign certificate"))?
+            .map(Response::new)
+    }
+}
+
+/// Addresses a running sentry actually bound (useful when ports were 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub healthz: SocketAddr,
+}
+
+/// Runs sentry until `shutdown` resolves. `on_ready` receives the bound addresses once both ports listen.
+pub async fn run(
+    ca: Arc<Ca>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(BoundAddrs) + Send,
+) -> Result<(), SentryError> {
+    if ca.validator.kind() == ValidatorKind::Insecure {
+        tracing::warn!(
+            "INSECURE token validator: this sentry signs ANY identity for ANY caller. Use it only for local \
+             development; use --token-validator join-token or jwks (and --production) elsewhere."
+        );
+    }
+    let resolver = Arc::new(SvidResolver::with_svid(ca.own_svid()?));
+    let tls = Arc::new(ward_identity::server_config(resolver.clone(), None, &[b"h2"])?);
+    let listener = TcpListener::bind(ca.config.listen)
+        .await
+        .map_err(|source| SentryError::Bind { addr: ca.config.listen, source })?;
+    let healthz = TcpListener::bind(ca.config.healthz_listen)
+        .await
+        .map_err(|source| SentryError::Bind { addr: ca.config.healthz_listen, source })?;
+    let addrs = BoundAddrs {
+        grpc: listener.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.listen, source })?,
+        healthz: healthz.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.healthz_listen, source })?,
+    };
+    tracing::info!(grpc = %addrs.grpc, healthz = %addrs.healthz, id = %ca.own_id, "sentry listening");
+
+    let health_task = tokio::spawn(serve_healthz(healthz, ca.clone()));
+    let maintenance_task = tokio::spawn(maintain(ca.clone(), resolver));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let accept_task = tokio::spawn(accept_tls(listener, tokio_rustls::TlsAcceptor::from(tls), tx));
+    on_ready(addrs);
+    let result = tonic::transport::Server::builder()
+        .add_service(CaServer::new(GrpcCa(ca)))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+        .await;
+    accept_task.abort();
+    health_task.abort();
+    maintenance_task.abort();
+    result.map_err(SentryError::from)
+}
+
+type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: tokio::sync::mpsc::Sender<Result<TlsConn, std::io::Error>>,
+) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else { continue };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        // Handshakes run concurrently so one slow client cannot hold up the others.
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send(Ok(tls)).await;
+                }
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Reloads changed credentials, renews sentry's own certificate, and warns about expiring roots.
+async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>) {
+    let mut fingerprint = ca.credentials_fingerprint();
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(RELOAD_POLL).await;
+        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(24 * 3600)) {
+            ca.warn_if_root_expires_soon();
+            last_warning = Some(tokio::time::Instant::now());
+        }
+        let current = ca.credentials_fingerprint();
+        let mut renew_own = resolver.current().is_none_or(|svid| SystemTime::now() >= svid.renewal_time());
+        if current.is_some() && current != fingerprint {
+            match ca.reload() {
+                Ok(()) => {
+                    tracing::info!("issuer credentials changed; reloaded");
+                    fingerprint = current;
+                    renew_own = true;
+                }
+                // Files are often written one after another; a half-written set fails to load and is retried
+                // at the next poll, while the old credentials keep serving.
+                Err(err) => {
+                    tracing::error!(error = %err, "issuer credentials changed but do not load; keeping the old ones")
+                }
+            }
+        }
+        if renew_own {
+            match ca.own_svid() {
+                Ok(svid) => resolver.replace(svid),
+                Err(err) => tracing::error!(error = %err, "renewing sentry's own certificate failed"),
+            }
+        }
+    }
+}
+
+async fn serve_healthz(listener: TcpListener, ca: Arc<Ca>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let ca = ca.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let healthy = ca.healthy();
+                async move {
+                    let status = match (req.method(), req.uri().path()) {
+                        (&hyper::Method::GET, "/healthz") if healthy => hyper::StatusCode::OK,
+                        (&hyper::Method::GET, "/healthz") => hyper::StatusCode::SERVICE_UNAVAILABLE,
+                        _ => hyper::StatusCode::NOT_FOUND,
+                    };
+                    let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
