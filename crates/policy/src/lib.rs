@@ -1,0 +1,22 @@
+//! Pure authorization decisions for ward: service-invocation access control, method-path normalisation,
+//! secret scopes, API allow/deny lists and tamper-evident audit lines. No I/O, no async, no clock: callers hand
+//! in everything a decision needs, so every rule is a table-tested function.
+//!
+//! Each `compile` turns a raw [`spec`] shape into a checked value once per configuration load; the per-request
+//! functions (`decide`, `is_allowed`, `is_http_allowed`, …) never parse configuration.
+
+pub mod acl;
+pub mod api;
+pub mod audit;
+pub mod path;
+pub mod secrets;
+pub mod spec;
+
+pub use acl::{
+    AccessControl, AclDecision, AclError, AclRequest, AppDefaultCause, AppProtocol, Caller, GlobalDefaultCause,
+    HttpVerb, MatchedRule, VerbEntry,
+};
+pub use api::{ApiAllowList, ApiListError, is_always_allowed};
+pub use audit::{AuditChain, AuditEvent, ChainError, ChainErrorKind, Decision, verify_chain, verify_chain_to};
+pub use path::{GrpcMethod, MethodPath, PathError, normalize_grpc_method, normalize_http_method};
+pub use secrets::{SecretScopeError, SecretScopes};
