@@ -21,6 +21,14 @@ enum Command {
     Mtls(cmd::mtls::Command),
     /// The certificate authority that issues SPIFFE X.509 certificates to sidecars (Dapr Sentry's role).
     Sentry(cmd::sentry::Args),
+    /// The sidecar (a drop-in for daprd): public Dapr API for one app, mTLS to other sidecars.
+    Sidecar(Box<cmd::sidecar::Args>),
+    /// Access-control policies: explain a decision, lint a configuration.
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
+    /// Audit logs: verify the hash chain.
+    #[command(subcommand)]
+    Audit(cmd::audit::Command),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +36,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mtls(command) => cmd::mtls::run(command),
         Command::Sentry(args) => cmd::sentry::run(args),
+        Command::Sidecar(args) => cmd::sidecar::run(*args),
+        Command::Policy(command) => cmd::policy::run(command),
+        Command::Audit(command) => cmd::audit::run(command),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,10 @@
 //! One module per `ward` subcommand, plus the small helpers they share.
 
+pub mod audit;
 pub mod mtls;
+pub mod policy;
 pub mod sentry;
+pub mod sidecar;
 
 use std::time::Duration;
 

@@ -1,0 +1,161 @@
+//! `ward sidecar`: the data plane, a drop-in for `daprd` (same flag names). Flags are checked before anything
+//! listens; a wrong flag or value exits non-zero with one line.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ward_identity::TrustDomain;
+use ward_sidecar::audit::AuditTarget;
+use ward_sidecar::{MtlsOptions, Sidecar, SidecarOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    app_id: String,
+    #[arg(long)]
+    app_port: Option<u16>,
+    /// The protocol the app speaks (http; grpc is not supported yet).
+    #[arg(long, default_value = "http")]
+    app_protocol: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    app_channel_address: String,
+    #[arg(long, default_value_t = 3500)]
+    dapr_http_port: u16,
+    /// Reserved for the Dapr gRPC API (not served yet).
+    #[arg(long, default_value_t = 50001)]
+    dapr_grpc_port: u16,
+    /// The mTLS port other sidecars call.
+    #[arg(long, default_value_t = 50002)]
+    dapr_internal_grpc_port: u16,
+    /// ward's default is loopback; use 0.0.0.0 when sidecars on other hosts must reach this one.
+    #[arg(long, default_value = "127.0.0.1")]
+    dapr_internal_grpc_listen_address: IpAddr,
+    /// Reserved for metrics (not served yet).
+    #[arg(long, default_value_t = 9090)]
+    metrics_port: u16,
+    /// Comma-separated IPs for the public API. ward's default is loopback only (daprd's is all interfaces).
+    #[arg(long, default_value = "127.0.0.1")]
+    dapr_listen_addresses: String,
+    #[arg(long = "resources-path", alias = "components-path")]
+    resources_path: Vec<PathBuf>,
+    /// A Dapr Configuration file (accessControl, nameResolution, ...).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    enable_mtls: bool,
+    #[arg(long)]
+    sentry_address: Option<String>,
+    /// Trust domain of sentry's identity; default: this app's trust domain (accessControl.trustDomain).
+    #[arg(long, env = "DAPR_CONTROLPLANE_TRUST_DOMAIN", value_parser = TrustDomain::new)]
+    control_plane_trust_domain: Option<TrustDomain>,
+    #[arg(long, env = "DAPR_CONTROLPLANE_NAMESPACE", default_value = "default")]
+    control_plane_namespace: String,
+    /// PEM file with the trust anchors (alternative to env DAPR_TRUST_ANCHORS).
+    #[arg(long)]
+    trust_anchors_file: Option<PathBuf>,
+    /// Log one line per API call (tri-state as daprd: absent = the Configuration decides).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_api_logging: Option<bool>,
+    /// standalone (kubernetes is not supported).
+    #[arg(long, default_value = "standalone")]
+    mode: String,
+    /// Largest request body accepted, e.g. 4Mi (daprd's default).
+    #[arg(long, default_value = "4Mi")]
+    max_body_size: String,
+    /// Refuse development shortcuts: require mTLS, reject plaintext peers and dev identity markers.
+    #[arg(long)]
+    production: bool,
+    /// Append audit events to FILE (hash-chained JSON lines) instead of stderr.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    #[arg(long, env = "NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    drain_timeout: Duration,
+    #[command(flatten)]
+    log: super::LogArgs,
+}
+
+fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
+    if args.mode != "standalone" {
+        bail!("--mode {:?} is not supported (only standalone)", args.mode);
+    }
+    if args.app_protocol != "http" {
+        bail!("--app-protocol {:?} is not supported yet (only http)", args.app_protocol);
+    }
+    let listen_addresses = args
+        .dapr_listen_addresses
+        .split(',')
+        .map(|part| {
+            let part = part.trim().trim_start_matches('[').trim_end_matches(']');
+            part.parse::<IpAddr>().with_context(|| format!("--dapr-listen-addresses: {part:?} is not an IP address"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let max_body_size = ward_config::parse_byte_quantity(&args.max_body_size)
+        .map_err(|err| anyhow::anyhow!("--max-body-size: {err}"))?;
+    let mtls = if args.enable_mtls {
+        let sentry_address = args.sentry_address.clone().context("--enable-mtls needs --sentry-address")?;
+        let trust_anchors_pem = match (&args.trust_anchors_file, std::env::var("DAPR_TRUST_ANCHORS")) {
+            (Some(path), _) => {
+                std::fs::read(path).with_context(|| format!("--trust-anchors-file {}", path.display()))?
+            }
+            (None, Ok(pem)) if !pem.trim().is_empty() => pem.into_bytes(),
+            _ => {
+                bail!("trust anchors are required with --enable-mtls (env DAPR_TRUST_ANCHORS or --trust-anchors-file)")
+            }
+        };
+        Some(MtlsOptions {
+            sentry_address,
+            trust_anchors_pem,
+            control_plane_trust_domain: args.control_plane_trust_domain.clone(),
+            control_plane_namespace: args.control_plane_namespace.clone(),
+            sentry_token_file: std::env::var_os("DAPR_SENTRY_TOKEN_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+        })
+    } else {
+        None
+    };
+    let app_api_token = std::env::var("APP_API_TOKEN").ok().filter(|t| !t.is_empty());
+    Ok(SidecarOptions {
+        app_id: args.app_id.clone(),
+        namespace: args.namespace.clone(),
+        app_port: args.app_port,
+        app_channel_address: args.app_channel_address.clone(),
+        http_port: args.dapr_http_port,
+        internal_port: args.dapr_internal_grpc_port,
+        internal_listen_address: args.dapr_internal_grpc_listen_address,
+        listen_addresses,
+        config_path: args.config.clone(),
+        mtls,
+        production: args.production,
+        max_body_size,
+        ward_home: super::ward_home(),
+        audit: args.audit_log.clone().map(AuditTarget::File).unwrap_or(AuditTarget::Stderr),
+        app_api_token,
+        drain_timeout: args.drain_timeout,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = options(&args)?;
+    args.log.init()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let sidecar = Sidecar::start(options).await?;
+        let http = sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        println!(
+            "ward sidecar ready: app-id={} http={http} internal={} elapsed-ms={}",
+            args.app_id,
+            sidecar.internal_addr,
+            sidecar.started().elapsed().as_millis()
+        );
+        super::sentry::shutdown_signal().await;
+        tracing::info!("shutting down");
+        sidecar.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,61 @@
+//! Header hygiene on both hops. Identity headers are never taken from a caller: they are removed on the way in and
+//! set by the sidecar from the verified identity on the way out (invariant 2). Hop-by-hop headers are not
+//! forwarded.
+
+use http::HeaderMap;
+
+pub const CALLER_APP_ID: &str = "dapr-caller-app-id";
+pub const CALLER_NAMESPACE: &str = "dapr-caller-namespace";
+pub const CALLEE_APP_ID: &str = "dapr-callee-app-id";
+pub const APP_ID: &str = "dapr-app-id";
+pub const API_TOKEN: &str = "dapr-api-token";
+
+/// Headers a caller may claim but only a sidecar may set.
+const IDENTITY_HEADERS: &[&str] = &[CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, API_TOKEN];
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Removes identity claims, the API token and hop-by-hop headers.
+pub fn strip_untrusted(headers: &mut HeaderMap) {
+    for name in IDENTITY_HEADERS.iter().chain(HOP_BY_HOP) {
+        headers.remove(*name);
+    }
+    // Also whatever the `connection` header listed is hop-by-hop; it was removed above, so nothing else to do.
+}
+
+/// Removes hop-by-hop headers from a response being relayed.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_claims_and_tokens_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CALLER_APP_ID, "admin".parse().unwrap());
+        headers.append("Dapr-Caller-App-Id", "admin2".parse().unwrap());
+        headers.insert(CALLER_NAMESPACE, "kube-system".parse().unwrap());
+        headers.insert(API_TOKEN, "stolen".parse().unwrap());
+        headers.insert("x-custom", "kept".parse().unwrap());
+        headers.insert("connection", "close".parse().unwrap());
+        strip_untrusted(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-custom"], "kept");
+    }
+}

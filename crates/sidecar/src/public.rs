@@ -1,0 +1,136 @@
+//! The public Dapr HTTP API an app calls on 127.0.0.1: health, metadata and service invocation (caller side).
+//!
+//! Invocation reads the method from the *raw* request path (still percent-encoded) and sends it on unchanged;
+//! the callee's sidecar normalises it once and judges it (the edge that decides is the edge that normalises).
+//! Bodies stream in both directions, bounded by `--max-body-size`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode};
+use ward_identity::SpiffeId;
+
+use crate::error::{ApiError, PEER_ERROR_HEADER, PeerError};
+use crate::headers;
+use crate::internal::{INTERNAL_INVOKE_PREFIX, error_chain};
+use crate::runtime::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz))
+        .route("/v1.0/metadata", get(metadata))
+        .fallback(fallback)
+        .with_state(shared)
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_ready() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::NotReady { detail: "the sidecar is starting".to_owned() }.into_response()
+    }
+}
+
+async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.metadata_json()).into_response()
+}
+
+/// Invocation routes: `/v1.0/invoke/{app-id}/method/{method…}` with any verb, or any path with a `dapr-app-id`
+/// header (the method is then the whole path).
+async fn fallback(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix("/v1.0/invoke/") {
+        let Some((target, method)) = rest.split_once("/method/") else {
+            return ApiError::InvokeNoAppId.into_response();
+        };
+        let target = percent_encoding::percent_decode_str(target).decode_utf8_lossy().into_owned();
+        return invoke(shared, target, method.to_owned(), request).await;
+    }
+    if let Some(target) = request.headers().get(headers::APP_ID).and_then(|v| v.to_str().ok()).map(str::to_owned) {
+        let method = path.trim_start_matches('/').to_owned();
+        return invoke(shared, target, method, request).await;
+    }
+    if path.starts_with("/v1.0/invoke") {
+        return ApiError::InvokeNoAppId.into_response();
+    }
+    ApiError::NotFound.into_response()
+}
+
+async fn invoke(shared: Arc<Shared>, target: String, raw_method: String, request: Request) -> Response {
+    let (app_id, namespace) = match target.split_once('.') {
+        Some((app_id, namespace)) => (app_id.to_owned(), namespace.to_owned()),
+        None => (target.clone(), shared.namespace().to_owned()),
+    };
+    let failed = |grpc_code: &'static str, detail: String| {
+        ApiError::InvokeFailed { app_id: target.clone(), grpc_code, detail }.into_response()
+    };
+    if raw_method.is_empty() {
+        return failed("InvalidArgument", "invalid method: empty method".to_owned());
+    }
+    let Ok(callee) = SpiffeId::dapr(shared.trust_domain(), &namespace, &app_id) else {
+        return failed("InvalidArgument", format!("invalid app id {target:?}"));
+    };
+    let limit = shared.max_body_size();
+    if let Some(length) = request.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
+        && length.parse::<u64>().is_ok_and(|n| n > limit)
+    {
+        return ApiError::BodyTooLarge { limit }.into_response();
+    }
+    let address = match shared.resolve(&app_id, &namespace).await {
+        Ok(Some(address)) => address,
+        Ok(None) => return failed("Unavailable", format!("couldn't find service: {target}")),
+        Err(err) => return failed("Internal", format!("name resolution failed: {err}")),
+    };
+
+    let (mut parts, body) = request.into_parts();
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let Ok(uri) = format!("http://{address}{INTERNAL_INVOKE_PREFIX}{raw_method}{query}").parse::<http::Uri>() else {
+        return failed("InvalidArgument", "invalid method".to_owned());
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_2;
+    headers::strip_untrusted(&mut parts.headers);
+    parts.headers.remove(headers::APP_ID);
+    if let Ok(v) = HeaderValue::from_str(&app_id) {
+        parts.headers.insert(headers::CALLEE_APP_ID, v);
+    }
+    // Streams through, failing the upload if it grows past the limit.
+    let body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
+    let outgoing = http::Request::from_parts(parts, body);
+
+    let response = match shared.outbound().send(&callee, shared.own_id(), outgoing).await {
+        Ok(response) => response,
+        Err(err) => {
+            let chain = error_chain(&err);
+            tracing::warn!(callee = %callee, error = %chain, "invocation failed");
+            if chain.contains("length limit exceeded") {
+                return ApiError::BodyTooLarge { limit }.into_response();
+            }
+            return failed("Unavailable", chain);
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    if parts.headers.remove(PEER_ERROR_HEADER).is_some() {
+        // The callee's sidecar refused: wrap its answer as Dapr does.
+        let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
+        let peer: PeerError = serde_json::from_slice(&bytes)
+            .unwrap_or(PeerError { code: "Unknown".to_owned(), message: "the callee's sidecar refused".to_owned() });
+        if peer.code == "PermissionDenied" {
+            return ApiError::InvokeDenied { app_id: target, message: peer.message }.into_response();
+        }
+        let code: &'static str = match peer.code.as_str() {
+            "InvalidArgument" => "InvalidArgument",
+            "Unavailable" => "Unavailable",
+            "NotFound" => "NotFound",
+            _ => "Internal",
+        };
+        return failed(code, peer.message);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
