@@ -1,0 +1,459 @@
+//! JWT mode for the app → sidecar API token (`--dapr-api-token-jwks`, `--dapr-api-token-issuer`,
+//! `--dapr-api-token-audience`): the app presents a short-lived JWT instead of a shared static secret.
+//!
+//! Owned here: loading a JWKS file (watched and reloaded like a token file), deriving the allowed algorithms
+//! from the key types present, and verifying signature, `exp`/`nbf` (60 s leeway), `iss` and `aud`.
+//! Not owned here: static tokens and the decision of what a failure looks like on the wire (`tokens`, adapters).
+//!
+//! Algorithms come from the keys, never from the token: RSA → RS256/384/512 and PS256/384/512, EC P-256 → ES256,
+//! EC P-384 → ES384, OKP Ed25519 → EdDSA. `none` and HMAC are never accepted: a JWKS is public, so an HMAC
+//! "secret" taken from it would let anyone mint tokens (the classic key-confusion attack). `oct` keys are ignored.
+//! Fetching a JWKS from an `http(s)://` URL is not implemented yet and is refused at start.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::{GateError, watch};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY: Duration = Duration::from_secs(60);
+
+/// A JWKS is a few keys; a megabyte is generous.
+const JWKS_FILE_LIMIT: u64 = 1024 * 1024;
+
+/// RSA keys below this size are ignored (NIST SP 800-131A).
+const MIN_RSA_BITS: usize = 2048;
+
+const RSA_ALGS: &[Algorithm] =
+    &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+
+/// Why a JWT was refused; stable short strings for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwtReason {
+    /// Not three base64url parts with a JSON header, or claims that are not JSON.
+    Malformed,
+    /// `alg` is `none`, HMAC, unknown, or not allowed for the selected key.
+    AlgNotAllowed,
+    /// The header names a `kid` the JWKS does not hold.
+    UnknownKid,
+    /// The signature does not verify with any candidate key.
+    BadSignature,
+    /// `exp` is more than the leeway in the past.
+    Expired,
+    /// `nbf` is more than the leeway in the future.
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    WrongIssuer,
+    /// `aud` does not contain the configured audience.
+    WrongAudience,
+    /// `exp`, `iss` or `aud` is absent, or has the wrong type.
+    MissingClaim,
+}
+
+impl JwtReason {
+    /// A stable short string for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Malformed => "jwt_malformed",
+            Self::AlgNotAllowed => "jwt_alg_not_allowed",
+            Self::UnknownKid => "jwt_unknown_kid",
+            Self::BadSignature => "jwt_bad_signature",
+            Self::Expired => "jwt_expired",
+            Self::NotYetValid => "jwt_not_yet_valid",
+            Self::WrongIssuer => "jwt_wrong_issuer",
+            Self::WrongAudience => "jwt_wrong_audience",
+            Self::MissingClaim => "jwt_missing_claim",
+        }
+    }
+
+    /// Which failure says most: one past the signature check beats a signature failure (it proves the key).
+    fn rank(&self) -> u8 {
+        match self {
+            Self::BadSignature | Self::AlgNotAllowed => 0,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for JwtReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The three settings of JWT mode, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// A JWKS file path (an `http(s)://` URL is refused for now).
+    pub jwks: String,
+    /// The exact `iss` required.
+    pub issuer: String,
+    /// The `aud` value required (the token's `aud` may be a string or contain it in an array).
+    pub audience: String,
+}
+
+/// One usable public key.
+struct VerifyKey {
+    kid: Option<String>,
+    algs: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
+struct KeySet {
+    keys: Vec<VerifyKey>,
+}
+
+/// Verifies JWT API tokens against a watched JWKS file. Cheap to clone.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    keys: Arc<ArcSwap<KeySet>>,
+    /// One validation per algorithm would differ only in `algorithms`; this template holds the rest.
+    template: Arc<Validation>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("jwks", &self.path)
+            .field("keys", &self.keys.load().keys.len())
+            .field("issuer", &self.template.iss)
+            .field("audience", &self.template.aud)
+            .finish()
+    }
+}
+
+impl JwtVerifier {
+    /// Loads the JWKS and starts watching it. Must be called inside a tokio runtime. Fails (refusing to start)
+    /// if a setting is empty, the JWKS is a URL, unreadable, not a JWKS, or holds no usable key.
+    pub fn new(config: &JwtConfig) -> Result<Self, GateError> {
+        let jwks = config.jwks.trim();
+        if jwks.is_empty() {
+            return Err(GateError::JwtConfigMissing { field: "JWKS (--dapr-api-token-jwks)" });
+        }
+        if config.issuer.trim().is_empty() {
+            return Err(GateError::JwtConfigMissing { field: "issuer (--dapr-api-token-issuer)" });
+        }
+        if config.audience.trim().is_empty() {
+            return Err(GateError::JwtConfigMissing { field: "audience (--dapr-api-token-audience)" });
+        }
+        let lower = jwks.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            return Err(GateError::JwksUrlUnsupported { url: jwks.to_owned() });
+        }
+        let path = PathBuf::from(jwks);
+        let keys = watch::load_and_watch(path.clone(), "JWKS", JWKS_FILE_LIMIT, parse_jwks)?;
+
+        let mut template = Validation::new(Algorithm::ES256);
+        template.leeway = LEEWAY.as_secs();
+        template.validate_exp = true;
+        template.validate_nbf = true;
+        template.set_issuer(&[config.issuer.trim()]);
+        template.set_audience(&[config.audience.trim()]);
+        template.set_required_spec_claims(&["exp", "iss", "aud"]);
+        Ok(Self { keys, template: Arc::new(template), path })
+    }
+
+    /// Verifies one presented token.
+    pub fn verify(&self, token: &[u8]) -> Result<(), JwtReason> {
+        let (alg, kid) = read_header(token)?;
+        let keys = self.keys.load();
+        let candidates = keys.keys.iter().filter(|k| match (&kid, &k.kid) {
+            (Some(wanted), Some(have)) => wanted == have,
+            (Some(_), None) => false,
+            (None, _) => true,
+        });
+        let mut best: Option<JwtReason> = None;
+        let mut any_kid_match = false;
+        for key in candidates {
+            any_kid_match = true;
+            if !key.algs.contains(&alg) {
+                best = Some(best.unwrap_or(JwtReason::AlgNotAllowed));
+                continue;
+            }
+            let mut validation = (*self.template).clone();
+            validation.algorithms = vec![alg];
+            match jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key.key, &validation) {
+                Ok(_) => return Ok(()),
+                Err(err) => {
+                    let reason = map_error(err.kind());
+                    if best.is_none_or(|b| reason.rank() >= b.rank()) {
+                        best = Some(reason);
+                    }
+                }
+            }
+        }
+        if kid.is_some() && !any_kid_match {
+            return Err(JwtReason::UnknownKid);
+        }
+        Err(best.unwrap_or(JwtReason::AlgNotAllowed))
+    }
+}
+
+/// Reads `alg` and `kid` from the header ourselves, so `none`, HMAC and unknown algorithms are refused by name
+/// before any library decides what they mean.
+fn read_header(token: &[u8]) -> Result<(Algorithm, Option<String>), JwtReason> {
+    let mut parts = token.split(|b| *b == b'.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtReason::Malformed);
+    };
+    let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| JwtReason::Malformed)?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| JwtReason::Malformed)?;
+    let alg = header.get("alg").and_then(serde_json::Value::as_str).ok_or(JwtReason::Malformed)?;
+    if alg.eq_ignore_ascii_case("none") || alg.starts_with("HS") {
+        return Err(JwtReason::AlgNotAllowed);
+    }
+    let alg = Algorithm::from_str(alg).map_err(|_| JwtReason::AlgNotAllowed)?;
+    let kid = match header.get("kid") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(JwtReason::Malformed),
+    };
+    Ok((alg, kid))
+}
+
+fn map_error(kind: &ErrorKind) -> JwtReason {
+    match kind {
+        ErrorKind::ExpiredSignature => JwtReason::Expired,
+        ErrorKind::ImmatureSignature => JwtReason::NotYetValid,
+        ErrorKind::InvalidIssuer => JwtReason::WrongIssuer,
+        ErrorKind::InvalidAudience => JwtReason::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => JwtReason::MissingClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => JwtReason::AlgNotAllowed,
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => JwtReason::BadSignature,
+        _ => JwtReason::Malformed,
+    }
+}
+
+/// Parses a JWKS, keeping only keys that may verify a token. One odd key is skipped with a warning rather than
+/// failing the set (JWKS endpoints often carry encryption keys too); a set with no usable key is an error.
+fn parse_jwks(path: &Path, bytes: &[u8]) -> Result<(KeySet, usize), GateError> {
+    #[derive(serde::Deserialize)]
+    struct RawSet {
+        keys: Vec<serde_json::Value>,
+    }
+    let raw: RawSet =
+        serde_json::from_slice(bytes).map_err(|source| GateError::JwksParse { path: path.to_path_buf(), source })?;
+    let mut keys = Vec::new();
+    for (index, raw_key) in raw.keys.into_iter().enumerate() {
+        match usable_key(raw_key) {
+            Ok(key) => keys.push(key),
+            Err(why) => tracing::warn!(path = %path.display(), index, why, "ignoring JWKS key"),
+        }
+    }
+    if keys.is_empty() {
+        return Err(GateError::JwksNoUsableKey { path: path.to_path_buf() });
+    }
+    let count = keys.len();
+    Ok((KeySet { keys }, count))
+}
+
+fn usable_key(raw: serde_json::Value) -> Result<VerifyKey, &'static str> {
+    let jwk: Jwk = serde_json::from_value(raw).map_err(|_| "not a JWK")?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Err("use is enc");
+    }
+    let family_algs: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let n = URL_SAFE_NO_PAD.decode(&rsa.n).map_err(|_| "bad RSA modulus")?;
+            let bits = n.iter().position(|b| *b != 0).map_or(0, |first| {
+                let rest = n.len() - first - 1;
+                rest * 8 + (8 - n[first].leading_zeros() as usize)
+            });
+            if bits < MIN_RSA_BITS {
+                return Err("RSA key shorter than 2048 bits");
+            }
+            RSA_ALGS.to_vec()
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let x = URL_SAFE_NO_PAD.decode(&ec.x).map_err(|_| "bad EC x")?;
+            let y = URL_SAFE_NO_PAD.decode(&ec.y).map_err(|_| "bad EC y")?;
+            match (&ec.curve, x.len(), y.len()) {
+                (EllipticCurve::P256, 32, 32) => vec![Algorithm::ES256],
+                (EllipticCurve::P384, 48, 48) => vec![Algorithm::ES384],
+                _ => return Err("unsupported EC curve or bad coordinates"),
+            }
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            let x = URL_SAFE_NO_PAD.decode(&okp.x).map_err(|_| "bad OKP x")?;
+            match (&okp.curve, x.len()) {
+                (EllipticCurve::Ed25519, 32) => vec![Algorithm::EdDSA],
+                _ => return Err("unsupported OKP curve"),
+            }
+        }
+        AlgorithmParameters::OctetKey(_) => return Err("oct (HMAC) key: a public JWKS cannot hold a shared secret"),
+        _ => return Err("unsupported key type"),
+    };
+    // A key that names its algorithm is limited to it (RFC 7517 §4.4), if that fits the key type.
+    let algs = match jwk.common.key_algorithm {
+        None => family_algs,
+        Some(KeyAlgorithm::UNKNOWN_ALGORITHM) => return Err("unknown alg"),
+        Some(named) => {
+            let named = Algorithm::try_from(named).map_err(|_| "alg not usable for signatures")?;
+            if !family_algs.contains(&named) {
+                return Err("alg does not fit the key type");
+            }
+            vec![named]
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key material rejected")?;
+    Ok(VerifyKey { kid: jwk.common.key_id, algs, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const ISS: &str = "https://issuer.test";
+    const AUD: &str = "ward-sidecar";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        signing: EncodingKey,
+        other: EncodingKey,
+        verifier: JwtVerifier,
+    }
+
+    fn ec_key() -> EncodingKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap()
+    }
+
+    fn public_jwk(key: &EncodingKey, kid: &str) -> serde_json::Value {
+        let mut jwk = Jwk::from_encoding_key(key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        serde_json::to_value(jwk).unwrap()
+    }
+
+    fn fixture(extra_keys: Vec<serde_json::Value>) -> Fixture {
+        let signing = ec_key();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let mut keys = vec![public_jwk(&signing, "k1")];
+        keys.extend(extra_keys);
+        std::fs::write(&path, json!({ "keys": keys }).to_string()).unwrap();
+        let config = JwtConfig { jwks: path.display().to_string(), issuer: ISS.into(), audience: AUD.into() };
+        let verifier = JwtVerifier::new(&config).unwrap();
+        Fixture { _dir: dir, signing, other: ec_key(), verifier }
+    }
+
+    fn now() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    fn claims(exp: i64, nbf: i64, iss: &str, aud: &str) -> serde_json::Value {
+        json!({ "sub": "app", "exp": exp, "nbf": nbf, "iss": iss, "aud": aud })
+    }
+
+    fn es256(key: &EncodingKey, kid: Option<&str>, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    fn unsigned(header: serde_json::Value, claims: &serde_json::Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+        format!("{h}.{c}.")
+    }
+
+    #[tokio::test]
+    async fn jwt_cases() {
+        let f = fixture(vec![json!({ "kty": "oct", "k": URL_SAFE_NO_PAD.encode("guessable"), "kid": "hmac" })]);
+        let t = now();
+        let good = claims(t + 300, t - 10, ISS, AUD);
+        let hs = |secret: &[u8]| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &good, &EncodingKey::from_secret(secret)).unwrap()
+        };
+        let cases: Vec<(&str, String, Result<(), JwtReason>)> = vec![
+            ("valid with kid", es256(&f.signing, Some("k1"), &good), Ok(())),
+            ("valid without kid", es256(&f.signing, None, &good), Ok(())),
+            ("array aud", es256(&f.signing, None, &json!({"exp": t + 300, "iss": ISS, "aud": ["x", AUD]})), Ok(())),
+            ("expired within leeway", es256(&f.signing, None, &claims(t - 30, t - 100, ISS, AUD)), Ok(())),
+            ("expired", es256(&f.signing, None, &claims(t - 120, t - 300, ISS, AUD)), Err(JwtReason::Expired)),
+            (
+                "not yet valid",
+                es256(&f.signing, None, &claims(t + 600, t + 120, ISS, AUD)),
+                Err(JwtReason::NotYetValid),
+            ),
+            ("wrong aud", es256(&f.signing, None, &claims(t + 300, t, ISS, "other")), Err(JwtReason::WrongAudience)),
+            (
+                "wrong iss",
+                es256(&f.signing, None, &claims(t + 300, t, "https://evil", AUD)),
+                Err(JwtReason::WrongIssuer),
+            ),
+            ("no exp", es256(&f.signing, None, &json!({"iss": ISS, "aud": AUD})), Err(JwtReason::MissingClaim)),
+            ("bad signature", es256(&f.other, Some("k1"), &good), Err(JwtReason::BadSignature)),
+            ("bad signature no kid", es256(&f.other, None, &good), Err(JwtReason::BadSignature)),
+            ("alg none", unsigned(json!({"alg": "none", "typ": "JWT"}), &good), Err(JwtReason::AlgNotAllowed)),
+            ("alg None", unsigned(json!({"alg": "None"}), &good), Err(JwtReason::AlgNotAllowed)),
+            ("HS256 guessed secret", hs(b"secret"), Err(JwtReason::AlgNotAllowed)),
+            ("HS256 with the oct key from the JWKS", hs(b"guessable"), Err(JwtReason::AlgNotAllowed)),
+            ("unknown kid", es256(&f.signing, Some("nope"), &good), Err(JwtReason::UnknownKid)),
+            ("kid of the ignored oct key", es256(&f.signing, Some("hmac"), &good), Err(JwtReason::UnknownKid)),
+            (
+                "ES384 header on a P-256 key",
+                {
+                    let mut tok = es256(&f.signing, Some("k1"), &good);
+                    let rest = tok.split_off(tok.find('.').unwrap());
+                    URL_SAFE_NO_PAD.encode(json!({"alg": "ES384", "kid": "k1"}).to_string()) + &rest
+                },
+                Err(JwtReason::AlgNotAllowed),
+            ),
+            ("not a jwt", "plain-static-token".into(), Err(JwtReason::Malformed)),
+            ("five parts (JWE)", "a.b.c.d.e".into(), Err(JwtReason::Malformed)),
+            ("garbage header", "!!!.e30.x".into(), Err(JwtReason::Malformed)),
+        ];
+        for (name, token, expected) in cases {
+            assert_eq!(f.verifier.verify(token.as_bytes()), expected, "case {name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn startup_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |jwks: &str| JwtConfig { jwks: jwks.into(), issuer: ISS.into(), audience: AUD.into() };
+        assert!(matches!(JwtVerifier::new(&cfg("https://idp/jwks")), Err(GateError::JwksUrlUnsupported { .. })));
+        assert!(matches!(JwtVerifier::new(&cfg("HTTP://idp/jwks")), Err(GateError::JwksUrlUnsupported { .. })));
+        let missing = dir.path().join("missing.json");
+        assert!(matches!(JwtVerifier::new(&cfg(&missing.display().to_string())), Err(GateError::FileRead { .. })));
+        let only_oct = dir.path().join("oct.json");
+        std::fs::write(&only_oct, json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).to_string()).unwrap();
+        assert!(matches!(
+            JwtVerifier::new(&cfg(&only_oct.display().to_string())),
+            Err(GateError::JwksNoUsableKey { .. })
+        ));
+        let not_json = dir.path().join("bad.json");
+        std::fs::write(&not_json, "{").unwrap();
+        assert!(matches!(JwtVerifier::new(&cfg(&not_json.display().to_string())), Err(GateError::JwksParse { .. })));
+        let mut no_iss = cfg(&only_oct.display().to_string());
+        no_iss.issuer = " ".into();
+        assert!(matches!(JwtVerifier::new(&no_iss), Err(GateError::JwtConfigMissing { .. })));
+    }
+
+    #[test]
+    fn reasons_are_stable() {
+        assert_eq!(JwtReason::Expired.to_string(), "jwt_expired");
+        assert_eq!(JwtReason::AlgNotAllowed.as_str(), "jwt_alg_not_allowed");
+    }
+}
