@@ -23,6 +23,11 @@ enum Command {
     Sentry(cmd::sentry::Args),
     /// The sidecar (a drop-in for daprd): public Dapr API for one app, mTLS to other sidecars.
     Sidecar(Box<cmd::sidecar::Args>),
+    /// Local development: an embedded CA, one sidecar per app with mTLS, and the apps (one app, or a Multi-App
+    /// Run file).
+    Run(Box<cmd::run::Args>),
+    /// Stop a `ward run` started from another terminal.
+    Stop(cmd::run::StopArgs),
     /// Access-control policies: explain a decision, lint a configuration.
     #[command(subcommand)]
     Policy(cmd::policy::Command),
@@ -37,6 +42,8 @@ fn main() -> ExitCode {
         Command::Mtls(command) => cmd::mtls::run(command),
         Command::Sentry(args) => cmd::sentry::run(args),
         Command::Sidecar(args) => cmd::sidecar::run(*args),
+        Command::Run(args) => cmd::run::run(*args),
+        Command::Stop(args) => cmd::run::stop(args),
         Command::Policy(command) => cmd::policy::run(command),
         Command::Audit(command) => cmd::audit::run(command),
     };

@@ -31,6 +31,54 @@ pub enum ApiError {
     NotFound,
     /// The sidecar is not ready yet.
     NotReady { detail: String },
+    // --- Components (state and secrets APIs). Missing and out-of-scope stores share these variants: the APIs
+    // cannot tell them apart (invariant 3).
+    /// No state store with this name is loaded for the app, while others are.
+    StateStoreNotFound { name: String },
+    /// No state store is loaded for the app at all.
+    StateStoreNotConfigured,
+    /// Reading one key failed (`detail` is the cause, never a value).
+    StateGet { key: String, store: String, detail: String },
+    /// A bulk read failed.
+    StateBulkGet { store: String, detail: String },
+    /// Saving failed; `failure` decides the status.
+    StateSave { store: String, failure: StateFailure, detail: String },
+    /// Deleting failed; `failure` decides the status.
+    StateDelete { key: String, failure: StateFailure, detail: String },
+    /// A transaction failed (nothing was applied); `failure` decides the status.
+    StateTransaction { failure: StateFailure, detail: String },
+    /// The store does not implement the operation.
+    StateNotSupported { detail: String },
+    /// No secret store with this name is loaded for the app, while others are (Dapr answers 401 here).
+    SecretStoreNotFound { name: String },
+    /// No secret store is loaded for the app at all.
+    SecretStoresNotConfigured,
+    /// `spec.secrets.scopes` denies this secret.
+    SecretDenied { key: String, store: String },
+    /// Reading a secret failed or it does not exist (`detail` never holds a value).
+    SecretGet { key: String, store: String, detail: String },
+    /// Reading all secrets failed.
+    SecretBulkGet { store: String, detail: String },
+}
+
+/// Why a state write failed, for the status: a stale ETag is a conflict, a malformed one or a bad option the
+/// caller's mistake, anything else the backend's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFailure {
+    EtagMismatch,
+    InvalidEtag,
+    BadRequest,
+    Backend,
+}
+
+impl StateFailure {
+    fn status(self) -> StatusCode {
+        match self {
+            StateFailure::EtagMismatch => StatusCode::CONFLICT,
+            StateFailure::InvalidEtag | StateFailure::BadRequest => StatusCode::BAD_REQUEST,
+            StateFailure::Backend => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 impl ApiError {
@@ -63,6 +111,64 @@ impl ApiError {
             Self::NotReady { detail } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "ERR_HEALTH_NOT_READY", format!("dapr is not ready: {detail}"))
             }
+            // Messages are Dapr's templates (pkg/messages/predefined.go), see DAPR-FACTS §8.
+            Self::StateStoreNotFound { name } => {
+                (StatusCode::BAD_REQUEST, "ERR_STATE_STORE_NOT_FOUND", format!("state store {name} is not found"))
+            }
+            Self::StateStoreNotConfigured => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_STATE_STORE_NOT_CONFIGURED",
+                "state store is not configured".to_owned(),
+            ),
+            Self::StateGet { key, store, detail } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_STATE_GET",
+                format!("fail to get {key} from state store {store}: {detail}"),
+            ),
+            Self::StateBulkGet { store, detail } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_STATE_BULK_GET",
+                format!("failed getting state in bulk from state store {store}: {detail}"),
+            ),
+            Self::StateSave { store, failure, detail } => {
+                (failure.status(), "ERR_STATE_SAVE", format!("failed saving state in state store {store}: {detail}"))
+            }
+            Self::StateDelete { key, failure, detail } => {
+                (failure.status(), "ERR_STATE_DELETE", format!("failed deleting state with key {key}: {detail}"))
+            }
+            Self::StateTransaction { failure, detail } => (
+                failure.status(),
+                "ERR_STATE_TRANSACTION",
+                format!("error while executing state transaction: {detail}"),
+            ),
+            Self::StateNotSupported { detail } => {
+                (StatusCode::BAD_REQUEST, "ERR_NOT_SUPPORTED_STATE_OPERATION", detail.clone())
+            }
+            Self::SecretStoreNotFound { name } => (
+                StatusCode::UNAUTHORIZED,
+                "ERR_SECRET_STORE_NOT_FOUND",
+                format!("failed finding secret store with key {name}"),
+            ),
+            Self::SecretStoresNotConfigured => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_SECRET_STORES_NOT_CONFIGURED",
+                "secret store is not configured".to_owned(),
+            ),
+            Self::SecretDenied { key, store } => (
+                StatusCode::FORBIDDEN,
+                "ERR_PERMISSION_DENIED",
+                format!("access denied by policy to get {key:?} from {store:?}"),
+            ),
+            Self::SecretGet { key, store, detail } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_SECRET_GET",
+                format!("failed getting secret with key {key} from secret store {store}: {detail}"),
+            ),
+            Self::SecretBulkGet { store, detail } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_SECRET_GET",
+                format!("failed getting secrets from secret store {store}: {detail}"),
+            ),
         };
         (status, ErrorBody { error_code: code.to_owned(), message })
     }

@@ -19,13 +19,28 @@ use crate::headers;
 use crate::internal::{INTERNAL_INVOKE_PREFIX, error_chain};
 use crate::runtime::Shared;
 
+/// The public router with its layers. Order, outermost first: API log (sees every call, including refused ones)
+/// → API token (401, then strips the header) → API allow/deny list (a denied API is not routed: 404) → routes.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let api_log = ward_gate::ApiLogLayer::new(shared.api_log_options());
+    let token = ward_gate::ApiTokenLayer::new(shared.api_tokens().clone());
     Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz))
         .route("/v1.0/metadata", get(metadata))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), api_allowlist))
         .with_state(shared)
+        .layer(tower::ServiceBuilder::new().layer(api_log).layer(token))
+}
+
+/// `spec.api`: an API the Configuration does not allow is not routed at all (Dapr answers a plain 404).
+async fn api_allowlist(State(shared): State<Arc<Shared>>, request: Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path();
+    if ward_policy::is_always_allowed(request.method().as_str(), path) || shared.api_allowlist().is_http_allowed(path) {
+        return next.run(request).await;
+    }
+    StatusCode::NOT_FOUND.into_response()
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {

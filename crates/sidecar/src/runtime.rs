@@ -41,8 +41,12 @@ pub struct SidecarOptions {
     pub max_body_size: u64,
     pub ward_home: PathBuf,
     pub audit: AuditTarget,
+    /// `DAPR_API_TOKEN` (static, file-rotated or JWT): what the app must present on the public API.
+    pub api_tokens: ward_gate::ApiTokens,
     /// `APP_API_TOKEN`: sent to the app as `dapr-api-token` on every request the sidecar makes to it.
-    pub app_api_token: Option<String>,
+    pub app_token: ward_gate::AppToken,
+    /// `--enable-api-logging` (tri-state: `None` lets the Configuration decide).
+    pub enable_api_logging: Option<bool>,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
@@ -91,6 +95,14 @@ pub enum StartError {
     },
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("{path}: spec.api: {source}")]
+    ApiList {
+        path: PathBuf,
+        #[source]
+        source: ward_policy::ApiListError,
+    },
+    #[error("--dapr-listen-addresses: {0}")]
+    Exposure(#[from] ward_gate::ListenError),
 }
 
 /// State shared by every request handler.
@@ -104,6 +116,8 @@ pub struct Shared {
     outbound: Outbound,
     app_client: Client<HttpConnector, Body>,
     ready: AtomicBool,
+    api_allowlist: ward_policy::ApiAllowList,
+    api_log: ward_gate::ApiLogOptions,
 }
 
 impl std::fmt::Debug for Shared {
@@ -162,13 +176,19 @@ impl Shared {
 
     /// Sets this sidecar's own app token, replacing any value that came from elsewhere (CVE-2024-35223).
     pub fn apply_app_token(&self, headers: &mut http::HeaderMap) {
-        headers.remove(crate::headers::API_TOKEN);
-        if let Some(token) = &self.options.app_api_token
-            && let Ok(mut value) = http::HeaderValue::from_str(token)
-        {
-            value.set_sensitive(true);
-            headers.insert(crate::headers::API_TOKEN, value);
-        }
+        self.options.app_token.apply(headers);
+    }
+
+    pub fn api_tokens(&self) -> &ward_gate::ApiTokens {
+        &self.options.api_tokens
+    }
+
+    pub fn api_allowlist(&self) -> &ward_policy::ApiAllowList {
+        &self.api_allowlist
+    }
+
+    pub fn api_log_options(&self) -> ward_gate::ApiLogOptions {
+        self.api_log
     }
 
     pub async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Option<String>, String> {
@@ -248,6 +268,24 @@ impl Sidecar {
             .map_err(|err| StartError::AppId(options.app_id.clone(), err))?;
         if options.production && options.mtls.is_none() {
             return Err(StartError::ProductionWithoutMtls);
+        }
+
+        let api_allowlist = match (&options.config_path, configuration.as_ref().and_then(|c| c.api.as_ref())) {
+            (Some(path), Some(spec)) => ward_policy::ApiAllowList::compile(spec)
+                .map_err(|source| StartError::ApiList { path: path.clone(), source })?,
+            _ => ward_policy::ApiAllowList::allow_all(),
+        };
+        let config_logging = configuration.as_ref().map(|c| c.api_logging.clone()).unwrap_or_default();
+        let api_log = ward_gate::ApiLogOptions {
+            enabled: options.enable_api_logging.unwrap_or(config_logging.enabled),
+            obfuscate_urls: config_logging.obfuscate_urls,
+            omit_health_checks: config_logging.omit_health_checks,
+        };
+        let production = options.production || configuration.as_ref().is_some_and(|c| c.ward.production_mode);
+        if let Some(warning) =
+            ward_gate::exposure_check(&options.listen_addresses, options.api_tokens.is_enabled(), production)?
+        {
+            tracing::warn!("{warning}");
         }
 
         // 2. Identity.
@@ -339,6 +377,8 @@ impl Sidecar {
             outbound: Outbound::new(transport),
             app_client,
             ready: AtomicBool::new(false),
+            api_allowlist,
+            api_log,
         });
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

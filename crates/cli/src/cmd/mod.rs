@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod mtls;
 pub mod policy;
+pub mod run;
 pub mod sentry;
 pub mod sidecar;
 

@@ -73,6 +73,19 @@ pub struct Args {
     audit_log: Option<PathBuf>,
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,
+    /// A file of accepted API tokens, one per line (watched: rotate without a restart). Overrides DAPR_API_TOKEN.
+    #[arg(long, env = "DAPR_API_TOKEN_FILE")]
+    dapr_api_token_file: Option<PathBuf>,
+    /// A file whose first line is the token sent to the app (watched). Overrides APP_API_TOKEN.
+    #[arg(long, env = "APP_API_TOKEN_FILE")]
+    app_api_token_file: Option<PathBuf>,
+    /// JWT mode: the API token must be a JWT signed by a key of this JWKS file.
+    #[arg(long, requires_all = ["dapr_api_token_issuer", "dapr_api_token_audience"])]
+    dapr_api_token_jwks: Option<String>,
+    #[arg(long)]
+    dapr_api_token_issuer: Option<String>,
+    #[arg(long)]
+    dapr_api_token_audience: Option<String>,
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
@@ -87,14 +100,8 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     if args.app_protocol != "http" {
         bail!("--app-protocol {:?} is not supported yet (only http)", args.app_protocol);
     }
-    let listen_addresses = args
-        .dapr_listen_addresses
-        .split(',')
-        .map(|part| {
-            let part = part.trim().trim_start_matches('[').trim_end_matches(']');
-            part.parse::<IpAddr>().with_context(|| format!("--dapr-listen-addresses: {part:?} is not an IP address"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let listen_addresses = ward_gate::parse_listen_addresses(&args.dapr_listen_addresses)
+        .map_err(|err| anyhow::anyhow!("--dapr-listen-addresses: {err}"))?;
     let max_body_size = ward_config::parse_byte_quantity(&args.max_body_size)
         .map_err(|err| anyhow::anyhow!("--max-body-size: {err}"))?;
     let mtls = if args.enable_mtls {
@@ -118,7 +125,23 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     } else {
         None
     };
-    let app_api_token = std::env::var("APP_API_TOKEN").ok().filter(|t| !t.is_empty());
+    // Token sources: a watched file wins over the static env value; JWT mode adds signed tokens.
+    let mut api_tokens = match &args.dapr_api_token_file {
+        Some(path) => ward_gate::ApiTokens::from_file(path.clone())?,
+        None => ward_gate::ApiTokens::from_env_value(std::env::var(ward_gate::DAPR_API_TOKEN_ENV).ok().as_deref())?,
+    };
+    if let Some(jwks) = &args.dapr_api_token_jwks {
+        let verifier = ward_gate::JwtVerifier::new(&ward_gate::JwtConfig {
+            jwks: jwks.clone(),
+            issuer: args.dapr_api_token_issuer.clone().unwrap_or_default(),
+            audience: args.dapr_api_token_audience.clone().unwrap_or_default(),
+        })?;
+        api_tokens = api_tokens.with_jwt(verifier);
+    }
+    let app_token = match &args.app_api_token_file {
+        Some(path) => ward_gate::AppToken::from_file(path.clone())?,
+        None => ward_gate::AppToken::from_env_value(std::env::var(ward_gate::APP_API_TOKEN_ENV).ok().as_deref())?,
+    };
     Ok(SidecarOptions {
         app_id: args.app_id.clone(),
         namespace: args.namespace.clone(),
@@ -134,16 +157,19 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         max_body_size,
         ward_home: super::ward_home(),
         audit: args.audit_log.clone().map(AuditTarget::File).unwrap_or(AuditTarget::Stderr),
-        app_api_token,
+        api_tokens,
+        app_token,
+        enable_api_logging: args.enable_api_logging,
         drain_timeout: args.drain_timeout,
     })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let options = options(&args)?;
     args.log.init()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Token files are watched by tasks, so options are built inside the runtime.
+        let options = options(&args)?;
         let sidecar = Sidecar::start(options).await?;
         let http = sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         println!(
