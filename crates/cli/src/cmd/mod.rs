@@ -38,7 +38,12 @@ impl LogArgs {
         let filter =
             tracing_subscriber::EnvFilter::try_new(format!("{},h2=warn,hyper=warn,rustls=warn", self.log_level))
                 .map_err(|err| anyhow::anyhow!("--log-level {:?}: {err}", self.log_level))?;
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        use std::io::IsTerminal;
+        // Colours only for a person at a terminal; `ward run` and log collectors get plain text.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
         if self.log_as_json { builder.json().try_init() } else { builder.try_init() }
             .map_err(|err| anyhow::anyhow!("initialising logs: {err}"))
     }

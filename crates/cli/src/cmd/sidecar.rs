@@ -161,6 +161,9 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         app_token,
         enable_api_logging: args.enable_api_logging,
         drain_timeout: args.drain_timeout,
+        resources_paths: args.resources_path.clone(),
+        // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
+        filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),
     })
 }
 

@@ -86,13 +86,22 @@ pub fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
     let pid = pid.trim().to_owned();
     signal(&pid, "TERM");
     for _ in 0..300 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !process_alive(&pid) {
             println!("stopped ward run (pid {pid})");
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("ward run (pid {pid}) did not stop within 15s")
+}
+
+/// True while the process exists and is not a zombie (a zombie has exited; only its parent has not reaped it).
+fn process_alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces or parentheses.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
 }
 
 fn signal(pid: &str, name: &str) {
@@ -149,7 +158,6 @@ fn random_token() -> String {
 
 /// A child process with prefixed output.
 struct Proc {
-    name: String,
     child: Child,
 }
 
@@ -187,7 +195,9 @@ fn pump(
             if let Some(tx) = &ready
                 && line.starts_with("ward sidecar ready:")
             {
+                // ward run prints its own, friendlier line for this.
                 let _ = tx.send(line.clone()).await;
+                continue;
             }
             println!("{name} {line}");
         }
@@ -294,7 +304,7 @@ async fn run_apps(apps: Vec<AppSpec>, key: String) -> anyhow::Result<ExitCode> {
         if let Some(process) = r.process.as_mut()
             && let Some(status) = process.stop(Duration::from_secs(5)).await
         {
-            println!("== {} exited ({status})", process.name.trim());
+            println!("== {}: app stopped ({status})", r.app.app_id);
         }
     }
     for r in running.iter_mut() {
@@ -350,6 +360,14 @@ async fn start_sidecar(
     if let Some(config) = &app.config {
         command.arg("--config").arg(config);
     }
+    // Audit events go to a file per app (hash-chained; check with `ward audit verify`), not into the console.
+    let audit_dir = home.join("audit");
+    std::fs::create_dir_all(&audit_dir).with_context(|| format!("{}", audit_dir.display()))?;
+    command.arg("--audit-log").arg(audit_dir.join(format!("{}.log", app.app_id)));
+    // The console shows the apps; sidecars speak up for warnings and errors unless logLevel says otherwise.
+    if app.log_level.is_none() {
+        command.args(["--log-level", "warn"]);
+    }
     for (flag, value) in [
         ("--app-protocol", &app.app_protocol),
         ("--dapr-listen-addresses", &app.api_listen_addresses),
@@ -390,7 +408,7 @@ async fn start_sidecar(
     if let Some(err) = child.stderr.take() {
         pump(name.clone(), err, None);
     }
-    let mut proc = Proc { name, child };
+    let mut proc = Proc { child };
     let ready = tokio::select! {
         line = rx.recv() => line,
         _ = tokio::time::sleep(Duration::from_secs(30)) => None,
@@ -403,10 +421,11 @@ async fn start_sidecar(
         bail!("the sidecar of {} did not become ready within 30s", app.app_id);
     }
     println!(
-        "== {}: sidecar ready: HTTP API http://127.0.0.1:{http}, internal mTLS 127.0.0.1:{internal}, identity spiffe://public/ns/default/{}{}",
+        "== {}: sidecar ready: HTTP API http://127.0.0.1:{http}, internal mTLS 127.0.0.1:{internal}, identity spiffe://public/ns/default/{}{}, audit {}",
         app.app_id,
         app.app_id,
-        app.app_port.map(|p| format!(", app on 127.0.0.1:{p}")).unwrap_or_default()
+        app.app_port.map(|p| format!(", app on 127.0.0.1:{p}")).unwrap_or_default(),
+        home.join("audit").join(format!("{}.log", app.app_id)).display()
     );
     Ok((proc, Ports { http, grpc }))
 }
@@ -439,7 +458,7 @@ fn start_app(app: &AppSpec, ports: &Ports) -> anyhow::Result<Proc> {
         pump(name.clone(), err, None);
     }
     println!("== {}: started `{}` in {}", app.app_id, app.command.join(" "), app.app_dir.display());
-    Ok(Proc { name, child })
+    Ok(Proc { child })
 }
 
 /// Waits for a signal, or for apps to exit. Returns true if an app failed.

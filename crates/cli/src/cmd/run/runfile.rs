@@ -22,7 +22,7 @@ pub struct Shared {
     enable_api_logging: Option<bool>,
     max_body_size: Option<String>,
     app_channel_address: Option<String>,
-    env: Option<BTreeMap<String, String>>,
+    env: Option<BTreeMap<Scalar, Scalar>>,
     // Known to Dapr; refused below with "not supported yet".
     enable_profiling: Option<serde_json_value::Any>,
     app_max_concurrency: Option<serde_json_value::Any>,
@@ -39,6 +39,42 @@ pub struct Shared {
     runtime_path: Option<serde_json_value::Any>,
     daprd_log_destination: Option<serde_json_value::Any>,
     app_log_destination: Option<serde_json_value::Any>,
+}
+
+/// An env key or value: YAML scalars of any type (`PORT: 8080`, `DEBUG: true`) are taken as the text written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn env_map(env: &Option<BTreeMap<Scalar, Scalar>>) -> BTreeMap<String, String> {
+    env.iter().flatten().map(|(k, v)| (k.0.clone(), v.0.clone())).collect()
 }
 
 /// A placeholder that accepts any YAML value (for keys we only need to detect).
@@ -173,10 +209,24 @@ fn resources_of(shared: &Shared) -> Option<Vec<String>> {
     }
 }
 
+/// serde reports an unknown field at the start of its mapping; point at the key itself, which is what a person
+/// needs to find (the first line at or after the mapping that starts with `<key>:`).
+fn unknown_key_position(text: &str, message: &str, from_line: usize) -> Option<(usize, usize)> {
+    let key = message.split("unknown field `").nth(1)?.split('`').next()?;
+    text.lines().enumerate().skip(from_line.saturating_sub(1)).find_map(|(index, line)| {
+        let trimmed = line.trim_start();
+        let item = trimmed.strip_prefix("- ").unwrap_or(trimmed).trim_start();
+        let column = line.len() - item.len() + 1;
+        item.strip_prefix(key).filter(|rest| rest.trim_start().starts_with(':')).map(|_| (index + 1, column))
+    })
+}
+
 pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
     let options = serde_saphyr::options! {
         with_snippet: false,
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        // YAML 1.2 booleans only (`true`/`false`), as Dapr's Go parser: `Y: on` is text, not `true: true`.
+        strict_booleans: true,
     };
     let raw: RawRunFile = serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let message = err
@@ -189,7 +239,9 @@ pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
             Some(l) => {
                 let tail = format!(" at line {}, column {}", l.line(), l.column());
                 let message = message.strip_suffix(&tail).unwrap_or(&message).to_owned();
-                anyhow::anyhow!("{}:{}:{}: {message}", file.display(), l.line(), l.column())
+                let (line, column) = unknown_key_position(text, &message, l.line() as usize)
+                    .unwrap_or((l.line() as usize, l.column() as usize));
+                anyhow::anyhow!("{}:{line}:{column}: {message}", file.display())
             }
             None => anyhow::anyhow!("{}: {message}", file.display()),
         }
@@ -237,8 +289,8 @@ pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
             (None, Some(path)) => Some(resolve(&file_dir, path)),
             (None, None) => None,
         };
-        let mut env = common.env.clone().unwrap_or_default();
-        env.extend(app.shared.env.clone().unwrap_or_default());
+        let mut env = env_map(&common.env);
+        env.extend(env_map(&app.shared.env));
         let pick = |own: &Option<String>, shared: &Option<String>| own.clone().or_else(|| shared.clone());
         apps.push(AppSpec {
             app_id,
@@ -287,7 +339,7 @@ mod tests {
         let file = dir.path().join("dapr.yaml");
         let run = parse(
             &file,
-            "version: 1\ncommon:\n  resourcesPath: ./res\n  env:\n    X: common\n    Y: common\napps:\n  - appDirPath: ./a\n    appID: alpha\n    appPort: 8080\n    command: [\"python3\", \"app.py\"]\n    env:\n      Y: own\n  - appDirPath: ./b\n    resourcesPaths: [./own-res]\n    configFilePath: ./config.yaml\n",
+            "version: 1\ncommon:\n  resourcesPath: ./res\n  env:\n    X: common\n    Y: 1\n    Z: true\napps:\n  - appDirPath: ./a\n    appID: alpha\n    appPort: 8080\n    command: [\"python3\", \"app.py\"]\n    env:\n      Y: own\n  - appDirPath: ./b\n    resourcesPaths: [./own-res]\n    configFilePath: ./config.yaml\n",
         )
         .unwrap();
         let a = &run.apps[0];
@@ -295,6 +347,7 @@ mod tests {
         assert_eq!(a.resources_paths, vec![dir.path().join("./res")]);
         assert_eq!(a.env["X"], "common");
         assert_eq!(a.env["Y"], "own");
+        assert_eq!(a.env["Z"], "true");
         let b = &run.apps[1];
         assert_eq!(b.app_id, "b", "derived from appDirPath");
         assert_eq!(b.resources_paths, vec![dir.path().join("./b").join("./own-res")]);

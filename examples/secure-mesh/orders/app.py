@@ -1,0 +1,59 @@
+"""orders: receives orders from checkout (through both sidecars, over mTLS) and keeps them in its state store.
+
+Standard library only. The sidecar's address comes from DAPR_HTTP_PORT; the API tokens from the environment.
+"""
+import hmac
+import json
+import os
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+SIDECAR = f"http://127.0.0.1:{os.environ['DAPR_HTTP_PORT']}"
+API_TOKEN = os.environ.get("DAPR_API_TOKEN", "")
+APP_TOKEN = os.environ.get("APP_API_TOKEN", "")
+
+
+def save(key, value):
+    body = json.dumps([{"key": key, "value": value}]).encode()
+    req = urllib.request.Request(f"{SIDECAR}/v1.0/state/orders-store", data=body, method="POST",
+                                 headers={"content-type": "application/json", "dapr-api-token": API_TOKEN})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def authorized(self):
+        # Only our own sidecar knows APP_API_TOKEN; compare in constant time.
+        presented = self.headers.get("dapr-api-token", "")
+        return not APP_TOKEN or hmac.compare_digest(presented, APP_TOKEN)
+
+    def do_POST(self):
+        if not self.authorized():
+            return self.reply(401, {"error": "not from my sidecar"})
+        length = int(self.headers.get("content-length", "0"))
+        order = json.loads(self.rfile.read(length) or b"{}")
+        caller = self.headers.get("dapr-caller-app-id", "?")
+        save(f"order-{order.get('id')}", order)
+        print(f"received order {order.get('id')} from {caller} (verified identity), saved to orders-store")
+        self.reply(200, {"saved": order.get("id")})
+
+    def do_GET(self):
+        if not self.authorized():
+            return self.reply(401, {"error": "not from my sidecar"})
+        print("admin page served (this line must never appear: the ACL denies it)")
+        self.reply(200, {"admin": "secrets"})
+
+
+print(f"orders listening on 127.0.0.1:{os.environ.get('APP_PORT', '6001')}")
+HTTPServer(("127.0.0.1", int(os.environ.get("APP_PORT", "6001"))), Handler).serve_forever()
