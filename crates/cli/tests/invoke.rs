@@ -119,6 +119,11 @@ fn access_control_denies_before_the_app_and_audits_every_decision() {
     );
     // Denied operation.
     assert_eq!(http.send("GET", &p.caller.http, "/v1.0/invoke/callee/method/admin/users", &[], vec![]).status, 403);
+    // Denied caller: a valid identity with no policy gets the global default (deny).
+    let stranger = p.mesh.sidecar(SidecarSpec::new("stranger", None));
+    let reply = http.send("GET", &stranger.http, "/v1.0/invoke/callee/method/orders/1", &[], vec![]);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.text().contains("spiffe://public/ns/default/stranger"), "{}", reply.text());
 
     // Path tricks: none may reach /admin, each is refused or lands on an allowed, normalised path.
     let tricks = [

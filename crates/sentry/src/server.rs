@@ -344,6 +344,8 @@ async fn accept_tls(
 ) {
     loop {
         let Ok((tcp, peer)) = listener.accept().await else { continue };
+        // Without NODELAY small gRPC frames wait for delayed ACKs (~40 ms per call).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         // Handshakes run concurrently so one slow client cannot hold up the others.

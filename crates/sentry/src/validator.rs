@@ -298,6 +298,51 @@ mod tests {
         assert!(JwksValidator::from_json(only_hmac, &aud).is_err());
     }
 
+    /// A P-256 key pair as (JWKS JSON, encoding key), built at test time.
+    fn ec_jwks(kid: &str) -> (String, jsonwebtoken::EncodingKey) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        // The uncompressed point 0x04 || X || Y is the last 65 bytes of the SPKI.
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        let point = &spki[spki.len() - 65..];
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65])}]});
+        (jwks.to_string(), encoding)
+    }
+
+    fn token(key: &jsonwebtoken::EncodingKey, kid: &str, sub: &str, aud: &str, exp_offset: i64) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        let claims = serde_json::json!({"sub": sub, "aud": aud, "exp": now + exp_offset, "iat": now});
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    #[test]
+    fn jwks_validator_binds_subject_audience_and_expiry() {
+        let sentry = SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap();
+        let orders = SpiffeId::parse("spiffe://public/ns/default/orders").unwrap();
+        let (jwks, key) = ec_jwks("k1");
+        let validator = Validator::Jwks(JwksValidator::from_json(&jwks, &sentry).unwrap());
+        let ok = token(&key, "k1", orders.as_str(), sentry.as_str(), 600);
+        assert_eq!(validator.validate(&orders, "default", "orders", &ok), Ok(()));
+        let billing = SpiffeId::parse("spiffe://public/ns/default/billing").unwrap();
+        assert!(matches!(
+            validator.validate(&billing, "default", "billing", &ok),
+            Err(CredentialError::JwtSubjectMismatch { .. })
+        ));
+        let wrong_aud = token(&key, "k1", orders.as_str(), "spiffe://public/ns/default/other", 600);
+        assert!(validator.validate(&orders, "default", "orders", &wrong_aud).is_err());
+        let expired = token(&key, "k1", orders.as_str(), sentry.as_str(), -3600);
+        assert!(validator.validate(&orders, "default", "orders", &expired).is_err());
+        let (_, other_key) = ec_jwks("k1");
+        let forged = token(&other_key, "k1", orders.as_str(), sentry.as_str(), 600);
+        assert!(validator.validate(&orders, "default", "orders", &forged).is_err());
+        assert_eq!(validator.validate(&orders, "default", "orders", ""), Err(CredentialError::MissingToken));
+    }
+
     #[test]
     fn validator_kind_parses() {
         assert_eq!("join-token".parse::<ValidatorKind>(), Ok(ValidatorKind::JoinToken));

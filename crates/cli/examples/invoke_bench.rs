@@ -1,0 +1,264 @@
+//! Service-invocation overhead: app → sidecar → (HTTP/2 over mTLS) → sidecar → app, against the same app called
+//! directly, on loopback. Reports p50/p99 latency and throughput at a fixed rate and at saturation, each
+//! sidecar's RSS, and start-to-ready time.
+//!
+//! Run: `cargo build --release -p ward && cargo run --release -p ward --example invoke_bench -- [seconds]`
+//! It starts `ward sentry` and two `ward sidecar` processes (from target/release/ward), and an in-process echo app.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::io::{BufRead, BufReader};
+
+fn ward_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/examples/invoke_bench -> target/<profile>/ward
+    let ward = exe.parent().and_then(|p| p.parent()).map(|p| p.join("ward")).expect("ward path");
+    assert!(ward.exists(), "build the binary first: cargo build --release -p ward ({} missing)", ward.display());
+    ward
+}
+
+struct Proc {
+    child: Child,
+    ready: String,
+    spawn_to_ready: Duration,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)], ready_prefix: &str) -> Proc {
+    let started = Instant::now();
+    let mut child = Command::new(ward_binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ward");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with(ready_prefix) => break line,
+            Some(_) => continue,
+            None => panic!("{args:?} exited before {ready_prefix}"),
+        }
+    };
+    let spawn_to_ready = started.elapsed();
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, ready, spawn_to_ready }
+}
+
+fn field(line: &str, key: &str) -> String {
+    line.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).expect("field").to_owned()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn one(client: &Client, url: &str) -> Duration {
+    let t = Instant::now();
+    let request = hyper::Request::post(url).body(Full::new(Bytes::from_static(b"{\"order\":1}"))).expect("request");
+    let response = client.request(request).await.expect("response");
+    assert!(response.status().is_success(), "status {}", response.status());
+    response.into_body().collect().await.expect("body");
+    t.elapsed()
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+}
+
+fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Stats { p50: pct(0.5), p99: pct(0.99), rps: latencies.len() as f64 / elapsed.as_secs_f64() }
+}
+
+/// Open-loop load at `rate` requests/s for `seconds`.
+async fn fixed_rate(client: &Client, url: &str, rate: u64, seconds: u64) -> Stats {
+    let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..rate * seconds {
+        interval.tick().await;
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move { one(&client, &url).await }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.push(task.await.expect("task"));
+    }
+    stats(latencies, started.elapsed())
+}
+
+/// Closed-loop load with `concurrency` workers for `seconds`.
+async fn saturation(client: &Client, url: &str, concurrency: usize, seconds: u64) -> Stats {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                latencies.push(one(&client, &url).await);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("task"));
+    }
+    stats(latencies, started.elapsed())
+}
+
+fn main() {
+    let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let home_s = home.to_string_lossy().into_owned();
+
+    // The echo app.
+    let app_addr = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    });
+
+    let ca_dir = dir.path().join("ca");
+    let sentry = spawn(
+        &[
+            "sentry",
+            "--issuer-credentials",
+            &ca_dir.to_string_lossy(),
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+            "--log-level",
+            "warn",
+        ],
+        &[],
+        "ward sentry ready:",
+    );
+    let anchors = std::fs::read_to_string(ca_dir.join("ca.crt")).expect("anchors");
+    let sidecar = |app_id: &str, app_port: Option<u16>| {
+        let mut args = vec![
+            "sidecar".to_owned(),
+            "--app-id".into(),
+            app_id.into(),
+            "--dapr-http-port".into(),
+            "0".into(),
+            "--dapr-internal-grpc-port".into(),
+            "0".into(),
+            "--enable-mtls".into(),
+            "--sentry-address".into(),
+            field(&sentry.ready, "grpc"),
+            "--log-level".into(),
+            "warn".into(),
+            "--audit-log".into(),
+            dir.path().join(format!("{app_id}-audit.log")).to_string_lossy().into_owned(),
+        ];
+        if let Some(port) = app_port {
+            args.extend(["--app-port".into(), port.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        spawn(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home_s)], "ward sidecar ready:")
+    };
+    let callee = sidecar("callee", Some(app_addr.port()));
+    let caller = sidecar("caller", None);
+
+    let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build({
+            let mut c = hyper_util::client::legacy::connect::HttpConnector::new();
+            c.set_nodelay(true);
+            c
+        });
+    let direct = format!("http://{app_addr}/orders");
+    let mesh = format!("http://{}/v1.0/invoke/callee/method/orders", field(&caller.ready, "http"));
+
+    let report = |name: &str, d: &Stats, m: &Stats| {
+        println!(
+            "{name}: direct p50 {:.3} ms p99 {:.3} ms {:.0} req/s | via ward p50 {:.3} ms p99 {:.3} ms {:.0} req/s | added p50 {:.3} ms p99 {:.3} ms | throughput ratio {:.2}",
+            d.p50.as_secs_f64() * 1e3,
+            d.p99.as_secs_f64() * 1e3,
+            d.rps,
+            m.p50.as_secs_f64() * 1e3,
+            m.p99.as_secs_f64() * 1e3,
+            m.rps,
+            (m.p50.as_secs_f64() - d.p50.as_secs_f64()) * 1e3,
+            (m.p99.as_secs_f64() - d.p99.as_secs_f64()) * 1e3,
+            m.rps / d.rps
+        );
+    };
+    runtime.block_on(async {
+        // Warm up pools and connections.
+        for _ in 0..200 {
+            one(&client, &direct).await;
+            one(&client, &mesh).await;
+        }
+        let d = fixed_rate(&client, &direct, 1000, seconds).await;
+        let m = fixed_rate(&client, &mesh, 1000, seconds).await;
+        report("fixed 1000 req/s", &d, &m);
+        let d = saturation(&client, &direct, 32, seconds).await;
+        let m = saturation(&client, &mesh, 32, seconds).await;
+        report("saturation (32 workers)", &d, &m);
+    });
+    println!(
+        "RSS after load: caller sidecar {} KiB, callee sidecar {} KiB, sentry {} KiB",
+        rss_kib(caller.child.id()),
+        rss_kib(callee.child.id()),
+        rss_kib(sentry.child.id())
+    );
+    println!(
+        "start to ready: caller {} (spawn to ready line {:.0} ms), callee {} (spawn to ready line {:.0} ms)",
+        field(&caller.ready, "elapsed-ms"),
+        caller.spawn_to_ready.as_secs_f64() * 1e3,
+        field(&callee.ready, "elapsed-ms"),
+        callee.spawn_to_ready.as_secs_f64() * 1e3
+    );
+}

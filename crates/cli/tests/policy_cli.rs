@@ -1,0 +1,75 @@
+//! `ward policy check` / `lint` and the sidecar's refusal to start in production mode without mTLS.
+
+mod support;
+
+use support::ward_output;
+
+const CONFIG: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: c
+spec:
+  accessControl:
+    defaultAction: deny
+    trustDomain: public
+    policies:
+    - appId: checkout
+      namespace: default
+      trustDomain: public
+      defaultAction: deny
+      operations:
+      - name: /orders/*
+        httpVerb: ['POST']
+        action: allow
+"#;
+
+#[test]
+fn policy_check_explains_and_exits_by_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let c = config.to_str().unwrap();
+    let check = |caller: &str, verb: &str, path: &str| {
+        ward_output(&["policy", "check", "--config", c, "--caller", caller, "--verb", verb, "--path", path], &[])
+    };
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "POST", "/orders/1");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("allow") && out.contains("policies[0].operations[0].httpVerb[0]"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "DELETE", "/orders/1");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("policies[0].defaultAction"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/other/checkout", "POST", "/orders/1");
+    assert_eq!(code, 1, "wrong namespace: {out}");
+    assert!(out.contains("global defaultAction"), "{out}");
+    let (code, out, _) = check("spiffe://evil/ns/default/checkout", "POST", "/orders/1");
+    assert_eq!(code, 1, "wrong trust domain: {out}");
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "POST", "/orders%2F..%2Fadmin");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("refused before any policy"), "{out}");
+
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", c], &[]);
+    assert_eq!(code, 0, "{out}");
+    let risky = dir.path().join("risky.yaml");
+    std::fs::write(
+        &risky,
+        CONFIG.replace("defaultAction: deny\n    trustDomain", "defaultAction: allow\n    trustDomain"),
+    )
+    .unwrap();
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", risky.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("defaultAction is allow"), "{out}");
+}
+
+#[test]
+fn production_mode_refuses_to_start_without_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_str().unwrap();
+    let (code, _, err) =
+        ward_output(&["sidecar", "--app-id", "x", "--dapr-http-port", "0", "--production"], &[("WARD_HOME", home)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("production mode requires mTLS"), "{err}");
+    let (code, _, err) = ward_output(&["sidecar", "--app-id", "x", "--app-protocol", "grpc"], &[("WARD_HOME", home)]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
