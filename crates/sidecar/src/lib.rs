@@ -6,11 +6,14 @@
 //! storage backends (`ward-components`).
 
 pub mod audit;
+pub mod components;
 pub mod error;
 pub mod headers;
 pub mod internal;
 pub mod public;
 pub mod runtime;
+pub mod secrets_api;
+pub mod state_api;
 pub mod transport;
 
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};

@@ -1,4 +1,5 @@
-//! The public Dapr HTTP API an app calls on 127.0.0.1: health, metadata and service invocation (caller side).
+//! The public Dapr HTTP API an app calls on 127.0.0.1: health, metadata, service invocation (caller side), and the
+//! state and secrets routes (`state_api`, `secrets_api`).
 //!
 //! Invocation reads the method from the *raw* request path (still percent-encoded) and sends it on unchanged;
 //! the callee's sidecar normalises it once and judges it (the edge that decides is the edge that normalises).
@@ -28,6 +29,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz))
         .route("/v1.0/metadata", get(metadata))
+        .merge(crate::state_api::router())
+        .merge(crate::secrets_api::router())
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), api_allowlist))
         .with_state(shared)

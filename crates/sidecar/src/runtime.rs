@@ -22,6 +22,7 @@ use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
 use ward_policy::AccessControl;
 
 use crate::audit::{AuditSink, AuditTarget};
+use crate::components::{Components, Registry, RegistryOptions as ComponentOptions};
 use crate::transport::{Mtls, Outbound, Transport};
 
 /// Everything a sidecar needs to start, already parsed and validated by the caller (the CLI).
@@ -49,6 +50,10 @@ pub struct SidecarOptions {
     pub enable_api_logging: Option<bool>,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// `--resources-path` directories (components).
+    pub resources_paths: Vec<PathBuf>,
+    /// Whether env `NAMESPACE` was set: as daprd, components are filtered by namespace only then.
+    pub filter_namespace: bool,
 }
 
 /// How to obtain an SVID.
@@ -103,6 +108,8 @@ pub enum StartError {
     },
     #[error("--dapr-listen-addresses: {0}")]
     Exposure(#[from] ward_gate::ListenError),
+    #[error(transparent)]
+    Components(#[from] crate::components::RegistryError),
 }
 
 /// State shared by every request handler.
@@ -118,6 +125,7 @@ pub struct Shared {
     ready: AtomicBool,
     api_allowlist: ward_policy::ApiAllowList,
     api_log: ward_gate::ApiLogOptions,
+    components: Arc<Components>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -173,6 +181,10 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+    /// The component registry requests use now (a reload swaps it; a request keeps the one it started with).
+    pub fn components(&self) -> Arc<Registry> {
+        self.components.load()
+    }
 
     /// Sets this sidecar's own app token, replacing any value that came from elsewhere (CVE-2024-35223).
     pub fn apply_app_token(&self, headers: &mut http::HeaderMap) {
@@ -201,7 +213,12 @@ impl Shared {
             "runtimeVersion": concat!("ward-", env!("CARGO_PKG_VERSION")),
             "enabledFeatures": [],
             "actors": [],
-            "components": [],
+            "components": self.components.load().components().iter().map(|c| serde_json::json!({
+                "name": c.name,
+                "type": c.component_type,
+                "version": c.version,
+                "capabilities": [],
+            })).collect::<Vec<_>>(),
             "subscriptions": [],
             "httpEndpoints": [],
             "appConnectionProperties": {
@@ -275,7 +292,7 @@ impl Sidecar {
                 .map_err(|source| StartError::ApiList { path: path.clone(), source })?,
             _ => ward_policy::ApiAllowList::allow_all(),
         };
-        let config_logging = configuration.as_ref().map(|c| c.api_logging.clone()).unwrap_or_default();
+        let config_logging = configuration.as_ref().map(|c| c.api_logging).unwrap_or_default();
         let api_log = ward_gate::ApiLogOptions {
             enabled: options.enable_api_logging.unwrap_or(config_logging.enabled),
             obfuscate_urls: config_logging.obfuscate_urls,
@@ -287,6 +304,22 @@ impl Sidecar {
         {
             tracing::warn!("{warning}");
         }
+
+        // 1b. Components: secret stores, then secretKeyRefs (under the app's secret scopes), then state stores.
+        let components = Arc::new(
+            Components::start(
+                ComponentOptions {
+                    dirs: options.resources_paths.clone(),
+                    namespace_filter: options.filter_namespace.then(|| options.namespace.clone()),
+                    app_id: options.app_id.clone(),
+                    namespace: options.namespace.clone(),
+                    data_dir: options.ward_home.clone(),
+                },
+                options.config_path.clone(),
+                configuration.as_ref(),
+            )
+            .await?,
+        );
 
         // 2. Identity.
         let (transport, supervisor) = match &options.mtls {
@@ -346,7 +379,12 @@ impl Sidecar {
         let registry =
             SqliteRegistry::open(registry_options).await.map_err(|err| StartError::NameResolution(err.to_string()))?;
 
-        let audit = AuditSink::open(&options.audit)?;
+        // `--audit-log` wins; otherwise the Configuration's `spec.ward.auditLog`; otherwise stderr.
+        let audit_target = match (&options.audit, configuration.as_ref().and_then(|c| c.ward.audit_log.clone())) {
+            (AuditTarget::Stderr, Some(path)) => AuditTarget::File(path),
+            (target, _) => target.clone(),
+        };
+        let audit = AuditSink::open(&audit_target)?;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let app_client = Client::builder(TokioExecutor::new()).build(http);
@@ -379,6 +417,7 @@ impl Sidecar {
             ready: AtomicBool::new(false),
             api_allowlist,
             api_log,
+            components: components.clone(),
         });
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -391,6 +430,11 @@ impl Sidecar {
             let router = crate::public::router(shared.clone());
             let mut stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
+                use axum::serve::ListenerExt;
+                // Without NODELAY, small responses wait for delayed ACKs (a ~40 ms p99 cliff).
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let _ = axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
                         let _ = stop.changed().await;
@@ -400,6 +444,9 @@ impl Sidecar {
         }
         if let Some(path) = options.config_path.clone() {
             tasks.push(tokio::spawn(watch_configuration(path, shared.clone(), stop_rx.clone())));
+        }
+        if components.watched() {
+            tasks.push(tokio::spawn(components.clone().watch(stop_rx.clone())));
         }
 
         // 5. Register, then report ready.

@@ -278,11 +278,13 @@ async fn run_apps(apps: Vec<AppSpec>, key: String) -> anyhow::Result<ExitCode> {
             let sidecar =
                 start_sidecar(&exe, app, &ca_addrs.grpc.to_string(), &anchors, &token_files[&app.app_id], &home)
                     .await?;
-            running.push(Running { app: app.clone(), sidecar: sidecar.0, process: None });
-            let ports = sidecar.1;
+            let (sidecar, ports) = sidecar;
+            running.push(Running { app: app.clone(), sidecar, process: None });
             if !app.command.is_empty() {
                 let process = start_app(app, &ports)?;
-                running.last_mut().map(|r| r.process = Some(process));
+                if let Some(last) = running.last_mut() {
+                    last.process = Some(process);
+                }
             }
         }
         Ok(())

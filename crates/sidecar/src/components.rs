@@ -1,0 +1,682 @@
+//! The component registry: which state and secret stores this sidecar's app may use, built from the
+//! `--resources-path` directories and the Configuration, and swapped whole on hot reload.
+//!
+//! Owns, in this order (each step fail-closed): loading the [`ResourceSet`] (namespace filter as daprd), keeping
+//! only components in scope for the app, skipping types denied by `spec.components.deny`, compiling
+//! `spec.secrets.scopes`, building secret stores, resolving every other component's `secretKeyRef`/`envRef` through
+//! them — with the app's secret scopes applied (beyond Dapr: a component cannot be used to read a secret its app
+//! may not read) — and building the state stores. Also the lookups the APIs use ([`Registry::state_store`],
+//! [`Registry::secret_store`]) whose answers make an out-of-scope or denied component indistinguishable from a
+//! missing one (invariant 3: such a component is simply never in the registry), and the polling reload task.
+//!
+//! Does not: parse YAML (`ward-config`), implement stores (`ward-components`), decide secret-scope semantics
+//! (`ward-policy`), or shape HTTP answers (`state_api`, `secrets_api`, `error`). No error or log line built here
+//! contains a metadata value or a secret: only file, component, field, store and secret names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ward_components::secretstores::{Secret, SecretStore, build_secret_store};
+use ward_components::state::{KeyPrefix, StateStore, build_state_store};
+use ward_components::{BuildContext, ComponentError, ComponentMetadata};
+use ward_config::{Component, ConfigError, Configuration, MetadataValue, ResolveError, ResourceSet};
+use ward_policy::{SecretScopeError, SecretScopes};
+
+/// Dapr's default `spec.initTimeout`.
+const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the resource directories (and the Configuration file) are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Building blocks Dapr defines that ward does not implement yet. Their components are skipped with a warning
+/// rather than failing start-up, so a resources directory written for daprd (e.g. `dapr init`'s `pubsub.yaml`)
+/// still works for the parts ward serves. `middleware` components are read by the HTTP pipeline, not here.
+const NOT_YET_SUPPORTED: &[&str] =
+    &["pubsub", "bindings", "configuration", "lock", "crypto", "conversation", "workflow", "nameresolution"];
+
+/// What the registry needs to know about the sidecar.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// `--resources-path` directories, in the order given.
+    pub dirs: Vec<PathBuf>,
+    /// `Some(ns)` when env `NAMESPACE` was set (daprd filters on it only then).
+    pub namespace_filter: Option<String>,
+    pub app_id: String,
+    /// The app's namespace (used for `keyPrefix: namespace`).
+    pub namespace: String,
+    /// `$WARD_HOME`.
+    pub data_dir: PathBuf,
+}
+
+/// Why a registry could not be built. `Display` is one line naming the file, the resource and the field; never a
+/// value.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A resource file does not load, or a component's type/version/metadata is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A `secretKeyRef`/`envRef` could not be resolved.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A `secretKeyRef` names a secret the app's secret scopes deny.
+    #[error(
+        "{}: Component {component:?}: spec.metadata {item:?}: secretKeyRef to secret {secret:?} in secret store \
+         {store:?} is denied by the app's spec.secrets.scopes (a component cannot read a secret its app may not)",
+        path.display()
+    )]
+    SecretRefDenied { path: PathBuf, component: String, item: String, store: String, secret: String },
+    /// A `secretKeyRef` names a secret store this app has not loaded (missing, out of scope or denied).
+    #[error(
+        "{}: Component {component:?}: auth.secretStore: secret store {store:?} is not loaded for this app",
+        path.display()
+    )]
+    SecretStoreNotLoaded { path: PathBuf, component: String, store: String },
+    /// `spec.secrets.scopes` is invalid.
+    #[error("{}: spec.secrets.scopes: {source}", path.display())]
+    SecretScopes {
+        path: PathBuf,
+        #[source]
+        source: SecretScopeError,
+    },
+}
+
+/// One loaded state store.
+pub struct StateEntry {
+    pub store: Arc<dyn StateStore>,
+    pub prefix: KeyPrefix,
+    /// The definition and resolved metadata it was built from: an unchanged component is reused on reload (an
+    /// in-memory store keeps its data, a Redis store its connection).
+    component: Component,
+    metadata: ComponentMetadata,
+}
+
+/// One loaded secret store.
+pub struct SecretEntry {
+    pub store: Arc<dyn SecretStore>,
+    component: Component,
+    metadata: ComponentMetadata,
+}
+
+/// A lookup that found nothing. The two cases are Dapr's; both are chosen only from what *is* loaded, so an
+/// out-of-scope or denied component answers exactly like one that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// No store of this building block is loaded at all.
+    NotConfigured,
+    /// Others are loaded, this name is not.
+    NotFound,
+}
+
+/// What `/v1.0/metadata` lists for one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub component_type: String,
+    pub version: String,
+}
+
+/// The components this app may use, immutable once built; reloads build a new one and swap it in.
+#[derive(Default)]
+pub struct Registry {
+    state: BTreeMap<String, StateEntry>,
+    secrets: BTreeMap<String, SecretEntry>,
+    secret_scopes: SecretScopes,
+    listing: Vec<ComponentInfo>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("state", &self.state.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// The state store `name`, if loaded for this app.
+    pub fn state_store(&self, name: &str) -> Result<&StateEntry, Missing> {
+        match self.state.get(name) {
+            Some(entry) => Ok(entry),
+            None if self.state.is_empty() => Err(Missing::NotConfigured),
+            None => Err(Missing::NotFound),
+        }
+    }
+
+    /// The secret store `name`, if loaded for this app.
+    pub fn secret_store(&self, name: &str) -> Result<&SecretEntry, Missing> {
+        match self.secrets.get(name) {
+            Some(entry) => Ok(entry),
+            None if self.secrets.is_empty() => Err(Missing::NotConfigured),
+            None => Err(Missing::NotFound),
+        }
+    }
+
+    /// Whether the app may read secret `name` of store `store` (`spec.secrets.scopes`).
+    pub fn secret_allowed(&self, store: &str, name: &str) -> bool {
+        self.secret_scopes.is_allowed(store, name)
+    }
+
+    /// The loaded components, in load order.
+    pub fn components(&self) -> &[ComponentInfo] {
+        &self.listing
+    }
+
+    /// Builds a registry. `previous` lends stores whose definition and resolved metadata did not change.
+    pub async fn build(
+        options: &RegistryOptions,
+        configuration: Option<&Configuration>,
+        previous: Option<&Registry>,
+    ) -> Result<Registry, RegistryError> {
+        let secret_scopes = match configuration.and_then(|c| c.secrets.as_ref()) {
+            Some(spec) => SecretScopes::compile(spec).map_err(|source| RegistryError::SecretScopes {
+                path: configuration.map(|c| c.source.clone()).unwrap_or_default(),
+                source,
+            })?,
+            None => SecretScopes::allow_all(),
+        };
+        let resources = if options.dirs.is_empty() {
+            ResourceSet::default()
+        } else {
+            let dirs = options.dirs.clone();
+            let filter = options.namespace_filter.clone();
+            tokio::task::spawn_blocking(move || ResourceSet::load(&dirs, filter.as_deref())).await.map_err(|_| {
+                ConfigError::Io {
+                    path: options.dirs.first().cloned().unwrap_or_default(),
+                    action: "loading resources",
+                    source: std::io::Error::other("the loading task failed"),
+                }
+            })??
+        };
+        for warning in &resources.warnings {
+            tracing::warn!("{warning}");
+        }
+
+        let mut secret_components = Vec::new();
+        let mut state_components = Vec::new();
+        for component in resources.components_for(&options.app_id) {
+            if let Some(configuration) = configuration
+                && configuration.component_denied(component.component_type(), component.version())
+            {
+                tracing::warn!(
+                    "component '{}' cannot be loaded because components of type '{}/{}' are not allowed",
+                    component.name(),
+                    component.component_type(),
+                    component.version()
+                );
+                continue;
+            }
+            match component.building_block().to_ascii_lowercase().as_str() {
+                "state" => state_components.push(component),
+                "secretstores" => secret_components.push(component),
+                "middleware" => {}
+                block if NOT_YET_SUPPORTED.contains(&block) => tracing::warn!(
+                    component = component.name(),
+                    file = %component.source().display(),
+                    "components of type '{}' are not supported by ward yet; skipped",
+                    component.component_type()
+                ),
+                _ => {
+                    return Err(ConfigError::invalid_component(
+                        component,
+                        "spec.type",
+                        format!("unknown component type {:?}", component.component_type()),
+                    )
+                    .into());
+                }
+            }
+        }
+
+        let mut registry = Registry { secret_scopes, ..Registry::default() };
+
+        // Secret stores first: the other components' secretKeyRefs are read through them. A secret store's own
+        // metadata may use envRef but not secretKeyRef (there is nothing loaded yet to read it from).
+        for component in secret_components {
+            let metadata = resolve(component, &HashMap::new())?;
+            let reused = previous
+                .and_then(|p| p.secrets.get(component.name()))
+                .filter(|old| old.component == *component && old.metadata == metadata)
+                .map(|old| old.store.clone());
+            let store = match reused {
+                Some(store) => store,
+                None => {
+                    let ctx = build_context(options, component);
+                    let built = init(
+                        component,
+                        build_secret_store(
+                            component.component_type(),
+                            component.version(),
+                            component.name(),
+                            &metadata,
+                            &ctx,
+                        ),
+                    )
+                    .await;
+                    match built {
+                        Ok(store) => store,
+                        Err(err) if component.ignore_errors() => {
+                            tracing::warn!(error = %err, "component failed to initialise; skipped (ignoreErrors)");
+                            continue;
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            };
+            registry.listing.push(info(component));
+            registry
+                .secrets
+                .insert(component.name().to_owned(), SecretEntry { store, component: component.clone(), metadata });
+        }
+
+        for component in state_components {
+            let secrets = fetch_secret_refs(&registry, component).await?;
+            let metadata = resolve(component, &secrets)?;
+            let prefix = KeyPrefix::from_metadata(&metadata).map_err(|err| component_error(component, err))?;
+            let reused = previous
+                .and_then(|p| p.state.get(component.name()))
+                .filter(|old| old.component == *component && old.metadata == metadata)
+                .map(|old| old.store.clone());
+            let store = match reused {
+                Some(store) => store,
+                None => {
+                    let ctx = build_context(options, component);
+                    let built = init(
+                        component,
+                        build_state_store(
+                            component.component_type(),
+                            component.version(),
+                            component.name(),
+                            &metadata,
+                            &ctx,
+                        ),
+                    )
+                    .await;
+                    match built {
+                        Ok(store) => store,
+                        Err(err) if component.ignore_errors() => {
+                            tracing::warn!(error = %err, "component failed to initialise; skipped (ignoreErrors)");
+                            continue;
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            };
+            registry.listing.push(info(component));
+            registry.state.insert(
+                component.name().to_owned(),
+                StateEntry { store, prefix, component: component.clone(), metadata },
+            );
+        }
+        Ok(registry)
+    }
+}
+
+fn info(component: &Component) -> ComponentInfo {
+    ComponentInfo {
+        name: component.name().to_owned(),
+        component_type: component.component_type().to_owned(),
+        version: component.version().to_owned(),
+    }
+}
+
+/// Relative paths in metadata (e.g. `secretsFile`) are resolved against the directory the file came from.
+fn build_context(options: &RegistryOptions, component: &Component) -> BuildContext {
+    BuildContext {
+        data_dir: options.data_dir.clone(),
+        base_dir: component.source().parent().map(Path::to_path_buf).unwrap_or_default(),
+        app_id: options.app_id.clone(),
+        namespace: options.namespace.clone(),
+    }
+}
+
+/// Runs a factory within the component's `initTimeout`, reporting failures in the one-line shape.
+async fn init<T>(
+    component: &Component,
+    factory: impl Future<Output = Result<T, ComponentError>>,
+) -> Result<T, ConfigError> {
+    let timeout = component.init_timeout().unwrap_or(DEFAULT_INIT_TIMEOUT);
+    match tokio::time::timeout(timeout, factory).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(component_error(component, err)),
+        Err(_) => Err(ConfigError::invalid_component(
+            component,
+            "spec.initTimeout",
+            format!("initialisation did not finish within {timeout:?}"),
+        )),
+    }
+}
+
+/// A factory error in the one-line shape: `<file>: Component "<name>": spec.metadata[redisHost]: <message>: <cause>`.
+fn component_error(component: &Component, err: ComponentError) -> ConfigError {
+    let mut message = err.message.clone();
+    let mut source = err.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their source in their own text; say it once.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    let field = err.path().unwrap_or_else(|| "spec".to_owned());
+    ConfigError::invalid_component(component, field, message)
+}
+
+/// Secrets fetched for one component, by (store, secret name); `None` = the store has no such secret.
+type Fetched = HashMap<(String, String), Option<Secret>>;
+
+/// Why a secret reference could not be resolved from what was fetched.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StoreFailed(&'static str);
+
+/// Reads every secret `component`'s `secretKeyRef`s name, after checking the app's secret scopes allow it.
+/// `resolve_metadata` takes a synchronous resolver, so the (async) reads happen here first.
+async fn fetch_secret_refs(registry: &Registry, component: &Component) -> Result<Fetched, RegistryError> {
+    let mut fetched = Fetched::new();
+    for item in component.metadata() {
+        let MetadataValue::SecretKeyRef { name, key } = &item.value else { continue };
+        // Without auth.secretStore, resolve_metadata reports the item itself.
+        let Some(store_name) = component.secret_store() else { continue };
+        if !registry.secret_scopes.is_allowed(store_name, name) {
+            return Err(RegistryError::SecretRefDenied {
+                path: component.source().to_path_buf(),
+                component: component.name().to_owned(),
+                item: item.name.clone(),
+                store: store_name.to_owned(),
+                secret: name.clone(),
+            });
+        }
+        let cache_key = (store_name.to_owned(), name.clone());
+        if fetched.contains_key(&cache_key) {
+            continue;
+        }
+        let Some(entry) = registry.secrets.get(store_name) else {
+            return Err(RegistryError::SecretStoreNotLoaded {
+                path: component.source().to_path_buf(),
+                component: component.name().to_owned(),
+                store: store_name.to_owned(),
+            });
+        };
+        match entry.store.get_secret(name, &BTreeMap::new()).await {
+            Ok(secret) => {
+                fetched.insert(cache_key, secret);
+            }
+            Err(err) => {
+                return Err(ResolveError::SecretStore {
+                    at: Box::new(ward_config::MetadataItemRef {
+                        path: component.source().to_path_buf(),
+                        component: component.name().to_owned(),
+                        item: item.name.clone(),
+                    }),
+                    store: store_name.to_owned(),
+                    secret: name.clone(),
+                    key: key.clone(),
+                    source: Box::new(err),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(fetched)
+}
+
+/// Resolves all metadata of `component` from literal values, `fetched` secrets and the environment. A secret
+/// store's own references are never fetched, so for it a `secretKeyRef` is an error.
+fn resolve(component: &Component, fetched: &Fetched) -> Result<ComponentMetadata, RegistryError> {
+    let resolver = |r: ward_config::SecretRef<'_>| match fetched.get(&(r.store.to_owned(), r.name.to_owned())) {
+        Some(secret) => Ok(secret.as_ref().and_then(|s| s.get(r.key).cloned())),
+        None => {
+            Err(StoreFailed("secret stores cannot read their own metadata from a secret store; use a value or envRef"))
+        }
+    };
+    let env = |var: &str| std::env::var(var).ok();
+    let resolved = component.resolve_metadata(resolver, env)?;
+    Ok(ComponentMetadata::from(resolved.into_inner()))
+}
+
+/// The live registry plus what is needed to rebuild it.
+pub struct Components {
+    current: ArcSwap<Registry>,
+    options: RegistryOptions,
+    config_path: Option<PathBuf>,
+    /// Taken before the first build, so an edit made while it ran is still noticed by the first poll.
+    baseline: Fingerprint,
+}
+
+/// Resource files (names and contents) and the Configuration file's bytes; `None` where unreadable.
+type Fingerprint = (Option<u64>, Option<Vec<u8>>);
+
+impl std::fmt::Debug for Components {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Components").field("current", &self.current.load()).finish_non_exhaustive()
+    }
+}
+
+impl Components {
+    /// Builds the first registry; any problem fails start-up.
+    pub async fn start(
+        options: RegistryOptions,
+        config_path: Option<PathBuf>,
+        configuration: Option<&Configuration>,
+    ) -> Result<Components, RegistryError> {
+        let baseline = fingerprint(options.dirs.clone(), config_path.clone()).await;
+        let registry = Registry::build(&options, configuration, None).await?;
+        for c in registry.components() {
+            tracing::info!(name = %c.name, r#type = %c.component_type, version = %c.version, "component loaded");
+        }
+        Ok(Components { current: ArcSwap::from_pointee(registry), options, config_path, baseline })
+    }
+
+    /// The registry requests use now.
+    pub fn load(&self) -> Arc<Registry> {
+        self.current.load_full()
+    }
+
+    /// Whether there is anything to watch.
+    pub fn watched(&self) -> bool {
+        !self.options.dirs.is_empty() || self.config_path.is_some()
+    }
+
+    /// Polls the resource directories and the Configuration file every [`RELOAD_INTERVAL`]; on a change builds a
+    /// new registry off to the side and swaps it in. One that does not build keeps the old registry (never a
+    /// half-loaded one) and logs why, without values.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut last = self.baseline.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            let current = fingerprint(self.options.dirs.clone(), self.config_path.clone()).await;
+            if current == last {
+                continue;
+            }
+            last = current;
+            match self.rebuild().await {
+                Ok(registry) => {
+                    let names: Vec<&str> = registry.components().iter().map(|c| c.name.as_str()).collect();
+                    tracing::info!(components = ?names, "resources changed; components reloaded");
+                    self.current.store(Arc::new(registry));
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "resources changed but do not load; keeping the previous components")
+                }
+            }
+        }
+    }
+
+    async fn rebuild(&self) -> Result<Registry, RegistryError> {
+        let configuration = match &self.config_path {
+            Some(path) => Some(ward_config::load_configuration(path)?),
+            None => None,
+        };
+        let previous = self.current.load_full();
+        Registry::build(&self.options, configuration.as_ref(), Some(&previous)).await
+    }
+}
+
+/// The current [`Fingerprint`]; an unreadable directory is a state of its own, so fixing it triggers a reload.
+async fn fingerprint(dirs: Vec<PathBuf>, config: Option<PathBuf>) -> Fingerprint {
+    tokio::task::spawn_blocking(move || {
+        let resources = if dirs.is_empty() { Some(0) } else { ward_config::fingerprint(&dirs).ok() };
+        (resources, config.and_then(|p| std::fs::read(p).ok()))
+    })
+    .await
+    .unwrap_or((None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path) -> RegistryOptions {
+        RegistryOptions {
+            dirs: vec![dir.to_path_buf()],
+            namespace_filter: None,
+            app_id: "app1".into(),
+            namespace: "default".into(),
+            data_dir: dir.join("home"),
+        }
+    }
+
+    fn config(yaml: &str) -> Configuration {
+        ward_config::configuration_from_yaml(Path::new("config.yaml"), yaml.as_bytes()).unwrap()
+    }
+
+    const SECRETS: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: vault}
+spec:
+  type: secretstores.local.file
+  version: v1
+  metadata:
+  - {name: secretsFile, value: secrets.json}
+"#;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[tokio::test]
+    async fn scopes_deny_list_and_lookup_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "secrets.json", r#"{"pw": "hunter2"}"#);
+        write(dir.path(), "a.yaml", SECRETS);
+        write(
+            dir.path(),
+            "b.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: mine}\nspec: {type: state.in-memory, \
+             version: v1}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: theirs}\nspec: \
+             {type: state.in-memory, version: v1}\nscopes: [app2]\n---\napiVersion: dapr.io/v1alpha1\nkind: \
+             Component\nmetadata: {name: bus}\nspec: {type: pubsub.redis, version: v1}\n",
+        );
+        let registry = Registry::build(&options(dir.path()), None, None).await.unwrap();
+        assert!(registry.state_store("mine").is_ok());
+        assert_eq!(registry.state_store("theirs").err(), Some(Missing::NotFound));
+        assert_eq!(registry.state_store("nope").err(), Some(Missing::NotFound));
+        assert!(registry.secret_store("vault").is_ok());
+        let names: Vec<_> = registry.components().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["vault", "mine"]);
+
+        let deny = config(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\nspec:\n  components:\n    \
+             deny: [state.in-memory, secretstores.local.file/v1]\n",
+        );
+        let registry = Registry::build(&options(dir.path()), Some(&deny), None).await.unwrap();
+        assert_eq!(registry.state_store("mine").err(), Some(Missing::NotConfigured));
+        assert_eq!(registry.secret_store("vault").err(), Some(Missing::NotConfigured));
+        assert!(registry.components().is_empty());
+    }
+
+    #[tokio::test]
+    async fn secret_refs_obey_secret_scopes_and_errors_hold_no_values() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "secrets.json", r#"{"pw": "hunter2", "other": "x"}"#);
+        write(dir.path(), "a.yaml", SECRETS);
+        write(
+            dir.path(),
+            "b.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: store}\nspec:\n  type: \
+             state.in-memory\n  version: v1\n  metadata:\n  - name: keyPrefix\n    secretKeyRef: {name: pw, key: \
+             pw}\nauth: {secretStore: vault}\n",
+        );
+        let allowed = Registry::build(&options(dir.path()), None, None).await;
+        // keyPrefix "hunter2" is a literal prefix: the reference resolved.
+        let allowed = allowed.unwrap();
+        assert_eq!(
+            allowed.state_store("store").map(|e| e.prefix.clone()).ok(),
+            Some(KeyPrefix::Literal("hunter2".into()))
+        );
+
+        let deny = config(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\nspec:\n  secrets:\n    \
+             scopes:\n    - {storeName: vault, defaultAccess: deny, allowedSecrets: [other]}\n",
+        );
+        let err = Registry::build(&options(dir.path()), Some(&deny), None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RegistryError::SecretRefDenied { .. }), "{text}");
+        assert!(text.contains("b.yaml") && text.contains("\"store\"") && text.contains("keyPrefix"), "{text}");
+        assert!(text.contains("\"vault\"") && text.contains("\"pw\""), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains('\n'), "{text}");
+
+        // A missing key inside an existing secret.
+        write(
+            dir.path(),
+            "b.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: store}\nspec:\n  type: \
+             state.in-memory\n  version: v1\n  metadata:\n  - name: keyPrefix\n    secretKeyRef: {name: nope}\nauth: \
+             {secretStore: vault}\n",
+        );
+        let err = Registry::build(&options(dir.path()), None, None).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Resolve(ResolveError::SecretNotFound { .. })), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unknown_type_and_missing_metadata_name_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "s.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec: {type: state.nope, version: \
+             v1}\n",
+        );
+        let err = Registry::build(&options(dir.path()), None, None).await.unwrap_err().to_string();
+        assert!(err.contains("s.yaml: Component \"s\": spec.type:"), "{err}");
+        write(
+            dir.path(),
+            "s.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec: {type: state.redis, version: \
+             v1}\n",
+        );
+        let err = Registry::build(&options(dir.path()), None, None).await.unwrap_err().to_string();
+        assert!(err.contains("s.yaml: Component \"s\": spec.metadata[redisHost]:"), "{err}");
+        write(
+            dir.path(),
+            "s.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec: {type: foo.bar, version: v1}\n",
+        );
+        let err = Registry::build(&options(dir.path()), None, None).await.unwrap_err().to_string();
+        assert!(err.contains("spec.type: unknown component type"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unchanged_components_are_reused_on_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "s.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec: {type: state.in-memory, \
+             version: v1}\n",
+        );
+        let first = Registry::build(&options(dir.path()), None, None).await.unwrap();
+        let second = Registry::build(&options(dir.path()), None, Some(&first)).await.unwrap();
+        let (Ok(a), Ok(b)) = (first.state_store("s"), second.state_store("s")) else { panic!("store missing") };
+        assert!(Arc::ptr_eq(&a.store, &b.store));
+    }
+}

@@ -1,0 +1,100 @@
+//! The Dapr secrets HTTP API (`/v1.0/secrets/...`): one secret, or all of a store's secrets, filtered by the
+//! Configuration's `spec.secrets.scopes`.
+//!
+//! Owns: request parsing (`metadata.*` query parameters go to the store), the scope check before a single read
+//! (Dapr's 403), and leaving denied names out of a bulk answer. Does not: decide which stores are loaded or in
+//! scope (the registry), or what a scope allows (`ward-policy`). Secret values appear only in a 200 body: never in
+//! an error or a log line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::components::{Missing, Registry, SecretEntry};
+use crate::error::ApiError;
+use crate::internal::error_chain;
+use crate::runtime::Shared;
+
+/// The secrets routes; merged into the public router.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1.0/secrets/{store}/bulk", get(bulk_get))
+        .route("/v1.0/secrets/{store}/{name}", get(get_secret))
+}
+
+/// The registry entry for `store`, or Dapr's answer for a missing one (also for an out-of-scope one: it is not in
+/// the registry).
+fn lookup<'a>(registry: &'a Registry, store: &str) -> Result<&'a SecretEntry, ApiError> {
+    registry.secret_store(store).map_err(|missing| match missing {
+        Missing::NotConfigured => ApiError::SecretStoresNotConfigured,
+        Missing::NotFound => ApiError::SecretStoreNotFound { name: store.to_owned() },
+    })
+}
+
+/// `?metadata.k=v` → `{k: v}` (Dapr's convention); other parameters are ignored.
+fn request_metadata(
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> BTreeMap<String, String> {
+    query
+        .map(|Query(q)| q)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k.to_owned(), v)))
+        .collect()
+}
+
+fn path_error(err: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::Malformed { detail: format!("invalid request path: {}", err.body_text()) }
+}
+
+async fn get_secret(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Path((store, name)) = path.map_err(path_error)?;
+        let registry = shared.components();
+        let entry = lookup(&registry, &store)?;
+        if !registry.secret_allowed(&store, &name) {
+            return Err(ApiError::SecretDenied { key: name, store });
+        }
+        let metadata = request_metadata(query);
+        match entry.store.get_secret(&name, &metadata).await {
+            Ok(Some(secret)) => Ok(axum::Json(secret).into_response()),
+            // Dapr's local stores answer a missing secret with an error, which becomes a 500.
+            Ok(None) => Err(ApiError::SecretGet { detail: format!("secret {name} not found"), key: name, store }),
+            Err(err) => {
+                tracing::warn!(store = %store, secret = %name, error = %error_chain(&err), "secret store failed");
+                Err(ApiError::SecretGet { key: name, store, detail: error_chain(&err) })
+            }
+        }
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn bulk_get(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Path(store) = path.map_err(path_error)?;
+        let registry = shared.components();
+        let entry = lookup(&registry, &store)?;
+        let metadata = request_metadata(query);
+        let all = entry.store.bulk_get_secret(&metadata).await.map_err(|err| {
+            tracing::warn!(store = %store, error = %error_chain(&err), "secret store failed");
+            ApiError::SecretBulkGet { store: store.clone(), detail: error_chain(&err) }
+        })?;
+        // Denied names are left out silently, as Dapr does.
+        let allowed: BTreeMap<_, _> =
+            all.into_iter().filter(|(name, _)| registry.secret_allowed(&store, name)).collect();
+        Ok::<_, ApiError>(axum::Json(allowed).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
