@@ -159,3 +159,28 @@ fn malformed_run_file_gets_one_line_naming_file_and_line() {
     assert!(line.contains(&format!("{}:4:", file.display())), "{line}");
     assert!(line.contains("appPrt"), "{line}");
 }
+
+#[test]
+fn the_quickstart_shows_allowed_and_refused_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_env(dir.path());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/secure-mesh");
+    let mut run = Ward::spawn("quickstart", &["run", "-f", example], &[("WARD_HOME", &home)]);
+    run.wait_stdout("== APP - checkout == checkout done", Duration::from_secs(60));
+    let out = run.stdout_text();
+    for expected in [
+        "== APP - orders == received order 1 from checkout (verified identity), saved to orders-store",
+        "== APP - checkout == order 3: 200 {\"saved\": 3}",
+        "GET orders/admin (not allowed by orders' ACL): 403",
+        "operation: admin verb: GET",
+        "(store scoped to orders): 500 {\"errorCode\":\"ERR_STATE_STORE_NOT_CONFIGURED\"",
+        "wrong API token: 401 {\"errorCode\":\"ERR_UNAUTHORIZED\"",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("admin page served"), "the ACL let the admin call through:\n{out}");
+    run.terminate();
+    assert!(run.wait_exit(Duration::from_secs(30)).success());
+    let (code, verify, _) = ward_output(&["audit", "verify", &format!("{home}/audit/orders.log")], &[]);
+    assert_eq!(code, 0, "{verify}");
+}
