@@ -194,6 +194,8 @@ fn main() {
             "0".into(),
             "--dapr-internal-grpc-port".into(),
             "0".into(),
+            "--dapr-grpc-port".into(),
+            "0".into(),
             "--enable-mtls".into(),
             "--sentry-address".into(),
             field(&sentry.ready, "grpc"),

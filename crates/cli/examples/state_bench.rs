@@ -138,7 +138,17 @@ fn main() {
     let home = dir.path().join("home");
     let res_arg = res.to_str().expect("utf-8 path");
     let mut child = Command::new(ward_binary())
-        .args(["sidecar", "--app-id", "bench", "--dapr-http-port", "0", "--dapr-internal-grpc-port", "0"])
+        .args([
+            "sidecar",
+            "--app-id",
+            "bench",
+            "--dapr-http-port",
+            "0",
+            "--dapr-internal-grpc-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+        ])
         .args(["--resources-path", res_arg, "--log-level", "warn"])
         .env("WARD_HOME", &home)
         .env_remove("DAPR_API_TOKEN")

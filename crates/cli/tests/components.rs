@@ -102,7 +102,17 @@ fn sidecar(mesh: &Mesh, app_id: &str, dir: Option<&Path>, config: Option<&Path>)
 /// Runs a sidecar that must refuse to start; returns its stderr. No sentry needed: components load before the
 /// certificate is requested.
 fn refused_start(home: &Path, dir: &Path, config: Option<&Path>) -> String {
-    let mut args = vec!["sidecar", "--app-id", "app1", "--dapr-http-port", "0", "--dapr-internal-grpc-port", "0"];
+    let mut args = vec![
+        "sidecar",
+        "--app-id",
+        "app1",
+        "--dapr-http-port",
+        "0",
+        "--dapr-internal-grpc-port",
+        "0",
+        "--dapr-grpc-port",
+        "0",
+    ];
     args.extend(["--resources-path", path_str(dir)]);
     if let Some(config) = config {
         args.extend(["--config", path_str(config)]);

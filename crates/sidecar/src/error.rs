@@ -174,6 +174,63 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same error for the gRPC API: Dapr's gRPC code (DAPR-FACTS §8) and message, with a
+    /// `google.rpc.ErrorInfo` detail (domain `dapr.io`, Dapr's reason) that the SDKs parse.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic::Code;
+        let (http, body) = self.status_and_body();
+        let state_code = |failure: &StateFailure| match failure {
+            StateFailure::EtagMismatch => (Code::Aborted, "DAPR_STATE_ETAG_MISMATCH"),
+            StateFailure::InvalidEtag => (Code::InvalidArgument, "DAPR_STATE_ETAG_INVALID"),
+            StateFailure::BadRequest => (Code::InvalidArgument, "DAPR_STATE_ILLEGAL_REQUEST"),
+            StateFailure::Backend => (Code::Internal, "DAPR_STATE_BACKEND_ERROR"),
+        };
+        let (code, reason) = match self {
+            Self::StateStoreNotFound { .. } => (Code::InvalidArgument, "DAPR_STATE_NOT_FOUND"),
+            Self::StateStoreNotConfigured => (Code::FailedPrecondition, "DAPR_STATE_NOT_CONFIGURED"),
+            Self::StateSave { failure, .. }
+            | Self::StateDelete { failure, .. }
+            | Self::StateTransaction { failure, .. } => state_code(failure),
+            Self::StateGet { .. } | Self::StateBulkGet { .. } => (Code::Internal, "DAPR_STATE_GET"),
+            Self::StateNotSupported { .. } => (Code::InvalidArgument, "DAPR_STATE_NOT_SUPPORTED"),
+            Self::SecretStoreNotFound { .. } => (Code::InvalidArgument, "DAPR_SECRET_STORE_NOT_FOUND"),
+            Self::SecretStoresNotConfigured => (Code::FailedPrecondition, "DAPR_SECRET_STORES_NOT_CONFIGURED"),
+            Self::SecretDenied { .. } => (Code::PermissionDenied, "DAPR_SECRET_PERMISSION_DENIED"),
+            Self::SecretGet { .. } | Self::SecretBulkGet { .. } => (Code::Internal, "DAPR_SECRET_GET"),
+            Self::Malformed { .. } => (Code::InvalidArgument, "DAPR_MALFORMED_REQUEST"),
+            Self::BodyTooLarge { .. } => (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE"),
+            // Dapr wraps every invocation failure of the unary gRPC API as ERR_DIRECT_INVOKE → Internal.
+            Self::InvokeDenied { .. } | Self::InvokeFailed { .. } => (Code::Internal, "DAPR_DIRECT_INVOKE"),
+            Self::InvokeNoAppId => (Code::InvalidArgument, "DAPR_DIRECT_INVOKE"),
+            Self::NotFound => (Code::Unimplemented, "DAPR_NOT_FOUND"),
+            Self::NotReady { .. } => (grpc_code_for_http(http), "DAPR_HEALTH_NOT_READY"),
+        };
+        let metadata = std::collections::HashMap::from([
+            ("http.code".to_owned(), http.as_u16().to_string()),
+            ("errorCode".to_owned(), body.error_code.clone()),
+        ]);
+        let details = tonic_types::ErrorDetails::with_error_info(reason, "dapr.io", metadata);
+        <tonic::Status as tonic_types::StatusExt>::with_error_details(code, body.message, details)
+    }
+}
+
+/// Dapr's HTTP → gRPC code mapping (`pkg/messaging/v1/util.go`), for answers relayed from HTTP.
+pub fn grpc_code_for_http(status: StatusCode) -> tonic::Code {
+    use tonic::Code;
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::AlreadyExists,
+        429 => Code::ResourceExhausted,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();

@@ -8,11 +8,13 @@
 pub mod audit;
 pub mod components;
 pub mod error;
+pub mod grpc_api;
 pub mod headers;
 pub mod internal;
 pub mod public;
 pub mod runtime;
 pub mod secrets_api;
+pub mod state;
 pub mod state_api;
 pub mod transport;
 

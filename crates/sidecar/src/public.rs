@@ -79,7 +79,9 @@ async fn fallback(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     ApiError::NotFound.into_response()
 }
 
-async fn invoke(shared: Arc<Shared>, target: String, raw_method: String, request: Request) -> Response {
+/// Invokes `raw_method` (still percent-encoded) on `target` (`app-id` or `app-id.namespace`); shared with the
+/// gRPC `InvokeService` adapter.
+pub(crate) async fn invoke(shared: Arc<Shared>, target: String, raw_method: String, request: Request) -> Response {
     let (app_id, namespace) = match target.split_once('.') {
         Some((app_id, namespace)) => (app_id.to_owned(), namespace.to_owned()),
         None => (target.clone(), shared.namespace().to_owned()),

@@ -33,6 +33,8 @@ pub struct SidecarOptions {
     pub app_port: Option<u16>,
     pub app_channel_address: String,
     pub http_port: u16,
+    /// The public gRPC API port (`--dapr-grpc-port`).
+    pub grpc_port: u16,
     pub internal_port: u16,
     pub internal_listen_address: IpAddr,
     pub listen_addresses: Vec<IpAddr>,
@@ -253,6 +255,7 @@ fn compile_acl(path: &std::path::Path, configuration: &Configuration) -> Result<
 pub struct Sidecar {
     shared: Arc<Shared>,
     pub http_addrs: Vec<SocketAddr>,
+    pub grpc_addrs: Vec<SocketAddr>,
     pub internal_addr: SocketAddr,
     stop_tx: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -404,6 +407,14 @@ impl Sidecar {
             http_port = listener.local_addr().map(|a| a.port()).unwrap_or(http_port);
             public_listeners.push(listener);
         }
+        let mut grpc_listeners = Vec::new();
+        let mut grpc_port = options.grpc_port;
+        for ip in &options.listen_addresses {
+            let addr = SocketAddr::new(*ip, grpc_port);
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            grpc_port = listener.local_addr().map(|a| a.port()).unwrap_or(grpc_port);
+            grpc_listeners.push(listener);
+        }
 
         let shared = Arc::new(Shared {
             options: options.clone(),
@@ -442,6 +453,11 @@ impl Sidecar {
                     .await;
             }));
         }
+        let mut grpc_addrs = Vec::new();
+        for listener in grpc_listeners {
+            grpc_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr: internal_bind, source })?);
+            tasks.push(tokio::spawn(crate::grpc_api::serve(listener, shared.clone(), stop_rx.clone())));
+        }
         if let Some(path) = options.config_path.clone() {
             tasks.push(tokio::spawn(watch_configuration(path, shared.clone(), stop_rx.clone())));
         }
@@ -469,6 +485,7 @@ impl Sidecar {
         Ok(Sidecar {
             shared,
             http_addrs,
+            grpc_addrs,
             internal_addr,
             stop_tx,
             tasks,

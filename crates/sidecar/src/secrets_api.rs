@@ -51,6 +51,48 @@ fn path_error(err: axum::extract::rejection::PathRejection) -> ApiError {
     ApiError::Malformed { detail: format!("invalid request path: {}", err.body_text()) }
 }
 
+/// One secret, after the store lookup and the secret scopes (protocol-neutral; the gRPC API uses it too).
+pub(crate) async fn secret(
+    shared: &Shared,
+    store: &str,
+    name: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    if !registry.secret_allowed(store, name) {
+        return Err(ApiError::SecretDenied { key: name.to_owned(), store: store.to_owned() });
+    }
+    match entry.store.get_secret(name, metadata).await {
+        Ok(Some(secret)) => Ok(secret),
+        // Dapr's local stores answer a missing secret with an error, which becomes a 500.
+        Ok(None) => Err(ApiError::SecretGet {
+            detail: format!("secret {name} not found"),
+            key: name.to_owned(),
+            store: store.to_owned(),
+        }),
+        Err(err) => {
+            tracing::warn!(store = %store, secret = %name, error = %error_chain(&err), "secret store failed");
+            Err(ApiError::SecretGet { key: name.to_owned(), store: store.to_owned(), detail: error_chain(&err) })
+        }
+    }
+}
+
+/// Every secret of a store the app may read; denied names are left out silently, as Dapr does.
+pub(crate) async fn all_secrets(
+    shared: &Shared,
+    store: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    let all = entry.store.bulk_get_secret(metadata).await.map_err(|err| {
+        tracing::warn!(store = %store, error = %error_chain(&err), "secret store failed");
+        ApiError::SecretBulkGet { store: store.to_owned(), detail: error_chain(&err) }
+    })?;
+    Ok(all.into_iter().filter(|(name, _)| registry.secret_allowed(store, name)).collect())
+}
+
 async fn get_secret(
     State(shared): State<Arc<Shared>>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
@@ -58,21 +100,8 @@ async fn get_secret(
 ) -> Response {
     let result = async {
         let Path((store, name)) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
-        if !registry.secret_allowed(&store, &name) {
-            return Err(ApiError::SecretDenied { key: name, store });
-        }
-        let metadata = request_metadata(query);
-        match entry.store.get_secret(&name, &metadata).await {
-            Ok(Some(secret)) => Ok(axum::Json(secret).into_response()),
-            // Dapr's local stores answer a missing secret with an error, which becomes a 500.
-            Ok(None) => Err(ApiError::SecretGet { detail: format!("secret {name} not found"), key: name, store }),
-            Err(err) => {
-                tracing::warn!(store = %store, secret = %name, error = %error_chain(&err), "secret store failed");
-                Err(ApiError::SecretGet { key: name, store, detail: error_chain(&err) })
-            }
-        }
+        let secret = secret(&shared, &store, &name, &request_metadata(query)).await?;
+        Ok::<_, ApiError>(axum::Json(secret).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -84,16 +113,7 @@ async fn bulk_get(
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
-        let metadata = request_metadata(query);
-        let all = entry.store.bulk_get_secret(&metadata).await.map_err(|err| {
-            tracing::warn!(store = %store, error = %error_chain(&err), "secret store failed");
-            ApiError::SecretBulkGet { store: store.clone(), detail: error_chain(&err) }
-        })?;
-        // Denied names are left out silently, as Dapr does.
-        let allowed: BTreeMap<_, _> =
-            all.into_iter().filter(|(name, _)| registry.secret_allowed(&store, name)).collect();
+        let allowed = all_secrets(&shared, &store, &request_metadata(query)).await?;
         Ok::<_, ApiError>(axum::Json(allowed).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)

@@ -21,14 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use ward_components::state::{
-    Concurrency, DeleteRequest, KeyPrefix, SetRequest, StateError, StateStore, TransactionOp,
-};
+use ward_components::state::Concurrency;
 
-use crate::components::{Missing, Registry, StateEntry};
 use crate::error::{ApiError, StateFailure};
-use crate::internal::error_chain;
 use crate::runtime::Shared;
+use crate::state;
 
 /// The state routes; merged into the public router.
 pub fn router() -> Router<Arc<Shared>> {
@@ -96,21 +93,6 @@ struct TransactionOperation {
     request: SaveItem,
 }
 
-/// The registry entry for `store`, or Dapr's answer for a missing one (also for an out-of-scope one: it is not
-/// in the registry).
-fn lookup<'a>(registry: &'a Registry, store: &str) -> Result<&'a StateEntry, ApiError> {
-    registry.state_store(store).map_err(|missing| match missing {
-        Missing::NotConfigured => ApiError::StateStoreNotConfigured,
-        Missing::NotFound => ApiError::StateStoreNotFound { name: store.to_owned() },
-    })
-}
-
-/// Refuses `||` in a key, then applies the store's prefix.
-fn stored_key(shared: &Shared, prefix: &KeyPrefix, store: &str, key: &str) -> Result<String, ApiError> {
-    KeyPrefix::check_key(key).map_err(|err| ApiError::Malformed { detail: err.to_string() })?;
-    Ok(prefix.apply(shared.app_id(), store, shared.namespace(), key))
-}
-
 /// Reads the body, bounded by `--max-body-size`.
 pub(crate) async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, ApiError> {
     let limit = shared.max_body_size();
@@ -131,47 +113,26 @@ fn path_error(err: axum::extract::rejection::PathRejection) -> ApiError {
     ApiError::Malformed { detail: format!("invalid request path: {}", err.body_text()) }
 }
 
-/// What a [`StateError`] means for the status of a write.
-fn failure(err: &StateError) -> StateFailure {
-    match err {
-        StateError::EtagMismatch { .. } => StateFailure::EtagMismatch,
-        StateError::InvalidEtag { .. } => StateFailure::InvalidEtag,
-        StateError::Backend { .. } | StateError::NotSupported { .. } => StateFailure::Backend,
-    }
-}
-
 fn concurrency(options: Option<&StateOptions>) -> Result<Concurrency, String> {
-    match options.and_then(|o| o.concurrency.as_deref()).unwrap_or("") {
-        "" | "last-write" => Ok(Concurrency::LastWrite),
-        "first-write" => Ok(Concurrency::FirstWrite),
-        other => Err(format!("unrecognized concurrency model {other:?} (first-write or last-write)")),
-    }
+    state::parse_concurrency(options.and_then(|o| o.concurrency.as_deref()).unwrap_or(""))
 }
 
-/// `metadata.ttlInSeconds`: positive = expire after that many seconds; zero or negative (Dapr's `-1`) = never.
+/// `metadata.ttlInSeconds` (Dapr's metadata is `map[string]string`; a JSON number is accepted too).
 fn ttl(metadata: &HashMap<String, serde_json::Value>) -> Result<Option<Duration>, String> {
-    let Some(raw) = metadata.get("ttlInSeconds") else { return Ok(None) };
-    let seconds = match raw {
-        serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
-        serde_json::Value::Number(n) => n.as_i64(),
-        _ => None,
+    match metadata.get("ttlInSeconds") {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => state::parse_ttl(Some(s)),
+        Some(serde_json::Value::Number(n)) => state::parse_ttl(Some(&n.to_string())),
+        Some(_) => Err("metadata.ttlInSeconds: expected an integer".to_owned()),
     }
-    .ok_or_else(|| "metadata.ttlInSeconds: expected an integer".to_owned())?;
-    Ok(u64::try_from(seconds).ok().filter(|s| *s > 0).map(Duration::from_secs))
 }
 
-/// Turns one save item into a store request (key checked and prefixed, value as JSON bytes).
-fn set_request(
-    shared: &Shared,
-    entry: &StateEntry,
-    store: &str,
-    item: SaveItem,
-) -> Result<SetRequest, Result<ApiError, String>> {
-    let key = stored_key(shared, &entry.prefix, store, &item.key).map_err(Ok)?;
-    let concurrency = concurrency(item.options.as_ref()).map_err(Err)?;
-    let ttl = ttl(&item.metadata).map_err(Err)?;
-    let value = serde_json::to_vec(&item.value).map_err(|err| Err(format!("value: {err}")))?;
-    Ok(SetRequest { key, value: value.into(), etag: item.etag, concurrency, ttl })
+/// A JSON save item as a core item; the value is stored as its compact JSON bytes.
+fn save_item(item: SaveItem) -> Result<state::SaveItem, String> {
+    let concurrency = concurrency(item.options.as_ref())?;
+    let ttl = ttl(&item.metadata)?;
+    let value = serde_json::to_vec(&item.value).map_err(|err| format!("value: {err}"))?;
+    Ok(state::SaveItem { key: item.key, value: value.into(), etag: item.etag, concurrency, ttl })
 }
 
 async fn save(
@@ -181,24 +142,13 @@ async fn save(
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
+        // Look the store up before reading the body: a missing store answers the same whatever was sent.
+        state::lookup(&shared.components(), &store)?;
         let items: Vec<SaveItem> = parse_json(&read_body(&shared, body).await?)?;
-        // Check every item before writing any, so a bad key in item 3 does not leave items 1-2 written.
-        let mut requests = Vec::with_capacity(items.len());
-        for item in items {
-            let request = set_request(&shared, entry, &store, item).map_err(|err| match err {
-                Ok(api) => api,
-                Err(detail) => ApiError::StateSave { store: store.clone(), failure: StateFailure::BadRequest, detail },
-            })?;
-            requests.push(request);
-        }
-        for request in requests {
-            entry.store.set(request).await.map_err(|err| match err {
-                StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
-                _ => ApiError::StateSave { store: store.clone(), failure: failure(&err), detail: error_chain(&err) },
-            })?;
-        }
+        let items = items.into_iter().map(save_item).collect::<Result<Vec<_>, _>>().map_err(|detail| {
+            ApiError::StateSave { store: store.clone(), failure: StateFailure::BadRequest, detail }
+        })?;
+        state::save(&shared, &store, items).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -210,15 +160,7 @@ async fn get_state(
 ) -> Response {
     let result = async {
         let Path((store, key)) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
-        let stored = stored_key(&shared, &entry.prefix, &store, &key)?;
-        let item = entry.store.get(&stored).await.map_err(|err| ApiError::StateGet {
-            key: key.clone(),
-            store: store.clone(),
-            detail: error_chain(&err),
-        })?;
-        let Some(item) = item else {
+        let Some(item) = state::get(&shared, &store, &key).await? else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
         let mut response = Response::new(Body::from(item.value));
@@ -239,9 +181,7 @@ async fn delete_state(
 ) -> Response {
     let result = async {
         let Path((store, key)) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
-        let stored = stored_key(&shared, &entry.prefix, &store, &key)?;
+        state::lookup(&shared.components(), &store)?;
         let bad =
             |detail: String| ApiError::StateDelete { key: key.clone(), failure: StateFailure::BadRequest, detail };
         let etag = match headers.get(header::IF_MATCH) {
@@ -249,13 +189,9 @@ async fn delete_state(
             None => None,
         };
         let query = query.map(|Query(q)| q).unwrap_or_default();
-        let options = StateOptions { concurrency: query.get("concurrency").cloned(), consistency: None };
-        let concurrency = concurrency(Some(&options)).map_err(bad)?;
-        let request = DeleteRequest { key: stored, etag, concurrency };
-        entry.store.delete(request).await.map_err(|err| match err {
-            StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
-            _ => ApiError::StateDelete { key: key.clone(), failure: failure(&err), detail: error_chain(&err) },
-        })?;
+        let concurrency =
+            state::parse_concurrency(query.get("concurrency").map(String::as_str).unwrap_or("")).map_err(bad)?;
+        state::delete(&shared, &store, &key, etag, concurrency).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -268,25 +204,12 @@ async fn bulk_get(
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
+        state::lookup(&shared.components(), &store)?;
         let request: BulkRequest = parse_json(&read_body(&shared, body).await?)?;
-        let stored = request
-            .keys
-            .iter()
-            .map(|key| stored_key(&shared, &entry.prefix, &store, key))
-            .collect::<Result<Vec<_>, _>>()?;
-        let found = entry
-            .store
-            .bulk_get(&stored)
-            .await
-            .map_err(|err| ApiError::StateBulkGet { store: store.clone(), detail: error_chain(&err) })?;
-        // The store answers in request order; pair by position so the app gets back the keys it sent.
-        let items: Vec<BulkItem> = request
-            .keys
+        let found = state::bulk_get(&shared, &store, request.keys).await?;
+        let items: Vec<BulkItem> = found
             .into_iter()
-            .zip(found)
-            .map(|(key, (_, item))| match item {
+            .map(|(key, item)| match item {
                 Some(item) => BulkItem { key, data: Some(as_json(&item.value)), etag: Some(item.etag) },
                 None => BulkItem { key, data: None, etag: None },
             })
@@ -309,49 +232,36 @@ async fn transaction(
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        let registry = shared.components();
-        let entry = lookup(&registry, &store)?;
+        state::lookup(&shared.components(), &store)?;
         let request: TransactionRequest = parse_json(&read_body(&shared, body).await?)?;
         let bad = |detail: String| ApiError::StateTransaction { failure: StateFailure::BadRequest, detail };
-        let mut ops = Vec::with_capacity(request.operations.len());
+        let mut items = Vec::with_capacity(request.operations.len());
         for op in request.operations {
-            match op.operation.as_str() {
-                "upsert" => {
-                    let set = set_request(&shared, entry, &store, op.request).map_err(|err| match err {
-                        Ok(api) => api,
-                        Err(detail) => bad(detail),
-                    })?;
-                    ops.push(TransactionOp::Set(set));
-                }
+            items.push(match op.operation.as_str() {
+                "upsert" => state::TxItem::Upsert(save_item(op.request).map_err(bad)?),
                 "delete" => {
-                    let item = op.request;
-                    let key = stored_key(&shared, &entry.prefix, &store, &item.key)?;
-                    let concurrency = concurrency(item.options.as_ref()).map_err(bad)?;
-                    ops.push(TransactionOp::Delete(DeleteRequest { key, etag: item.etag, concurrency }));
+                    let concurrency = concurrency(op.request.options.as_ref()).map_err(bad)?;
+                    state::TxItem::Delete { key: op.request.key, etag: op.request.etag, concurrency }
                 }
                 other => {
                     return Err(ApiError::StateNotSupported {
                         detail: format!("operation type {other} not supported"),
                     });
                 }
-            }
+            });
         }
-        execute(entry.store.as_ref(), ops).await?;
+        state::transact(&shared, &store, items).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn execute(store: &dyn StateStore, ops: Vec<TransactionOp>) -> Result<(), ApiError> {
-    store.transact(ops).await.map_err(|err| match err {
-        StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
-        _ => ApiError::StateTransaction { failure: failure(&err), detail: error_chain(&err) },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::internal::error_chain;
+    use crate::state::failure;
+    use ward_components::state::StateError;
 
     #[test]
     fn ttl_cases() {

@@ -24,7 +24,7 @@ pub struct Args {
     app_channel_address: String,
     #[arg(long, default_value_t = 3500)]
     dapr_http_port: u16,
-    /// Reserved for the Dapr gRPC API (not served yet).
+    /// The Dapr gRPC API (dapr.proto.runtime.v1.Dapr), on the same listen addresses as HTTP.
     #[arg(long, default_value_t = 50001)]
     dapr_grpc_port: u16,
     /// The mTLS port other sidecars call.
@@ -148,6 +148,7 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         app_port: args.app_port,
         app_channel_address: args.app_channel_address.clone(),
         http_port: args.dapr_http_port,
+        grpc_port: args.dapr_grpc_port,
         internal_port: args.dapr_internal_grpc_port,
         internal_listen_address: args.dapr_internal_grpc_listen_address,
         listen_addresses,
@@ -175,8 +176,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let options = options(&args)?;
         let sidecar = Sidecar::start(options).await?;
         let http = sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let grpc = sidecar.grpc_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         println!(
-            "ward sidecar ready: app-id={} http={http} internal={} elapsed-ms={}",
+            "ward sidecar ready: app-id={} http={http} grpc={grpc} internal={} elapsed-ms={}",
             args.app_id,
             sidecar.internal_addr,
             sidecar.started().elapsed().as_millis()

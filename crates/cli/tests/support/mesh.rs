@@ -138,6 +138,8 @@ impl Mesh {
             "0".into(),
             "--dapr-internal-grpc-port".into(),
             "0".into(),
+            "--dapr-grpc-port".into(),
+            "0".into(),
             "--enable-mtls".into(),
             "--sentry-address".into(),
             self.sentry.grpc.clone(),

@@ -1,0 +1,373 @@
+//! The public Dapr gRPC API (`dapr.proto.runtime.v1.Dapr`, from the `dapr` crate's generated server) on
+//! `--dapr-grpc-port`, the same listen addresses as HTTP.
+//!
+//! A thin adapter: every implemented method translates its protobuf request into the protocol-neutral core the
+//! HTTP API uses (`state`, `secrets_api::{secret, all_secrets}`, `public::invoke`) and maps the same `ApiError`
+//! to a gRPC status in one place (`ApiError::to_status`). The same gates apply: the API token layer from
+//! `ward-gate` (no exempt methods) and the `spec.api` allow list (a denied method answers Unimplemented). Methods
+//! ward does not implement answer Unimplemented (`dispatch.rs`, generated).
+
+mod dispatch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use tonic::{Request, Response, Status};
+use ward_components::state::Concurrency;
+
+use crate::error::{ApiError, StateFailure};
+use crate::runtime::Shared;
+use crate::state;
+
+/// The `dapr` crate's generated types.
+pub mod pb {
+    pub use dapr::dapr::proto::common;
+    pub use dapr::dapr::proto::runtime::v1 as runtime;
+}
+
+use pb::common::v1 as common;
+use pb::runtime as rt;
+
+/// The gRPC service: one per sidecar.
+#[derive(Clone)]
+pub struct GrpcApi {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GrpcApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcApi").finish_non_exhaustive()
+    }
+}
+
+fn concurrency(options: Option<&common::StateOptions>) -> Concurrency {
+    match options.map(|o| o.concurrency) {
+        Some(1) => Concurrency::FirstWrite,
+        _ => Concurrency::LastWrite,
+    }
+}
+
+fn etag(etag: Option<common::Etag>) -> Option<String> {
+    etag.map(|e| e.value).filter(|v| !v.is_empty())
+}
+
+fn save_item(item: common::StateItem, store: &str) -> Result<state::SaveItem, ApiError> {
+    let ttl = state::parse_ttl(item.metadata.get("ttlInSeconds").map(String::as_str))
+        .map_err(|detail| ApiError::StateSave { store: store.to_owned(), failure: StateFailure::BadRequest, detail })?;
+    Ok(state::SaveItem {
+        concurrency: concurrency(item.options.as_ref()),
+        key: item.key,
+        value: Bytes::from(item.value),
+        etag: etag(item.etag),
+        ttl,
+    })
+}
+
+fn sorted(metadata: HashMap<String, String>) -> BTreeMap<String, String> {
+    metadata.into_iter().collect()
+}
+
+impl GrpcApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn handle_get_state(
+        &self,
+        request: Request<rt::GetStateRequest>,
+    ) -> Result<Response<rt::GetStateResponse>, Status> {
+        let r = request.into_inner();
+        let item = state::get(&self.shared, &r.store_name, &r.key).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(match item {
+            Some(item) => rt::GetStateResponse { data: item.value.to_vec(), etag: item.etag, metadata: HashMap::new() },
+            None => rt::GetStateResponse::default(),
+        }))
+    }
+
+    async fn handle_get_bulk_state(
+        &self,
+        request: Request<rt::GetBulkStateRequest>,
+    ) -> Result<Response<rt::GetBulkStateResponse>, Status> {
+        let r = request.into_inner();
+        let found = state::bulk_get(&self.shared, &r.store_name, r.keys).await.map_err(|e| e.to_status())?;
+        let items = found
+            .into_iter()
+            .map(|(key, item)| match item {
+                Some(item) => {
+                    rt::BulkStateItem { key, data: item.value.to_vec(), etag: item.etag, ..Default::default() }
+                }
+                None => rt::BulkStateItem { key, ..Default::default() },
+            })
+            .collect();
+        Ok(Response::new(rt::GetBulkStateResponse { items }))
+    }
+
+    async fn handle_save_state(&self, request: Request<rt::SaveStateRequest>) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        let store = r.store_name;
+        let items = r.states.into_iter().map(|item| save_item(item, &store)).collect::<Result<Vec<_>, _>>();
+        let items = items.map_err(|e| e.to_status())?;
+        state::save(&self.shared, &store, items).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(()))
+    }
+
+    async fn handle_delete_state(&self, request: Request<rt::DeleteStateRequest>) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        let concurrency = concurrency(r.options.as_ref());
+        state::delete(&self.shared, &r.store_name, &r.key, etag(r.etag), concurrency)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(()))
+    }
+
+    async fn handle_delete_bulk_state(
+        &self,
+        request: Request<rt::DeleteBulkStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        for item in r.states {
+            let concurrency = concurrency(item.options.as_ref());
+            state::delete(&self.shared, &r.store_name, &item.key, etag(item.etag), concurrency)
+                .await
+                .map_err(|e| e.to_status())?;
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn handle_execute_state_transaction(
+        &self,
+        request: Request<rt::ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        let store = r.store_name;
+        let mut items = Vec::with_capacity(r.operations.len());
+        for op in r.operations {
+            let Some(item) = op.request else {
+                return Err(
+                    ApiError::Malformed { detail: "transaction operation without a request".to_owned() }.to_status()
+                );
+            };
+            items.push(match op.operation_type.as_str() {
+                "upsert" => state::TxItem::Upsert(save_item(item, &store).map_err(|e| e.to_status())?),
+                "delete" => state::TxItem::Delete {
+                    concurrency: concurrency(item.options.as_ref()),
+                    key: item.key,
+                    etag: etag(item.etag),
+                },
+                other => {
+                    return Err(ApiError::StateNotSupported {
+                        detail: format!("operation type {other} not supported"),
+                    }
+                    .to_status());
+                }
+            });
+        }
+        state::transact(&self.shared, &store, items).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(()))
+    }
+
+    async fn handle_get_secret(
+        &self,
+        request: Request<rt::GetSecretRequest>,
+    ) -> Result<Response<rt::GetSecretResponse>, Status> {
+        let r = request.into_inner();
+        let secret = crate::secrets_api::secret(&self.shared, &r.store_name, &r.key, &sorted(r.metadata))
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(rt::GetSecretResponse { data: secret.into_iter().collect() }))
+    }
+
+    async fn handle_get_bulk_secret(
+        &self,
+        request: Request<rt::GetBulkSecretRequest>,
+    ) -> Result<Response<rt::GetBulkSecretResponse>, Status> {
+        let r = request.into_inner();
+        let all = crate::secrets_api::all_secrets(&self.shared, &r.store_name, &sorted(r.metadata))
+            .await
+            .map_err(|e| e.to_status())?;
+        let data = all
+            .into_iter()
+            .map(|(name, secrets)| (name, rt::SecretResponse { secrets: secrets.into_iter().collect() }))
+            .collect();
+        Ok(Response::new(rt::GetBulkSecretResponse { data }))
+    }
+
+    async fn handle_get_metadata(
+        &self,
+        _request: Request<rt::GetMetadataRequest>,
+    ) -> Result<Response<rt::GetMetadataResponse>, Status> {
+        let json = self.shared.metadata_json();
+        let registered_components = self
+            .shared
+            .components()
+            .components()
+            .iter()
+            .map(|c| rt::RegisteredComponents {
+                name: c.name.clone(),
+                r#type: c.component_type.clone(),
+                version: c.version.clone(),
+                capabilities: Vec::new(),
+            })
+            .collect();
+        let extended_metadata = json["extended"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(rt::GetMetadataResponse {
+            id: self.shared.app_id().to_owned(),
+            registered_components,
+            extended_metadata,
+            runtime_version: json["runtimeVersion"].as_str().unwrap_or_default().to_owned(),
+            app_connection_properties: Some(rt::AppConnectionProperties {
+                port: i32::from(self.shared.app_port().unwrap_or(0)),
+                protocol: "http".to_owned(),
+                channel_address: self.shared.app_channel_address().to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    /// The deprecated unary invocation API: the same path as HTTP invocation, answering with the app's body.
+    async fn handle_invoke_service(
+        &self,
+        request: Request<rt::InvokeServiceRequest>,
+    ) -> Result<Response<common::InvokeResponse>, Status> {
+        let r = request.into_inner();
+        let Some(message) = r.message else {
+            return Err(
+                ApiError::Malformed { detail: "InvokeServiceRequest.message is required".to_owned() }.to_status()
+            );
+        };
+        let verb = match message.http_extension.as_ref().map(|h| h.verb) {
+            Some(1) => http::Method::GET,
+            Some(2) => http::Method::HEAD,
+            Some(3) | None | Some(0) => http::Method::POST,
+            Some(4) => http::Method::PUT,
+            Some(5) => http::Method::DELETE,
+            Some(6) => http::Method::CONNECT,
+            Some(7) => http::Method::OPTIONS,
+            Some(8) => http::Method::TRACE,
+            Some(9) => http::Method::PATCH,
+            Some(_) => http::Method::POST,
+        };
+        let query = message.http_extension.as_ref().map(|h| h.querystring.clone()).filter(|q| !q.is_empty());
+        let uri = match &query {
+            Some(q) => format!("/v1.0/invoke/{}/method/{}?{q}", r.id, message.method),
+            None => format!("/v1.0/invoke/{}/method/{}", r.id, message.method),
+        };
+        let body = message.data.map(|any| any.value).unwrap_or_default();
+        let mut builder = http::Request::builder().method(verb).uri(uri);
+        if !message.content_type.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, message.content_type.as_str());
+        }
+        let http_request = builder
+            .body(Body::from(body))
+            .map_err(|err| ApiError::Malformed { detail: format!("invalid invocation: {err}") }.to_status())?;
+        let method = message.method.clone();
+        let response = crate::public::invoke(self.shared.clone(), r.id.clone(), method, http_request).await;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|err| Status::internal(format!("reading the app's answer: {err}")))?;
+        if !status.is_success() {
+            // A refusal by ward carries Dapr's error body; an app's own error status becomes Dapr's mapping.
+            let message = serde_json::from_slice::<crate::error::ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(Status::new(crate::error::grpc_code_for_http(status), message));
+        }
+        Ok(Response::new(common::InvokeResponse {
+            data: Some(prost_types::Any { type_url: String::new(), value: bytes.to_vec() }),
+            content_type,
+        }))
+    }
+}
+
+/// Serves the gRPC API on `listener` until `stop` flips.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tokens = shared.api_tokens().clone();
+    let allow = AllowListLayer { shared: shared.clone() };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(ward_gate::GrpcApiTokenLayer::new(tokens))
+        .layer(allow)
+        .add_service(
+            pb::runtime::dapr_server::DaprServer::new(GrpcApi::new(shared)).max_decoding_message_size(64 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, "the gRPC API server stopped");
+    }
+}
+
+/// `spec.api` for gRPC: a runtime method the allow/deny lists refuse answers Unimplemented
+/// ("requested endpoint is not available") without reaching the service.
+#[derive(Clone)]
+struct AllowListLayer {
+    shared: Arc<Shared>,
+}
+
+impl<S> tower::Layer<S> for AllowListLayer {
+    type Service = AllowList<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AllowList { inner, shared: self.shared.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct AllowList<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for AllowList<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    R: Default,
+    B: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<S::Future, std::future::Ready<Result<http::Response<R>, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if self.shared.api_allowlist().is_grpc_allowed(request.uri().path()) {
+            return futures_util::future::Either::Left(self.inner.call(request));
+        }
+        let mut response = http::Response::new(R::default());
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", http::HeaderValue::from_static("12"));
+        headers.insert("grpc-message", http::HeaderValue::from_static("requested endpoint is not available"));
+        futures_util::future::Either::Right(std::future::ready(Ok(response)))
+    }
+}

@@ -1,0 +1,173 @@
+//! The state building block, protocol-neutral: store lookup (an out-of-scope store is simply absent), key checks
+//! and `keyPrefix`, and the mapping of store errors to [`ApiError`]s. The HTTP (`state_api`) and gRPC
+//! (`grpc_api`) front ends only translate their request shapes into these calls and the answers back.
+//!
+//! Does not parse wire formats, and never puts a state value into an error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ward_components::state::{Concurrency, DeleteRequest, KeyPrefix, SetRequest, StateError, StateItem, TransactionOp};
+
+use crate::components::{Missing, Registry, StateEntry};
+use crate::error::{ApiError, StateFailure};
+use crate::internal::error_chain;
+use crate::runtime::Shared;
+
+/// One write, already parsed from the wire.
+#[derive(Debug)]
+pub struct SaveItem {
+    pub key: String,
+    pub value: Bytes,
+    pub etag: Option<String>,
+    pub concurrency: Concurrency,
+    pub ttl: Option<Duration>,
+}
+
+/// One operation of a transaction.
+#[derive(Debug)]
+pub enum TxItem {
+    Upsert(SaveItem),
+    Delete { key: String, etag: Option<String>, concurrency: Concurrency },
+}
+
+/// The registry entry for `store`, or Dapr's answer for a missing one.
+pub(crate) fn lookup<'a>(registry: &'a Registry, store: &str) -> Result<&'a StateEntry, ApiError> {
+    registry.state_store(store).map_err(|missing| match missing {
+        Missing::NotConfigured => ApiError::StateStoreNotConfigured,
+        Missing::NotFound => ApiError::StateStoreNotFound { name: store.to_owned() },
+    })
+}
+
+/// Refuses `||` in a key, then applies the store's prefix.
+pub(crate) fn stored_key(shared: &Shared, prefix: &KeyPrefix, store: &str, key: &str) -> Result<String, ApiError> {
+    KeyPrefix::check_key(key).map_err(|err| ApiError::Malformed { detail: err.to_string() })?;
+    Ok(prefix.apply(shared.app_id(), store, shared.namespace(), key))
+}
+
+/// What a [`StateError`] means for the status of a write.
+pub(crate) fn failure(err: &StateError) -> StateFailure {
+    match err {
+        StateError::EtagMismatch { .. } => StateFailure::EtagMismatch,
+        StateError::InvalidEtag { .. } => StateFailure::InvalidEtag,
+        StateError::Backend { .. } | StateError::NotSupported { .. } => StateFailure::Backend,
+    }
+}
+
+/// Dapr's concurrency names; empty means last-write.
+pub fn parse_concurrency(value: &str) -> Result<Concurrency, String> {
+    match value {
+        "" | "last-write" => Ok(Concurrency::LastWrite),
+        "first-write" => Ok(Concurrency::FirstWrite),
+        other => Err(format!("unrecognized concurrency model {other:?} (first-write or last-write)")),
+    }
+}
+
+/// `ttlInSeconds`: positive = expire after that many seconds; zero or negative (Dapr's `-1`) = never.
+pub fn parse_ttl(value: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(raw) = value else { return Ok(None) };
+    let seconds = raw.trim().parse::<i64>().map_err(|_| "metadata.ttlInSeconds: expected an integer".to_owned())?;
+    Ok(u64::try_from(seconds).ok().filter(|s| *s > 0).map(Duration::from_secs))
+}
+
+fn set_request(shared: &Shared, entry: &StateEntry, store: &str, item: SaveItem) -> Result<SetRequest, ApiError> {
+    let key = stored_key(shared, &entry.prefix, store, &item.key)?;
+    Ok(SetRequest { key, value: item.value, etag: item.etag, concurrency: item.concurrency, ttl: item.ttl })
+}
+
+/// Saves items one after another; every key is checked before the first write, so a bad key in item 3 does not
+/// leave items 1–2 written.
+pub async fn save(shared: &Shared, store: &str, items: Vec<SaveItem>) -> Result<(), ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    let requests =
+        items.into_iter().map(|item| set_request(shared, entry, store, item)).collect::<Result<Vec<_>, _>>()?;
+    for request in requests {
+        entry.store.set(request).await.map_err(|err| match err {
+            StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
+            _ => ApiError::StateSave { store: store.to_owned(), failure: failure(&err), detail: error_chain(&err) },
+        })?;
+    }
+    Ok(())
+}
+
+pub async fn get(shared: &Shared, store: &str, key: &str) -> Result<Option<StateItem>, ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    let stored = stored_key(shared, &entry.prefix, store, key)?;
+    entry.store.get(&stored).await.map_err(|err| ApiError::StateGet {
+        key: key.to_owned(),
+        store: store.to_owned(),
+        detail: error_chain(&err),
+    })
+}
+
+/// Reads several keys; the answer pairs each requested key (as the app sent it) with its item.
+pub async fn bulk_get(
+    shared: &Shared,
+    store: &str,
+    keys: Vec<String>,
+) -> Result<Vec<(String, Option<StateItem>)>, ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    let stored = keys.iter().map(|key| stored_key(shared, &entry.prefix, store, key)).collect::<Result<Vec<_>, _>>()?;
+    let found = entry
+        .store
+        .bulk_get(&stored)
+        .await
+        .map_err(|err| ApiError::StateBulkGet { store: store.to_owned(), detail: error_chain(&err) })?;
+    // The store answers in request order; pair by position so the app gets back the keys it sent.
+    Ok(keys.into_iter().zip(found).map(|(key, (_, item))| (key, item)).collect())
+}
+
+pub async fn delete(
+    shared: &Shared,
+    store: &str,
+    key: &str,
+    etag: Option<String>,
+    concurrency: Concurrency,
+) -> Result<(), ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    let stored = stored_key(shared, &entry.prefix, store, key)?;
+    entry.store.delete(DeleteRequest { key: stored, etag, concurrency }).await.map_err(|err| match err {
+        StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
+        _ => ApiError::StateDelete { key: key.to_owned(), failure: failure(&err), detail: error_chain(&err) },
+    })
+}
+
+/// Applies all operations atomically, or none.
+pub async fn transact(shared: &Shared, store: &str, items: Vec<TxItem>) -> Result<(), ApiError> {
+    let registry = shared.components();
+    let entry = lookup(&registry, store)?;
+    let mut ops = Vec::with_capacity(items.len());
+    for item in items {
+        ops.push(match item {
+            TxItem::Upsert(save) => TransactionOp::Set(set_request(shared, entry, store, save)?),
+            TxItem::Delete { key, etag, concurrency } => {
+                let key = stored_key(shared, &entry.prefix, store, &key)?;
+                TransactionOp::Delete(DeleteRequest { key, etag, concurrency })
+            }
+        });
+    }
+    entry.store.transact(ops).await.map_err(|err| match err {
+        StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
+        _ => ApiError::StateTransaction { failure: failure(&err), detail: error_chain(&err) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_and_ttl_parse_as_dapr() {
+        assert_eq!(parse_concurrency(""), Ok(Concurrency::LastWrite));
+        assert_eq!(parse_concurrency("first-write"), Ok(Concurrency::FirstWrite));
+        assert!(parse_concurrency("first").is_err());
+        assert_eq!(parse_ttl(None), Ok(None));
+        assert_eq!(parse_ttl(Some("10")), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(parse_ttl(Some("-1")), Ok(None));
+        assert!(parse_ttl(Some("ten")).is_err());
+    }
+}
