@@ -15,7 +15,9 @@ use http::{HeaderValue, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use ward_identity::SpiffeId;
-use ward_policy::{AclRequest, AppProtocol, Caller, HttpVerb, normalize_http_method};
+use ward_policy::{
+    AclRequest, AppProtocol, Caller, HttpVerb, MethodPath, normalize_grpc_method, normalize_http_method,
+};
 
 use crate::error::{PEER_ERROR_HEADER, PeerError};
 use crate::headers;
@@ -24,6 +26,8 @@ use crate::transport::{DEV_IDENTITY_HEADER, Transport, parse_dev_marker};
 
 /// The path prefix of invocations between sidecars.
 pub const INTERNAL_INVOKE_PREFIX: &str = "/v1.0/internal/invoke/";
+/// The path prefix of proxied gRPC calls between sidecars (followed by `pkg.Service/Method`).
+pub const INTERNAL_GRPC_PREFIX: &str = "/v1.0/internal/grpc/";
 
 /// The caller identity proven on this connection.
 #[derive(Debug, Clone)]
@@ -107,7 +111,7 @@ fn service(
     })
 }
 
-fn peer_error(status: StatusCode, code: &str, message: String) -> Response {
+pub(crate) fn peer_error(status: StatusCode, code: &str, message: String) -> Response {
     let body = serde_json::to_vec(&PeerError { code: code.to_owned(), message }).unwrap_or_default();
     let mut response = (status, body).into_response();
     response.headers_mut().insert(PEER_ERROR_HEADER, HeaderValue::from_static("1"));
@@ -117,7 +121,12 @@ fn peer_error(status: StatusCode, code: &str, message: String) -> Response {
 
 /// Decides and forwards one internal request.
 pub async fn handle(shared: Arc<Shared>, peer: PeerIdentity, mut request: http::Request<Body>) -> Response {
-    let Some(raw_method) = request.uri().path().strip_prefix(INTERNAL_INVOKE_PREFIX).map(str::to_owned) else {
+    let path = request.uri().path().to_owned();
+    let (raw_method, grpc) = if let Some(raw) = path.strip_prefix(INTERNAL_INVOKE_PREFIX) {
+        (raw.to_owned(), false)
+    } else if let Some(raw) = path.strip_prefix(INTERNAL_GRPC_PREFIX) {
+        (format!("/{raw}"), true)
+    } else {
         return peer_error(StatusCode::NOT_FOUND, "NotFound", "unknown internal endpoint".to_owned());
     };
 
@@ -140,20 +149,35 @@ pub async fn handle(shared: Arc<Shared>, peer: PeerIdentity, mut request: http::
         );
     }
 
-    let method = match normalize_http_method(&raw_method) {
-        Ok(method) => method,
-        Err(err) => {
-            return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", format!("invalid method: {err}"));
+    // Normalise once; the string judged here is the string the app receives.
+    let mut method_path: Option<MethodPath> = None;
+    let (operation, verb, app_protocol) = if grpc {
+        match normalize_grpc_method(&raw_method) {
+            Ok(method) => (method.as_str().to_owned(), None, AppProtocol::Grpc),
+            Err(err) => {
+                return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", format!("invalid method: {err}"));
+            }
+        }
+    } else {
+        match normalize_http_method(&raw_method) {
+            Ok(method) => {
+                let protocol = if shared.app_speaks_grpc() { AppProtocol::Grpc } else { AppProtocol::Http };
+                let operation = method.as_str().to_owned();
+                method_path = Some(method);
+                (operation, request.method().as_str().parse::<HttpVerb>().ok(), protocol)
+            }
+            Err(err) => {
+                return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", format!("invalid method: {err}"));
+            }
         }
     };
-    let verb = request.method().as_str().parse::<HttpVerb>().ok();
     let dapr_caller = caller.as_ref().and_then(|id| id.dapr_identity().ok());
     let acl = shared.acl();
     let acl_request = AclRequest {
         caller: dapr_caller.map(|d| Caller { trust_domain: d.trust_domain, namespace: d.namespace, app_id: d.app_id }),
-        operation: method.as_str(),
+        operation: &operation,
         verb,
-        app_protocol: AppProtocol::Http,
+        app_protocol,
     };
     let decision = acl.decide(&acl_request);
     shared.audit().record(ward_policy::AuditEvent::for_acl(
@@ -164,19 +188,14 @@ pub async fn handle(shared: Arc<Shared>, peer: PeerIdentity, mut request: http::
     ));
     if !decision.allowed {
         let who = caller.as_ref().map(ToString::to_string).unwrap_or_default();
+        let verb = if grpc { "NONE".to_owned() } else { request.method().to_string() };
         return peer_error(
             StatusCode::FORBIDDEN,
             "PermissionDenied",
-            format!(
-                "access control policy has denied access to id: {who} operation: {} verb: {}",
-                method.as_str(),
-                request.method()
-            ),
+            format!("access control policy has denied access to id: {who} operation: {operation} verb: {verb}"),
         );
     }
 
-    // Forward to the app with the path the ACL judged.
-    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let Some(app_port) = shared.app_port() else {
         return peer_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,11 +203,7 @@ pub async fn handle(shared: Arc<Shared>, peer: PeerIdentity, mut request: http::
             "the app has no port configured".to_owned(),
         );
     };
-    let target = format!("http://{}:{app_port}{}{query}", shared.app_channel_address(), method.to_uri_path());
-    let Ok(uri) = target.parse::<http::Uri>() else {
-        return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", "invalid method".to_owned());
-    };
-    *request.uri_mut() = uri;
+    // Identity headers for the app come from the verified identity only; the token is this sidecar's own.
     let headers = request.headers_mut();
     headers::strip_untrusted(headers);
     if let Some(d) = dapr_caller {
@@ -203,9 +218,50 @@ pub async fn handle(shared: Arc<Shared>, peer: PeerIdentity, mut request: http::
         headers.insert(headers::CALLEE_APP_ID, v);
     }
     shared.apply_app_token(headers);
-    *request.version_mut() = http::Version::HTTP_11;
 
-    match shared.app_client().request(request).await {
+    if grpc {
+        return forward_grpc(&shared, app_port, &operation, request).await;
+    }
+    if shared.app_speaks_grpc() {
+        return crate::app_callback::on_invoke(&shared, &operation, request).await;
+    }
+
+    // Forward to the app with the path the ACL judged.
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let uri = match &method_path {
+        Some(method) => format!("http://{}:{app_port}{}{query}", shared.app_channel_address(), method.to_uri_path()),
+        None => return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", "invalid method".to_owned()),
+    };
+    let Ok(uri) = uri.parse::<http::Uri>() else {
+        return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", "invalid method".to_owned());
+    };
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_11;
+    relay_app_answer(&shared, shared.app_client().request(request).await)
+}
+
+/// Forwards a proxied gRPC call to a gRPC app (HTTP/2 without TLS on loopback), streaming both ways.
+async fn forward_grpc(shared: &Shared, app_port: u16, method: &str, mut request: http::Request<Body>) -> Response {
+    if !shared.app_speaks_grpc() {
+        return peer_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Unavailable",
+            format!("the app {} does not speak gRPC (--app-protocol)", shared.app_id()),
+        );
+    }
+    let Ok(uri) = format!("http://{}:{app_port}{method}", shared.app_channel_address()).parse::<http::Uri>() else {
+        return peer_error(StatusCode::BAD_REQUEST, "InvalidArgument", "invalid method".to_owned());
+    };
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    relay_app_answer(shared, shared.app_h2_client().request(request).await)
+}
+
+fn relay_app_answer(
+    shared: &Shared,
+    answer: Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+) -> Response {
+    match answer {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);

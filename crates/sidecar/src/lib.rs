@@ -5,6 +5,7 @@
 //! It does not parse CLI flags (the `ward` binary does), define policy semantics (`ward-policy`), or implement
 //! storage backends (`ward-components`).
 
+pub mod app_callback;
 pub mod audit;
 pub mod components;
 pub mod error;

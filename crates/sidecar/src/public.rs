@@ -79,38 +79,56 @@ async fn fallback(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     ApiError::NotFound.into_response()
 }
 
-/// Invokes `raw_method` (still percent-encoded) on `target` (`app-id` or `app-id.namespace`); shared with the
-/// gRPC `InvokeService` adapter.
-pub(crate) async fn invoke(shared: Arc<Shared>, target: String, raw_method: String, request: Request) -> Response {
-    let (app_id, namespace) = match target.split_once('.') {
+/// Why a call could not be handed to the callee's sidecar, or what that sidecar refused.
+#[derive(Debug)]
+pub(crate) enum PeerFailure {
+    /// Bad target or method: (gRPC code name, detail).
+    Invalid(String),
+    /// No instance of the app is registered.
+    NotFound,
+    /// Name resolution or the connection failed.
+    Unavailable(String),
+    BodyTooLarge(u64),
+    /// The callee's sidecar answered with a refusal (`PeerError`).
+    Refused(PeerError),
+}
+
+/// `app-id` or `app-id.namespace`.
+pub(crate) fn split_target(shared: &Shared, target: &str) -> (String, String) {
+    match target.split_once('.') {
         Some((app_id, namespace)) => (app_id.to_owned(), namespace.to_owned()),
-        None => (target.clone(), shared.namespace().to_owned()),
-    };
-    let failed = |grpc_code: &'static str, detail: String| {
-        ApiError::InvokeFailed { app_id: target.clone(), grpc_code, detail }.into_response()
-    };
-    if raw_method.is_empty() {
-        return failed("InvalidArgument", "invalid method: empty method".to_owned());
+        None => (target.to_owned(), shared.namespace().to_owned()),
     }
+}
+
+/// Sends a request to the sidecar of `target` on its internal port at `internal_path` (e.g.
+/// `/v1.0/internal/invoke/<raw method>?<query>`): resolves an instance, strips identity claims and tokens, streams
+/// the body (bounded by `--max-body-size`), and returns the callee sidecar's answer. Shared by HTTP invocation,
+/// gRPC `InvokeService` and the gRPC proxy.
+pub(crate) async fn send_to_peer(
+    shared: &Shared,
+    target: &str,
+    internal_path: String,
+    mut parts: http::request::Parts,
+    body: Body,
+) -> Result<http::Response<hyper::body::Incoming>, PeerFailure> {
+    let (app_id, namespace) = split_target(shared, target);
     let Ok(callee) = SpiffeId::dapr(shared.trust_domain(), &namespace, &app_id) else {
-        return failed("InvalidArgument", format!("invalid app id {target:?}"));
+        return Err(PeerFailure::Invalid(format!("invalid app id {target:?}")));
     };
     let limit = shared.max_body_size();
-    if let Some(length) = request.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
+    if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
         && length.parse::<u64>().is_ok_and(|n| n > limit)
     {
-        return ApiError::BodyTooLarge { limit }.into_response();
+        return Err(PeerFailure::BodyTooLarge(limit));
     }
     let address = match shared.resolve(&app_id, &namespace).await {
         Ok(Some(address)) => address,
-        Ok(None) => return failed("Unavailable", format!("couldn't find service: {target}")),
-        Err(err) => return failed("Internal", format!("name resolution failed: {err}")),
+        Ok(None) => return Err(PeerFailure::NotFound),
+        Err(err) => return Err(PeerFailure::Unavailable(format!("name resolution failed: {err}"))),
     };
-
-    let (mut parts, body) = request.into_parts();
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let Ok(uri) = format!("http://{address}{INTERNAL_INVOKE_PREFIX}{raw_method}{query}").parse::<http::Uri>() else {
-        return failed("InvalidArgument", "invalid method".to_owned());
+    let Ok(uri) = format!("http://{address}{internal_path}").parse::<http::Uri>() else {
+        return Err(PeerFailure::Invalid("invalid method".to_owned()));
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_2;
@@ -122,35 +140,58 @@ pub(crate) async fn invoke(shared: Arc<Shared>, target: String, raw_method: Stri
     // Streams through, failing the upload if it grows past the limit.
     let body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
     let outgoing = http::Request::from_parts(parts, body);
-
     let response = match shared.outbound().send(&callee, shared.own_id(), outgoing).await {
         Ok(response) => response,
         Err(err) => {
             let chain = error_chain(&err);
             tracing::warn!(callee = %callee, error = %chain, "invocation failed");
             if chain.contains("length limit exceeded") {
-                return ApiError::BodyTooLarge { limit }.into_response();
+                return Err(PeerFailure::BodyTooLarge(limit));
             }
-            return failed("Unavailable", chain);
+            return Err(PeerFailure::Unavailable(chain));
         }
     };
     let (mut parts, body) = response.into_parts();
     if parts.headers.remove(PEER_ERROR_HEADER).is_some() {
-        // The callee's sidecar refused: wrap its answer as Dapr does.
         let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
         let peer: PeerError = serde_json::from_slice(&bytes)
             .unwrap_or(PeerError { code: "Unknown".to_owned(), message: "the callee's sidecar refused".to_owned() });
-        if peer.code == "PermissionDenied" {
-            return ApiError::InvokeDenied { app_id: target, message: peer.message }.into_response();
-        }
-        let code: &'static str = match peer.code.as_str() {
-            "InvalidArgument" => "InvalidArgument",
-            "Unavailable" => "Unavailable",
-            "NotFound" => "NotFound",
-            _ => "Internal",
-        };
-        return failed(code, peer.message);
+        return Err(PeerFailure::Refused(peer));
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(body))
+    Ok(http::Response::from_parts(parts, body))
+}
+
+/// Invokes `raw_method` (still percent-encoded) on `target` (`app-id` or `app-id.namespace`); shared with the
+/// gRPC `InvokeService` adapter.
+pub(crate) async fn invoke(shared: Arc<Shared>, target: String, raw_method: String, request: Request) -> Response {
+    let failed = |grpc_code: &'static str, detail: String| {
+        ApiError::InvokeFailed { app_id: target.clone(), grpc_code, detail }.into_response()
+    };
+    if raw_method.is_empty() {
+        return failed("InvalidArgument", "invalid method: empty method".to_owned());
+    }
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let path = format!("{INTERNAL_INVOKE_PREFIX}{raw_method}{query}");
+    match send_to_peer(&shared, &target, path, parts, body).await {
+        Ok(response) => response.map(Body::new),
+        Err(PeerFailure::Invalid(detail)) => failed("InvalidArgument", detail),
+        Err(PeerFailure::NotFound) => failed("Unavailable", format!("couldn't find service: {target}")),
+        Err(PeerFailure::Unavailable(detail)) => failed("Unavailable", detail),
+        Err(PeerFailure::BodyTooLarge(limit)) => ApiError::BodyTooLarge { limit }.into_response(),
+        // The callee's sidecar refused: wrap its answer as Dapr does.
+        Err(PeerFailure::Refused(peer)) if peer.code == "PermissionDenied" => {
+            ApiError::InvokeDenied { app_id: target, message: peer.message }.into_response()
+        }
+        Err(PeerFailure::Refused(peer)) => {
+            let code: &'static str = match peer.code.as_str() {
+                "InvalidArgument" => "InvalidArgument",
+                "Unavailable" => "Unavailable",
+                "NotFound" => "NotFound",
+                _ => "Internal",
+            };
+            failed(code, peer.message)
+        }
+    }
 }

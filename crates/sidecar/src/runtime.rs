@@ -23,6 +23,7 @@ use ward_policy::AccessControl;
 
 use crate::audit::{AuditSink, AuditTarget};
 use crate::components::{Components, Registry, RegistryOptions as ComponentOptions};
+use crate::grpc_api::pb::runtime::app_callback_client::AppCallbackClient;
 use crate::transport::{Mtls, Outbound, Transport};
 
 /// Everything a sidecar needs to start, already parsed and validated by the caller (the CLI).
@@ -32,6 +33,8 @@ pub struct SidecarOptions {
     pub namespace: String,
     pub app_port: Option<u16>,
     pub app_channel_address: String,
+    /// `--app-protocol grpc`: invocations reach the app as `AppCallback/OnInvoke`, proxied gRPC calls as gRPC.
+    pub app_protocol_grpc: bool,
     pub http_port: u16,
     /// The public gRPC API port (`--dapr-grpc-port`).
     pub grpc_port: u16,
@@ -108,6 +111,8 @@ pub enum StartError {
         #[source]
         source: ward_policy::ApiListError,
     },
+    #[error("--app-channel-address: {0}")]
+    AppChannel(String),
     #[error("--dapr-listen-addresses: {0}")]
     Exposure(#[from] ward_gate::ListenError),
     #[error(transparent)]
@@ -124,6 +129,10 @@ pub struct Shared {
     registry: SqliteRegistry,
     outbound: Outbound,
     app_client: Client<HttpConnector, Body>,
+    /// HTTP/2 (prior knowledge) to a gRPC app, for proxied calls.
+    app_h2_client: Client<HttpConnector, Body>,
+    /// `AppCallback` client for a gRPC app (lazy connection).
+    app_callback: Option<AppCallbackClient<tonic::transport::Channel>>,
     ready: AtomicBool,
     api_allowlist: ward_policy::ApiAllowList,
     api_log: ward_gate::ApiLogOptions,
@@ -180,6 +189,15 @@ impl Shared {
     pub fn app_client(&self) -> &Client<HttpConnector, Body> {
         &self.app_client
     }
+    pub fn app_h2_client(&self) -> &Client<HttpConnector, Body> {
+        &self.app_h2_client
+    }
+    pub fn app_speaks_grpc(&self) -> bool {
+        self.options.app_protocol_grpc
+    }
+    pub fn app_callback(&self) -> Option<AppCallbackClient<tonic::transport::Channel>> {
+        self.app_callback.clone()
+    }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -225,7 +243,7 @@ impl Shared {
             "httpEndpoints": [],
             "appConnectionProperties": {
                 "port": self.options.app_port.unwrap_or(0),
-                "protocol": "http",
+                "protocol": if self.options.app_protocol_grpc { "grpc" } else { "http" },
                 "channelAddress": self.options.app_channel_address,
                 "maxConcurrency": 0,
             },
@@ -390,7 +408,18 @@ impl Sidecar {
         let audit = AuditSink::open(&audit_target)?;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        let app_client = Client::builder(TokioExecutor::new()).build(http);
+        let app_client = Client::builder(TokioExecutor::new()).build(http.clone());
+        let app_h2_client = Client::builder(TokioExecutor::new()).http2_only(true).build(http);
+        let app_callback = match (options.app_protocol_grpc, options.app_port) {
+            (true, Some(port)) => {
+                let endpoint =
+                    tonic::transport::Endpoint::from_shared(format!("http://{}:{port}", options.app_channel_address))
+                        .map_err(|err| StartError::AppChannel(err.to_string()))?
+                        .tcp_nodelay(true);
+                Some(AppCallbackClient::new(endpoint.connect_lazy()))
+            }
+            _ => None,
+        };
 
         // 4. Listeners (only now: everything above was valid).
         let internal_bind = SocketAddr::new(options.internal_listen_address, options.internal_port);
@@ -425,6 +454,8 @@ impl Sidecar {
             registry,
             outbound: Outbound::new(transport),
             app_client,
+            app_h2_client,
+            app_callback,
             ready: AtomicBool::new(false),
             api_allowlist,
             api_log,

@@ -17,7 +17,7 @@ pub struct Args {
     app_id: String,
     #[arg(long)]
     app_port: Option<u16>,
-    /// The protocol the app speaks (http; grpc is not supported yet).
+    /// The protocol the app speaks: http, or grpc (invocations arrive as AppCallback/OnInvoke).
     #[arg(long, default_value = "http")]
     app_protocol: String,
     #[arg(long, default_value = "127.0.0.1")]
@@ -97,9 +97,11 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     if args.mode != "standalone" {
         bail!("--mode {:?} is not supported (only standalone)", args.mode);
     }
-    if args.app_protocol != "http" {
-        bail!("--app-protocol {:?} is not supported yet (only http)", args.app_protocol);
-    }
+    let app_protocol_grpc = match args.app_protocol.as_str() {
+        "http" => false,
+        "grpc" => true,
+        other => bail!("--app-protocol {other:?} is not supported (http or grpc)"),
+    };
     let listen_addresses = ward_gate::parse_listen_addresses(&args.dapr_listen_addresses)
         .map_err(|err| anyhow::anyhow!("--dapr-listen-addresses: {err}"))?;
     let max_body_size = ward_config::parse_byte_quantity(&args.max_body_size)
@@ -147,6 +149,7 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         namespace: args.namespace.clone(),
         app_port: args.app_port,
         app_channel_address: args.app_channel_address.clone(),
+        app_protocol_grpc,
         http_port: args.dapr_http_port,
         grpc_port: args.dapr_grpc_port,
         internal_port: args.dapr_internal_grpc_port,

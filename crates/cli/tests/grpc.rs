@@ -1,0 +1,224 @@
+//! The Dapr gRPC API and gRPC proxying on real sidecars: token and allow list on gRPC, metadata, proxied calls to
+//! a gRPC app judged by the callee's ACL on the full method name, and `--app-protocol grpc` (AppCallback/OnInvoke)
+//! receiving the callee's own app token and the verified caller.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dapr::dapr::proto::common::v1 as common;
+use dapr::dapr::proto::runtime::v1 as rt;
+use rt::app_callback_server::{AppCallback, AppCallbackServer};
+use support::mesh::{Http, Mesh, SidecarSpec};
+use tonic::{Request, Response, Status};
+
+#[derive(Clone, Default)]
+struct Callback {
+    seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+#[tonic::async_trait]
+impl AppCallback for Callback {
+    async fn on_invoke(
+        &self,
+        request: Request<common::InvokeRequest>,
+    ) -> Result<Response<common::InvokeResponse>, Status> {
+        let metadata = request
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                }
+                _ => None,
+            })
+            .collect();
+        self.seen.lock().unwrap().push(metadata);
+        let r = request.into_inner();
+        let body = format!("hi:{}:{}", r.method, String::from_utf8_lossy(&r.data.map(|d| d.value).unwrap_or_default()));
+        Ok(Response::new(common::InvokeResponse {
+            data: Some(prost_types::Any { type_url: String::new(), value: body.into_bytes() }),
+            content_type: "text/plain".into(),
+        }))
+    }
+    async fn list_topic_subscriptions(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+    async fn on_topic_event(
+        &self,
+        _: Request<rt::TopicEventRequest>,
+    ) -> Result<Response<rt::TopicEventResponse>, Status> {
+        Err(Status::unimplemented("no pub/sub"))
+    }
+    async fn list_input_bindings(&self, _: Request<()>) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+    async fn on_binding_event(
+        &self,
+        _: Request<rt::BindingEventRequest>,
+    ) -> Result<Response<rt::BindingEventResponse>, Status> {
+        Err(Status::unimplemented("no bindings"))
+    }
+    async fn on_bulk_topic_event(
+        &self,
+        _: Request<rt::TopicEventBulkRequest>,
+    ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
+        Err(Status::unimplemented("no pub/sub"))
+    }
+    async fn on_job_event(&self, _: Request<rt::JobEventRequest>) -> Result<Response<rt::JobEventResponse>, Status> {
+        Err(Status::unimplemented("no jobs"))
+    }
+}
+
+/// A gRPC app serving AppCallback and grpc.health.v1.Health on one port.
+fn grpc_app(runtime: &tokio::runtime::Runtime, callback: Callback) -> u16 {
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        tonic::transport::Server::builder()
+            .add_service(AppCallbackServer::new(callback))
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    port
+}
+
+const ACL: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: grpc-callee
+spec:
+  accessControl:
+    defaultAction: deny
+    trustDomain: public
+    policies:
+    - appId: caller
+      namespace: default
+      trustDomain: public
+      defaultAction: deny
+      operations:
+      - name: /grpc.health.v1.Health/Check
+        action: allow
+      - name: hello
+        action: allow
+"#;
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+#[test]
+fn grpc_proxy_and_app_callback_are_judged_by_the_callee_acl() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let callback = Callback::default();
+    let port = grpc_app(&runtime, callback.clone());
+    let mesh = Mesh::start(&[]);
+    let config = mesh.write("grpc-callee.yaml", ACL);
+    let mut callee = SidecarSpec::new("callee", Some(port));
+    callee.config = Some(&config);
+    callee.extra = vec!["--app-protocol".into(), "grpc".into()];
+    callee.env = vec![("APP_API_TOKEN".into(), "callee-own-token".into())];
+    let _callee = mesh.sidecar(callee);
+    let mut caller_spec = SidecarSpec::new("caller", None);
+    caller_spec.env = vec![("APP_API_TOKEN".into(), "caller-token-must-not-leak".into())];
+    let caller = mesh.sidecar(caller_spec);
+    let grpc_addr = support::field(&caller.process.stdout_text(), "grpc");
+
+    runtime.block_on(async {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&grpc_addr).await);
+        // Proxied and allowed.
+        let mut request = Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        request.metadata_mut().insert("dapr-app-id", "callee".parse().unwrap());
+        let answer = health.check(request).await.expect("proxied Check is allowed");
+        assert_eq!(answer.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        // Proxied and denied by the callee's ACL: PermissionDenied, Dapr's message.
+        let mut request = Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        request.metadata_mut().insert("dapr-app-id", "callee".parse().unwrap());
+        let err = health.watch(request).await.expect_err("Watch is not allowed");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("operation: /grpc.health.v1.Health/Watch"), "{}", err.message());
+        // No dapr-app-id: not a Dapr method and nothing to proxy to.
+        let err = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+        // The Dapr gRPC API itself.
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        let metadata = dapr.get_metadata(rt::GetMetadataRequest {}).await.unwrap().into_inner();
+        assert_eq!(metadata.id, "caller");
+        // InvokeService to a gRPC app: delivered as OnInvoke with the callee's own token and the verified caller.
+        let invoke = rt::InvokeServiceRequest {
+            id: "callee".into(),
+            message: Some(common::InvokeRequest {
+                method: "hello".into(),
+                data: Some(prost_types::Any { type_url: String::new(), value: b"ping".to_vec() }),
+                content_type: "text/plain".into(),
+                http_extension: Some(common::HttpExtension {
+                    verb: common::http_extension::Verb::Post as i32,
+                    querystring: String::new(),
+                }),
+            }),
+        };
+        let mut request = Request::new(invoke);
+        request.metadata_mut().insert("dapr-caller-app-id", "admin".parse().unwrap());
+        let answer = dapr.invoke_service(request).await.expect("invoke").into_inner();
+        assert_eq!(answer.data.unwrap().value, b"hi:hello:ping");
+    });
+    let seen = callback.seen.lock().unwrap().clone();
+    let last = seen.last().expect("OnInvoke was called");
+    assert_eq!(last.get("dapr-api-token").map(String::as_str), Some("callee-own-token"));
+    assert_eq!(last.get("dapr-caller-app-id").map(String::as_str), Some("caller"));
+
+    // HTTP invocation to the gRPC app, and a method its ACL denies.
+    let http = Http::new();
+    let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/hello", &[], b"x".to_vec());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "hi:hello:x");
+    let before = callback.seen.lock().unwrap().len();
+    let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/admin", &[], vec![]);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(callback.seen.lock().unwrap().len(), before, "a denied call never reaches the app");
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn grpc_api_requires_the_token_and_honours_the_allow_list() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mesh = Mesh::start(&[]);
+    let config = mesh.write(
+        "api.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  api:\n    allowed:\n      - name: metadata\n        version: v1\n        protocol: grpc\n",
+    );
+    let mut spec = SidecarSpec::new("guarded", None);
+    spec.config = Some(&config);
+    spec.env = vec![("DAPR_API_TOKEN".into(), "grpc-token-123".into())];
+    let sidecar = mesh.sidecar(spec);
+    let grpc_addr = support::field(&sidecar.process.stdout_text(), "grpc");
+    runtime.block_on(async {
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        let err = dapr.get_metadata(rt::GetMetadataRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "no token");
+        let with = |token: &str| {
+            let mut r = Request::new(rt::GetMetadataRequest {});
+            r.metadata_mut().insert("dapr-api-token", token.parse().unwrap());
+            r
+        };
+        assert_eq!(dapr.get_metadata(with("wrong")).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(dapr.get_metadata(with("grpc-token-123")).await.unwrap().into_inner().id, "guarded");
+        // State is not in the allow list: Unimplemented, "requested endpoint is not available".
+        let mut r = Request::new(rt::GetStateRequest { store_name: "s".into(), key: "k".into(), ..Default::default() });
+        r.metadata_mut().insert("dapr-api-token", "grpc-token-123".parse().unwrap());
+        let err = dapr.get_state(r).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        assert!(err.message().contains("not available"), "{}", err.message());
+    });
+}
