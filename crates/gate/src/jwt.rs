@@ -138,31 +138,34 @@ impl JwtVerifier {
     /// Loads the JWKS and starts watching it. Must be called inside a tokio runtime. Fails (refusing to start)
     /// if a setting is empty, the JWKS is a URL, unreadable, not a JWKS, or holds no usable key.
     pub fn new(config: &JwtConfig) -> Result<Self, GateError> {
+        check_config(config)?;
         let jwks = config.jwks.trim();
-        if jwks.is_empty() {
-            return Err(GateError::JwtConfigMissing { field: "JWKS (--dapr-api-token-jwks)" });
-        }
-        if config.issuer.trim().is_empty() {
-            return Err(GateError::JwtConfigMissing { field: "issuer (--dapr-api-token-issuer)" });
-        }
-        if config.audience.trim().is_empty() {
-            return Err(GateError::JwtConfigMissing { field: "audience (--dapr-api-token-audience)" });
-        }
         let lower = jwks.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
             return Err(GateError::JwksUrlUnsupported { url: jwks.to_owned() });
         }
         let path = PathBuf::from(jwks);
         let keys = watch::load_and_watch(path.clone(), "JWKS", JWKS_FILE_LIMIT, parse_jwks)?;
+        Ok(Self { keys, template: Arc::new(template(config)), path })
+    }
 
-        let mut template = Validation::new(Algorithm::ES256);
-        template.leeway = LEEWAY.as_secs();
-        template.validate_exp = true;
-        template.validate_nbf = true;
-        template.set_issuer(&[config.issuer.trim()]);
-        template.set_audience(&[config.audience.trim()]);
-        template.set_required_spec_claims(&["exp", "iss", "aud"]);
-        Ok(Self { keys, template: Arc::new(template), path })
+    /// Like [`JwtVerifier::new`], and also accepts an `https://` JWKS URL (or `http://` to a loopback address):
+    /// fetched now (a failure refuses to start), then refreshed every [`JWKS_REFRESH`]; a failed refresh keeps the
+    /// last good keys and logs why.
+    pub async fn from_config(config: &JwtConfig) -> Result<Self, GateError> {
+        let jwks = config.jwks.trim();
+        if !ward_fetch::is_url(jwks) {
+            return Self::new(config);
+        }
+        check_config(config)?;
+        let url = jwks.to_owned();
+        let path = PathBuf::from(&url);
+        let bytes =
+            ward_fetch::fetch(&url, JWKS_FILE_LIMIT as usize, FETCH_TIMEOUT).await.map_err(GateError::JwksFetch)?;
+        let (keys, _) = parse_jwks(&path, &bytes)?;
+        let keys = Arc::new(ArcSwap::from_pointee(keys));
+        tokio::spawn(refresh(url, Arc::downgrade(&keys)));
+        Ok(Self { keys, template: Arc::new(template(config)), path })
     }
 
     /// Verifies one presented token.
@@ -242,6 +245,54 @@ fn map_error(kind: &ErrorKind) -> JwtReason {
 
 /// Parses a JWKS, keeping only keys that may verify a token. One odd key is skipped with a warning rather than
 /// failing the set (JWKS endpoints often carry encryption keys too); a set with no usable key is an error.
+/// How often a JWKS fetched from a URL is fetched again (key rotation at the identity provider).
+pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn check_config(config: &JwtConfig) -> Result<(), GateError> {
+    if config.jwks.trim().is_empty() {
+        return Err(GateError::JwtConfigMissing { field: "JWKS (--dapr-api-token-jwks)" });
+    }
+    if config.issuer.trim().is_empty() {
+        return Err(GateError::JwtConfigMissing { field: "issuer (--dapr-api-token-issuer)" });
+    }
+    if config.audience.trim().is_empty() {
+        return Err(GateError::JwtConfigMissing { field: "audience (--dapr-api-token-audience)" });
+    }
+    Ok(())
+}
+
+fn template(config: &JwtConfig) -> Validation {
+    let mut template = Validation::new(Algorithm::ES256);
+    template.leeway = LEEWAY.as_secs();
+    template.validate_exp = true;
+    template.validate_nbf = true;
+    template.set_issuer(&[config.issuer.trim()]);
+    template.set_audience(&[config.audience.trim()]);
+    template.set_required_spec_claims(&["exp", "iss", "aud"]);
+    template
+}
+
+/// Re-fetches a URL JWKS until every verifier holding the keys is gone.
+async fn refresh(url: String, target: std::sync::Weak<ArcSwap<KeySet>>) {
+    loop {
+        tokio::time::sleep(JWKS_REFRESH).await;
+        let Some(keys) = target.upgrade() else { return };
+        match ward_fetch::fetch(&url, JWKS_FILE_LIMIT as usize, FETCH_TIMEOUT).await {
+            Ok(bytes) => match parse_jwks(Path::new(&url), &bytes) {
+                Ok((fresh, count)) => {
+                    keys.store(Arc::new(fresh));
+                    tracing::debug!(url = %url, keys = count, "JWKS refreshed");
+                }
+                Err(err) => {
+                    tracing::error!(url = %url, error = %err, "refreshed JWKS does not parse; keeping the old keys")
+                }
+            },
+            Err(err) => tracing::error!(url = %url, error = %err, "refreshing the JWKS failed; keeping the old keys"),
+        }
+    }
+}
+
 fn parse_jwks(path: &Path, bytes: &[u8]) -> Result<(KeySet, usize), GateError> {
     #[derive(serde::Deserialize)]
     struct RawSet {
@@ -375,6 +426,36 @@ mod tests {
         let h = URL_SAFE_NO_PAD.encode(header.to_string());
         let c = URL_SAFE_NO_PAD.encode(claims.to_string());
         format!("{h}.{c}.")
+    }
+
+    /// The JWKS served over HTTP on loopback: fetched at start, tokens verified against it; an unreachable URL
+    /// refuses to start.
+    #[tokio::test]
+    async fn jwks_from_a_url() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let signing = ec_key();
+        let body = json!({ "keys": [public_jwk(&signing, "k1")] }).to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 2048];
+                let _ = tcp.read(&mut buf).await;
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            }
+        });
+        let config = JwtConfig { jwks: format!("http://{addr}/jwks.json"), issuer: ISS.into(), audience: AUD.into() };
+        let verifier = JwtVerifier::from_config(&config).await.unwrap();
+        let t = now();
+        assert_eq!(verifier.verify(es256(&signing, Some("k1"), &claims(t + 300, t - 10, ISS, AUD)).as_bytes()), Ok(()));
+        assert!(verifier.verify(es256(&ec_key(), Some("k1"), &claims(t + 300, t - 10, ISS, AUD)).as_bytes()).is_err());
+        let gone = JwtConfig { jwks: "http://127.0.0.1:1/jwks.json".into(), issuer: ISS.into(), audience: AUD.into() };
+        assert!(matches!(JwtVerifier::from_config(&gone).await, Err(GateError::JwksFetch(_))));
+        let insecure =
+            JwtConfig { jwks: "http://idp.example/jwks.json".into(), issuer: ISS.into(), audience: AUD.into() };
+        assert!(matches!(JwtVerifier::from_config(&insecure).await, Err(GateError::JwksFetch(_))));
     }
 
     #[tokio::test]

@@ -74,9 +74,12 @@ pub enum GateError {
     /// The JWKS holds no key that may verify a token (HMAC `oct` keys, unknown curves and weak RSA are ignored).
     #[error("JWKS file {path} holds no usable public key (RSA >= 2048 bits, EC P-256/P-384, OKP Ed25519)")]
     JwksNoUsableKey { path: PathBuf },
-    /// Fetching a JWKS over HTTP(S) is not implemented yet; refusing beats silently running without JWT checks.
-    #[error("JWKS URL {url} is not supported yet: give a local JWKS file path")]
+    /// A JWKS URL given to the synchronous constructor, which only reads files.
+    #[error("JWKS URL {url} must be loaded with JwtVerifier::from_config")]
     JwksUrlUnsupported { url: String },
+    /// The JWKS URL could not be fetched at start.
+    #[error("fetching the JWKS")]
+    JwksFetch(#[source] ward_fetch::FetchError),
     /// A JWT setting is missing or empty.
     #[error("JWT API token mode needs a non-empty {field}")]
     JwtConfigMissing { field: &'static str },

@@ -138,16 +138,22 @@ impl JoinTokens {
     }
 }
 
-/// A JWKS validator: keys from a JWKS document, audience = sentry's SPIFFE ID.
+type Keys = Vec<(Option<String>, DecodingKey, Vec<Algorithm>)>;
+
+/// A JWKS validator: keys from a JWKS document (a file, or a URL refreshed in the background), audience =
+/// sentry's SPIFFE ID.
 #[derive(Clone)]
 pub struct JwksValidator {
-    keys: Vec<(Option<String>, DecodingKey, Vec<Algorithm>)>,
+    keys: std::sync::Arc<arc_swap::ArcSwap<Keys>>,
     audience: String,
 }
 
 impl std::fmt::Debug for JwksValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksValidator").field("keys", &self.keys.len()).field("audience", &self.audience).finish()
+        f.debug_struct("JwksValidator")
+            .field("keys", &self.keys.load().len())
+            .field("audience", &self.audience)
+            .finish()
     }
 }
 
@@ -183,30 +189,49 @@ impl JwksValidator {
         Self::from_json(&text, audience).map_err(|message| ValidatorError::JwksFile { path: path.to_owned(), message })
     }
 
-    pub fn from_json(json: &str, audience: &SpiffeId) -> Result<Self, String> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|err| err.to_string())?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            let algs = algorithms_for(jwk);
-            if algs.is_empty() {
-                continue;
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|err| err.to_string())?;
-            keys.push((jwk.common.key_id.clone(), key, algs));
-        }
-        if keys.is_empty() {
-            return Err("no usable public key (RSA, EC P-256/P-384 or Ed25519)".to_owned());
-        }
-        Ok(Self { keys, audience: audience.to_string() })
+    /// Fetches the JWKS from an `https://` URL (or `http://` to loopback); refresh with [`Self::refresh_every`].
+    pub async fn from_url(url: &str, audience: &SpiffeId) -> Result<Self, ValidatorError> {
+        let bytes = ward_fetch::fetch(url, JWKS_LIMIT, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|err| ValidatorError::JwksFile { path: PathBuf::from(url), message: err.to_string() })?;
+        let text = String::from_utf8_lossy(&bytes);
+        Self::from_json(&text, audience)
+            .map_err(|message| ValidatorError::JwksFile { path: PathBuf::from(url), message })
     }
 
+    /// Re-fetches `url` every `period` while the validator lives; a failure keeps the last good keys.
+    pub fn refresh_every(&self, url: String, period: std::time::Duration) {
+        let keys = std::sync::Arc::downgrade(&self.keys);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(target) = keys.upgrade() else { return };
+                let fetched = ward_fetch::fetch(&url, JWKS_LIMIT, std::time::Duration::from_secs(10)).await;
+                match fetched.map_err(|e| e.to_string()).and_then(|b| parse_keys(&String::from_utf8_lossy(&b))) {
+                    Ok(fresh) => target.store(std::sync::Arc::new(fresh)),
+                    Err(err) => {
+                        tracing::error!(url = %url, error = %err, "refreshing the JWKS failed; keeping the old keys")
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn from_json(json: &str, audience: &SpiffeId) -> Result<Self, String> {
+        let keys = parse_keys(json)?;
+        Ok(Self { keys: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(keys)), audience: audience.to_string() })
+    }
+}
+
+impl JwksValidator {
     fn validate(&self, token: &str, id: &SpiffeId) -> Result<(), CredentialError> {
         #[derive(serde::Deserialize)]
         struct Claims {
             sub: String,
         }
         let header = jsonwebtoken::decode_header(token).map_err(|err| CredentialError::JwtInvalid(err.to_string()))?;
-        let candidates = self.keys.iter().filter(|(kid, _, algs)| {
+        let keys = self.keys.load();
+        let candidates = keys.iter().filter(|(kid, _, algs)| {
             algs.contains(&header.alg) && (header.kid.is_none() || kid.is_none() || *kid == header.kid)
         });
         let mut last_error = "no key in the JWKS matches the token's kid and algorithm".to_owned();
@@ -226,6 +251,25 @@ impl JwksValidator {
         }
         Err(CredentialError::JwtInvalid(last_error))
     }
+}
+
+const JWKS_LIMIT: usize = 1024 * 1024;
+
+fn parse_keys(json: &str) -> Result<Keys, String> {
+    let set: JwkSet = serde_json::from_str(json).map_err(|err| err.to_string())?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let algs = algorithms_for(jwk);
+        if algs.is_empty() {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|err| err.to_string())?;
+        keys.push((jwk.common.key_id.clone(), key, algs));
+    }
+    if keys.is_empty() {
+        return Err("no usable public key (RSA, EC P-256/P-384 or Ed25519)".to_owned());
+    }
+    Ok(keys)
 }
 
 /// The validator a sentry runs with.
@@ -341,6 +385,33 @@ mod tests {
         let forged = token(&other_key, "k1", orders.as_str(), sentry.as_str(), 600);
         assert!(validator.validate(&orders, "default", "orders", &forged).is_err());
         assert_eq!(validator.validate(&orders, "default", "orders", ""), Err(CredentialError::MissingToken));
+    }
+
+    #[tokio::test]
+    async fn jwks_from_a_url_is_fetched_and_used() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sentry = SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap();
+        let orders = SpiffeId::parse("spiffe://public/ns/default/orders").unwrap();
+        let (jwks, key) = ec_jwks("k1");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 2048];
+                let _ = tcp.read(&mut buf).await;
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{jwks}", jwks.len());
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            }
+        });
+        let validator =
+            Validator::Jwks(JwksValidator::from_url(&format!("http://{addr}/jwks.json"), &sentry).await.unwrap());
+        let ok = token(&key, "k1", orders.as_str(), sentry.as_str(), 600);
+        assert_eq!(validator.validate(&orders, "default", "orders", &ok), Ok(()));
+        assert!(
+            JwksValidator::from_url("http://idp.example/jwks.json", &sentry).await.is_err(),
+            "plain http off loopback"
+        );
     }
 
     #[test]

@@ -36,9 +36,9 @@ pub struct Args {
     /// join-token validator: file of "<namespace>/<app-id> <token>" lines ("<namespace>/*" for a namespace).
     #[arg(long)]
     join_tokens: Option<PathBuf>,
-    /// jwks validator: a JWKS JSON file.
+    /// jwks validator: a JWKS JSON file, or an https:// URL (fetched at start, refreshed every 5 minutes).
     #[arg(long)]
-    jwks: Option<PathBuf>,
+    jwks: Option<String>,
     /// Lifetime of root and issuer when they are generated.
     #[arg(long, default_value = "8760h", value_parser = super::parse_duration)]
     ca_valid_for: Duration,
@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let issuer_dir = args.issuer_credentials.clone().unwrap_or_else(|| super::ward_home().join("ca"));
     let own_id = SpiffeId::dapr(&args.trust_domain, &args.namespace, ward_sentry::server::SENTRY_APP_ID)
         .with_context(|| format!("--namespace {:?}", args.namespace))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let validator = match args.token_validator {
         ValidatorKind::Insecure => Validator::Insecure,
         ValidatorKind::JoinToken => {
@@ -64,8 +65,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Validator::JoinToken(JoinTokens::load(path)?)
         }
         ValidatorKind::Jwks => {
-            let path = args.jwks.as_ref().context("--token-validator jwks needs --jwks FILE")?;
-            Validator::Jwks(JwksValidator::load(path, &own_id)?)
+            let source = args.jwks.as_ref().context("--token-validator jwks needs --jwks FILE|URL")?;
+            if ward_fetch::is_url(source) {
+                let validator = runtime.block_on(JwksValidator::from_url(source, &own_id))?;
+                let _guard = runtime.enter();
+                validator.refresh_every(source.clone(), Duration::from_secs(300));
+                Validator::Jwks(validator)
+            } else {
+                Validator::Jwks(JwksValidator::load(std::path::Path::new(source), &own_id)?)
+            }
         }
     };
     let config = SentryConfig {
@@ -80,7 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         production: args.production,
     };
     let ca = Arc::new(Ca::new(config, validator)?);
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         ward_sentry::run(ca, shutdown_signal(), |addrs| {
             // One machine-readable line on stdout, so scripts and tests can find ports chosen with 0.

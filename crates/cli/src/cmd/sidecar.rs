@@ -79,7 +79,8 @@ pub struct Args {
     /// A file whose first line is the token sent to the app (watched). Overrides APP_API_TOKEN.
     #[arg(long, env = "APP_API_TOKEN_FILE")]
     app_api_token_file: Option<PathBuf>,
-    /// JWT mode: the API token must be a JWT signed by a key of this JWKS file.
+    /// JWT mode: the API token must be a JWT signed by a key of this JWKS (a file, watched; or an https:// URL,
+    /// refreshed every 5 minutes).
     #[arg(long, requires_all = ["dapr_api_token_issuer", "dapr_api_token_audience"])]
     dapr_api_token_jwks: Option<String>,
     #[arg(long)]
@@ -93,7 +94,7 @@ pub struct Args {
     log: super::LogArgs,
 }
 
-fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
+async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     if args.mode != "standalone" {
         bail!("--mode {:?} is not supported (only standalone)", args.mode);
     }
@@ -133,11 +134,12 @@ fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         None => ward_gate::ApiTokens::from_env_value(std::env::var(ward_gate::DAPR_API_TOKEN_ENV).ok().as_deref())?,
     };
     if let Some(jwks) = &args.dapr_api_token_jwks {
-        let verifier = ward_gate::JwtVerifier::new(&ward_gate::JwtConfig {
+        let verifier = ward_gate::JwtVerifier::from_config(&ward_gate::JwtConfig {
             jwks: jwks.clone(),
             issuer: args.dapr_api_token_issuer.clone().unwrap_or_default(),
             audience: args.dapr_api_token_audience.clone().unwrap_or_default(),
-        })?;
+        })
+        .await?;
         api_tokens = api_tokens.with_jwt(verifier);
     }
     let app_token = match &args.app_api_token_file {
@@ -176,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         // Token files are watched by tasks, so options are built inside the runtime.
-        let options = options(&args)?;
+        let options = options(&args).await?;
         let sidecar = Sidecar::start(options).await?;
         let http = sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let grpc = sidecar.grpc_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
