@@ -123,19 +123,36 @@ fn pump(reader: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>
     });
 }
 
-/// Runs `ward` to completion and returns (exit code, stdout, stderr).
+/// Runs `ward` to completion (killed after 60 s: every test is bounded) and returns (exit code, stdout, stderr).
 pub fn ward_output(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(WARD);
-    command.args(args);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().expect("run ward");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut child = command.spawn().expect("run ward");
+    let (out, err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+    let read_all = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = r.read_to_string(&mut text);
+            text
+        })
+    };
+    let (out, err) = (read_all(Box::new(out)), read_all(Box::new(err)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ward {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code().unwrap_or(-1), out.join().unwrap_or_default(), err.join().unwrap_or_default())
 }
 
 /// Parses `key=value` fields out of a ready line.
