@@ -240,31 +240,10 @@ impl Registry {
                 .and_then(|p| p.secrets.get(component.name()))
                 .filter(|old| old.component == *component && old.metadata == metadata)
                 .map(|old| old.store.clone());
-            let store = match reused {
-                Some(store) => store,
-                None => {
-                    let ctx = build_context(options, component);
-                    let built = init(
-                        component,
-                        build_secret_store(
-                            component.component_type(),
-                            component.version(),
-                            component.name(),
-                            &metadata,
-                            &ctx,
-                        ),
-                    )
-                    .await;
-                    match built {
-                        Ok(store) => store,
-                        Err(err) if component.ignore_errors() => {
-                            tracing::warn!(error = %err, "component failed to initialise; skipped (ignoreErrors)");
-                            continue;
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-            };
+            let ctx = build_context(options, component);
+            let build =
+                build_secret_store(component.component_type(), component.version(), component.name(), &metadata, &ctx);
+            let Some(store) = reuse_or_init(reused, component, build).await? else { continue };
             registry.listing.push(info(component));
             registry
                 .secrets
@@ -279,31 +258,10 @@ impl Registry {
                 .and_then(|p| p.state.get(component.name()))
                 .filter(|old| old.component == *component && old.metadata == metadata)
                 .map(|old| old.store.clone());
-            let store = match reused {
-                Some(store) => store,
-                None => {
-                    let ctx = build_context(options, component);
-                    let built = init(
-                        component,
-                        build_state_store(
-                            component.component_type(),
-                            component.version(),
-                            component.name(),
-                            &metadata,
-                            &ctx,
-                        ),
-                    )
-                    .await;
-                    match built {
-                        Ok(store) => store,
-                        Err(err) if component.ignore_errors() => {
-                            tracing::warn!(error = %err, "component failed to initialise; skipped (ignoreErrors)");
-                            continue;
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-            };
+            let ctx = build_context(options, component);
+            let build =
+                build_state_store(component.component_type(), component.version(), component.name(), &metadata, &ctx);
+            let Some(store) = reuse_or_init(reused, component, build).await? else { continue };
             registry.listing.push(info(component));
             registry.state.insert(
                 component.name().to_owned(),
@@ -333,6 +291,26 @@ fn build_context(options: &RegistryOptions, component: &Component) -> BuildConte
 }
 
 /// Runs a factory within the component's `initTimeout`, reporting failures in the one-line shape.
+/// The store of an unchanged component is reused (its data and connections survive a reload); otherwise it is
+/// built. `None`: it failed and its `ignoreErrors` says to skip it.
+async fn reuse_or_init<T>(
+    reused: Option<T>,
+    component: &Component,
+    build: impl Future<Output = Result<T, ComponentError>>,
+) -> Result<Option<T>, ConfigError> {
+    if let Some(store) = reused {
+        return Ok(Some(store));
+    }
+    match init(component, build).await {
+        Ok(store) => Ok(Some(store)),
+        Err(err) if component.ignore_errors() => {
+            tracing::warn!(error = %err, "component failed to initialise; skipped (ignoreErrors)");
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 async fn init<T>(
     component: &Component,
     factory: impl Future<Output = Result<T, ComponentError>>,
