@@ -103,3 +103,50 @@ fn api_allow_list_routes_only_allowed_apis() {
     let reply = http.get(&sidecar.http, "/v1.0/invoke/nobody/method/x");
     assert_eq!(reply.status, 500, "invoke is allowed: {}", reply.text());
 }
+
+#[test]
+fn jwt_api_tokens_on_a_real_sidecar() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let mesh = Mesh::start(&[]);
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let jwks = mesh.write("jwks.json", &serde_json::json!({ "keys": [jwk] }).to_string());
+    let mut spec = SidecarSpec::new("jwt", None);
+    spec.extra = vec![
+        "--dapr-api-token-jwks".into(),
+        support::path_str(&jwks).into(),
+        "--dapr-api-token-issuer".into(),
+        "https://idp.test".into(),
+        "--dapr-api-token-audience".into(),
+        "ward".into(),
+    ];
+    let sidecar = mesh.sidecar(spec);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sign = |claims: serde_json::Value, signer: &EncodingKey| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, signer).unwrap()
+    };
+    let claims = |exp: i64, iss: &str, aud: &str| serde_json::json!({"exp": exp, "iss": iss, "aud": aud, "sub": "app"});
+    let other = EncodingKey::from_ec_pem(rcgen::KeyPair::generate().unwrap().serialize_pem().as_bytes()).unwrap();
+    let none = {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            b64(serde_json::json!({"alg": "none", "typ": "JWT"})),
+            b64(claims(now + 300, "https://idp.test", "ward"))
+        )
+    };
+    let http = Http::new();
+    let status =
+        |token: &str| http.send("GET", &sidecar.http, "/v1.0/metadata", &[("dapr-api-token", token)], vec![]).status;
+    assert_eq!(status(&sign(claims(now + 300, "https://idp.test", "ward"), &key)), 200, "valid");
+    assert_eq!(status(&sign(claims(now - 3600, "https://idp.test", "ward"), &key)), 401, "expired");
+    assert_eq!(status(&sign(claims(now + 300, "https://idp.test", "other"), &key)), 401, "wrong aud");
+    assert_eq!(status(&sign(claims(now + 300, "https://evil.test", "ward"), &key)), 401, "wrong iss");
+    assert_eq!(status(&sign(claims(now + 300, "https://idp.test", "ward"), &other)), 401, "bad signature");
+    assert_eq!(status(&none), 401, "alg none");
+}
