@@ -5,23 +5,18 @@
 //! Starts one `ward sidecar` (target/release/ward; mTLS off: the state API does not cross sidecars), kills it at
 //! the end, and prints ops/s and p50/p99 per operation and protocol.
 
+#[path = "common/mod.rs"]
+mod bench;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{KillOnDrop, stats, ward_binary};
 use bytes::Bytes;
 use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1 as rt;
 use http_body_util::{BodyExt, Full};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Default)]
 struct Samples {
@@ -29,14 +24,13 @@ struct Samples {
     get: Vec<Duration>,
 }
 
-fn report(label: &str, mut latencies: Vec<Duration>, elapsed: Duration) {
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+fn report(label: &str, latencies: Vec<Duration>, elapsed: Duration) {
+    let s = stats(latencies, elapsed);
     println!(
         "{label:<28} {:>8.0} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3
+        s.ops_per_sec,
+        s.p50.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3
     );
 }
 
@@ -89,9 +83,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
-    let exe = std::env::current_exe().expect("exe");
-    let ward = exe.parent().and_then(|p| p.parent()).map(|p| p.join("ward")).expect("ward path");
-    assert!(ward.exists(), "build first: cargo build --release -p ward");
+    let ward = ward_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("stores.yaml"),
@@ -120,7 +112,7 @@ fn main() {
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
-    let _sidecar = Proc(child);
+    let _sidecar = KillOnDrop(child);
     let ready = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)

@@ -5,22 +5,17 @@
 //! Run: `cargo build --release -p ward && cargo run --release -p ward --example invoke_bench -- [seconds]`
 //! It starts `ward sentry` and two `ward sidecar` processes (from target/release/ward), and an in-process echo app.
 
+#[path = "common/mod.rs"]
+mod bench;
+
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{Stats, stats, ward_binary};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::io::{BufRead, BufReader};
-
-fn ward_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/examples/invoke_bench -> target/<profile>/ward
-    let ward = exe.parent().and_then(|p| p.parent()).map(|p| p.join("ward")).expect("ward path");
-    assert!(ward.exists(), "build the binary first: cargo build --release -p ward ({} missing)", ward.display());
-    ward
-}
 
 struct Proc {
     child: Child,
@@ -82,18 +77,6 @@ async fn one(client: &Client, url: &str) -> Duration {
     assert!(response.status().is_success(), "status {}", response.status());
     response.into_body().collect().await.expect("body");
     t.elapsed()
-}
-
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    rps: f64,
-}
-
-fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    Stats { p50: pct(0.5), p99: pct(0.99), rps: latencies.len() as f64 / elapsed.as_secs_f64() }
 }
 
 /// Open-loop load at `rate` requests/s for `seconds`.
@@ -228,13 +211,13 @@ fn main() {
             "{name}: direct p50 {:.3} ms p99 {:.3} ms {:.0} req/s | via ward p50 {:.3} ms p99 {:.3} ms {:.0} req/s | added p50 {:.3} ms p99 {:.3} ms | throughput ratio {:.2}",
             d.p50.as_secs_f64() * 1e3,
             d.p99.as_secs_f64() * 1e3,
-            d.rps,
+            d.ops_per_sec,
             m.p50.as_secs_f64() * 1e3,
             m.p99.as_secs_f64() * 1e3,
-            m.rps,
+            m.ops_per_sec,
             (m.p50.as_secs_f64() - d.p50.as_secs_f64()) * 1e3,
             (m.p99.as_secs_f64() - d.p99.as_secs_f64()) * 1e3,
-            m.rps / d.rps
+            m.ops_per_sec / d.ops_per_sec
         );
     };
     runtime.block_on(async {

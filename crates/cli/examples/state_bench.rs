@@ -6,32 +6,17 @@
 //! It starts `redis-server` (must be on PATH) and one `ward sidecar` (from target/release/ward, mTLS off: the state
 //! API does not cross sidecars), and kills both at the end.
 
+#[path = "common/mod.rs"]
+mod bench;
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::{KillOnDrop, Stats, stats, ward_binary};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-
-fn ward_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/examples/state_bench -> target/<profile>/ward
-    let ward = exe.parent().and_then(|p| p.parent()).map(|p| p.join("ward")).expect("ward path");
-    assert!(ward.exists(), "build the binary first: cargo build --release -p ward ({} missing)", ward.display());
-    ward
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -46,22 +31,6 @@ async fn timed(client: &Client, request: hyper::Request<Full<Bytes>>, want: u16)
     let _ = response.into_body().collect().await;
     assert_eq!(status, want, "unexpected status");
     t.elapsed()
-}
-
-struct Stats {
-    ops_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
-    latencies.sort();
-    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
-    Stats {
-        ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50).copied().unwrap_or_default(),
-        p99: at(0.99).copied().unwrap_or_default(),
-    }
 }
 
 /// `clients` tasks, each alternating save and get on its own 100 keys, for `seconds`.
@@ -108,7 +77,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     let redis_port = free_port();
-    let _redis = Proc(
+    let _redis = KillOnDrop(
         Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -157,7 +126,7 @@ fn main() {
         .spawn()
         .expect("spawn ward");
     let stdout = child.stdout.take().expect("stdout");
-    let sidecar = Proc(child);
+    let sidecar = KillOnDrop(child);
     let mut lines = BufReader::new(stdout).lines();
     let ready = loop {
         match lines.next() {
