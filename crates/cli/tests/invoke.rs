@@ -178,7 +178,7 @@ fn access_control_denies_before_the_app_and_audits_every_decision() {
     });
     // A broken file keeps the last good policy.
     std::fs::write(&p.config, "spec: [not: valid").unwrap();
-    p.callee.process.wait_stderr("keeping the previous policy", Duration::from_secs(5));
+    p.callee.process.wait_stderr("keeping the previous configuration", Duration::from_secs(5));
     assert_eq!(http.send("GET", &p.caller.http, "/v1.0/invoke/callee/method/admin/x", &[], vec![]).status, 403);
     assert_eq!(http.send("DELETE", &p.caller.http, "/v1.0/invoke/callee/method/orders/1", &[], vec![]).status, 200);
 }
@@ -220,10 +220,18 @@ fn a_ten_mebibyte_body_streams_through_and_the_limit_holds() {
 
     let mesh = Mesh::start(&[]);
     let app = TestApp::start();
-    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let mut callee = SidecarSpec::new("callee", Some(app.addr.port()));
+    callee.extra = vec!["--max-body-size".into(), "16Mi".into()];
+    let _callee = mesh.sidecar(callee);
+    let _small_callee = mesh.sidecar(SidecarSpec::new("small", Some(app.addr.port())));
     let mut spec = SidecarSpec::new("caller", None);
     spec.extra = vec!["--max-body-size".into(), "16Mi".into()];
     let caller = mesh.sidecar(spec);
+    // The callee's own limit holds too (4 MiB by default), whatever the caller's is.
+    let reply = http.send("POST", &caller.http, "/v1.0/invoke/small/method/upload", &[], big.clone());
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["errorCode"], "ERR_BODY_READ");
+    assert!(app.seen().is_empty());
     let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/upload", &[], big);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), format!("echo:/upload len={}", 10 * 1024 * 1024));

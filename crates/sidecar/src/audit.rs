@@ -23,6 +23,11 @@ pub struct AuditSink {
     tx: mpsc::Sender<AuditEvent>,
 }
 
+/// The audit sink cannot take an event now; the decision it would have recorded must fail closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit log is unavailable")]
+pub struct AuditUnavailable;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: {source}")]
@@ -62,10 +67,12 @@ impl AuditSink {
         Ok(Self { tx })
     }
 
-    pub fn record(&self, event: AuditEvent) {
-        if self.tx.send(event).is_err() {
-            tracing::error!("audit writer has stopped; an audit event was lost");
-        }
+    /// Queues one event. An error means the event will not be written: the caller must refuse (fail closed).
+    pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        self.tx.send(event).map_err(|_| {
+            tracing::error!("audit writer has stopped; refusing the request");
+            AuditUnavailable
+        })
     }
 }
 
