@@ -214,3 +214,63 @@ fn a_configured_pipeline_is_refused_until_ward_has_middleware() {
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("pipeline.yaml: spec.appHttpPipeline.handlers[0]"), "{stderr}");
 }
+
+#[test]
+fn production_from_the_configuration_with_mtls_refuses_plaintext_peers_and_dev_markers() {
+    let prod = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: orders\nspec:\n  ward:\n    productionMode: true\n  accessControl:\n    defaultAction: allow\n";
+    let r = review(prod, &[], None);
+    // A local process speaking plaintext HTTP/2 to the internal port, claiming checkout with a dev marker.
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 20;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let internal = r.orders.internal.clone();
+    let outcome = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(&internal).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let request = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("http://{internal}/v1.0/internal/invoke/transfer"))
+            .header("ward-dev-identity", format!("spiffe://public/ns/default/checkout;exp={exp}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+            .await
+            .map_err(|_| "timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok::<u16, String>(response.status().as_u16())
+    });
+    assert!(outcome.is_err(), "a plaintext peer got an answer: {outcome:?}");
+    assert!(r.orders_app.seen().is_empty(), "nothing reached the app");
+    // The mTLS path still works for a real peer.
+    let reply = Http::new().send("POST", &r.checkout.http, "/v1.0/invoke/orders/method/transfer", &[TOKEN], vec![]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn unimplemented_settings_are_refused_in_production_and_warned_in_development() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("features.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: f\nspec:\n  features:\n  - name: Actors\n    enabled: true\n",
+    )
+    .unwrap();
+    let mesh = Mesh::start(&[]);
+    let mut spec = SidecarSpec::new("dev", None);
+    spec.config = Some(&config);
+    let dev = mesh.sidecar(spec);
+    let stderr = dev.process.stderr_text();
+    assert!(stderr.contains("features.yaml: spec.features[0] (Actors): NOT APPLIED"), "{stderr}");
+
+    let mut spec = SidecarSpec::new("prod", None);
+    spec.config = Some(&config);
+    spec.extra = vec!["--production".into()];
+    let args = ["sidecar", "--app-id", "prod", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--dapr-internal-grpc-port", "0", "--enable-mtls", "--sentry-address", &mesh.sentry.grpc, "--config", path_str(&config), "--production"];
+    let anchors = mesh.trust_anchors();
+    let (code, _, stderr) = ward_output(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", path_str(&mesh.ward_home))]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("features.yaml: spec.features[0] (Actors)"), "{stderr}");
+}

@@ -262,6 +262,16 @@ fn internal_port_refuses_clients_without_a_valid_certificate() {
     let other = rcgen_ca();
     let other_leaf = leaf(&other, "spiffe://public/ns/default/caller", false);
     assert!(rt.block_on(try_request(tls_client(&anchors, Some(other_leaf)), internal)).is_err());
+    // A self-signed leaf (not a CA) naming a perfectly good identity: it vouches only for itself.
+    let self_signed = {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI("spiffe://public/ns/default/caller".try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.self_signed(&key).unwrap();
+        (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    };
+    assert!(rt.block_on(try_request(tls_client(&anchors, Some(self_signed)), internal)).is_err());
     // An expired certificate from the right CA (sentry's issuer).
     let (issuer, issuer_der) = issuer_from_dir(&p.mesh.dir.path().join("ca"));
     let mut expired = leaf(&issuer, "spiffe://public/ns/default/caller", true);
