@@ -30,16 +30,18 @@ mod configuration;
 mod error;
 mod meta;
 mod resources;
+mod schema;
 mod subscription;
 mod units;
 mod yaml;
 
-pub use component::{COMPONENT_API_VERSION, Component, MetadataItem, MetadataValue, ResolvedMetadata, SecretRef};
+pub use component::{COMPONENT_API_VERSION, Component, DEFAULT_COMPONENT_VERSION, MetadataItem, MetadataValue, ResolvedMetadata, SecretRef};
 pub use configuration::{
-    ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec, MtlsSpec,
-    NameResolution, WardSpec,
+    ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
+    IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, WardSpec,
 };
 pub use error::{BoxError, ConfigError, Location, MetadataItemRef, ResolveError, ResourceId, ResourceKind};
+pub use schema::{UnsupportedField, UnsupportedKind};
 pub use resources::{ResourceSet, configuration_from_yaml, fingerprint, load_configuration};
 pub use subscription::{RouteRule, SUBSCRIPTION_API_VERSIONS, Subscription};
 pub use units::{parse_byte_quantity, parse_go_duration};
