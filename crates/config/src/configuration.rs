@@ -339,8 +339,7 @@ impl Configuration {
         // Unknown keys first: in a security section one is a load error, whatever else is wrong.
         let mut unsupported = crate::schema::walk(&doc.value).map_err(|(f, m)| invalid(&f, m))?;
         let raw: RawConfiguration = crate::yaml::deserialize(doc.value, path, &resource)?;
-        let name =
-            check_configuration_name(raw.metadata.name.as_deref()).map_err(|m| invalid("metadata.name", m))?;
+        let name = check_configuration_name(raw.metadata.name.as_deref()).map_err(|m| invalid("metadata.name", m))?;
         let spec = raw.spec;
 
         let mut deny = Vec::new();

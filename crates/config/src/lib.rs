@@ -31,18 +31,23 @@ mod error;
 mod meta;
 mod resources;
 mod schema;
+#[cfg(test)]
+mod schema_fields;
 mod subscription;
 mod units;
 mod yaml;
 
-pub use component::{COMPONENT_API_VERSION, Component, DEFAULT_COMPONENT_VERSION, MetadataItem, MetadataValue, ResolvedMetadata, SecretRef};
+pub use component::{
+    COMPONENT_API_VERSION, Component, DEFAULT_COMPONENT_VERSION, MetadataItem, MetadataValue, ResolvedMetadata,
+    SecretRef,
+};
 pub use configuration::{
     ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
     IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, WardSpec,
 };
 pub use error::{BoxError, ConfigError, Location, MetadataItemRef, ResolveError, ResourceId, ResourceKind};
-pub use schema::{UnsupportedField, UnsupportedKind};
 pub use resources::{ResourceSet, configuration_from_yaml, fingerprint, load_configuration};
+pub use schema::{UnsupportedField, UnsupportedKind};
 pub use subscription::{RouteRule, SUBSCRIPTION_API_VERSIONS, Subscription};
 pub use units::{parse_byte_quantity, parse_go_duration};
 /// The raw policy sections a [`Configuration`] carries, re-exported for convenience.

@@ -77,11 +77,8 @@ const APP_POLICY: &[Key] = &[
     applied("defaultAction"),
     section("operations", Shape::List(&Shape::Map(OPERATION))),
 ];
-const ACCESS_CONTROL: &[Key] = &[
-    applied("defaultAction"),
-    applied("trustDomain"),
-    section("policies", Shape::List(&Shape::Map(APP_POLICY))),
-];
+const ACCESS_CONTROL: &[Key] =
+    &[applied("defaultAction"), applied("trustDomain"), section("policies", Shape::List(&Shape::Map(APP_POLICY)))];
 const SECRET_SCOPE: &[Key] =
     &[applied("storeName"), applied("defaultAccess"), applied("allowedSecrets"), applied("deniedSecrets")];
 const API_RULE: &[Key] = &[applied("name"), applied("version"), applied("protocol")];
@@ -142,12 +139,8 @@ const SPEC: &[Key] = &[
 
 /// A whole `kind: Configuration` document. `metadata` is Kubernetes' object metadata: `name` and `namespace` are
 /// read by the typed pass; labels, annotations and the rest configure nothing.
-pub(crate) const CONFIGURATION: &[Key] = &[
-    applied("apiVersion"),
-    applied("kind"),
-    applied("metadata"),
-    section("spec", Shape::Map(SPEC)),
-];
+pub(crate) const CONFIGURATION: &[Key] =
+    &[applied("apiVersion"), applied("kind"), applied("metadata"), section("spec", Shape::Map(SPEC))];
 
 /// Why a field of a Configuration is not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,7 +245,11 @@ fn walk_map(
         match key.status {
             Status::NotImplemented(why) => {
                 if requests_something(child) {
-                    out.push(UnsupportedField { field, kind: UnsupportedKind::NotImplemented, detail: why.to_string() });
+                    out.push(UnsupportedField {
+                        field,
+                        kind: UnsupportedKind::NotImplemented,
+                        detail: why.to_string(),
+                    });
                 }
             }
             Status::Applied => walk_shape(child, &key.shape, &field, strict || key.strict, out)?,
@@ -312,7 +309,8 @@ mod tests {
 
     #[test]
     fn off_switches_request_nothing() {
-        for v in [json!(null), json!({}), json!([]), json!({"enabled": false}), json!({"stdout": false, "samplingRate": ""})]
+        for v in
+            [json!(null), json!({}), json!([]), json!({"enabled": false}), json!({"stdout": false, "samplingRate": ""})]
         {
             assert!(!requests_something(&v), "{v}");
         }
@@ -346,7 +344,8 @@ mod tests {
         assert!(fields.contains(&("spec.tracing", UnsupportedKind::NotImplemented)), "{fields:?}");
         assert_eq!(fields.len(), 5, "nothing inside a not-implemented section is walked: {fields:?}");
 
-        let deep = json!({"spec": {"accessControl": {"policies": [{"operations": [{"name": "/a", "verb": ["GET"]}]}]}}});
+        let deep =
+            json!({"spec": {"accessControl": {"policies": [{"operations": [{"name": "/a", "verb": ["GET"]}]}]}}});
         let (field, message) = walk(&deep).expect_err("strict");
         assert_eq!(field, "spec.accessControl.policies[0].operations[0].verb");
         assert!(message.starts_with("unknown field; expected one of: name, httpVerb, action"), "{message}");

@@ -166,7 +166,11 @@ fn full_configuration() {
             path.display()
         )
     );
-    assert!(c.unsupported_error(&c.unsupported[3]).to_string().ends_with("spec.tracing: not implemented: ward does not export traces yet"));
+    assert!(
+        c.unsupported_error(&c.unsupported[3])
+            .to_string()
+            .ends_with("spec.tracing: not implemented: ward does not export traces yet")
+    );
 }
 
 #[test]

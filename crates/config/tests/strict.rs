@@ -24,13 +24,19 @@ fn misspelt_keys_in_security_sections_are_load_errors() {
             "  accessControl:\n    policies:\n    - appId: a\n      operations:\n      - name: /admin\n        actoin: deny\n",
             "spec.accessControl.policies[0].operations[0].actoin: unknown field",
         ),
-        ("  secrets:\n    scopes:\n    - storeName: s\n      defaultAcess: deny\n", "spec.secrets.scopes[0].defaultAcess: unknown field"),
+        (
+            "  secrets:\n    scopes:\n    - storeName: s\n      defaultAcess: deny\n",
+            "spec.secrets.scopes[0].defaultAcess: unknown field",
+        ),
         ("  secrets:\n    scope: []\n", "spec.secrets.scope: unknown field"),
         ("  api:\n    denyed:\n    - name: invoke\n", "spec.api.denyed: unknown field"),
         ("  api:\n    denied:\n    - name: invoke\n      protocl: http\n", "spec.api.denied[0].protocl: unknown field"),
         ("  components:\n    denylist: [bindings.smtp]\n", "spec.components.denylist: unknown field"),
         ("  mtls:\n    enable: true\n", "spec.mtls.enable: unknown field"),
-        ("  httpPipeline:\n    handler:\n    - name: a\n      type: middleware.http.bearer\n", "spec.httpPipeline.handler: unknown field"),
+        (
+            "  httpPipeline:\n    handler:\n    - name: a\n      type: middleware.http.bearer\n",
+            "spec.httpPipeline.handler: unknown field",
+        ),
         (
             "  appHttpPipeline:\n    handlers:\n    - name: a\n      type: middleware.http.bearer\n      selektor: {}\n",
             "spec.appHttpPipeline.handlers[0].selektor: unknown field",
