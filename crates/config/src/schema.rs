@@ -185,8 +185,16 @@ pub(crate) fn walk(root: &Value) -> Result<Vec<UnsupportedField>, (String, Strin
     Ok(out)
 }
 
+/// `at.key`. A key from the file that is not a plain identifier (control characters, dots, brackets, very long) is
+/// written quoted and escaped, `at["a\nb"]`, so an unknown key cannot forge a log line or fake a path.
 fn join(at: &str, key: &str) -> String {
-    if at.is_empty() { key.to_string() } else { format!("{at}.{key}") }
+    let plain =
+        !key.is_empty() && key.len() <= 100 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    match (plain, at.is_empty()) {
+        (true, true) => key.to_string(),
+        (true, false) => format!("{at}.{key}"),
+        (false, _) => format!("{at}[{}]", crate::error::quoted(key)),
+    }
 }
 
 fn walk_shape(
@@ -349,6 +357,16 @@ mod tests {
         let (field, message) = walk(&deep).expect_err("strict");
         assert_eq!(field, "spec.accessControl.policies[0].operations[0].verb");
         assert!(message.starts_with("unknown field; expected one of: name, httpVerb, action"), "{message}");
+    }
+
+    #[test]
+    fn odd_keys_are_quoted_in_field_paths() {
+        let doc = json!({"spec": {"a\nb": 1, "x.y": 2, "ok_key-1": 3}});
+        let fields: Vec<String> = walk(&doc).expect("walks").into_iter().map(|u| u.field).collect();
+        assert!(fields.contains(&"spec[\"a\\nb\"]".to_string()), "{fields:?}");
+        assert!(fields.contains(&"spec[\"x.y\"]".to_string()), "{fields:?}");
+        assert!(fields.contains(&"spec.ok_key-1".to_string()), "{fields:?}");
+        assert!(fields.iter().all(|f| !f.contains('\n')), "{fields:?}");
     }
 
     #[test]

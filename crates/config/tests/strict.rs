@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ward_config::configuration_from_yaml;
+use ward_config::{UnsupportedKind, configuration_from_yaml};
 
 /// The load error line, or `None` when the file loaded.
 fn load_err(spec: &str) -> Option<String> {
@@ -56,4 +56,37 @@ fn misspelt_keys_in_security_sections_are_load_errors() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Strictness does not depend on the mode: a development configuration is refused the same way.
+#[test]
+fn misspelt_keys_are_refused_in_development_too() {
+    for mode in ["false", "true"] {
+        let spec = format!("  ward:\n    productionMode: {mode}\n  accessControl:\n    defaultActon: deny\n");
+        let line = load_err(&spec).unwrap_or_else(|| panic!("productionMode {mode}: loaded"));
+        assert!(line.contains("spec.accessControl.defaultActon: unknown field"), "{line}");
+    }
+}
+
+/// Outside the security sections nothing is refused at load, and nothing is dropped either: it is listed for the
+/// runtime to refuse (production) or warn about (development).
+#[test]
+fn unimplemented_sections_and_unknown_keys_are_listed() {
+    let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  tracing:\n    samplingRate: \"1\"\n    zipkin:\n      endpointAddress: http://localhost:9411/api/v2/spans\n  bogus: true\n  metric:\n    enabled: false\n";
+    let c = configuration_from_yaml(Path::new("config.yaml"), text.as_bytes()).expect("loads");
+    let listed: Vec<(&str, UnsupportedKind)> = c.unsupported.iter().map(|u| (u.field.as_str(), u.kind)).collect();
+    assert_eq!(
+        listed,
+        [("spec.bogus", UnsupportedKind::UnknownKey), ("spec.tracing", UnsupportedKind::NotImplemented)],
+        "`metric: {{enabled: false}}` only switches off what ward does not have"
+    );
+    let lines: Vec<String> = c.unsupported.iter().map(|u| c.unsupported_error(u).to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "config.yaml: Configuration \"daprConfig\": spec.bogus: unknown field, not part of Dapr's Configuration schema; known keys here: accessControl, secrets, api, components, mtls, httpPipeline, appHttpPipeline, ward, nameResolution, logging, features, tracing, metric, metrics, wasm, workflow",
+            "config.yaml: Configuration \"daprConfig\": spec.tracing: not implemented: ward does not export traces yet",
+        ]
+    );
+    assert!(c.check_unsupported().is_err());
 }
