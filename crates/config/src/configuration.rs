@@ -239,7 +239,11 @@ pub struct MtlsSpec {
     pub enabled: Option<bool>,
     pub workload_cert_ttl: Option<Duration>,
     pub allowed_clock_skew: Option<Duration>,
+    /// Parsed, but the sidecar takes it from `--sentry-address`: when set, also listed in
+    /// [`Configuration::unsupported`] as not implemented.
     pub sentry_address: Option<String>,
+    /// Parsed, but the sidecar takes it from `--control-plane-trust-domain`: when set, also listed in
+    /// [`Configuration::unsupported`] as not implemented.
     pub control_plane_trust_domain: Option<String>,
 }
 
@@ -311,8 +315,9 @@ impl Configuration {
         self.features.iter().any(|f| f.name == name && f.enabled)
     }
 
-    /// One unsupported field as the one-line error the runtime prints: `<file>: Configuration "<name>": <field>:
-    /// not implemented: <what>` (a refusal in production, a warning in development).
+    /// One unsupported field as the one-line error the runtime prints, e.g. `<file>: Configuration "<name>":
+    /// spec.tracing: not implemented: ward does not export traces yet` (a refusal in production, a warning in
+    /// development).
     pub fn unsupported_error(&self, field: &UnsupportedField) -> ConfigError {
         ConfigError::Unsupported { path: self.source.clone(), name: self.name.clone(), field: field.clone() }
     }

@@ -5,6 +5,15 @@
 //! resources/acl.yaml: Configuration "appconfig": spec.accessControl.policies[0].operations[1].httpVerb: invalid type: string, expected a sequence
 //! ```
 //!
+//! # Nothing configured is silently ignored
+//!
+//! Every key of a Configuration is judged against one table of Dapr's schema (`schema.rs`): inside the security
+//! sections (`accessControl`, `secrets`, `api`, `components`, `mtls`, `httpPipeline`, `appHttpPipeline`, `ward`)
+//! an unknown or misspelt key is a load error; anything else ward does not do (an unknown key elsewhere, a Dapr
+//! section or feature ward does not implement) is listed in [`Configuration::unsupported`] for the runtime to refuse
+//! in production or warn about in development. A test enumerates Dapr's fields and checks each one lands in a typed
+//! field, in that list, or in an error.
+//!
 //! What this crate does **not** do: compile or evaluate policies (`ward-policy` does; the raw
 //! [`ward_policy::spec`] sections are embedded as they are), know which component types exist (the components crate
 //! reports that with [`ConfigError::invalid_component`]), talk to secret stores ([`Component::resolve_metadata`]
