@@ -330,6 +330,30 @@ impl Configuration {
         }
     }
 
+    /// The security controls `previous` had that `self` no longer has, as field paths: a whole section removed
+    /// (`spec.accessControl`, `spec.secrets`, `spec.api`), a list emptied (`spec.components.deny`,
+    /// `spec.httpPipeline`, `spec.appHttpPipeline`), or a switch turned off (`spec.ward.productionMode`,
+    /// `spec.mtls.enabled`). A reload that removes a control may be a half-written file as easily as a decision, so
+    /// the configuration watcher refuses it in production (the old snapshot stays until a restart) and applies it
+    /// with a warning naming the file and these fields in development (issue 12, row 10). Tightening is never listed.
+    pub fn security_controls_removed(&self, previous: &Configuration) -> Vec<&'static str> {
+        let mut removed = Vec::new();
+        let mut check = |field: &'static str, had: bool, has: bool| {
+            if had && !has {
+                removed.push(field);
+            }
+        };
+        check("spec.accessControl", previous.access_control.is_some(), self.access_control.is_some());
+        check("spec.secrets", previous.secrets.is_some(), self.secrets.is_some());
+        check("spec.api", previous.api.is_some(), self.api.is_some());
+        check("spec.components.deny", !previous.components_deny.is_empty(), !self.components_deny.is_empty());
+        check("spec.httpPipeline", !previous.http_pipeline.is_empty(), !self.http_pipeline.is_empty());
+        check("spec.appHttpPipeline", !previous.app_http_pipeline.is_empty(), !self.app_http_pipeline.is_empty());
+        check("spec.ward.productionMode", previous.ward.production_mode, self.ward.production_mode);
+        check("spec.mtls.enabled", previous.mtls.enabled == Some(true), self.mtls.enabled == Some(true));
+        removed
+    }
+
     pub(crate) fn from_document(path: &Path, doc: Document, header: &Header) -> Result<Configuration, ConfigError> {
         let resource = header.resource_id(ResourceKind::Configuration, doc.index);
         header.check_api_version(path, &resource, &[CONFIGURATION_API_VERSION])?;

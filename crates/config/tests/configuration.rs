@@ -287,3 +287,32 @@ fn configurations_in_resource_dirs_follow_namespaces() {
     let set = ResourceSet::from_yaml(Path::new("r.yaml"), text, None).expect("loads");
     assert_eq!(set.configurations.len(), 1);
 }
+
+/// Issue 12 row 10 (config side): a reload that drops a security control is visible as such, so the watcher can
+/// refuse it in production instead of silently running allow-all.
+#[test]
+fn removed_security_controls_are_named() {
+    let load = |spec: &str| {
+        let text = format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n{spec}");
+        configuration_from_yaml(Path::new("c.yaml"), text.as_bytes()).expect("loads")
+    };
+    let full = load(
+        "  accessControl:\n    defaultAction: deny\n  secrets:\n    scopes: []\n  api:\n    denied: []\n  components:\n    deny: [bindings.smtp]\n  mtls:\n    enabled: true\n  ward:\n    productionMode: true\n  appHttpPipeline:\n    handlers:\n    - {name: b, type: middleware.http.bearer}\n",
+    );
+    let half_written = load("  secrets:\n    scopes: []\n");
+    assert_eq!(
+        half_written.security_controls_removed(&full),
+        [
+            "spec.accessControl",
+            "spec.api",
+            "spec.components.deny",
+            "spec.appHttpPipeline",
+            "spec.ward.productionMode",
+            "spec.mtls.enabled"
+        ]
+    );
+    assert!(full.security_controls_removed(&half_written).is_empty(), "tightening is not a removal");
+    assert!(full.security_controls_removed(&full).is_empty());
+    let empty = load("  mtls:\n    enabled: false\n");
+    assert_eq!(empty.security_controls_removed(&half_written), ["spec.secrets"]);
+}
