@@ -21,19 +21,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ward_components::secretstores::{Secret, SecretStore, build_secret_store};
 use ward_components::state::{KeyPrefix, StateStore, build_state_store};
-use ward_components::{BuildContext, ComponentError, ComponentMetadata};
+use ward_components::{BuildContext, ComponentError, ComponentMetadata, ComponentSupport};
 use ward_config::{Component, ConfigError, Configuration, MetadataValue, ResolveError, ResourceSet};
 use ward_policy::{SecretScopeError, SecretScopes};
 
 /// Dapr's default `spec.initTimeout`.
 const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Building blocks Dapr defines that ward does not implement yet. In development their components are skipped
-/// with one loud warning, so a resources directory written for daprd (e.g. `dapr init`'s `pubsub.yaml`) still works
-/// for the parts ward serves; a production sidecar refuses to start. `middleware` components are refused in every
-/// mode until ward has middleware: each one is an explicit request for a control.
-const NOT_YET_SUPPORTED: &[&str] =
-    &["pubsub", "bindings", "configuration", "lock", "crypto", "conversation", "workflow", "nameresolution"];
 
 /// What the registry needs to know about the sidecar.
 #[derive(Debug, Clone)]
@@ -209,46 +202,26 @@ impl Registry {
                 );
                 continue;
             }
-            match component.building_block().to_ascii_lowercase().as_str() {
-                "state" => state_components.push(component),
-                "secretstores" => secret_components.push(component),
-                "middleware" => {
+            // Classified before anything is built, so `ignoreErrors` can never turn an unknown type into a skip.
+            match ward_components::classify_component(component.component_type(), component.version()) {
+                Ok(ComponentSupport::State) => state_components.push(component),
+                Ok(ComponentSupport::SecretStore) => secret_components.push(component),
+                Ok(ComponentSupport::NotImplemented { building_block }) if options.production => {
                     return Err(ConfigError::invalid_component(
                         component,
                         "spec.type",
-                        format!(
-                            "middleware {:?} is not supported by ward yet; refusing rather than running without it",
-                            component.component_type()
-                        ),
+                        format!("{building_block} components are not supported by ward yet (refused in production)"),
                     )
                     .into());
                 }
-                block if NOT_YET_SUPPORTED.contains(&block) && options.production => {
-                    return Err(ConfigError::invalid_component(
-                        component,
-                        "spec.type",
-                        format!(
-                            "components of type {:?} are not supported by ward yet (refused in production)",
-                            component.component_type()
-                        ),
-                    )
-                    .into());
-                }
-                block if NOT_YET_SUPPORTED.contains(&block) => tracing::warn!(
+                Ok(ComponentSupport::NotImplemented { .. }) => tracing::warn!(
                     component = component.name(),
                     file = %component.source().display(),
                     "NOT APPLIED: components of type '{}' are not supported by ward yet; skipped (development mode \
                      only; a production sidecar refuses to start)",
                     component.component_type()
                 ),
-                _ => {
-                    return Err(ConfigError::invalid_component(
-                        component,
-                        "spec.type",
-                        format!("unknown component type {:?}", component.component_type()),
-                    )
-                    .into());
-                }
+                Err(err) => return Err(component_error(component, err).into()),
             }
         }
 

@@ -355,7 +355,7 @@ impl Sidecar {
             let watcher = Watcher {
                 options: options.clone(),
                 production: settings.production,
-                had_acl: configuration.as_ref().is_some_and(|c| c.access_control.is_some()),
+                current: configuration,
                 targets: Reloadable { acl, api_list, components },
             };
             tasks.push(tokio::spawn(watcher.run(stop_rx.clone())));

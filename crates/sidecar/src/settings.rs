@@ -191,10 +191,14 @@ pub fn unhonoured(configuration: &Configuration, mtls_on: bool) -> Vec<Unhonoure
             false,
         );
     }
-    for (i, feature) in configuration.features.iter().enumerate() {
-        if feature.enabled {
-            push(format!("spec.features[{i}] ({})", feature.name), "ward implements no preview features", false);
-        }
+    // Everything else the file asks for that ward does not do, as `ward-config` found it (unknown keys outside the
+    // security sections, Dapr sections and features ward does not implement).
+    for item in &configuration.unsupported {
+        let why = match item.kind {
+            ward_config::UnsupportedKind::UnknownKey => format!("unknown field: {}", item.detail),
+            ward_config::UnsupportedKind::NotImplemented => item.detail.clone(),
+        };
+        out.push(Unhonoured { field: item.field.clone(), why, always_refused: false });
     }
     out
 }

@@ -5,9 +5,10 @@
 //!
 //! Half-written files: a change is applied only once two reads `SETTLE` apart agree, and only if it loads and
 //! validates in full. Editors and deploy tools should still write a new file and `rename` it over the old one
-//! (atomic on POSIX), as `docs/sidecar.md` says. A reload that removes `accessControl` entirely (the classic
-//! half-written file) is refused in production (the old policy stays until a restart) and applied with a warning
-//! in development.
+//! (atomic on POSIX), as `docs/sidecar.md` says. A reload that removes a security control entirely
+//! (`accessControl`, `secrets`, `api`, `components.deny`, … — the classic half-written file) is refused in
+//! production (the old configuration stays until a restart) and applied with one warning per control in
+//! development.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,12 +35,11 @@ pub(crate) struct Reloadable {
     pub(crate) components: Arc<Components>,
 }
 
-/// The watcher's inputs: the flags (settings are resolved again on every reload) and whether the running
-/// configuration had `accessControl`.
+/// The watcher's inputs: the flags (settings are resolved again on every reload) and the running configuration.
 pub(crate) struct Watcher {
     pub(crate) options: SidecarOptions,
     pub(crate) production: bool,
-    pub(crate) had_acl: bool,
+    pub(crate) current: Option<Configuration>,
     pub(crate) targets: Reloadable,
 }
 
@@ -52,8 +52,8 @@ pub(crate) enum ReloadError {
     Settings(#[from] crate::settings::SettingsError),
     #[error(transparent)]
     Components(#[from] crate::components::RegistryError),
-    #[error("{0}: spec.accessControl was removed; a production sidecar keeps the previous policy until a restart")]
-    AclRemoved(PathBuf),
+    #[error("{0}: {1} was removed; a production sidecar keeps the previous configuration until a restart")]
+    ControlRemoved(PathBuf, &'static str),
 }
 
 impl Watcher {
@@ -97,23 +97,25 @@ impl Watcher {
             None => None,
         };
         let settings = Settings::resolve(&self.options, configuration.as_ref())?;
-        let has_acl = configuration.as_ref().is_some_and(|c| c.access_control.is_some());
         let path = self.options.config_path.clone().unwrap_or_default();
-        if self.had_acl && !has_acl {
-            if self.production || settings.production {
-                return Err(ReloadError::AclRemoved(path));
-            }
-            tracing::warn!(
-                "{}: spec.accessControl was removed by this reload: every caller is now allowed (development mode)",
-                path.display()
-            );
+        let removed = match (&self.current, &configuration) {
+            (Some(previous), Some(next)) => next.security_controls_removed(previous),
+            _ => Vec::new(),
+        };
+        if let Some(first) = removed.first()
+            && (self.production || settings.production)
+        {
+            return Err(ReloadError::ControlRemoved(path, first));
+        }
+        for control in &removed {
+            tracing::warn!("{}: {control} was removed by this reload (development mode: applied)", path.display());
         }
         let registry = self.targets.components.rebuild(configuration.as_ref()).await?;
         settings.warn_unhonoured(&path);
         self.targets.acl.store(Arc::new(settings.acl));
         self.targets.api_list.store(Arc::new(settings.api_list));
         self.targets.components.install(registry);
-        self.had_acl = has_acl;
+        self.current = configuration;
         Ok(())
     }
 }
