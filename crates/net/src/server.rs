@@ -338,15 +338,8 @@ where
     // The header deadline counts from here: after accept for plaintext, after the handshake for TLS.
     let state = ConnState::new();
     let service = (shared.make_service)(info);
-    conn::drive(
-        io,
-        state,
-        service,
-        &shared.builder,
-        &shared.limits,
-        &shared.graceful,
-        &shared.force,
-        || shared.stats.count_idle_close(),
-    )
+    conn::drive(io, state, service, &shared.builder, &shared.limits, &shared.graceful, &shared.force, || {
+        shared.stats.count_idle_close()
+    })
     .await
 }
