@@ -222,6 +222,17 @@ async fn h2_get(
     (status, String::from_utf8_lossy(&body).to_string())
 }
 
+/// The types of the HTTP/2 frames in `bytes` (a server's side of a connection, which starts with a frame).
+fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let length = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + length).min(bytes.len())..];
+    }
+    types
+}
+
 /// Polls `condition` every 10 ms, for at most `TEST_BOUND`.
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
     bounded(what, async {
@@ -433,6 +444,30 @@ async fn idle_http2_connection_is_sent_goaway_after_the_idle_timeout() {
         let elapsed = started.elapsed();
         assert!(result.is_ok(), "{result:?}");
         assert!(elapsed + EARLY >= idle && elapsed < idle + SLACK, "closed after {elapsed:?}");
+        assert_eq!(server.stats.idle_closes(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_http2_client_that_ignores_goaway_is_dropped() {
+    bounded("test", async {
+        let idle = SHORT * 2;
+        let server = Running::start(limits(LONG, SHORT, idle, 16), None).await;
+        let mut stream = server.connect().await;
+        // A hand-written client: preface, empty SETTINGS, one GET / (HPACK static-table entries :method GET,
+        // :scheme http, :path /) on stream 1, and from then on it reads but never answers anything: no SETTINGS
+        // ack, and above all no ack for the PING that follows GOAWAY, so hyper's graceful close alone would
+        // never finish.
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        stream.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap();
+        stream.write_all(&[0, 0, 3, 0x1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x84]).await.unwrap();
+        let started = Instant::now();
+        let (received, elapsed) = read_until_closed(&mut stream, started).await;
+        // It got the response (HEADERS, type 0x1) and a GOAWAY (type 0x7) before the close.
+        let types = h2_frame_types(&received);
+        assert!(types.contains(&0x1) && types.contains(&0x7), "frames: {types:?}");
+        assert!(elapsed + EARLY >= idle + SHORT && elapsed < idle + SHORT + SLACK, "closed after {elapsed:?}");
         assert_eq!(server.stats.idle_closes(), 1);
     })
     .await;
