@@ -18,6 +18,38 @@
 //! HTTP/1.1 and HTTP/2 are detected per connection (hyper-util's `auto` builder). Services are hyper services;
 //! tower services (an axum `Router`, a tonic `Routes`) fit through [`TowerToHyperService`].
 //!
+//! # Wiring a listener
+//!
+//! ```no_run
+//! # async fn run(router: axum::Router, stop: tokio::sync::watch::Receiver<bool>)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use ward_net::{ConnectionInfo, ListenerLimits, Server, TowerToHyperService};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3500").await?;
+//! // Limits come from the command line; `Server::new` refuses ones that switch a protection off.
+//! let server = Server::new(listener, ListenerLimits::default())?.with_name("public-http");
+//! let stats = server.stats(); // read by the metrics exporter
+//! let mut stop = stop.clone();
+//! let drain = server
+//!     .serve(
+//!         move |_: &ConnectionInfo| TowerToHyperService::new(router.clone()),
+//!         async move {
+//!             let _ = stop.changed().await;
+//!         },
+//!     )
+//!     .await;
+//! let clean = drain.drain(Duration::from_secs(5)).await;
+//! # let _ = (stats, clean);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A factory that is a `fn` returning `impl Service` must say it does not borrow the `ConnectionInfo`
+//! (`-> impl Service<..> + use<>`), else it is not general over the argument's lifetime. Services that need the
+//! peer's identity take it from the `ConnectionInfo` when built and put it into each request's extensions.
+//! HTTP/1.1 upgrades (WebSocket, CONNECT) are not served.
+//!
 //! This crate does not decide anything about identity or authorization: for TLS it passes the peer's certificate
 //! chain (as verified by the caller's `rustls` configuration) in [`ConnectionInfo`]; the caller's service decides.
 //! It does not bound request bodies either (that is the body-limit layer's job in each service).
