@@ -52,13 +52,16 @@
 //!
 //! This crate does not decide anything about identity or authorization: for TLS it passes the peer's certificate
 //! chain (as verified by the caller's `rustls` configuration) in [`ConnectionInfo`]; the caller's service decides.
-//! It does not bound request bodies either (that is the body-limit layer's job in each service).
+//! It does not bound request body sizes (that is the body-limit layer's job in each service); for bodies that
+//! must keep flowing it offers [`ReadTimeoutBody`], which that layer can apply.
 
+mod body;
 mod conn;
 mod limits;
 mod server;
 mod stats;
 
+pub use body::{BodyReadTimeout, ReadTimeoutBody};
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};
 pub use server::{ConnectionInfo, Drain, Server, serve};

@@ -21,7 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use ward_net::{ConnectionInfo, Drain, LimitsError, ListenerLimits, ListenerStats, Server, TowerToHyperService};
+use ward_net::{
+    BodyReadTimeout, ConnectionInfo, Drain, LimitsError, ListenerLimits, ListenerStats, ReadTimeoutBody, Server,
+    TowerToHyperService,
+};
 
 /// Every test finishes within this, whatever the server does.
 const TEST_BOUND: Duration = Duration::from_secs(20);
@@ -53,7 +56,7 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 
 /// The hand-written service every test but the framework one uses:
 /// `/` → `hello`; `/info` → what the connection told the factory; `/count` → the request body's length after
-/// reading all of it; `/slow` → ten one-byte chunks 100 ms apart; `/hang` → never answers.
+/// reading all of it; `/strict-count` → the same with a body read timeout of `SHORT`; `/slow` → ten one-byte chunks 100 ms apart; `/hang` → never answers.
 fn test_service(info: &ConnectionInfo) -> TestService {
     let description = format!(
         "alpn={} certs={}",
@@ -82,6 +85,15 @@ impl hyper::service::Service<Request<Incoming>> for TestService {
                 "/info" => full(description.to_string()),
                 "/count" => match request.into_body().collect().await {
                     Ok(collected) => full(collected.to_bytes().len().to_string()),
+                    Err(err) => full(format!("body error: {err}")),
+                },
+                "/strict-count" => match ReadTimeoutBody::new(request.into_body(), SHORT).collect().await {
+                    Ok(collected) => full(collected.to_bytes().len().to_string()),
+                    Err(err) if err.downcast_ref::<BodyReadTimeout>().is_some() => {
+                        let mut response = Response::new(full("body read timeout"));
+                        *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                        return Ok(response);
+                    }
                     Err(err) => full(format!("body error: {err}")),
                 },
                 "/slow" => StreamBody::new(futures_util::stream::unfold(0u8, |sent| async move {
@@ -490,6 +502,35 @@ async fn slow_streaming_http1_request_body_is_not_cut_by_the_idle_timer() {
         assert_eq!(body, "12");
         assert_eq!(server.stats.idle_closes(), 0);
         assert_eq!(server.stats.header_read_timeouts(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stalled_request_body_fails_where_the_service_bounds_body_reads() {
+    bounded("test", async {
+        // The listener never cuts a request in flight; the service opted into ReadTimeoutBody for this route.
+        let server = Running::start(limits(LONG, LONG, LONG, 16), None).await;
+        let mut stream = server.connect().await;
+        let started = Instant::now();
+        stream.write_all(b"POST /strict-count HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\nab").await.unwrap();
+        let (head, body) = read_http1_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        assert_eq!(body, "body read timeout");
+        let elapsed = started.elapsed();
+        assert!(elapsed + EARLY >= SHORT && elapsed < SHORT + SLACK, "answered after {elapsed:?}");
+        // A body that keeps flowing on the same route is read whole.
+        let mut stream = server.connect().await;
+        stream
+            .write_all(b"POST /strict-count HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            stream.write_all(b"1\r\na\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stream.write_all(b"0\r\n\r\n").await.unwrap();
+        assert_eq!(read_http1_response(&mut stream).await.1, "8");
     })
     .await;
 }
