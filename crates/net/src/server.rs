@@ -12,10 +12,9 @@ use http_body::Body;
 use hyper::body::Incoming;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tokio_util::task::TaskTracker;
 
 use crate::conn::{self, BoxError, ConnState, Ended, Expiry};
 use crate::stats::Throttle;
@@ -107,7 +106,8 @@ impl Server {
         let Server { listener, limits, tls, stats, name } = self;
         let listen_addr = listener.local_addr().ok();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let tracker = TaskTracker::new();
+        // Every connection task holds a sender; the receiver sees the channel close when the last task ends.
+        let (alive, connections) = mpsc::channel::<()>(1);
         let graceful = CancellationToken::new();
         // Armed from the start: if this future is dropped mid-serve, its connections end with it.
         let force_token = CancellationToken::new();
@@ -168,11 +168,11 @@ impl Server {
             };
             stats.count_accepted();
             let local = tcp.local_addr().ok().or(listen_addr).unwrap_or(remote);
-            tracker.spawn(connection(shared.clone(), tcp, remote, local, permit));
+            tokio::spawn(connection(shared.clone(), tcp, remote, local, permit, alive.clone()));
         }
         drop(listener);
-        tracker.close();
-        Drain { graceful, force, tracker, stats }
+        drop(alive);
+        Drain { graceful, force, connections, stats }
     }
 }
 
@@ -208,7 +208,7 @@ where
 pub struct Drain {
     graceful: CancellationToken,
     force: DropGuard,
-    tracker: TaskTracker,
+    connections: mpsc::Receiver<()>,
     stats: ListenerStats,
 }
 
@@ -223,12 +223,13 @@ impl Drain {
     /// Returns `true` if every connection finished by itself. Several listeners drain concurrently by joining
     /// their `drain` futures.
     pub async fn drain(self, timeout: Duration) -> bool {
-        let Drain { graceful, force, tracker, stats: _ } = self;
+        let Drain { graceful, force, mut connections, stats: _ } = self;
         graceful.cancel();
-        let clean = tokio::time::timeout(timeout, tracker.wait()).await.is_ok();
+        // Nothing is ever sent: `recv` returns `None` once every connection task has dropped its sender.
+        let clean = tokio::time::timeout(timeout, connections.recv()).await.is_ok();
         // Dropping the guard cancels the force token: every connection task returns at its next poll.
         drop(force);
-        tracker.wait().await;
+        let _ = connections.recv().await;
         clean
     }
 }
@@ -252,6 +253,7 @@ async fn connection<M, S, B>(
     remote: SocketAddr,
     local: SocketAddr,
     permit: OwnedSemaphorePermit,
+    alive: mpsc::Sender<()>,
 ) where
     M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -261,6 +263,7 @@ async fn connection<M, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let _alive = alive;
     let _permit = permit;
     let _open = shared.stats.open_guard();
     // Without NODELAY, small responses wait for the client's delayed ACK: a ~40 ms p99 cliff.
