@@ -302,8 +302,12 @@ pub(crate) enum Ended {
 }
 
 /// Builds the hyper connection builder every connection of a listener uses.
-pub(crate) fn builder() -> auto::Builder<TokioExecutor> {
+/// hyper's HTTP/2 defaults are relied on: 200 concurrent streams, a 16 KiB header list, reset-flood limits.
+pub(crate) fn builder(http2_only: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2_only {
+        builder = builder.http2_only();
+    }
     // hyper's own HTTP/1.1 header timer starts as soon as the previous response is written, so it would close
     // an idle keep-alive connection at the header timeout instead of the idle timeout; [`drive`] enforces both
     // (header time counted from the first byte of a request, as Go's ReadHeaderTimeout does).

@@ -45,6 +45,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     stats: ListenerStats,
     name: Arc<str>,
+    http2_only: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -54,6 +55,7 @@ impl std::fmt::Debug for Server {
             .field("local_addr", &self.listener.local_addr().ok())
             .field("limits", &self.limits)
             .field("tls", &self.tls.is_some())
+            .field("http2_only", &self.http2_only)
             .finish_non_exhaustive()
     }
 }
@@ -62,7 +64,14 @@ impl Server {
     /// Refuses limits that would switch a protection off (see [`ListenerLimits::validate`]).
     pub fn new(listener: TcpListener, limits: ListenerLimits) -> Result<Self, LimitsError> {
         limits.validate()?;
-        Ok(Self { listener, limits, tls: None, stats: ListenerStats::default(), name: Arc::from("listener") })
+        Ok(Self {
+            listener,
+            limits,
+            tls: None,
+            stats: ListenerStats::default(),
+            name: Arc::from("listener"),
+            http2_only: false,
+        })
     }
 
     /// Serves over TLS: the handshake (and with it any client-certificate verification the acceptor's rustls
@@ -75,6 +84,13 @@ impl Server {
     /// Names the listener in log lines (`public-http`, `internal`, `sentry-grpc`, ...).
     pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Serves HTTP/2 only (gRPC listeners): an HTTP/1.1 client gets no answer and is dropped, so gRPC handlers
+    /// are never reached over a protocol they were not written for.
+    pub fn with_http2_only(mut self) -> Self {
+        self.http2_only = true;
         self
     }
 
@@ -103,7 +119,7 @@ impl Server {
         B::Error: Into<BoxError>,
         F: Future<Output = ()> + Send,
     {
-        let Server { listener, limits, tls, stats, name } = self;
+        let Server { listener, limits, tls, stats, name, http2_only } = self;
         let listen_addr = listener.local_addr().ok();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         // Every connection task holds a sender; the receiver sees the channel close when the last task ends.
@@ -117,7 +133,7 @@ impl Server {
             tls,
             stats: stats.clone(),
             name: name.clone(),
-            builder: conn::builder(),
+            builder: conn::builder(http2_only),
             make_service,
             graceful: graceful.clone(),
             force: force_token,

@@ -139,11 +139,32 @@ impl Running {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        Self::start_configured(limits, tls, false, make_service).await
+    }
+
+    async fn start_configured<M, S, B>(
+        limits: ListenerLimits,
+        tls: Option<TlsAcceptor>,
+        http2_only: bool,
+        make_service: M,
+    ) -> Self
+    where
+        M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut server = Server::new(listener, limits).unwrap().with_name("test");
         if let Some(tls) = tls {
             server = server.with_tls(tls);
+        }
+        if http2_only {
+            server = server.with_http2_only();
         }
         let stats = server.stats();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -657,6 +678,20 @@ async fn axum_router_tonic_routes_and_service_fn_all_fit() {
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"12"[..]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http2_only_listener_serves_h2_and_drops_http1() {
+    bounded("test", async {
+        let server = Running::start_configured(ListenerLimits::default(), None, true, test_service).await;
+        let (mut sender, _conn) = h2_client(server.connect().await).await;
+        assert_eq!(h2_get(&mut sender, "/").await, (StatusCode::OK, "hello".to_owned()));
+        let mut stream = server.connect().await;
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let (received, _) = read_until_closed(&mut stream, Instant::now()).await;
+        assert!(!received.starts_with(b"HTTP/1.1"), "an HTTP/1.1 answer: {:?}", String::from_utf8_lossy(&received));
     })
     .await;
 }
