@@ -152,15 +152,25 @@ fn finding_10_a_reload_that_drops_access_control_keeps_the_policy_in_production(
     std::fs::write(&next, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: orders\nspec: {}\n")
         .unwrap();
     std::fs::rename(&next, &r.orders_config).unwrap();
+    // The watcher polls every 500 ms: for three seconds the denied call must stay denied (on the old code it
+    // flipped to allowed within one poll).
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(denied(), 403, "the old policy stays");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     eventually(Duration::from_secs(10), "the refused reload to be logged", || {
-        r.orders.process.stderr_text().contains("spec.accessControl was removed; a production sidecar keeps").then_some(())
+        r.orders
+            .process
+            .stderr_text()
+            .contains("spec.accessControl was removed; a production sidecar keeps")
+            .then_some(())
     });
-    assert_eq!(denied(), 403, "the old policy stays");
     assert!(r.orders_app.seen().is_empty());
 }
 
 #[test]
-fn finding_10_a_reload_with_a_syntax_error_keeps_the_old_acl() {
+fn a_reload_with_a_syntax_error_keeps_the_old_acl() {
     let r = review(ORDERS_ACL, &[], None);
     let http = Http::new();
     let denied = || http.send("GET", &r.checkout.http, "/v1.0/invoke/orders/method/admin", &[TOKEN], vec![]).status;
@@ -225,10 +235,12 @@ fn production_from_the_configuration_with_mtls_refuses_plaintext_peers_and_dev_m
     let internal = r.orders.internal.clone();
     let outcome = rt.block_on(async move {
         let tcp = tokio::net::TcpStream::connect(&internal).await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let request = hyper::Request::builder()
             .method("POST")
@@ -268,9 +280,102 @@ fn unimplemented_settings_are_refused_in_production_and_warned_in_development() 
     let mut spec = SidecarSpec::new("prod", None);
     spec.config = Some(&config);
     spec.extra = vec!["--production".into()];
-    let args = ["sidecar", "--app-id", "prod", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--dapr-internal-grpc-port", "0", "--enable-mtls", "--sentry-address", &mesh.sentry.grpc, "--config", path_str(&config), "--production"];
+    let args = [
+        "sidecar",
+        "--app-id",
+        "prod",
+        "--dapr-http-port",
+        "0",
+        "--dapr-grpc-port",
+        "0",
+        "--dapr-internal-grpc-port",
+        "0",
+        "--enable-mtls",
+        "--sentry-address",
+        &mesh.sentry.grpc,
+        "--config",
+        path_str(&config),
+        "--production",
+    ];
     let anchors = mesh.trust_anchors();
-    let (code, _, stderr) = ward_output(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", path_str(&mesh.ward_home))]);
+    let (code, _, stderr) =
+        ward_output(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", path_str(&mesh.ward_home))]);
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("features.yaml: spec.features[0]"), "{stderr}");
+}
+
+/// Sends a raw request head; the status line, or `None` if the connection failed.
+fn raw_status(addr: &str, head: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_owned)
+}
+
+/// Reads until the peer closes the connection; `Some(elapsed)` if it did within `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn finding_07_every_sidecar_listener_closes_slow_and_idle_clients_and_caps_connections() {
+    use std::io::Write;
+    let mesh = Mesh::start(&[]);
+    let mut spec = SidecarSpec::new("slow", None);
+    spec.extra = [
+        "--header-read-timeout",
+        "500ms",
+        "--handshake-timeout",
+        "500ms",
+        "--idle-timeout",
+        "1s",
+        "--max-connections",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec();
+    let sidecar = mesh.sidecar(spec);
+    let grpc = support::field(&sidecar.process.stdout_text(), "grpc");
+    for (name, addr, first_bytes) in [
+        ("public HTTP: half a request head", sidecar.http.as_str(), &b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n"[..]),
+        ("public gRPC: half an HTTP/2 preface", grpc.as_str(), &b"PRI * HTTP/2.0\r\n"[..]),
+        ("internal mTLS: no TLS handshake", sidecar.internal.as_str(), &b"\x16\x03\x01"[..]),
+    ] {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(first_bytes).unwrap();
+        let closed = closed_within(&mut stream, Duration::from_secs(5));
+        assert!(closed.is_some_and(|t| t < Duration::from_secs(3)), "{name}: not closed in time ({closed:?})");
+    }
+    // An idle keep-alive connection on the public API is closed after --idle-timeout.
+    let mut stream = std::net::TcpStream::connect(&sidecar.http).unwrap();
+    stream.write_all(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let closed = closed_within(&mut stream, Duration::from_secs(5));
+    assert!(closed.is_some_and(|t| t >= Duration::from_millis(800)), "idle close too early or never: {closed:?}");
+    // The cap: three connections held open, the fourth is closed at once; after one goes, a new one is served.
+    let held: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(&sidecar.http).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fourth = std::net::TcpStream::connect(&sidecar.http).unwrap();
+    let _ = fourth.write_all(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let closed = closed_within(&mut fourth, Duration::from_millis(400));
+    assert!(closed.is_some(), "a connection over the cap was served");
+    drop(held);
+    eventually(Duration::from_secs(5), "a connection to be served again after the others closed", || {
+        raw_status(&sidecar.http, "GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .filter(|line| line.starts_with("HTTP/1.1 204"))
+    });
 }

@@ -1,11 +1,14 @@
-//! Accept loops: the internal mTLS port (peer identity read from the verified TLS session, then the inbound stack)
-//! and the public HTTP API.
+//! The sidecar's listeners, all served through `ward-net` with the same limits (handshake, header-read and idle
+//! timeouts, a connection cap): the internal mTLS port (the peer identity is read from the verified TLS session
+//! when the connection is accepted, then the inbound stack), the public HTTP API and the public gRPC API.
+//!
+//! Each listener task stops accepting when `stop` flips, then drains its own connections within `drain`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use ward_net::{ConnectionInfo, ListenerLimits, Server, TowerToHyperService};
 
 use crate::inbound::{self, InboundHandles};
 use crate::runtime::StartError;
@@ -23,67 +26,89 @@ pub(crate) fn internal_acceptor(mtls: &Mtls) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves the internal port until `stop` flips; `graceful` tracks connections for draining at shutdown.
+/// What every listener task needs besides its service.
+#[derive(Clone)]
+pub(crate) struct ListenerControl {
+    pub(crate) limits: ListenerLimits,
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
+    pub(crate) drain: Duration,
+}
+
+impl ListenerControl {
+    fn server(&self, listener: TcpListener, name: &'static str) -> Option<Server> {
+        match Server::new(listener, self.limits.clone()) {
+            Ok(server) => Some(server.with_name(name)),
+            // Limits are validated at start (`StartError::Limits`), so this is a wiring bug; refuse to serve.
+            Err(err) => {
+                tracing::error!(listener = name, error = %err, "invalid listener limits; not serving");
+                None
+            }
+        }
+    }
+
+    async fn run<M, S, B>(self, server: Server, make_service: M)
+    where
+        M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
+        S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut stop = self.stop;
+        let drain = server
+            .serve(make_service, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if !drain.drain(self.drain).await {
+            tracing::warn!(timeout = ?self.drain, "in-flight requests did not finish in time; closed them");
+        }
+    }
+}
+
+/// Serves the internal port: the peer's SPIFFE ID comes from the verified certificate of each connection.
 pub(crate) async fn serve_internal(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handles: InboundHandles,
-    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    control: ListenerControl,
 ) {
-    let stack = inbound::stack(&handles);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => return,
-        };
-        let Ok((tcp, remote)) = accepted else { continue };
-        let _ = tcp.set_nodelay(true);
-        let stack = stack.clone();
-        let mode = handles.accept.clone();
-        let tls = tls.clone();
-        let graceful = graceful.clone();
-        tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            match tls {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(err)) => {
-                            tracing::warn!(%remote, error = %err, "refused an internal connection: TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let peer = ward_identity::peer_spiffe_id(tls.get_ref().1.peer_certificates()).map(Arc::new);
-                    let service = inbound::connection_service(stack, mode, peer);
-                    let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                    let _ = graceful.watch(conn).await;
-                }
-                None => {
-                    let service = inbound::connection_service(stack, mode, None);
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
-                    let _ = graceful.watch(conn).await;
-                }
-            }
-        });
+    let Some(mut server) = control.server(listener, "internal") else { return };
+    if let Some(tls) = tls {
+        server = server.with_tls(tls).with_http2_only();
     }
-}
-
-/// Serves the public HTTP API until `stop` flips.
-pub(crate) async fn serve_public(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use axum::serve::ListenerExt;
-    // Without NODELAY, small responses wait for delayed ACKs (a ~40 ms p99 cliff).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
+    let stack = inbound::stack(&handles);
+    let mode = handles.accept.clone();
+    control
+        .run(server, move |info: &ConnectionInfo| {
+            let peer = ward_identity::peer_spiffe_id(info.peer_certificates.as_deref()).map(Arc::new);
+            inbound::connection_service(stack.clone(), mode.clone(), peer)
         })
         .await;
+}
+
+/// Serves the public HTTP API.
+pub(crate) async fn serve_public(listener: TcpListener, router: axum::Router, control: ListenerControl) {
+    let Some(server) = control.server(listener, "public-http") else { return };
+    control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(router.clone())).await;
+}
+
+/// Serves the public gRPC API (HTTP/2 only): `service` is the Dapr API with its layers and the proxy fallback.
+pub(crate) async fn serve_grpc<S>(listener: TcpListener, service: S, control: ListenerControl)
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<axum::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let Some(server) = control.server(listener, "public-grpc") else { return };
+    let server = server.with_http2_only();
+    control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(service.clone())).await;
 }

@@ -21,6 +21,7 @@ use crate::inbound::InboundHandles;
 use crate::inbound::accept::AcceptMode;
 use crate::inbound::app_channel::{AppChannel, AppChannelOptions};
 use crate::invoke::Invoker;
+use crate::listeners::ListenerControl;
 use crate::metadata::{AppConnection, MetadataCore};
 use crate::public::{ApiState, Readiness};
 use crate::settings::Settings;
@@ -56,6 +57,8 @@ pub struct SidecarOptions {
     pub app_token: ward_gate::AppToken,
     /// `--enable-api-logging` (tri-state: `None` lets the Configuration decide).
     pub enable_api_logging: Option<bool>,
+    /// Handshake, header-read and idle timeouts and the connection cap of every listener.
+    pub listener_limits: ward_net::ListenerLimits,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// `--resources-path` directories (components).
@@ -108,6 +111,8 @@ pub enum StartError {
     Exposure(#[from] ward_gate::ListenError),
     #[error(transparent)]
     Components(#[from] crate::components::RegistryError),
+    #[error("listener limits: {0}")]
+    Limits(#[from] ward_net::LimitsError),
 }
 
 pub fn now_rfc3339() -> String {
@@ -124,7 +129,6 @@ pub struct Sidecar {
     stop_tx: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     registration: Option<ward_components::nameresolution::Registration>,
-    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     _svid: Option<ward_sentry::client::SvidSupervisor>,
     started: Instant,
 }
@@ -156,6 +160,7 @@ impl Sidecar {
             None => None,
         };
         let settings = Settings::resolve(&options, configuration.as_ref())?;
+        options.listener_limits.validate()?;
         if let Some(path) = &options.config_path {
             settings.warn_unhonoured(path);
         }
@@ -310,15 +315,13 @@ impl Sidecar {
         let grpc_listeners = bind_all(&options.listen_addresses, options.grpc_port).await?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+        let control = ListenerControl {
+            limits: options.listener_limits.clone(),
+            stop: stop_rx.clone(),
+            drain: options.drain_timeout,
+        };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::listeners::serve_internal(
-            internal,
-            internal_tls,
-            inbound,
-            graceful.clone(),
-            stop_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(crate::listeners::serve_internal(internal, internal_tls, inbound, control.clone())));
         let api_state = ApiState {
             invoker: invoker.clone(),
             state: state_core.clone(),
@@ -331,7 +334,7 @@ impl Sidecar {
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
             let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), settings.api_log);
-            tasks.push(tokio::spawn(crate::listeners::serve_public(listener, router, stop_rx.clone())));
+            tasks.push(tokio::spawn(crate::listeners::serve_public(listener, router, control.clone())));
         }
         let mut grpc_addrs = Vec::new();
         for listener in grpc_listeners {
@@ -342,14 +345,8 @@ impl Sidecar {
                 metadata: metadata.clone(),
                 invoker: invoker.clone(),
             };
-            tasks.push(tokio::spawn(crate::grpc_api::serve(
-                listener,
-                api,
-                options.api_tokens.clone(),
-                api_list.clone(),
-                settings.api_log,
-                stop_rx.clone(),
-            )));
+            let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), settings.api_log);
+            tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
         }
         if options.config_path.is_some() || !options.resources_paths.is_empty() {
             let watcher = Watcher {
@@ -387,7 +384,6 @@ impl Sidecar {
             stop_tx,
             tasks,
             registration: Some(registration),
-            graceful,
             _svid: supervisor,
             started,
         })
@@ -405,24 +401,18 @@ impl Sidecar {
         {
             tracing::warn!(error = %err, "deregistering from name resolution failed");
         }
+        // Each listener stops accepting and drains its own connections within `drain_timeout`.
         let _ = self.stop_tx.send(true);
-        let drain = self.drain_timeout;
-        let graceful = Arc::try_unwrap(std::mem::replace(
-            &mut self.graceful,
-            Arc::new(hyper_util::server::graceful::GracefulShutdown::new()),
-        ));
         let tasks = std::mem::take(&mut self.tasks);
-        let drained = tokio::time::timeout(drain, async move {
+        let bound = self.drain_timeout + Duration::from_secs(1);
+        let finished = tokio::time::timeout(bound, async move {
             for task in tasks {
                 let _ = task.await;
             }
-            if let Ok(graceful) = graceful {
-                graceful.shutdown().await;
-            }
         })
         .await;
-        if drained.is_err() {
-            tracing::warn!(timeout = ?drain, "in-flight requests did not finish in time; closing them");
+        if finished.is_err() {
+            tracing::warn!(timeout = ?bound, "listeners did not stop in time");
         }
         tracing::info!("sidecar stopped");
     }

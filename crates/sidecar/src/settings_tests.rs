@@ -35,6 +35,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         app_token: ward_gate::AppToken::from_env_value(None).expect("token"),
         enable_api_logging: None,
         drain_timeout: Duration::from_secs(1),
+        listener_limits: ward_net::ListenerLimits::default(),
         resources_paths: Vec::new(),
         filter_namespace: false,
     }

@@ -93,6 +93,8 @@ pub struct Args {
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
     #[command(flatten)]
+    listeners: super::ListenerArgs,
+    #[command(flatten)]
     log: super::LogArgs,
 }
 
@@ -173,6 +175,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         app_token,
         enable_api_logging: args.enable_api_logging,
         drain_timeout: args.drain_timeout,
+        listener_limits: args.listeners.limits()?,
         resources_paths: args.resources_path.clone(),
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
         filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),

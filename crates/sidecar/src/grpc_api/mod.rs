@@ -296,44 +296,37 @@ impl GrpcApi {
     }
 }
 
-/// Serves the gRPC API on `listener` until `stop` flips.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+/// The gRPC API as one service: API log → API token → `spec.api` allow list → the Dapr service, with calls for
+/// other services going to the gRPC proxy (`dapr-app-id` names the target app). Served by `listeners::serve_grpc`.
+pub(crate) fn service(
     api: GrpcApi,
     tokens: ward_gate::ApiTokens,
     api_list: Arc<ArcSwap<ApiAllowList>>,
     api_log: ward_gate::ApiLogOptions,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let allow = AllowListLayer { list: api_list };
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let invoker = api.invoker.clone();
-    // tonic's tcp_nodelay applies only to listeners it binds itself; set it on every accepted socket (without it
-    // small responses wait for delayed ACKs: a ~40 ms p99 cliff).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |tcp| {
-        tcp.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    });
-    let dapr = pb::runtime::dapr_server::DaprServer::new(api).max_decoding_message_size(64 * 1024 * 1024);
-    // Calls for services other than Dapr's go to the gRPC proxy (`dapr-app-id` names the target app).
+    // Requests are decoded whole: bounded by `--max-body-size` like every other buffered body.
+    let limit = usize::try_from(api.invoker.max_body_size).unwrap_or(usize::MAX);
+    let dapr = pb::runtime::dapr_server::DaprServer::new(api).max_decoding_message_size(limit);
     let router =
         tonic::service::Routes::new(dapr).into_axum_router().fallback(move |request: axum::extract::Request| {
             let invoker = invoker.clone();
             async move { proxy::forward(&invoker, request).await }
         });
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    tower::ServiceBuilder::new()
         .layer(ward_gate::ApiLogLayer::new(api_log))
         .layer(ward_gate::GrpcApiTokenLayer::new(tokens))
-        .layer(allow)
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.changed().await;
-        })
-        .await;
-    if let Err(err) = result {
-        tracing::error!(error = %err, "the gRPC API server stopped");
-    }
+        .layer(AllowListLayer { list: api_list })
+        .map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new))
+        .service(router)
 }
 
 /// `spec.api` for gRPC: a runtime method the allow/deny lists refuse answers Unimplemented
