@@ -36,7 +36,7 @@ pub(crate) struct ListenerControl {
 
 impl ListenerControl {
     fn server(&self, listener: TcpListener, name: &'static str) -> Option<Server> {
-        match Server::new(listener, self.limits.clone()) {
+        match Server::new(listener, self.limits) {
             Ok(server) => Some(server.with_name(name)),
             // Limits are validated at start (`StartError::Limits`), so this is a wiring bug; refuse to serve.
             Err(err) => {

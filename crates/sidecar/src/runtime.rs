@@ -316,7 +316,7 @@ impl Sidecar {
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let control = ListenerControl {
-            limits: options.listener_limits.clone(),
+            limits: options.listener_limits,
             stop: stop_rx.clone(),
             drain: options.drain_timeout,
         };
