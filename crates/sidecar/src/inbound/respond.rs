@@ -37,11 +37,12 @@ pub(crate) struct Respond<S> {
     app_id: Arc<str>,
 }
 
-/// What the audit event of an early refusal needs, taken before the request moves on.
+/// What the audit event of an early refusal needs, taken before the request moves on. Reference-counted clones
+/// only: the common case (no refusal) must not pay for formatting.
 struct Seen {
-    caller: Option<String>,
-    operation: String,
-    verb: String,
+    caller: Option<Arc<ward_identity::SpiffeId>>,
+    uri: http::Uri,
+    method: http::Method,
 }
 
 impl<S> Service<InboundRequest> for Respond<S>
@@ -62,9 +63,9 @@ where
 
     fn call(&mut self, request: InboundRequest) -> Self::Future {
         let seen = Seen {
-            caller: request.extensions().get::<CallerIdentity>().and_then(|c| c.0.as_ref().map(ToString::to_string)),
-            operation: request.uri().path().to_owned(),
-            verb: request.method().as_str().to_owned(),
+            caller: request.extensions().get::<CallerIdentity>().and_then(|c| c.0.clone()),
+            uri: request.uri().clone(),
+            method: request.method().clone(),
         };
         let audit = self.audit.clone();
         let app_id = self.app_id.clone();
@@ -88,10 +89,10 @@ fn record_refusal(audit: &AuditSink, app_id: &str, seen: Seen, err: &InboundErro
     let event = AuditEvent {
         time: crate::runtime::now_rfc3339(),
         event: ward_policy::audit::AUTH_INTERNAL_DENY.to_owned(),
-        caller: seen.caller,
+        caller: seen.caller.map(|c| c.to_string()),
         callee: app_id.to_owned(),
-        operation: seen.operation,
-        verb: Some(seen.verb),
+        operation: seen.uri.path().to_owned(),
+        verb: Some(seen.method.as_str().to_owned()),
         decision: Decision::Deny,
         rule: "refused before access control".to_owned(),
         reason: refusal.message,
