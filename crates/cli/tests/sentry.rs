@@ -304,3 +304,140 @@ fn mtls_commands() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("root (").count(), 2, "{out}");
 }
+
+fn refused(err: &ward_sentry::ClientError) -> bool {
+    matches!(err, ward_sentry::ClientError::Refused(s) if s.code() == tonic::Code::PermissionDenied)
+}
+
+/// Row 12: a join token buys exactly one certificate, also across a sentry restart.
+#[test]
+fn a_join_token_is_consumed_by_its_first_csr_also_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "default/orders orders-token-0123456789\n").unwrap();
+    let ca_dir = dir.path().join("ca");
+    let args = ["--token-validator", "join-token", "--join-tokens", path_str(&tokens)];
+    let sentry = Sentry::start(&ca_dir, &args);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let token_file = dir.path().join("orders.token");
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let (svid, _) = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap();
+    assert_eq!(svid.spiffe_id().as_str(), "spiffe://public/ns/default/orders");
+
+    // Someone who copied the token before it was used tries it again.
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let err = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap_err();
+    assert!(refused(&err), "a used token is refused: {err}");
+    drop(sentry);
+
+    let sentry = Sentry::start(&ca_dir, &args);
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let err = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap_err();
+    assert!(refused(&err), "still refused after a restart: {err}");
+    assert!(!sentry.process.stderr_text().contains("orders-token-0123456789"), "the token is never logged");
+}
+
+/// Row 12: the token file is removed once used, and renewals authenticate with the current SVID instead.
+#[test]
+fn renewal_authenticates_with_the_svid_after_the_token_file_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "default/orders orders-token-0123456789\n").unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("ca"),
+        &[
+            "--token-validator",
+            "join-token",
+            "--join-tokens",
+            path_str(&tokens),
+            "--workload-cert-ttl",
+            "6s",
+            "--allowed-clock-skew",
+            "0s",
+        ],
+    );
+    let token_file = dir.path().join("orders.token");
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let supervisor = client_for(&sentry, "orders", Some(&token_file)).start().await.unwrap();
+        assert!(!token_file.exists(), "the join token file is removed once used");
+        let resolver = supervisor.resolver();
+        let first = resolver.current().unwrap();
+        let renewed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                let current = resolver.current().unwrap();
+                if current.not_after() > first.not_after() {
+                    return current;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("renewed with the SVID, without a token");
+        assert_eq!(renewed.spiffe_id(), first.spiffe_id());
+    });
+}
+
+/// A self-signed CA certificate nobody configured (a rogue root a compromised sentry might hand out).
+fn rogue_root_pem() -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "rogue root");
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// "Also close": a sentry that hands out a bundle with a root nobody configured does not widen the client's trust.
+#[test]
+fn a_bundle_that_widens_trust_is_refused_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (code, out, err) = ward_output(&["mtls", "init", "--dir", path_str(&ca), "--valid-for", "48h"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let configured = std::fs::read(ca.join("ca.crt")).unwrap();
+    let mut widened = configured.clone();
+    widened.extend_from_slice(rogue_root_pem().as_bytes());
+    std::fs::write(ca.join("ca.crt"), &widened).unwrap();
+    let sentry = Sentry::start(&ca, &[]);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let bundle = TrustBundleHandle::new(TrustBundle::from_pem(td(), &configured).unwrap());
+    let client = SentryClient::new(SentryClientConfig {
+        address: sentry.grpc.clone(),
+        sentry_id: SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap(),
+        bundle: bundle.clone(),
+        app_id: "orders".to_owned(),
+        namespace: "default".to_owned(),
+        trust_domain: td(),
+        token_file: None,
+        skew: Duration::from_secs(60),
+    })
+    .unwrap();
+    let supervisor = rt.block_on(client.start()).unwrap();
+    assert!(supervisor.resolver().current().is_some(), "the SVID itself chains to the configured root");
+    assert_eq!(bundle.load().roots().len(), 1, "the rogue root was not adopted");
+    assert_eq!(bundle.load().to_pem().as_bytes(), configured.as_slice());
+}
+
+/// Row 13: the jwks validator does not start without an issuer to check.
+#[test]
+fn jwks_without_an_issuer_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let base = ["sentry", "--issuer-credentials", path_str(dir.path()), "--port", "0", "--healthz-port", "0"];
+    let mut args = base.to_vec();
+    args.extend(["--token-validator", "jwks", "--jwks", path_str(&jwks)]);
+    let (code, _, stderr) = ward_output(&args, &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--jwks-issuer"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one readable line: {stderr}");
+
+    let mut args = base.to_vec();
+    args.extend(["--jwks-issuer", "https://idp.example"]);
+    let (code, _, stderr) = ward_output(&args, &[]);
+    assert_ne!(code, 0, "a jwks flag without the jwks validator is refused, not ignored");
+    assert!(stderr.contains("--token-validator jwks"), "{stderr}");
+}
