@@ -179,6 +179,14 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
                 sidecar,
                 process: None,
             });
+            if app.command.is_empty() && !app.env.contains_key(DAPR_API_TOKEN) {
+                // The generated token is printed nowhere, so only a token the operator chose can reach this one.
+                println!(
+                    "== {}: no app command: its sidecar demands a generated API token; set env.DAPR_API_TOKEN in \
+                     the run file to call it yourself",
+                    app.app_id
+                );
+            }
             if !app.command.is_empty() {
                 let process = start_app(app, &ports, &secret.api_token)?;
                 if let Some(last) = running.last_mut() {
