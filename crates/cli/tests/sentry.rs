@@ -441,3 +441,126 @@ fn jwks_without_an_issuer_is_a_start_up_error() {
     assert_ne!(code, 0, "a jwks flag without the jwks validator is refused, not ignored");
     assert!(stderr.contains("--token-validator jwks"), "{stderr}");
 }
+
+/// Reads from `stream` until the server closes it; returns how long that took. Panics after `max`.
+fn time_until_closed(stream: &mut std::net::TcpStream, max: Duration) -> Duration {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return start.elapsed(),
+        }
+        assert!(start.elapsed() < max, "the server kept the connection open for {max:?}");
+    }
+}
+
+/// Row 7, sentry's listeners: a half-sent request, a silent TLS client and an idle keep-alive connection are
+/// closed within the configured limits, on both ports.
+#[test]
+fn sentry_listeners_close_slow_silent_and_idle_clients() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(
+        dir.path(),
+        &["--handshake-timeout", "1s", "--header-read-timeout", "1s", "--idle-timeout", "2s"],
+    );
+    let max = Duration::from_secs(6);
+
+    // healthz: request headers that never end.
+    let mut slow = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let took = time_until_closed(&mut slow, max);
+    assert!(took >= Duration::from_millis(800), "closed by the header-read timeout, not before: {took:?}");
+
+    // healthz: a keep-alive connection that answered one request and then goes quiet.
+    let mut idle = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(idle.read(&mut byte).unwrap(), 1, "response ended early");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let took = time_until_closed(&mut idle, max);
+    assert!(took >= Duration::from_millis(1500), "closed by the idle timeout: {took:?}");
+
+    // gRPC: a TCP connection that never starts the TLS handshake.
+    let mut silent = std::net::TcpStream::connect(&sentry.grpc).unwrap();
+    let took = time_until_closed(&mut silent, max);
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+
+    // gRPC: a finished TLS handshake and then no HTTP/2 preface.
+    let rt = runtime();
+    rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let bundle = TrustBundleHandle::new(TrustBundle::from_pem(td(), &sentry.roots_pem()).unwrap());
+        let tls = ward_identity::client_config(
+            std::sync::Arc::new(ward_identity::SvidResolver::new()),
+            bundle,
+            ward_identity::Authorizer::Exact(SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap()),
+            Duration::from_secs(60),
+            &[b"h2"],
+        )
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(&sentry.grpc).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("dapr-sentry").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(max, async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a TLS client that sends no request was kept open for {max:?}");
+        assert!(start.elapsed() >= Duration::from_millis(800), "{:?}", start.elapsed());
+    });
+
+    // The CA still serves after all that.
+    let _guard = rt.enter();
+    rt.block_on(client_for(&sentry, "orders", None).fetch()).unwrap();
+}
+
+/// Row 7, sentry's listeners: beyond --max-connections a connection is closed at accept; the open ones work.
+#[test]
+fn sentry_listeners_cap_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(dir.path(), &["--max-connections", "1"]);
+    let mut first = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    // Make sure the first connection is accepted before the second arrives.
+    first.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let mut second = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    let _ = second.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let took = time_until_closed(&mut second, Duration::from_secs(3));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (code, _, stderr) = ward_output(
+        &[
+            "sentry",
+            "--issuer-credentials",
+            path_str(dir.path()),
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+            "--idle-timeout",
+            "0s",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "a zero timeout switches a protection off and is refused");
+    assert!(stderr.contains("idle timeout"), "{stderr}");
+}

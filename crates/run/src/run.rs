@@ -129,6 +129,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             allowed_clock_skew: Duration::from_secs(15 * 60),
             generated_ca_ttl: Duration::from_secs(365 * 24 * 3600),
             production: false,
+            limits: ward_net::ListenerLimits::default(),
         },
         Validator::JoinToken(tokens),
     )?);

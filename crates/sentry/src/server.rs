@@ -53,6 +53,8 @@ pub struct SentryConfig {
     /// Lifetime of generated CA material when the directory is empty.
     pub generated_ca_ttl: Duration,
     pub production: bool,
+    /// Limits of both listeners (gRPC and healthz).
+    pub limits: ward_net::ListenerLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +83,8 @@ pub enum SentryError {
         #[source]
         source: ward_identity::BundleError,
     },
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    #[error("listener limits: {0}")]
+    Limits(#[from] ward_net::LimitsError),
 }
 
 /// Signing state that is swapped as a whole when credentials are reloaded.
@@ -375,53 +377,6 @@ fn peer_certificates<T>(request: &Request<T>) -> Option<Arc<Vec<CertificateDer<'
     request.extensions().get::<PeerCertificates>().map(|PeerCertificates(chain)| chain.clone())
 }
 
-/// A TLS connection that tells tonic its verified client certificates (tonic copies `connect_info` into the
-/// extensions of every request on the connection).
-struct SentryConn(TlsConn);
-
-impl tonic::transport::server::Connected for SentryConn {
-    type ConnectInfo = PeerCertificates;
-
-    fn connect_info(&self) -> PeerCertificates {
-        let chain = self.0.get_ref().1.peer_certificates().map(|certs| certs.to_vec()).unwrap_or_default();
-        PeerCertificates(Arc::new(chain))
-    }
-}
-
-impl tokio::io::AsyncRead for SentryConn {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for SentryConn {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// Client certificates are requested but optional: a bootstrapping caller has none. One that is presented must
 /// verify (chain to sentry's roots, one SPIFFE URI SAN in sentry's trust domain, clientAuth) or the handshake
 /// fails; which identity it may renew is decided per request in `Ca::handle`.
@@ -500,6 +455,10 @@ pub struct BoundAddrs {
 }
 
 /// Runs sentry until `shutdown` resolves. `on_ready` receives the bound addresses once both ports listen.
+///
+/// Both listeners are served through `ward-net` with `config.limits` (TLS handshake and first request within
+/// their timeouts, idle connections closed, a connection cap). On shutdown they stop accepting and in-flight
+/// requests get up to 5 s to finish.
 pub async fn run(
     ca: Arc<Ca>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -524,48 +483,55 @@ pub async fn run(
         grpc: listener.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.listen, source })?,
         healthz: healthz.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.healthz_listen, source })?,
     };
-    tracing::info!(grpc = %addrs.grpc, healthz = %addrs.healthz, id = %ca.own_id, "sentry listening");
+    let limits = ca.config.limits;
+    let grpc_server = ward_net::Server::new(listener, limits)?
+        .with_tls(tokio_rustls::TlsAcceptor::from(tls))
+        .with_name("sentry-grpc");
+    let health_server = ward_net::Server::new(healthz, limits)?.with_name("sentry-healthz");
+    tracing::info!(grpc = %addrs.grpc, healthz = %addrs.healthz, id = %ca.own_id, ?limits, "sentry listening");
 
-    let health_task = tokio::spawn(serve_healthz(healthz, ca.clone()));
     let maintenance_task = tokio::spawn(maintain(ca.clone(), resolver, bundle));
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let accept_task = tokio::spawn(accept_tls(listener, tokio_rustls::TlsAcceptor::from(tls), tx));
+    // One shutdown signal, two listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let routes = tonic::service::Routes::new(CaServer::new(GrpcCa(ca.clone())));
+    let grpc = grpc_server.serve(
+        move |info: &ward_net::ConnectionInfo| {
+            // The verified client chain of this connection goes into every request on it; nothing a caller
+            // sends can put it there.
+            let peer = PeerCertificates(Arc::new(info.peer_certificates.clone().unwrap_or_default()));
+            let service = tower::ServiceBuilder::new()
+                .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(peer.clone());
+                    request
+                })
+                .service(routes.clone());
+            ward_net::TowerToHyperService::new(service)
+        },
+        stopped(stop_rx.clone()),
+    );
+    let health_ca = ca.clone();
+    let health =
+        health_server.serve(move |_: &ward_net::ConnectionInfo| healthz_service(health_ca.clone()), stopped(stop_rx));
     on_ready(addrs);
-    let result = tonic::transport::Server::builder()
-        .add_service(CaServer::new(GrpcCa(ca)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
-        .await;
-    accept_task.abort();
-    health_task.abort();
+    let serving = async { tokio::join!(grpc, health) };
+    let mut serving = std::pin::pin!(serving);
+    let (grpc_drain, health_drain) = tokio::select! {
+        drains = &mut serving => drains,
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            serving.await
+        }
+    };
+    tokio::join!(grpc_drain.drain(DRAIN_TIMEOUT), health_drain.drain(DRAIN_TIMEOUT));
     maintenance_task.abort();
-    result.map_err(SentryError::from)
+    Ok(())
 }
 
-type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-async fn accept_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    tx: tokio::sync::mpsc::Sender<Result<SentryConn, std::io::Error>>,
-) {
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else { continue };
-        // Without NODELAY small gRPC frames wait for delayed ACKs (~40 ms per call).
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        // Handshakes run concurrently so one slow client cannot hold up the others.
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send(Ok(SentryConn(tls))).await;
-                }
-                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
+/// How long in-flight requests may take to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reloads changed credentials, renews sentry's own certificate, and warns about expiring roots.
 async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>, bundle: TrustBundleHandle) {
@@ -603,28 +569,29 @@ async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>, bundle: TrustBundleH
     }
 }
 
-async fn serve_healthz(listener: TcpListener, ca: Arc<Ca>) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
-        let ca = ca.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let healthy = ca.healthy();
-                async move {
-                    let status = match (req.method(), req.uri().path()) {
-                        (&hyper::Method::GET, "/healthz") if healthy => hyper::StatusCode::OK,
-                        (&hyper::Method::GET, "/healthz") => hyper::StatusCode::SERVICE_UNAVAILABLE,
-                        _ => hyper::StatusCode::NOT_FOUND,
-                    };
-                    let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                    *response.status_mut() = status;
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-        });
-    }
+/// `GET /healthz`: 200 while the issuer can sign, 503 after; anything else 404.
+fn healthz_service(
+    ca: Arc<Ca>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let healthy = ca.healthy();
+        async move {
+            let status = match (req.method(), req.uri().path()) {
+                (&hyper::Method::GET, "/healthz") if healthy => hyper::StatusCode::OK,
+                (&hyper::Method::GET, "/healthz") => hyper::StatusCode::SERVICE_UNAVAILABLE,
+                _ => hyper::StatusCode::NOT_FOUND,
+            };
+            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -644,6 +611,7 @@ mod tests {
                 allowed_clock_skew: Duration::from_secs(60),
                 generated_ca_ttl: Duration::from_secs(86400),
                 production: false,
+                limits: ward_net::ListenerLimits::default(),
             },
             validator,
         )

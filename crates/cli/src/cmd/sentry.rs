@@ -55,6 +55,19 @@ pub struct Args {
     /// Refuse insecure settings (the insecure validator).
     #[arg(long)]
     production: bool,
+    /// Both listeners (gRPC and healthz): a TLS handshake must complete within this after accept.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    handshake_timeout: Duration,
+    /// Both listeners: the first request (HTTP/1.1 headers, or the HTTP/2 preface and first HEADERS) must arrive
+    /// within this after accept or handshake; later HTTP/1.1 headers within this of their first byte.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    header_read_timeout: Duration,
+    /// Both listeners: a connection with no request in flight for this long is closed.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    idle_timeout: Duration,
+    /// Both listeners: open connections per listener; one beyond is closed at accept.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Sentry's own namespace (part of its SPIFFE ID).
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,
@@ -106,7 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         allowed_clock_skew: args.allowed_clock_skew,
         generated_ca_ttl: args.ca_valid_for,
         production: args.production,
+        limits: ward_net::ListenerLimits {
+            handshake_timeout: args.handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        },
     };
+    // Refused before anything starts: a zero timeout or cap would switch a protection off.
+    config.limits.validate().context("--handshake-timeout/--header-read-timeout/--idle-timeout/--max-connections")?;
     let ca = Arc::new(Ca::new(config, validator)?);
     runtime.block_on(async move {
         ward_sentry::run(ca, shutdown_signal(), |addrs| {
