@@ -564,3 +564,63 @@ fn sentry_listeners_cap_connections() {
     assert_ne!(code, 0, "a zero timeout switches a protection off and is refused");
     assert!(stderr.contains("idle timeout"), "{stderr}");
 }
+
+/// A P-256 key as (JWKS JSON, encoding key), generated in the test.
+fn ec_jwks() -> (String, jsonwebtoken::EncodingKey) {
+    use base64::Engine;
+    let key = KeyPair::generate().unwrap();
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let point = &spki[spki.len() - 65..];
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64(&point[1..33]), "y": b64(&point[33..65])}]});
+    (jwks.to_string(), encoding)
+}
+
+/// Row 13 end to end: a sentry with the jwks validator issues for a JWT from the configured issuer and refuses
+/// one from another issuer or with too long a lifetime; the client keeps a JWT file (it is not single-use).
+#[test]
+fn jwks_validator_checks_issuer_and_lifetime_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jwks, key) = ec_jwks();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("ca"),
+        &[
+            "--token-validator",
+            "jwks",
+            "--jwks",
+            path_str(&jwks_file),
+            "--jwks-issuer",
+            "https://idp.example",
+            "--jwks-max-token-lifetime",
+            "10m",
+        ],
+    );
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let jwt = |iss: &str, lifetime: u64| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".to_owned());
+        let claims = serde_json::json!({"iss": iss, "sub": "spiffe://public/ns/default/orders",
+            "aud": "spiffe://public/ns/default/dapr-sentry", "iat": now, "exp": now + lifetime});
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let rt = runtime();
+    let _guard = rt.enter();
+    let token_file = dir.path().join("orders.jwt");
+
+    std::fs::write(&token_file, jwt("https://idp.example", 300)).unwrap();
+    let (svid, _) = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap();
+    assert_eq!(svid.spiffe_id().as_str(), "spiffe://public/ns/default/orders");
+    assert!(token_file.exists(), "a JWT file is kept (it is re-read, and rotated by its issuer)");
+
+    for (token, why) in
+        [(jwt("https://evil.example", 300), "another issuer"), (jwt("https://idp.example", 3600), "1h > 10m")]
+    {
+        std::fs::write(&token_file, token).unwrap();
+        let err = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap_err();
+        assert!(refused(&err), "{why}: {err}");
+    }
+}
