@@ -20,7 +20,7 @@ enum Command {
     #[command(subcommand)]
     Mtls(cmd::mtls::Command),
     /// The certificate authority that issues SPIFFE X.509 certificates to sidecars (Dapr Sentry's role).
-    Sentry(cmd::sentry::Args),
+    Sentry(Box<cmd::sentry::Args>),
     /// The sidecar (a drop-in for daprd): public Dapr API for one app, mTLS to other sidecars.
     Sidecar(Box<cmd::sidecar::Args>),
     /// Local development: an embedded CA, one sidecar per app with mTLS, and the apps (one app, or a Multi-App
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mtls(command) => cmd::mtls::run(command),
-        Command::Sentry(args) => cmd::sentry::run(args),
+        Command::Sentry(args) => cmd::sentry::run(*args),
         Command::Sidecar(args) => cmd::sidecar::run(*args),
         Command::Run(args) => cmd::run::run(*args),
         Command::Stop(args) => cmd::run::stop(args),

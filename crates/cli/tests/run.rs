@@ -1,5 +1,6 @@
 //! `ward run` end to end: a single app calling itself, a Multi-App Run file whose apps call each other over mTLS,
-//! an app that fails, shutdown that leaves no process behind, `ward stop`, and a malformed run file.
+//! an app that fails, shutdown that leaves no process behind, `ward stop`, a malformed run file, and the generated
+//! per-app API token and one-time join token.
 
 mod support;
 
@@ -22,12 +23,28 @@ port = int(os.environ.get("APP_PORT", "0") or 0)
 if port:
     srv = HTTPServer(("127.0.0.1", port), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+token = os.environ.get("DAPR_API_TOKEN", "")
+headers = {"dapr-api-token": token} if token else {}
+if os.environ.get("TOKEN_OUT"):
+    with open(os.environ["TOKEN_OUT"], "w") as f: f.write(token)
+    print("HAS-TOKEN %s" % ("yes" if len(token) >= 32 else "no"), flush=True)
+    url = "http://127.0.0.1:%s/v1.0/metadata" % os.environ["DAPR_HTTP_PORT"]
+    for attempt in range(150):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                print("NO-TOKEN-STATUS %s" % r.status, flush=True)
+                break
+        except urllib.error.HTTPError as e:
+            print("NO-TOKEN-STATUS %s" % e.code, flush=True)
+            break
+        except Exception:
+            time.sleep(0.1)
 target = os.environ.get("TARGET")
 if target:
     url = "http://127.0.0.1:%s/v1.0/invoke/%s/method/hello" % (os.environ["DAPR_HTTP_PORT"], target)
     for attempt in range(150):
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
                 print("CALL-RESULT %s %s" % (r.status, r.read().decode()), flush=True)
                 break
         except Exception as e:
@@ -183,4 +200,56 @@ fn the_quickstart_shows_allowed_and_refused_calls() {
     assert!(run.wait_exit(Duration::from_secs(30)).success());
     let (code, verify, _) = ward_output(&["audit", "verify", &format!("{home}/audit/orders.log")], &[]);
     assert_eq!(code, 0, "{verify}");
+}
+
+/// Row 12: each app gets a generated DAPR_API_TOKEN (printed nowhere) that its sidecar enforces, and the join
+/// token file the sidecar used is gone once the sidecar has its certificate.
+#[test]
+fn each_app_gets_a_generated_api_token_and_join_tokens_are_gone_after_use() {
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), "solo");
+    let port = free_port().to_string();
+    let app = dir.path().join("solo").join("app.py");
+    let home = home_env(dir.path());
+    let token_out = dir.path().join("token-seen-by-app");
+    let mut run = Ward::spawn(
+        "run",
+        &["run", "--app-id", "solo", "--app-port", &port, "--", "python3", path_str(&app)],
+        &[("WARD_HOME", &home), ("TARGET", "solo"), ("STAY", "1"), ("TOKEN_OUT", path_str(&token_out))],
+    );
+    run.wait_stdout("== APP - solo == STAYING", Duration::from_secs(60));
+    let out = run.stdout_text();
+    assert!(out.contains("HAS-TOKEN yes"), "{out}");
+    assert!(out.contains("NO-TOKEN-STATUS 401"), "the sidecar refuses a call without the token: {out}");
+    assert!(out.contains("CALL-RESULT 200 hello from solo to solo"), "and serves one with it: {out}");
+    let token = std::fs::read_to_string(&token_out).unwrap();
+    assert!(token.len() >= 32, "{token:?}");
+    // Printed nowhere, and passed by environment, never on a command line.
+    assert!(!out.contains(&token) && !run.stderr_text().contains(&token), "the token was printed");
+    let marker = path_str(dir.path()).to_owned();
+    for pid in pids_matching(&marker) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(&token), "token on the command line of {pid}");
+    }
+    // The one-time join token file of the sidecar is gone once used.
+    let leftovers: Vec<_> = walk(&Path::new(&home).join("run"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "token"))
+        .collect();
+    assert!(leftovers.is_empty(), "join token files left on disk: {leftovers:?}");
+    run.terminate();
+    assert!(run.wait_exit(Duration::from_secs(30)).success());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }

@@ -304,3 +304,323 @@ fn mtls_commands() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("root (").count(), 2, "{out}");
 }
+
+fn refused(err: &ward_sentry::ClientError) -> bool {
+    matches!(err, ward_sentry::ClientError::Refused(s) if s.code() == tonic::Code::PermissionDenied)
+}
+
+/// Row 12: a join token buys exactly one certificate, also across a sentry restart.
+#[test]
+fn a_join_token_is_consumed_by_its_first_csr_also_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "default/orders orders-token-0123456789\n").unwrap();
+    let ca_dir = dir.path().join("ca");
+    let args = ["--token-validator", "join-token", "--join-tokens", path_str(&tokens)];
+    let sentry = Sentry::start(&ca_dir, &args);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let token_file = dir.path().join("orders.token");
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let (svid, _) = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap();
+    assert_eq!(svid.spiffe_id().as_str(), "spiffe://public/ns/default/orders");
+
+    // Someone who copied the token before it was used tries it again.
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let err = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap_err();
+    assert!(refused(&err), "a used token is refused: {err}");
+    drop(sentry);
+
+    let sentry = Sentry::start(&ca_dir, &args);
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let err = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap_err();
+    assert!(refused(&err), "still refused after a restart: {err}");
+    assert!(!sentry.process.stderr_text().contains("orders-token-0123456789"), "the token is never logged");
+}
+
+/// Row 12: the token file is removed once used, and renewals authenticate with the current SVID instead.
+#[test]
+fn renewal_authenticates_with_the_svid_after_the_token_file_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "default/orders orders-token-0123456789\n").unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("ca"),
+        &[
+            "--token-validator",
+            "join-token",
+            "--join-tokens",
+            path_str(&tokens),
+            "--workload-cert-ttl",
+            "6s",
+            "--allowed-clock-skew",
+            "0s",
+        ],
+    );
+    let token_file = dir.path().join("orders.token");
+    std::fs::write(&token_file, "orders-token-0123456789").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let supervisor = client_for(&sentry, "orders", Some(&token_file)).start().await.unwrap();
+        assert!(!token_file.exists(), "the join token file is removed once used");
+        let resolver = supervisor.resolver();
+        let first = resolver.current().unwrap();
+        let renewed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                let current = resolver.current().unwrap();
+                if current.not_after() > first.not_after() {
+                    return current;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("renewed with the SVID, without a token");
+        assert_eq!(renewed.spiffe_id(), first.spiffe_id());
+    });
+}
+
+/// A self-signed CA certificate nobody configured (a rogue root a compromised sentry might hand out).
+fn rogue_root_pem() -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "rogue root");
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// "Also close": a sentry that hands out a bundle with a root nobody configured does not widen the client's trust.
+#[test]
+fn a_bundle_that_widens_trust_is_refused_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (code, out, err) = ward_output(&["mtls", "init", "--dir", path_str(&ca), "--valid-for", "48h"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let configured = std::fs::read(ca.join("ca.crt")).unwrap();
+    let mut widened = configured.clone();
+    widened.extend_from_slice(rogue_root_pem().as_bytes());
+    std::fs::write(ca.join("ca.crt"), &widened).unwrap();
+    let sentry = Sentry::start(&ca, &[]);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let bundle = TrustBundleHandle::new(TrustBundle::from_pem(td(), &configured).unwrap());
+    let client = SentryClient::new(SentryClientConfig {
+        address: sentry.grpc.clone(),
+        sentry_id: SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap(),
+        bundle: bundle.clone(),
+        app_id: "orders".to_owned(),
+        namespace: "default".to_owned(),
+        trust_domain: td(),
+        token_file: None,
+        skew: Duration::from_secs(60),
+    })
+    .unwrap();
+    let supervisor = rt.block_on(client.start()).unwrap();
+    assert!(supervisor.resolver().current().is_some(), "the SVID itself chains to the configured root");
+    assert_eq!(bundle.load().roots().len(), 1, "the rogue root was not adopted");
+    assert_eq!(bundle.load().to_pem().as_bytes(), configured.as_slice());
+}
+
+/// Row 13: the jwks validator does not start without an issuer to check.
+#[test]
+fn jwks_without_an_issuer_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let base = ["sentry", "--issuer-credentials", path_str(dir.path()), "--port", "0", "--healthz-port", "0"];
+    let mut args = base.to_vec();
+    args.extend(["--token-validator", "jwks", "--jwks", path_str(&jwks)]);
+    let (code, _, stderr) = ward_output(&args, &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--jwks-issuer"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one readable line: {stderr}");
+
+    let mut args = base.to_vec();
+    args.extend(["--jwks-issuer", "https://idp.example"]);
+    let (code, _, stderr) = ward_output(&args, &[]);
+    assert_ne!(code, 0, "a jwks flag without the jwks validator is refused, not ignored");
+    assert!(stderr.contains("--token-validator jwks"), "{stderr}");
+}
+
+/// Reads from `stream` until the server closes it; returns how long that took. Panics after `max`.
+fn time_until_closed(stream: &mut std::net::TcpStream, max: Duration) -> Duration {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return start.elapsed(),
+        }
+        assert!(start.elapsed() < max, "the server kept the connection open for {max:?}");
+    }
+}
+
+/// Row 7, sentry's listeners: a half-sent request, a silent TLS client and an idle keep-alive connection are
+/// closed within the configured limits, on both ports.
+#[test]
+fn sentry_listeners_close_slow_silent_and_idle_clients() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(
+        dir.path(),
+        &["--handshake-timeout", "1s", "--header-read-timeout", "1s", "--idle-timeout", "2s"],
+    );
+    let max = Duration::from_secs(6);
+
+    // healthz: request headers that never end.
+    let mut slow = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let took = time_until_closed(&mut slow, max);
+    assert!(took >= Duration::from_millis(800), "closed by the header-read timeout, not before: {took:?}");
+
+    // healthz: a keep-alive connection that answered one request and then goes quiet.
+    let mut idle = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(idle.read(&mut byte).unwrap(), 1, "response ended early");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let took = time_until_closed(&mut idle, max);
+    assert!(took >= Duration::from_millis(1500), "closed by the idle timeout: {took:?}");
+
+    // gRPC: a TCP connection that never starts the TLS handshake.
+    let mut silent = std::net::TcpStream::connect(&sentry.grpc).unwrap();
+    let took = time_until_closed(&mut silent, max);
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+
+    // gRPC: a finished TLS handshake and then no HTTP/2 preface.
+    let rt = runtime();
+    rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let bundle = TrustBundleHandle::new(TrustBundle::from_pem(td(), &sentry.roots_pem()).unwrap());
+        let tls = ward_identity::client_config(
+            std::sync::Arc::new(ward_identity::SvidResolver::new()),
+            bundle,
+            ward_identity::Authorizer::Exact(SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap()),
+            Duration::from_secs(60),
+            &[b"h2"],
+        )
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(&sentry.grpc).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("dapr-sentry").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(max, async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a TLS client that sends no request was kept open for {max:?}");
+        assert!(start.elapsed() >= Duration::from_millis(800), "{:?}", start.elapsed());
+    });
+
+    // The CA still serves after all that.
+    let _guard = rt.enter();
+    rt.block_on(client_for(&sentry, "orders", None).fetch()).unwrap();
+}
+
+/// Row 7, sentry's listeners: beyond --max-connections a connection is closed at accept; the open ones work.
+#[test]
+fn sentry_listeners_cap_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(dir.path(), &["--max-connections", "1"]);
+    let mut first = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    // Make sure the first connection is accepted before the second arrives.
+    first.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let mut second = std::net::TcpStream::connect(&sentry.healthz).unwrap();
+    let _ = second.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let took = time_until_closed(&mut second, Duration::from_secs(3));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (code, _, stderr) = ward_output(
+        &[
+            "sentry",
+            "--issuer-credentials",
+            path_str(dir.path()),
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+            "--idle-timeout",
+            "0s",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "a zero timeout switches a protection off and is refused");
+    assert!(stderr.contains("idle timeout"), "{stderr}");
+}
+
+/// A P-256 key as (JWKS JSON, encoding key), generated in the test.
+fn ec_jwks() -> (String, jsonwebtoken::EncodingKey) {
+    use base64::Engine;
+    let key = KeyPair::generate().unwrap();
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let point = &spki[spki.len() - 65..];
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64(&point[1..33]), "y": b64(&point[33..65])}]});
+    (jwks.to_string(), encoding)
+}
+
+/// Row 13 end to end: a sentry with the jwks validator issues for a JWT from the configured issuer and refuses
+/// one from another issuer or with too long a lifetime; the client keeps a JWT file (it is not single-use).
+#[test]
+fn jwks_validator_checks_issuer_and_lifetime_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jwks, key) = ec_jwks();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("ca"),
+        &[
+            "--token-validator",
+            "jwks",
+            "--jwks",
+            path_str(&jwks_file),
+            "--jwks-issuer",
+            "https://idp.example",
+            "--jwks-max-token-lifetime",
+            "10m",
+        ],
+    );
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let jwt = |iss: &str, lifetime: u64| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".to_owned());
+        let claims = serde_json::json!({"iss": iss, "sub": "spiffe://public/ns/default/orders",
+            "aud": "spiffe://public/ns/default/dapr-sentry", "iat": now, "exp": now + lifetime});
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let rt = runtime();
+    let _guard = rt.enter();
+    let token_file = dir.path().join("orders.jwt");
+
+    std::fs::write(&token_file, jwt("https://idp.example", 300)).unwrap();
+    let (svid, _) = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap();
+    assert_eq!(svid.spiffe_id().as_str(), "spiffe://public/ns/default/orders");
+    assert!(token_file.exists(), "a JWT file is kept (it is re-read, and rotated by its issuer)");
+
+    for (token, why) in
+        [(jwt("https://evil.example", 300), "another issuer"), (jwt("https://idp.example", 3600), "1h > 10m")]
+    {
+        std::fs::write(&token_file, token).unwrap();
+        let err = rt.block_on(client_for(&sentry, "orders", Some(&token_file)).fetch()).unwrap_err();
+        assert!(refused(&err), "{why}: {err}");
+    }
+}

@@ -35,6 +35,7 @@ async fn bench(requests: usize, concurrency: usize) {
                 allowed_clock_skew: Duration::from_secs(60),
                 generated_ca_ttl: Duration::from_secs(86400),
                 production: false,
+                limits: ward_net::ListenerLimits::default(),
             },
             Validator::Insecure,
         )

@@ -17,5 +17,8 @@ pub mod proto {
 }
 
 pub use client::{ClientError, SentryClient, SentryClientConfig};
-pub use server::{BoundAddrs, Ca, SentryConfig, SentryError, run};
-pub use validator::{JoinTokens, JwksValidator, Validator, ValidatorKind};
+pub use client::{PinError, SvidSupervisor, check_pinned};
+pub use server::{BoundAddrs, Ca, PeerCertificates, SentryConfig, SentryError, run};
+pub use validator::{
+    Approval, CredentialError, JoinTokens, JwksValidator, JwtRules, Validator, ValidatorError, ValidatorKind,
+};

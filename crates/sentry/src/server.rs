@@ -1,6 +1,11 @@
 //! The `ward sentry` process: serves `dapr.proto.sentry.v1.CA/SignCertificate` over TLS with its own SVID
-//! (`spiffe://<td>/ns/<namespace>/dapr-sentry`, no client certificate: callers have no identity yet), a
-//! `/healthz` endpoint, and reloads its issuer credentials when the files change.
+//! (`spiffe://<td>/ns/<namespace>/dapr-sentry`), a `/healthz` endpoint, and reloads its issuer credentials when
+//! the files change.
+//!
+//! Authentication of a request: a caller that presents a client certificate (optional, TLS 1.3) chaining to
+//! sentry's current trust bundle is *renewing*: the SPIFFE ID of that certificate must equal the identity it asks
+//! for, and no bootstrap credential is needed. A caller without one is *bootstrapping* and must satisfy the
+//! validator (a one-time join token, or a JWT). A join token is marked used only once the certificate is signed.
 //!
 //! Request handling (`Ca::handle`) is separated from transport so the rules can be tested without sockets.
 
@@ -19,14 +24,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use ward_identity::{SpiffeId, SvidResolver, TrustDomain, X509Svid};
+use ward_identity::{Authorizer, SpiffeId, SvidResolver, TrustBundle, TrustBundleHandle, TrustDomain, X509Svid};
 
 use crate::material::{self, CaFiles, CaMaterial, MaterialError};
 use crate::proto::ca_server::{Ca as CaService, CaServer};
 use crate::proto::sign_certificate_request::TokenValidator as WireValidator;
 use crate::proto::{SignCertificateRequest, SignCertificateResponse};
 use crate::signer::{self, CheckedCsr};
-use crate::validator::{Validator, ValidatorKind};
+use crate::validator::{Approval, Validator, ValidatorKind};
 
 /// The app-id of sentry's own identity, as Dapr's.
 pub const SENTRY_APP_ID: &str = "dapr-sentry";
@@ -48,6 +53,8 @@ pub struct SentryConfig {
     /// Lifetime of generated CA material when the directory is empty.
     pub generated_ca_ttl: Duration,
     pub production: bool,
+    /// Limits of both listeners (gRPC and healthz).
+    pub limits: ward_net::ListenerLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,21 +77,31 @@ pub enum SentryError {
     OwnSvid(String),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    #[error("{dir}: the roots in ca.crt do not form a trust bundle: {source}")]
+    Bundle {
+        dir: PathBuf,
+        #[source]
+        source: ward_identity::BundleError,
+    },
+    #[error("listener limits: {0}")]
+    Limits(#[from] ward_net::LimitsError),
 }
 
 /// Signing state that is swapped as a whole when credentials are reloaded.
 struct Signing {
     material: CaMaterial,
     roots_pem: Vec<Vec<u8>>,
+    /// The roots as a bundle, to verify the certificate a renewing caller presents.
+    bundle: TrustBundle,
 }
 
 impl Signing {
-    fn new(material: CaMaterial) -> Self {
+    fn new(material: CaMaterial, trust_domain: &TrustDomain, dir: &std::path::Path) -> Result<Self, SentryError> {
         let roots_pem =
             material.roots.iter().map(|der| ward_identity::pem_encode("CERTIFICATE", der).into_bytes()).collect();
-        Self { material, roots_pem }
+        let bundle = TrustBundle::new(trust_domain.clone(), material.roots.clone())
+            .map_err(|source| SentryError::Bundle { dir: dir.to_owned(), source })?;
+        Ok(Self { material, roots_pem, bundle })
     }
 }
 
@@ -122,7 +139,8 @@ impl Ca {
         let loaded = CaMaterial::load(&files)?;
         let own_id = SpiffeId::dapr(&config.trust_domain, &config.namespace, SENTRY_APP_ID)
             .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
-        Ok(Self { config, validator, signing: ArcSwap::from_pointee(Signing::new(loaded)), own_id })
+        let signing = Signing::new(loaded, &config.trust_domain, &config.issuer_dir)?;
+        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id })
     }
 
     pub fn own_id(&self) -> &SpiffeId {
@@ -139,10 +157,16 @@ impl Ca {
         SystemTime::now() < self.signing.load().material.issuer_not_after
     }
 
+    /// The current roots as a trust bundle.
+    pub fn bundle(&self) -> TrustBundle {
+        self.signing.load().bundle.clone()
+    }
+
     /// Reloads credentials from disk; on error the old ones stay in use.
-    pub fn reload(&self) -> Result<(), MaterialError> {
+    pub fn reload(&self) -> Result<(), SentryError> {
         let loaded = CaMaterial::load(&CaFiles::in_dir(&self.config.issuer_dir))?;
-        self.signing.store(Arc::new(Signing::new(loaded)));
+        let signing = Signing::new(loaded, &self.config.trust_domain, &self.config.issuer_dir)?;
+        self.signing.store(Arc::new(signing));
         Ok(())
     }
 
@@ -169,7 +193,15 @@ impl Ca {
     }
 
     /// Handles one SignCertificate request: validator selection, identity checks, credential, CSR, signing.
-    pub fn handle(&self, request: &SignCertificateRequest) -> Result<SignCertificateResponse, Status> {
+    ///
+    /// `peer` is the certificate chain the caller presented on the TLS connection (leaf first), if any. It is
+    /// verified again here against the current roots at the current time (a long-lived connection must not
+    /// outlive the certificate that opened it); when present it replaces the bootstrap credential.
+    pub fn handle(
+        &self,
+        request: &SignCertificateRequest,
+        peer: Option<&[CertificateDer<'static>]>,
+    ) -> Result<SignCertificateResponse, Status> {
         let requested = WireValidator::try_from(request.token_validator).unwrap_or(WireValidator::Unknown);
         let compatible = match requested {
             WireValidator::Unknown => true,
@@ -206,13 +238,22 @@ impl Ca {
             // Nobody but sentry itself may hold sentry's identity: clients pin it to trust this CA.
             return Err(Status::permission_denied("the dapr-sentry identity cannot be requested"));
         }
-        if let Err(err) = self.validator.validate(&id, &request.namespace, app_id, &request.token) {
-            tracing::warn!(%id, reason = %err, "refused certificate request");
-            return Err(Status::permission_denied(err.to_string()));
-        }
+        let signing = self.signing.load();
+        let approval = match peer.filter(|chain| !chain.is_empty()) {
+            Some(chain) => {
+                self.authenticate_renewal(&signing.bundle, chain, &id)?;
+                Approval::Granted
+            }
+            None => match self.validator.validate(&id, &request.namespace, app_id, &request.token) {
+                Ok(approval) => approval,
+                Err(err) => {
+                    tracing::warn!(%id, reason = %err, "refused certificate request");
+                    return Err(Status::permission_denied(err.to_string()));
+                }
+            },
+        };
         let csr = signer::check_csr(&request.certificate_signing_request)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
-        let signing = self.signing.load();
         let issued = signer::sign(
             &signing.material,
             &csr,
@@ -225,6 +266,12 @@ impl Ca {
             tracing::error!(%id, error = %err, "signing failed");
             Status::internal("failed to sign certificate")
         })?;
+        // The certificate exists only in memory until now: spend the credential before it leaves, and hand
+        // nothing out if that cannot be recorded (the token would otherwise stay usable).
+        if let Err(err) = approval.commit() {
+            tracing::error!(%id, error = %err, "recording the join token as used failed; certificate withheld");
+            return Err(Status::internal(crate::validator::CredentialError::LedgerWrite.to_string()));
+        }
         tracing::info!(%id, valid_until = %humantime_rfc3339(issued.not_after), "issued certificate");
         Ok(SignCertificateResponse {
             workload_certificate: issued.chain_pem.into_bytes(),
@@ -232,6 +279,39 @@ impl Ca {
             valid_until: Some(prost_types::Timestamp::from(issued.not_after)),
             jwt: None,
         })
+    }
+
+    /// A renewal: the presented chain must verify against the current roots now (no skew: an expired
+    /// certificate renews nothing) and name exactly the requested identity.
+    fn authenticate_renewal(
+        &self,
+        bundle: &TrustBundle,
+        chain: &[CertificateDer<'static>],
+        requested: &SpiffeId,
+    ) -> Result<(), Status> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err(Status::unauthenticated("no client certificate"));
+        };
+        let now = rustls_pki_types::UnixTime::now();
+        let presented = ward_identity::verify_svid(
+            bundle,
+            leaf,
+            intermediates,
+            now,
+            Duration::ZERO,
+            ward_identity::Usage::Client,
+        )
+        .map_err(|err| {
+            tracing::warn!(%requested, reason = %err, "refused renewal: the client certificate does not verify");
+            Status::unauthenticated(format!("the client certificate is not valid: {err}"))
+        })?;
+        if &presented != requested {
+            tracing::warn!(%requested, %presented, "refused renewal for another identity");
+            return Err(Status::permission_denied(format!(
+                "the client certificate is for {presented}, which cannot renew {requested}"
+            )));
+        }
+        Ok(())
     }
 
     /// Fingerprint of the credential files, to notice changes.
@@ -278,13 +358,93 @@ impl CaService for GrpcCa {
         request: Request<SignCertificateRequest>,
     ) -> Result<Response<SignCertificateResponse>, Status> {
         let ca = self.0.clone();
+        let peer = peer_certificates(&request);
         let request = request.into_inner();
         // Key generation and signing are CPU work; keep them off the reactor threads.
-        tokio::task::spawn_blocking(move || ca.handle(&request))
+        tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
             .await
             .map_err(|_| Status::internal("failed to sign certificate"))?
             .map(Response::new)
     }
+}
+
+/// The client certificate chain of the connection a request arrived on (empty if none), as the TLS layer verified
+/// it. Put into request extensions by the accept path only; nothing a caller sends can set it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+fn peer_certificates<T>(request: &Request<T>) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+    request.extensions().get::<PeerCertificates>().map(|PeerCertificates(chain)| chain.clone())
+}
+
+/// Client certificates are requested but optional: a bootstrapping caller has none. One that is presented must
+/// verify (chain to sentry's roots, one SPIFFE URI SAN in sentry's trust domain, clientAuth) or the handshake
+/// fails; which identity it may renew is decided per request in `Ca::handle`.
+#[derive(Debug)]
+struct OptionalSvid(ward_identity::SpiffeClientVerifier);
+
+impl rustls::server::danger::ClientCertVerifier for OptionalSvid {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Sentry's TLS 1.3 server configuration: its own SVID, optional client SVIDs verified against `bundle`.
+fn server_tls(
+    resolver: Arc<SvidResolver>,
+    bundle: TrustBundleHandle,
+    trust_domain: &TrustDomain,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let verifier = ward_identity::SpiffeClientVerifier::new(
+        bundle,
+        Authorizer::MemberOf(trust_domain.clone()),
+        ward_identity::DEFAULT_CLOCK_SKEW,
+    );
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(OptionalSvid(verifier)))
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 /// Addresses a running sentry actually bound (useful when ports were 0).
@@ -295,6 +455,10 @@ pub struct BoundAddrs {
 }
 
 /// Runs sentry until `shutdown` resolves. `on_ready` receives the bound addresses once both ports listen.
+///
+/// Both listeners are served through `ward-net` with `config.limits` (TLS handshake and first request within
+/// their timeouts, idle connections closed, a connection cap). On shutdown they stop accepting and in-flight
+/// requests get up to 5 s to finish.
 pub async fn run(
     ca: Arc<Ca>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -307,7 +471,8 @@ pub async fn run(
         );
     }
     let resolver = Arc::new(SvidResolver::with_svid(ca.own_svid()?));
-    let tls = Arc::new(ward_identity::server_config(resolver.clone(), None, &[b"h2"])?);
+    let bundle = TrustBundleHandle::new(ca.bundle());
+    let tls = Arc::new(server_tls(resolver.clone(), bundle.clone(), &ca.config.trust_domain)?);
     let listener = TcpListener::bind(ca.config.listen)
         .await
         .map_err(|source| SentryError::Bind { addr: ca.config.listen, source })?;
@@ -318,51 +483,58 @@ pub async fn run(
         grpc: listener.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.listen, source })?,
         healthz: healthz.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.healthz_listen, source })?,
     };
-    tracing::info!(grpc = %addrs.grpc, healthz = %addrs.healthz, id = %ca.own_id, "sentry listening");
+    let limits = ca.config.limits;
+    let grpc_server = ward_net::Server::new(listener, limits)?
+        .with_tls(tokio_rustls::TlsAcceptor::from(tls))
+        .with_name("sentry-grpc");
+    let health_server = ward_net::Server::new(healthz, limits)?.with_name("sentry-healthz");
+    tracing::info!(grpc = %addrs.grpc, healthz = %addrs.healthz, id = %ca.own_id, ?limits, "sentry listening");
 
-    let health_task = tokio::spawn(serve_healthz(healthz, ca.clone()));
-    let maintenance_task = tokio::spawn(maintain(ca.clone(), resolver));
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let accept_task = tokio::spawn(accept_tls(listener, tokio_rustls::TlsAcceptor::from(tls), tx));
+    let maintenance_task = tokio::spawn(maintain(ca.clone(), resolver, bundle));
+    // One shutdown signal, two listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let routes = tonic::service::Routes::new(CaServer::new(GrpcCa(ca.clone())));
+    let grpc = grpc_server.serve(
+        move |info: &ward_net::ConnectionInfo| {
+            // The verified client chain of this connection goes into every request on it; nothing a caller
+            // sends can put it there.
+            let peer = PeerCertificates(Arc::new(info.peer_certificates.clone().unwrap_or_default()));
+            let service = tower::ServiceBuilder::new()
+                .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(peer.clone());
+                    request
+                })
+                .service(routes.clone());
+            ward_net::TowerToHyperService::new(service)
+        },
+        stopped(stop_rx.clone()),
+    );
+    let health_ca = ca.clone();
+    let health =
+        health_server.serve(move |_: &ward_net::ConnectionInfo| healthz_service(health_ca.clone()), stopped(stop_rx));
     on_ready(addrs);
-    let result = tonic::transport::Server::builder()
-        .add_service(CaServer::new(GrpcCa(ca)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
-        .await;
-    accept_task.abort();
-    health_task.abort();
+    let serving = async { tokio::join!(grpc, health) };
+    let mut serving = std::pin::pin!(serving);
+    let (grpc_drain, health_drain) = tokio::select! {
+        drains = &mut serving => drains,
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            serving.await
+        }
+    };
+    tokio::join!(grpc_drain.drain(DRAIN_TIMEOUT), health_drain.drain(DRAIN_TIMEOUT));
     maintenance_task.abort();
-    result.map_err(SentryError::from)
+    Ok(())
 }
 
-type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-async fn accept_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    tx: tokio::sync::mpsc::Sender<Result<TlsConn, std::io::Error>>,
-) {
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else { continue };
-        // Without NODELAY small gRPC frames wait for delayed ACKs (~40 ms per call).
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        // Handshakes run concurrently so one slow client cannot hold up the others.
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send(Ok(tls)).await;
-                }
-                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
+/// How long in-flight requests may take to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reloads changed credentials, renews sentry's own certificate, and warns about expiring roots.
-async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>) {
+async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>, bundle: TrustBundleHandle) {
     let mut fingerprint = ca.credentials_fingerprint();
     let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
@@ -377,6 +549,7 @@ async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>) {
             match ca.reload() {
                 Ok(()) => {
                     tracing::info!("issuer credentials changed; reloaded");
+                    bundle.store(ca.bundle());
                     fingerprint = current;
                     renew_own = true;
                 }
@@ -396,26 +569,108 @@ async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>) {
     }
 }
 
-async fn serve_healthz(listener: TcpListener, ca: Arc<Ca>) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
-        let ca = ca.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let healthy = ca.healthy();
-                async move {
-                    let status = match (req.method(), req.uri().path()) {
-                        (&hyper::Method::GET, "/healthz") if healthy => hyper::StatusCode::OK,
-                        (&hyper::Method::GET, "/healthz") => hyper::StatusCode::SERVICE_UNAVAILABLE,
-                        _ => hyper::StatusCode::NOT_FOUND,
-                    };
-                    let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                    *response.status_mut() = status;
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-        });
+/// `GET /healthz`: 200 while the issuer can sign, 503 after; anything else 404.
+fn healthz_service(
+    ca: Arc<Ca>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let healthy = ca.healthy();
+        async move {
+            let status = match (req.method(), req.uri().path()) {
+                (&hyper::Method::GET, "/healthz") if healthy => hyper::StatusCode::OK,
+                (&hyper::Method::GET, "/healthz") => hyper::StatusCode::SERVICE_UNAVAILABLE,
+                _ => hyper::StatusCode::NOT_FOUND,
+            };
+            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validator::JoinTokens;
+
+    fn ca(dir: &std::path::Path, validator: Validator) -> Ca {
+        Ca::new(
+            SentryConfig {
+                issuer_dir: dir.to_owned(),
+                trust_domain: TrustDomain::new("public").unwrap(),
+                namespace: "default".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                healthz_listen: "127.0.0.1:0".parse().unwrap(),
+                workload_ttl: Duration::from_secs(3600),
+                allowed_clock_skew: Duration::from_secs(60),
+                generated_ca_ttl: Duration::from_secs(86400),
+                production: false,
+                limits: ward_net::ListenerLimits::default(),
+            },
+            validator,
+        )
+        .unwrap()
+    }
+
+    fn request(app_id: &str, token: &str) -> SignCertificateRequest {
+        let key = KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        SignCertificateRequest {
+            id: app_id.to_owned(),
+            token: token.to_owned(),
+            namespace: "default".to_owned(),
+            certificate_signing_request: csr.into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    fn chain(response: &SignCertificateResponse) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(&response.workload_certificate).collect::<Result<_, _>>().unwrap()
+    }
+
+    const TOKEN: &str = "orders-token-0123456789";
+
+    #[test]
+    fn a_renewal_authenticates_with_the_current_svid_for_the_same_identity_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = JoinTokens::parse(&format!("default/orders {TOKEN}\n")).unwrap();
+        let ca = ca(&dir.path().join("ca"), Validator::JoinToken(tokens));
+        let first = ca.handle(&request("orders", TOKEN), None).unwrap();
+        let svid = chain(&first);
+
+        let err = ca.handle(&request("orders", TOKEN), None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "the token is spent: {err:?}");
+        assert!(!err.message().contains(TOKEN));
+
+        let renewed = ca.handle(&request("orders", ""), Some(&svid)).expect("renewal without a token");
+        assert_ne!(chain(&renewed)[0], svid[0]);
+
+        let err = ca.handle(&request("billing", ""), Some(&svid)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "orders' certificate cannot renew billing: {err:?}");
+
+        // A certificate from another CA (same trust domain name) renews nothing.
+        let other = self::ca(&dir.path().join("other"), Validator::Insecure);
+        let foreign = chain(&other.handle(&request("orders", ""), None).unwrap());
+        let err = ca.handle(&request("orders", ""), Some(&foreign)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    }
+
+    #[test]
+    fn a_refused_csr_does_not_spend_the_join_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = JoinTokens::parse(&format!("default/orders {TOKEN}\n")).unwrap();
+        let ca = ca(&dir.path().join("ca"), Validator::JoinToken(tokens.clone()));
+        let mut bad = request("orders", TOKEN);
+        bad.certificate_signing_request = b"not a csr".to_vec();
+        assert_eq!(ca.handle(&bad, None).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(tokens.used_count(), 0);
+        ca.handle(&request("orders", TOKEN), None).expect("the token still works once");
+        assert_eq!(tokens.used_count(), 1);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ward_identity::{SpiffeId, TrustDomain};
-use ward_sentry::{Ca, JoinTokens, JwksValidator, SentryConfig, Validator, ValidatorKind};
+use ward_sentry::{Ca, JoinTokens, JwksValidator, JwtRules, SentryConfig, Validator, ValidatorKind};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,17 +34,40 @@ pub struct Args {
     #[arg(long, default_value = "insecure")]
     token_validator: ValidatorKind,
     /// join-token validator: file of "<namespace>/<app-id> <token>" lines ("<namespace>/*" for a namespace).
+    /// Each token buys one certificate; used tokens are recorded in "<file>.used" and stay used after a restart.
     #[arg(long)]
     join_tokens: Option<PathBuf>,
     /// jwks validator: a JWKS JSON file, or an https:// URL (fetched at start, refreshed every 5 minutes).
     #[arg(long)]
     jwks: Option<String>,
+    /// jwks validator: the one accepted `iss` claim (required with --token-validator jwks).
+    #[arg(long)]
+    jwks_issuer: Option<String>,
+    /// jwks validator: the `aud` a token must carry. Default: sentry's own SPIFFE ID.
+    #[arg(long)]
+    jwks_audience: Option<String>,
+    /// jwks validator: the longest accepted token lifetime, `exp` minus `iat` (`iat` is then required).
+    #[arg(long, default_value = "1h", value_parser = super::parse_duration)]
+    jwks_max_token_lifetime: Duration,
     /// Lifetime of root and issuer when they are generated.
     #[arg(long, default_value = "8760h", value_parser = super::parse_duration)]
     ca_valid_for: Duration,
     /// Refuse insecure settings (the insecure validator).
     #[arg(long)]
     production: bool,
+    /// Both listeners (gRPC and healthz): a TLS handshake must complete within this after accept.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    handshake_timeout: Duration,
+    /// Both listeners: the first request (HTTP/1.1 headers, or the HTTP/2 preface and first HEADERS) must arrive
+    /// within this after accept or handshake; later HTTP/1.1 headers within this of their first byte.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    header_read_timeout: Duration,
+    /// Both listeners: a connection with no request in flight for this long is closed.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    idle_timeout: Duration,
+    /// Both listeners: open connections per listener; one beyond is closed at accept.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Sentry's own namespace (part of its SPIFFE ID).
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,
@@ -66,16 +89,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         ValidatorKind::Jwks => {
             let source = args.jwks.as_ref().context("--token-validator jwks needs --jwks FILE|URL")?;
+            let issuer = args.jwks_issuer.as_ref().context("--token-validator jwks needs --jwks-issuer ISSUER")?;
+            let audience = args.jwks_audience.clone().unwrap_or_else(|| own_id.to_string());
+            let rules = JwtRules::new(issuer.as_str(), audience)
+                .and_then(|rules| rules.with_max_lifetime(args.jwks_max_token_lifetime))?;
             if ward_fetch::is_url(source) {
-                let validator = runtime.block_on(JwksValidator::from_url(source, &own_id))?;
+                let validator = runtime.block_on(JwksValidator::from_url(source, rules))?;
                 let _guard = runtime.enter();
                 validator.refresh_every(source.clone(), Duration::from_secs(300));
                 Validator::Jwks(validator)
             } else {
-                Validator::Jwks(JwksValidator::load(std::path::Path::new(source), &own_id)?)
+                Validator::Jwks(JwksValidator::load(std::path::Path::new(source), rules)?)
             }
         }
     };
+    if args.token_validator != ValidatorKind::Jwks
+        && (args.jwks.is_some() || args.jwks_issuer.is_some() || args.jwks_audience.is_some())
+    {
+        // Nothing configured is silently ignored.
+        anyhow::bail!("--jwks, --jwks-issuer and --jwks-audience need --token-validator jwks");
+    }
     let config = SentryConfig {
         issuer_dir,
         trust_domain: args.trust_domain,
@@ -86,7 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         allowed_clock_skew: args.allowed_clock_skew,
         generated_ca_ttl: args.ca_valid_for,
         production: args.production,
+        limits: ward_net::ListenerLimits {
+            handshake_timeout: args.handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        },
     };
+    // Refused before anything starts: a zero timeout or cap would switch a protection off.
+    config.limits.validate().context("--handshake-timeout/--header-read-timeout/--idle-timeout/--max-connections")?;
     let ca = Arc::new(Ca::new(config, validator)?);
     runtime.block_on(async move {
         ward_sentry::run(ca, shutdown_signal(), |addrs| {

@@ -6,8 +6,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use serde::Deserialize;
+
+/// A run file that cannot be used: always names the file, and the line and column when the YAML parser knows
+/// them. One line, never the file's content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct RunFileError {
+    pub file: PathBuf,
+    /// 1-based (line, column).
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl RunFileError {
+    fn new(file: &Path, message: impl Into<String>) -> Self {
+        Self { file: file.to_owned(), position: None, message: message.into() }
+    }
+}
 
 /// Keys shared by `common` and each app.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -146,6 +162,32 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
 }
 
+impl AppSpec {
+    /// An app with nothing but its id and directory set (the `ward run --app-id` case; the caller fills in the
+    /// flags it was given).
+    pub fn new(app_id: impl Into<String>, app_dir: PathBuf) -> Self {
+        Self {
+            app_id: app_id.into(),
+            app_dir,
+            app_port: None,
+            command: Vec::new(),
+            dapr_http_port: None,
+            dapr_grpc_port: None,
+            dapr_internal_grpc_port: None,
+            metrics_port: None,
+            resources_paths: Vec::new(),
+            config: None,
+            app_protocol: None,
+            api_listen_addresses: None,
+            log_level: None,
+            enable_api_logging: None,
+            max_body_size: None,
+            app_channel_address: None,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunFile {
     pub name: Option<String>,
@@ -153,7 +195,7 @@ pub struct RunFile {
 }
 
 /// `-f FILE|DIR`: a directory means `dapr.yaml` in it, else `ward.yaml`.
-pub fn locate(path: &Path) -> anyhow::Result<PathBuf> {
+pub fn locate(path: &Path) -> Result<PathBuf, RunFileError> {
     if path.is_dir() {
         for name in ["dapr.yaml", "ward.yaml"] {
             let candidate = path.join(name);
@@ -161,19 +203,27 @@ pub fn locate(path: &Path) -> anyhow::Result<PathBuf> {
                 return Ok(candidate);
             }
         }
-        bail!("{}: no dapr.yaml or ward.yaml in this directory", path.display());
+        return Err(RunFileError::new(path, "no dapr.yaml or ward.yaml in this directory"));
     }
     Ok(path.to_owned())
 }
 
-fn unsupported(file: &Path, what: &str, key: &str, present: bool) -> anyhow::Result<()> {
+/// `-f FILE|DIR`: locates, reads and parses the run file; returns its path too.
+pub fn load(path: &Path) -> Result<(PathBuf, RunFile), RunFileError> {
+    let file = locate(path)?;
+    let text = std::fs::read_to_string(&file).map_err(|err| RunFileError::new(&file, err.to_string()))?;
+    let run = parse(&file, &text)?;
+    Ok((file, run))
+}
+
+fn unsupported(file: &Path, what: &str, key: &str, present: bool) -> Result<(), RunFileError> {
     if present {
-        bail!("{}: {what}: {key} is not supported yet by ward run", file.display());
+        return Err(RunFileError::new(file, format!("{what}: {key} is not supported yet by ward run")));
     }
     Ok(())
 }
 
-fn check_shared(file: &Path, what: &str, shared: &Shared) -> anyhow::Result<()> {
+fn check_shared(file: &Path, what: &str, shared: &Shared) -> Result<(), RunFileError> {
     let keys: [(&str, bool); 14] = [
         ("enableProfiling", shared.enable_profiling.is_some()),
         ("appMaxConcurrency", shared.app_max_concurrency.is_some()),
@@ -221,7 +271,7 @@ fn unknown_key_position(text: &str, message: &str, from_line: usize) -> Option<(
     })
 }
 
-pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
+pub fn parse(file: &Path, text: &str) -> Result<RunFile, RunFileError> {
     let options = serde_saphyr::options! {
         with_snippet: false,
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
@@ -241,16 +291,16 @@ pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
                 let message = message.strip_suffix(&tail).unwrap_or(&message).to_owned();
                 let (line, column) = unknown_key_position(text, &message, l.line() as usize)
                     .unwrap_or((l.line() as usize, l.column() as usize));
-                anyhow::anyhow!("{}:{line}:{column}: {message}", file.display())
+                RunFileError { file: file.to_owned(), position: Some((line, column)), message }
             }
-            None => anyhow::anyhow!("{}: {message}", file.display()),
+            None => RunFileError::new(file, message),
         }
     })?;
     if raw.version != 1 {
-        bail!("{}: version: {} is not supported (expected 1)", file.display(), raw.version);
+        return Err(RunFileError::new(file, format!("version: {} is not supported (expected 1)", raw.version)));
     }
     if raw.apps.is_empty() {
-        bail!("{}: apps: at least one app is required", file.display());
+        return Err(RunFileError::new(file, "apps: at least one app is required"));
     }
     check_shared(file, "common", &raw.common)?;
     let file_dir = file.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."));
@@ -270,7 +320,10 @@ pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
         }
         let app_dir = resolve(&file_dir, &app.app_dir_path);
         if !app_dir.is_dir() {
-            bail!("{}: {what}.appDirPath: {} is not a directory", file.display(), app_dir.display());
+            return Err(RunFileError::new(
+                file,
+                format!("{what}.appDirPath: {} is not a directory", app_dir.display()),
+            ));
         }
         let app_id = match app.app_id {
             Some(id) => id,
@@ -278,7 +331,7 @@ pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
                 .canonicalize()
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .with_context(|| format!("{}: {what}: cannot derive appID from appDirPath", file.display()))?,
+                .ok_or_else(|| RunFileError::new(file, format!("{what}: cannot derive appID from appDirPath")))?,
         };
         let resources_paths = match resources_of(&app.shared) {
             Some(paths) => paths.iter().map(|p| resolve(&app_dir, p)).collect(),
@@ -315,7 +368,7 @@ pub fn parse(file: &Path, text: &str) -> anyhow::Result<RunFile> {
     let mut seen = std::collections::BTreeSet::new();
     for app in &apps {
         if !seen.insert(app.app_id.clone()) {
-            bail!("{}: apps: appID {:?} appears twice", file.display(), app.app_id);
+            return Err(RunFileError::new(file, format!("apps: appID {:?} appears twice", app.app_id)));
         }
     }
     Ok(RunFile { name: raw.name, apps })
