@@ -272,7 +272,7 @@ struct Policy {
     trust_domain: String,
     default_allow: Option<bool>,
     operations: Vec<Operation>,
-    /// Names lower-cased, as Dapr compiles them for HTTP apps.
+    /// Names with ASCII letters lower-cased (Dapr lower-cases with full Unicode rules; see [`lower_case`]).
     http_trie: Node,
     /// Names as written, for gRPC apps.
     grpc_trie: Node,
@@ -471,12 +471,11 @@ fn app_reason(cause: AppDefaultCause) -> &'static str {
     }
 }
 
+/// ASCII-only lower-casing (issue 12 row 8). Full Unicode lower-casing maps e.g. `K` (U+212A) to `k`, so the ACL
+/// would judge a different string than an app that folds differently; path normalisation refuses every character
+/// that any folding could turn into ASCII, so folding ASCII alone is both sufficient and unambiguous.
 fn lower_case(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() {
-        if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
-    } else {
-        Cow::Owned(s.to_lowercase())
-    }
+    if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
 }
 
 /// `None` for an absent or empty action; an unknown value is an error naming `field`.
@@ -530,7 +529,7 @@ fn compile_policy(index: usize, p: &AppPolicySpec) -> Result<Policy, AclError> {
         names.insert(name, op_index);
 
         policy.grpc_trie.insert(name, op_index);
-        policy.http_trie.insert(&name.to_lowercase(), op_index);
+        policy.http_trie.insert(&name.to_ascii_lowercase(), op_index);
         policy.operations.push(compiled);
     }
     Ok(policy)

@@ -643,3 +643,30 @@ fn glob_matching() {
         assert_eq!(glob_match(pattern.as_bytes(), text.as_bytes()), expected, "{pattern} vs {text}");
     }
 }
+
+/// Issue 12 row 8: only ASCII letters are case-folded for HTTP apps. Full Unicode folding made the ACL see a
+/// different string than an app that folds differently (or not at all); non-ASCII characters that could fold onto
+/// ASCII are refused by path normalisation instead.
+#[test]
+fn http_matching_folds_ascii_only() {
+    let acl = compile_yaml(
+        "{defaultAction: allow, policies: [{appId: a, namespace: ns, trustDomain: public, defaultAction: allow, \
+         operations: [{name: /ÄÖ/admin, httpVerb: ['*'], action: deny}, {name: /KEY, httpVerb: ['*'], action: deny}]}]}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decide = |operation: &str| {
+        acl.decide(&AclRequest {
+            caller: Some(Caller { trust_domain: "public", namespace: "ns", app_id: "a" }),
+            operation,
+            verb: Some(Get),
+            app_protocol: Http,
+        })
+        .allowed
+    };
+    assert!(!decide("ÄÖ/admin"), "exact spelling");
+    assert!(!decide("ÄÖ/ADMIN"), "ASCII letters fold");
+    assert!(decide("äö/admin"), "non-ASCII letters do not fold");
+    assert!(!decide("key") && !decide("KeY"), "ASCII letters fold");
+    // U+212A KELVIN SIGN lower-cases to 'k' under full Unicode rules; the ACL must not fold it.
+    assert!(decide("\u{212a}ey"), "Kelvin sign is not k");
+}
