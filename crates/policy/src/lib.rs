@@ -8,13 +8,18 @@
 pub mod acl;
 pub mod api;
 pub mod audit;
+pub mod invocation;
 pub mod path;
 pub mod secrets;
 pub mod spec;
 
 pub use acl::{
     AccessControl, AclDecision, AclError, AclRequest, AppDefaultCause, AppProtocol, Caller, GlobalDefaultCause,
-    HttpVerb, MatchedRule, VerbEntry,
+    HttpVerb, MatchedRule, UnsupportedVerb, VerbEntry,
+};
+pub use invocation::{
+    InvocationDecision, InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation,
+    decide_invocation,
 };
 pub use api::{ApiAllowList, ApiListError, is_always_allowed};
 pub use audit::{AuditChain, AuditEvent, ChainError, ChainErrorKind, Decision, verify_chain, verify_chain_to};

@@ -605,9 +605,19 @@ fn http_verb_parsing() {
         assert_eq!(v.to_string(), v.as_str());
     }
     assert_eq!("pAtCh".parse::<HttpVerb>(), Ok(HttpVerb::Patch));
-    assert_eq!("PSOT".parse::<HttpVerb>(), Err(AclError::InvalidHttpVerb { value: "PSOT".into() }));
-    assert_eq!("*".parse::<HttpVerb>(), Err(AclError::InvalidHttpVerb { value: "*".into() }));
-    assert_eq!("".parse::<HttpVerb>(), Err(AclError::InvalidHttpVerb { value: String::new() }));
+    for bad in ["PSOT", "*", "", "FOO", "PROPFIND", "GET ", "G\u{130}T", "ＧＥＴ"] {
+        assert_eq!(bad.parse::<HttpVerb>(), Err(UnsupportedVerb(bad.to_owned())), "{bad:?}");
+        assert_eq!(HttpVerb::parse(bad), Err(UnsupportedVerb(bad.to_owned())), "{bad:?}");
+    }
+    let long = "X".repeat(100);
+    assert_eq!(HttpVerb::parse(&long), Err(UnsupportedVerb("X".repeat(UnsupportedVerb::MAX_CHARS))));
+    assert_eq!(HttpVerb::from_extension_code(0), Ok(None));
+    for (i, v) in HttpVerb::ALL.into_iter().enumerate() {
+        assert_eq!(HttpVerb::from_extension_code(i32::try_from(i).unwrap_or(0) + 1), Ok(Some(v)));
+    }
+    for code in [10, -1, i32::MAX, i32::MIN] {
+        assert_eq!(HttpVerb::from_extension_code(code), Err(UnsupportedVerb(format!("verb code {code}"))));
+    }
 }
 
 #[test]
