@@ -22,6 +22,9 @@ pub use invocation::{
     decide_invocation,
 };
 pub use api::{ApiAllowList, ApiListError, is_always_allowed};
-pub use audit::{AuditChain, AuditEvent, ChainError, ChainErrorKind, Decision, verify_chain, verify_chain_to};
+pub use audit::{
+    AuditChain, AuditEvent, ChainError, ChainErrorKind, Decision, PreAclRefusal, SealedLine, StaleSeal, verify_chain,
+    verify_chain_to,
+};
 pub use path::{GrpcMethod, MethodPath, PathError, normalize_grpc_method, normalize_http_method};
 pub use secrets::{SecretScopeError, SecretScopes};

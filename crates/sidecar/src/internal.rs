@@ -180,12 +180,17 @@ pub async fn handle(shared: Arc<Shared>, peer: PeerIdentity, mut request: http::
         app_protocol,
     };
     let decision = acl.decide(&acl_request);
-    shared.audit().record(ward_policy::AuditEvent::for_acl(
+    let audited = shared.audit().record(ward_policy::AuditEvent::for_acl(
         crate::runtime::now_rfc3339(),
         shared.app_id(),
         &acl_request,
         &decision,
     ));
+    if let Err(err) = audited {
+        // Fail closed: no decision takes effect without its audit record (issue 12 row 9).
+        tracing::error!(error = %err, "audit unavailable; refusing the call");
+        return peer_error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "audit log unavailable".to_owned());
+    }
     if !decision.allowed {
         let who = caller.as_ref().map(ToString::to_string).unwrap_or_default();
         let verb = if grpc { "NONE".to_owned() } else { request.method().to_string() };
