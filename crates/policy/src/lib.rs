@@ -10,6 +10,7 @@ pub mod api;
 pub mod audit;
 pub mod invocation;
 pub mod path;
+pub mod routing;
 pub mod secrets;
 pub mod spec;
 
@@ -27,4 +28,7 @@ pub use audit::{
     verify_chain_to,
 };
 pub use path::{GrpcMethod, MethodPath, PathError, normalize_grpc_method, normalize_http_method};
+pub use routing::{
+    InvokeForm, PublicApi, PublicRequest, SecretsRoute, StateRoute, classify_public, is_token_exempt,
+};
 pub use secrets::{SecretScopeError, SecretScopes};
