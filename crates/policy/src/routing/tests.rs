@@ -97,6 +97,9 @@ fn routes_and_invocation() {
         case("invoke without method", "GET", "/v1.0/invoke/orders", H, P::InvokeMissingAppId, false),
         case("invoke empty target", "GET", "/v1.0/invoke//method/x", None, P::InvokeMissingAppId, false),
         case("invoke root", "GET", "/v1.0/invoke", None, P::InvokeMissingAppId, false),
+        // Found by the fuzz target: the header form applies to an unrouted /v1.0/invoke… path too.
+        case("invoke look-alike with header", "GET", "/v1.0/invokeGET", H, invoke("orders", "v1.0/invokeGET", Header), false),
+        case("invoke look-alike without header", "GET", "/v1.0/invokeGET", None, P::InvokeMissingAppId, false),
         case("header form", "POST", "/orders/1", H, invoke("orders", "orders/1", Header), false),
         case("header form, any verb", "FOO", "/admin", H, invoke("orders", "admin", Header), false),
         case("header form, look-alike API", "GET", "/v1.0/stateful/x", H, invoke("orders", "v1.0/stateful/x", Header), false),
