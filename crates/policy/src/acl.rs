@@ -139,7 +139,10 @@ impl HttpVerb {
     /// Parses a request method: the nine standard methods in any ASCII case; anything else (`FOO`, `PROPFIND`,
     /// `*`, empty) is an error, never "no verb".
     pub fn parse(method: &str) -> Result<Self, UnsupportedVerb> {
-        HttpVerb::ALL.into_iter().find(|v| v.as_str().eq_ignore_ascii_case(method)).ok_or_else(|| UnsupportedVerb::new(method))
+        HttpVerb::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(method))
+            .ok_or_else(|| UnsupportedVerb::new(method))
     }
 
     /// Dapr's `common.v1.HTTPExtension.Verb` code (gRPC `InvokeService`): `0` (`NONE`) is `Ok(None)`, `1`–`9` are

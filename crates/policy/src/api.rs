@@ -1,7 +1,8 @@
 //! API allow/deny lists: Dapr's `spec.api` (DAPR-FACTS §5).
 //!
-//! Owns: validating the lists and answering "is this Dapr API reachable" for an HTTP request path
-//! (`/v1.0/state/mystore/key`) or a gRPC full method (`/dapr.proto.runtime.v1.Dapr/GetState`).
+//! Owns: validating the lists and answering "is this Dapr API reachable" for a classified public HTTP request
+//! ([`ApiAllowList::allows_http`] over [`crate::routing::classify_public`], so invocation through `dapr-app-id` is the
+//! `invoke` API at any path) or a gRPC full method (`/dapr.proto.runtime.v1.Dapr/GetState`).
 //!
 //! Does not own: routing, or the answer for a refused API (HTTP 404 / gRPC `Unimplemented` in Dapr).
 //!
@@ -117,7 +118,9 @@ impl ApiAllowList {
                 StateRoute::Save { store } => format!("v1.0/state/{store}"),
                 StateRoute::BulkGet { store } => format!("v1.0/state/{store}/bulk"),
                 StateRoute::Transaction { store } => format!("v1.0/state/{store}/transaction"),
-                StateRoute::Get { store, key } | StateRoute::Delete { store, key } => format!("v1.0/state/{store}/{key}"),
+                StateRoute::Get { store, key } | StateRoute::Delete { store, key } => {
+                    format!("v1.0/state/{store}/{key}")
+                }
             },
             PublicRequest::Secrets(route) => match *route {
                 SecretsRoute::Bulk { store } => format!("v1.0/secrets/{store}/bulk"),
@@ -469,14 +472,30 @@ denied:
         let allow_state = list("{allowed: [{name: state, version: v1}]}");
         let deny_orders = list("{denied: [{name: invoke/orders, version: v1.0}]}");
         let none = ApiAllowList::allow_all();
-        let cases: &[(&str, &ApiAllowList, &str, &str, Option<&str>, bool)] = &[
+        // (name, lists, method, path, dapr-app-id, allowed)
+        type Case<'a> = (&'a str, &'a ApiAllowList, &'a str, &'a str, Option<&'a str>, bool);
+        let cases: &[Case<'_>] = &[
             ("deny invoke: header form", &deny_invoke, "POST", "/orders", Some("orders"), false),
             ("deny invoke: path form", &deny_invoke, "POST", "/v1.0/invoke/orders/method/x", None, false),
             ("deny invoke: missing app id", &deny_invoke, "GET", "/v1.0/invoke", None, false),
             ("deny invoke: state still allowed", &deny_invoke, "GET", "/v1.0/state/s/k", Some("orders"), true),
             ("deny invoke: health allowed", &deny_invoke, "GET", "/v1.0/healthz", Some("orders"), true),
-            ("allow state: look-alike path with header", &allow_state, "GET", "/v1.0/stateful/x", Some("orders"), false),
-            ("allow state: header form on a state-looking path", &allow_state, "GET", "/v1.0/state/s/k/x", Some("o"), false),
+            (
+                "allow state: look-alike path with header",
+                &allow_state,
+                "GET",
+                "/v1.0/stateful/x",
+                Some("orders"),
+                false,
+            ),
+            (
+                "allow state: header form on a state-looking path",
+                &allow_state,
+                "GET",
+                "/v1.0/state/s/k/x",
+                Some("o"),
+                false,
+            ),
             ("allow state: state", &allow_state, "POST", "/v1.0/state/s", None, true),
             ("allow state: state 405 is judged as state", &allow_state, "GET", "/v1.0/state/s", None, true),
             ("allow state: metadata refused", &allow_state, "GET", "/v1.0/metadata", None, false),

@@ -175,12 +175,8 @@ impl AuditEvent {
                     Operation::Http(_) => input.app_protocol,
                     Operation::Grpc(_) => AppProtocol::Grpc,
                 };
-                let req = AclRequest {
-                    caller: input.caller,
-                    operation: d.operation.as_str(),
-                    verb: d.verb,
-                    app_protocol,
-                };
+                let req =
+                    AclRequest { caller: input.caller, operation: d.operation.as_str(), verb: d.verb, app_protocol };
                 Self::for_acl(time, callee, &req, &d.decision)
             }
         }
@@ -418,7 +414,9 @@ mod tests {
 
     fn sealed(n: usize) -> Vec<String> {
         let mut chain = AuditChain::new();
-        (0..n).map(|i| chain.seal_and_commit(&event(i, if i % 2 == 0 { Decision::Allow } else { Decision::Deny }))).collect()
+        (0..n)
+            .map(|i| chain.seal_and_commit(&event(i, if i % 2 == 0 { Decision::Allow } else { Decision::Deny })))
+            .collect()
     }
 
     fn verify(lines: &[String]) -> Result<usize, ChainError> {
@@ -583,7 +581,10 @@ mod tests {
         .iter()
         .map(|r| r.as_str())
         .collect();
-        assert_eq!(names, ["invalid-method", "unsupported-verb", "unverified-caller", "body-too-large", "reserved-grpc-service"]);
+        assert_eq!(
+            names,
+            ["invalid-method", "unsupported-verb", "unverified-caller", "body-too-large", "reserved-grpc-service"]
+        );
     }
 
     #[test]

@@ -103,11 +103,17 @@ pub enum PublicRequest<'a> {
     /// Service invocation. `target` is `app-id` or `app-id.namespace` (percent-decoded for the path form, as the
     /// header value for the header form); `raw_method` is still percent-encoded, without a leading `/` for the
     /// header form; it goes to the callee's sidecar unchanged.
-    Invoke { target: Cow<'a, str>, raw_method: &'a str, form: InvokeForm },
+    Invoke {
+        target: Cow<'a, str>,
+        raw_method: &'a str,
+        form: InvokeForm,
+    },
     /// `/v1.0/invoke…` without a target app (Dapr's `ERR_DIRECT_INVOKE`), or an empty `dapr-app-id`.
     InvokeMissingAppId,
     /// A routed path with a method its route does not serve (405).
-    MethodNotAllowed { api: PublicApi },
+    MethodNotAllowed {
+        api: PublicApi,
+    },
     /// Nothing (404).
     NotFound,
 }
@@ -193,7 +199,9 @@ fn route<'a>(method: &str, raw_path: &'a str) -> Option<PublicRequest<'a>> {
         let parts = (segments.next(), segments.next(), segments.next());
         let api = PublicApi::State;
         return match parts {
-            (Some(store), None, None) if !store.is_empty() => pick(post, PublicRequest::State(StateRoute::Save { store }), api),
+            (Some(store), None, None) if !store.is_empty() => {
+                pick(post, PublicRequest::State(StateRoute::Save { store }), api)
+            }
             (Some(store), Some("bulk"), None) => pick(post, PublicRequest::State(StateRoute::BulkGet { store }), api),
             (Some(store), Some("transaction"), None) => {
                 pick(post, PublicRequest::State(StateRoute::Transaction { store }), api)

@@ -11,11 +11,8 @@ use ward_policy::{AccessControl, AclRequest, AppProtocol, Caller, HttpVerb, Path
 
 /// Allows everything except `/admin/**`, `/key` and `/password` (each a spelling a confusable can reach).
 static ACL: LazyLock<AccessControl> = LazyLock::new(|| {
-    let deny = |name: &str| OperationSpec {
-        name: name.into(),
-        http_verb: vec!["*".into()],
-        action: Some("deny".into()),
-    };
+    let deny =
+        |name: &str| OperationSpec { name: name.into(), http_verb: vec!["*".into()], action: Some("deny".into()) };
     let spec = AccessControlSpec {
         default_action: Some("deny".into()),
         trust_domain: None,
@@ -44,12 +41,51 @@ fn allowed(operation: &str) -> bool {
 /// characters (which must stay usable).
 fn piece() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "admin", "ADMIN", "adm", "in", "n", "a", "d", "m", "i", "k", "ey", "pa", "word", "ss", "s", "/", "/", "x",
+        "admin",
+        "ADMIN",
+        "adm",
+        "in",
+        "n",
+        "a",
+        "d",
+        "m",
+        "i",
+        "k",
+        "ey",
+        "pa",
+        "word",
+        "ss",
+        "s",
+        "/",
+        "/",
+        "x",
         // fold onto ASCII: dotless i, long s, Kelvin, Angstrom, fullwidth, ligatures, sharp s, dotted I, math bold
-        "\u{131}", "\u{17f}", "\u{212a}", "\u{212b}", "\u{ff21}", "\u{ff41}", "\u{ff44}", "\u{ff4d}", "\u{ff49}",
-        "\u{ff4e}", "\u{fb00}", "\u{fb01}", "\u{df}", "\u{1e9e}", "\u{130}", "\u{1d41a}", "\u{2170}", "\u{24d0}",
+        "\u{131}",
+        "\u{17f}",
+        "\u{212a}",
+        "\u{212b}",
+        "\u{ff21}",
+        "\u{ff41}",
+        "\u{ff44}",
+        "\u{ff4d}",
+        "\u{ff49}",
+        "\u{ff4e}",
+        "\u{fb00}",
+        "\u{fb01}",
+        "\u{df}",
+        "\u{1e9e}",
+        "\u{130}",
+        "\u{1d41a}",
+        "\u{2170}",
+        "\u{24d0}",
         // stay non-ASCII under every folding
-        "\u{e9}", "\u{c4}", "\u{f6}", "\u{3a9}", "\u{4e2d}", "\u{301}", "\u{a0}",
+        "\u{e9}",
+        "\u{c4}",
+        "\u{f6}",
+        "\u{3a9}",
+        "\u{4e2d}",
+        "\u{301}",
+        "\u{a0}",
     ])
     .prop_map(String::from)
 }
