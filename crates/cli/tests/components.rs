@@ -617,8 +617,7 @@ fn hot_reload_adds_components_and_a_broken_file_keeps_the_old_ones() {
     assert_eq!(http.get(&sc.http, "/v1.0/state/memstore/k").text(), "1");
 
     std::fs::write(dir.join("broken.yaml"), "kind: Component\nmetadata: {name: [\n").unwrap();
-    sc.process
-        .wait_stderr("resources changed but do not load; keeping the previous components", Duration::from_secs(5));
+    sc.process.wait_stderr("reload refused, keeping the previous configuration", Duration::from_secs(5));
     assert_eq!(http.get(&sc.http, "/v1.0/state/memstore/k").text(), "1");
     assert_eq!(http.get(&sc.http, "/v1.0/state/newstore/k").status, 204);
 

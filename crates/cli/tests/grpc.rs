@@ -222,3 +222,101 @@ fn grpc_api_requires_the_token_and_honours_the_allow_list() {
         assert!(err.message().contains("not available"), "{}", err.message());
     });
 }
+
+/// Hardening finding 5: `dapr.proto.*` services are never proxied (the app would dispatch `OnInvoke` on an inner
+/// method the ACL never saw), at the caller's sidecar and again at the callee's.
+#[test]
+fn finding_05_the_grpc_proxy_refuses_dapr_services() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let callback = Callback::default();
+    let port = grpc_app(&runtime, callback.clone());
+    let mesh = Mesh::start(&[]);
+    // The callee allows everything to `caller` but `admin`: the forged OnInvoke would carry method `admin`.
+    let config = mesh.write(
+        "grpc-callee.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: caller\n      namespace: default\n      trustDomain: public\n      defaultAction: allow\n      operations:\n      - name: admin\n        action: deny\n",
+    );
+    let mut callee = SidecarSpec::new("callee", Some(port));
+    callee.config = Some(&config);
+    callee.extra = vec!["--app-protocol".into(), "grpc".into()];
+    let _callee = mesh.sidecar(callee);
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let grpc_addr = support::field(&caller.process.stdout_text(), "grpc");
+    runtime.block_on(async {
+        let mut app = rt::app_callback_client::AppCallbackClient::new(channel(&grpc_addr).await);
+        let forged = common::InvokeRequest { method: "admin".into(), ..Default::default() };
+        let mut request = Request::new(forged);
+        request.metadata_mut().insert("dapr-app-id", "callee".parse().unwrap());
+        let err = app.on_invoke(request).await.expect_err("never proxied");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        let mut request = Request::new(rt::TopicEventRequest::default());
+        request.metadata_mut().insert("dapr-app-id", "callee".parse().unwrap());
+        assert_eq!(app.on_topic_event(request).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    });
+    assert!(callback.seen.lock().unwrap().is_empty(), "the app never received a forged OnInvoke");
+}
+
+/// Hardening finding 2 (gRPC side): an `HTTPExtension.verb` outside Dapr's enum is `InvalidArgument`, not POST.
+#[test]
+fn finding_02_invoke_service_refuses_an_out_of_range_verb() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mesh = Mesh::start(&[]);
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let grpc_addr = support::field(&caller.process.stdout_text(), "grpc");
+    runtime.block_on(async {
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        let invoke = rt::InvokeServiceRequest {
+            id: "anyone".into(),
+            message: Some(common::InvokeRequest {
+                method: "x".into(),
+                http_extension: Some(common::HttpExtension { verb: 42, querystring: String::new() }),
+                ..Default::default()
+            }),
+        };
+        let err = dapr.invoke_service(invoke).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    });
+}
+
+/// Hardening finding 6: gRPC `InvokeService` buffers the callee's answer only up to `--max-body-size`.
+#[test]
+fn finding_06_invoke_service_bounds_the_answer_it_buffers() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // An HTTP app that answers 8 MiB.
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(vec![b'x'; 8 * 1024 * 1024]),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let mesh = Mesh::start(&[]);
+    let _big = mesh.sidecar(SidecarSpec::new("big", Some(port)));
+    let mut caller_spec = SidecarSpec::new("caller", None);
+    caller_spec.extra = vec!["--max-body-size".into(), "1Mi".into()];
+    let caller = mesh.sidecar(caller_spec);
+    let grpc_addr = support::field(&caller.process.stdout_text(), "grpc");
+    runtime.block_on(async {
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        let invoke = rt::InvokeServiceRequest {
+            id: "big".into(),
+            message: Some(common::InvokeRequest { method: "x".into(), ..Default::default() }),
+        };
+        let err = dapr.invoke_service(invoke).await.unwrap_err();
+        assert!(err.message().contains("larger than the limit of 1048576 bytes"), "{err:?}");
+    });
+    // The HTTP API streams the same answer through unbuffered.
+    let reply = Http::new().send("GET", &caller.http, "/v1.0/invoke/big/method/x", &[], vec![]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 8 * 1024 * 1024);
+}

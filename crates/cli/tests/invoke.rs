@@ -178,7 +178,7 @@ fn access_control_denies_before_the_app_and_audits_every_decision() {
     });
     // A broken file keeps the last good policy.
     std::fs::write(&p.config, "spec: [not: valid").unwrap();
-    p.callee.process.wait_stderr("keeping the previous policy", Duration::from_secs(5));
+    p.callee.process.wait_stderr("keeping the previous configuration", Duration::from_secs(5));
     assert_eq!(http.send("GET", &p.caller.http, "/v1.0/invoke/callee/method/admin/x", &[], vec![]).status, 403);
     assert_eq!(http.send("DELETE", &p.caller.http, "/v1.0/invoke/callee/method/orders/1", &[], vec![]).status, 200);
 }
@@ -220,10 +220,18 @@ fn a_ten_mebibyte_body_streams_through_and_the_limit_holds() {
 
     let mesh = Mesh::start(&[]);
     let app = TestApp::start();
-    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let mut callee = SidecarSpec::new("callee", Some(app.addr.port()));
+    callee.extra = vec!["--max-body-size".into(), "16Mi".into()];
+    let _callee = mesh.sidecar(callee);
+    let _small_callee = mesh.sidecar(SidecarSpec::new("small", Some(app.addr.port())));
     let mut spec = SidecarSpec::new("caller", None);
     spec.extra = vec!["--max-body-size".into(), "16Mi".into()];
     let caller = mesh.sidecar(spec);
+    // The callee's own limit holds too (4 MiB by default), whatever the caller's is.
+    let reply = http.send("POST", &caller.http, "/v1.0/invoke/small/method/upload", &[], big.clone());
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["errorCode"], "ERR_BODY_READ");
+    assert!(app.seen().is_empty());
     let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/upload", &[], big);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), format!("echo:/upload len={}", 10 * 1024 * 1024));
@@ -254,6 +262,16 @@ fn internal_port_refuses_clients_without_a_valid_certificate() {
     let other = rcgen_ca();
     let other_leaf = leaf(&other, "spiffe://public/ns/default/caller", false);
     assert!(rt.block_on(try_request(tls_client(&anchors, Some(other_leaf)), internal)).is_err());
+    // A self-signed leaf (not a CA) naming a perfectly good identity: it vouches only for itself.
+    let self_signed = {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI("spiffe://public/ns/default/caller".try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.self_signed(&key).unwrap();
+        (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    };
+    assert!(rt.block_on(try_request(tls_client(&anchors, Some(self_signed)), internal)).is_err());
     // An expired certificate from the right CA (sentry's issuer).
     let (issuer, issuer_der) = issuer_from_dir(&p.mesh.dir.path().join("ca"));
     let mut expired = leaf(&issuer, "spiffe://public/ns/default/caller", true);

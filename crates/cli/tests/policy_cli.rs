@@ -83,7 +83,7 @@ fn production_mode_refuses_to_start_without_mtls() {
     let (code, _, err) =
         ward_output(&["sidecar", "--app-id", "x", "--dapr-http-port", "0", "--production"], &[("WARD_HOME", home)]);
     assert_ne!(code, 0);
-    assert!(err.contains("production mode requires mTLS"), "{err}");
+    assert!(err.contains("production mode (from --production) requires mTLS"), "{err}");
     let (code, _, err) = ward_output(&["sidecar", "--app-id", "x", "--app-protocol", "grpcs"], &[("WARD_HOME", home)]);
     assert_ne!(code, 0);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

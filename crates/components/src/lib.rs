@@ -1,6 +1,9 @@
 //! Building-block backends for ward, each behind a trait: state stores ([`state`]), secret stores
 //! ([`secretstores`]) and the self-hosted name-resolution registry ([`nameresolution`]).
 //!
+//! [`classify_component`] says, before anything is built, whether a `spec.type` is a state store, a secret store,
+//! a Dapr building block ward does not implement yet, or refused (unknown types and `middleware.*`).
+//!
 //! The sidecar hands each component its type, version, name and already-resolved metadata
 //! ([`ComponentMetadata`]) plus a [`BuildContext`]; a factory returns a ready component or a [`ComponentError`]
 //! that names the offending field.
@@ -13,12 +16,14 @@ pub mod metadata;
 pub mod nameresolution;
 pub mod secretstores;
 pub mod state;
+pub mod support;
 
 mod sqlite_conn;
 
 use std::path::PathBuf;
 
 pub use metadata::{BoxError, ComponentError, ComponentMetadata};
+pub use support::{ComponentSupport, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component};
 
 /// What a factory needs to know about the sidecar that is building a component.
 #[derive(Debug, Clone, PartialEq, Eq)]

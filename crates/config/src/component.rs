@@ -1,8 +1,8 @@
 //! `kind: Component`: the raw YAML shape, the checked [`Component`], its scopes, and resolving its metadata
 //! (plain values, `secretKeyRef`, `envRef`) into a [`ResolvedMetadata`] map whose `Debug` hides the values.
 //!
-//! Owns: the rules any component must satisfy (name, `type`, `version`, metadata items, secret/env references).
-//! Does not know which component types exist or which metadata a type needs (the components crate checks that and
+//! Owns: the rules any component must satisfy (name, `type`, `version` (absent or empty means `v1`), metadata
+//! items, secret/env references). Does not know which component types exist or which metadata a type needs (the components crate checks that and
 //! reports it with [`ConfigError::invalid_component`]), and does not talk to secret stores: resolution takes a
 //! callback.
 
@@ -20,6 +20,9 @@ use crate::yaml::{Document, check_key_case, child, elements, scalar_string};
 
 /// The only apiVersion Dapr defines for components.
 pub const COMPONENT_API_VERSION: &str = "dapr.io/v1alpha1";
+
+/// The version of a component whose `spec.version` is absent or empty, as in Dapr.
+pub const DEFAULT_COMPONENT_VERSION: &str = "v1";
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -271,10 +274,11 @@ impl Component {
         let name = check_resource_name(raw.metadata.name.as_deref()).map_err(|m| invalid("metadata.name", m))?;
         let type_ = raw.spec.type_.as_deref().unwrap_or_default().trim();
         check_component_type(type_).map_err(|m| invalid("spec.type", m))?;
-        let version = raw.spec.version.as_deref().unwrap_or_default().trim();
-        if version.is_empty() {
-            return Err(invalid("spec.version", "is required (e.g. \"v1\")".to_string()));
-        }
+        // Dapr treats an absent or empty version as `v1` (issue 19: `dapr init`-style components omit it).
+        let version = match raw.spec.version.as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_COMPONENT_VERSION,
+            Some(v) => v,
+        };
         if version.contains(|c: char| c.is_whitespace() || c == '/') {
             return Err(invalid("spec.version", format!("{} is not a valid version", crate::error::quoted(version))));
         }

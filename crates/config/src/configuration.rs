@@ -1,9 +1,12 @@
 //! `kind: Configuration`: the sidecar's `--config` file (and any Configuration found in resource directories).
 //!
 //! Owns: the raw shape of the sections ward reads, durations and sizes parsed into typed values, the component
-//! denylist with Dapr's matching rule, and ward's own strict `spec.ward` extension. Unknown keys inside Dapr's
-//! sections are ignored, as Dapr ignores them. Does not compile policies: `accessControl`, `secrets` and `api` are
-//! handed over raw ([`ward_policy::spec`]) for `ward-policy` to compile and judge.
+//! denylist with Dapr's matching rule, ward's own `spec.ward` extension, and the list of what the file asks for
+//! that ward does not do ([`Configuration::unsupported`]: unknown keys outside the security sections, Dapr
+//! sections and features ward does not implement). Which key is which is one table, `schema.rs`; unknown keys
+//! inside the security sections are load errors. Does not compile policies: `accessControl`, `secrets` and `api`
+//! are handed over raw ([`ward_policy::spec`]) for `ward-policy` to compile and judge; does not decide whether an
+//! unsupported field stops the sidecar (production) or is a warning (development).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +17,15 @@ use serde_json::Value;
 use ward_policy::spec::{AccessControlSpec, ApiSpec, SecretsSpec};
 
 use crate::error::{ConfigError, ResourceKind};
-use crate::meta::{Header, RawObjectMeta, check_resource_name};
+use crate::meta::{Header, RawObjectMeta, check_configuration_name};
+use crate::schema::{UnsupportedField, UnsupportedKind};
 use crate::units::{parse_byte_quantity, parse_go_duration};
-use crate::yaml::{Document, check_key_case, child, elements, scalar_string};
+use crate::yaml::{Document, check_key_case, child, scalar_string};
+
+/// `spec.features` names ward implements. `HotReload`: ward always reloads components and the Configuration's
+/// access control when their files change, so asking for it is honoured. Any other enabled feature is listed in
+/// [`Configuration::unsupported`].
+pub const IMPLEMENTED_FEATURES: &[&str] = &["HotReload"];
 
 /// The only apiVersion Dapr defines for configurations.
 pub const CONFIGURATION_API_VERSION: &str = "dapr.io/v1alpha1";
@@ -58,7 +67,7 @@ struct RawConfigurationSpec {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawComponentsSpec {
     #[serde(default)]
     deny: Vec<String>,
@@ -94,7 +103,7 @@ struct RawApiLogging {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawMtls {
     #[serde(default)]
     enabled: Option<bool>,
@@ -106,17 +115,20 @@ struct RawMtls {
     sentry_address: Option<String>,
     #[serde(default)]
     control_plane_trust_domain: Option<String>,
+    /// Not implemented (the schema walk lists it in `unsupported`); accepted here so the strict struct parses.
+    #[serde(default, rename = "tokenValidators")]
+    _token_validators: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPipeline {
     #[serde(default)]
     handlers: Vec<RawHandler>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawHandler {
     #[serde(default)]
     name: Option<String>,
@@ -129,14 +141,14 @@ struct RawHandler {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSelector {
     #[serde(default)]
     fields: Vec<RawSelectorField>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSelectorField {
     #[serde(default)]
     field: String,
@@ -194,6 +206,12 @@ pub struct Configuration {
     pub features: Vec<Feature>,
     /// `spec.ward`.
     pub ward: WardSpec,
+    /// What the file asks for that ward does not do, sorted by field path: unknown keys outside the security sections
+    /// ([`UnsupportedKind::UnknownKey`]), and Dapr sections, fields and enabled features ward parses but does not
+    /// implement ([`UnsupportedKind::NotImplemented`], e.g. `spec.tracing`, `spec.features[0]`). Empty when ward
+    /// honours the whole file. The runtime refuses a non-empty list in production ([`Configuration::check_unsupported`])
+    /// and warns once per entry in development ([`Configuration::unsupported_error`] gives the line).
+    pub unsupported: Vec<UnsupportedField>,
     /// The file the configuration was read from.
     pub source: PathBuf,
 }
@@ -221,7 +239,11 @@ pub struct MtlsSpec {
     pub enabled: Option<bool>,
     pub workload_cert_ttl: Option<Duration>,
     pub allowed_clock_skew: Option<Duration>,
+    /// Parsed, but the sidecar takes it from `--sentry-address`: when set, also listed in
+    /// [`Configuration::unsupported`] as not implemented.
     pub sentry_address: Option<String>,
+    /// Parsed, but the sidecar takes it from `--control-plane-trust-domain`: when set, also listed in
+    /// [`Configuration::unsupported`] as not implemented.
     pub control_plane_trust_domain: Option<String>,
 }
 
@@ -293,6 +315,45 @@ impl Configuration {
         self.features.iter().any(|f| f.name == name && f.enabled)
     }
 
+    /// One unsupported field as the one-line error the runtime prints, e.g. `<file>: Configuration "<name>":
+    /// spec.tracing: not implemented: ward does not export traces yet` (a refusal in production, a warning in
+    /// development).
+    pub fn unsupported_error(&self, field: &UnsupportedField) -> ConfigError {
+        ConfigError::Unsupported { path: self.source.clone(), name: self.name.clone(), field: field.clone() }
+    }
+
+    /// `Err` for the first entry of [`Configuration::unsupported`], if any: what production mode calls.
+    pub fn check_unsupported(&self) -> Result<(), ConfigError> {
+        match self.unsupported.first() {
+            Some(field) => Err(self.unsupported_error(field)),
+            None => Ok(()),
+        }
+    }
+
+    /// The security controls `previous` had that `self` no longer has, as field paths: a whole section removed
+    /// (`spec.accessControl`, `spec.secrets`, `spec.api`), a list emptied (`spec.components.deny`,
+    /// `spec.httpPipeline`, `spec.appHttpPipeline`), or a switch turned off (`spec.ward.productionMode`,
+    /// `spec.mtls.enabled`). A reload that removes a control may be a half-written file as easily as a decision, so
+    /// the configuration watcher refuses it in production (the old snapshot stays until a restart) and applies it
+    /// with a warning naming the file and these fields in development (issue 12, row 10). Tightening is never listed.
+    pub fn security_controls_removed(&self, previous: &Configuration) -> Vec<&'static str> {
+        let mut removed = Vec::new();
+        let mut check = |field: &'static str, had: bool, has: bool| {
+            if had && !has {
+                removed.push(field);
+            }
+        };
+        check("spec.accessControl", previous.access_control.is_some(), self.access_control.is_some());
+        check("spec.secrets", previous.secrets.is_some(), self.secrets.is_some());
+        check("spec.api", previous.api.is_some(), self.api.is_some());
+        check("spec.components.deny", !previous.components_deny.is_empty(), !self.components_deny.is_empty());
+        check("spec.httpPipeline", !previous.http_pipeline.is_empty(), !self.http_pipeline.is_empty());
+        check("spec.appHttpPipeline", !previous.app_http_pipeline.is_empty(), !self.app_http_pipeline.is_empty());
+        check("spec.ward.productionMode", previous.ward.production_mode, self.ward.production_mode);
+        check("spec.mtls.enabled", previous.mtls.enabled == Some(true), self.mtls.enabled == Some(true));
+        removed
+    }
+
     pub(crate) fn from_document(path: &Path, doc: Document, header: &Header) -> Result<Configuration, ConfigError> {
         let resource = header.resource_id(ResourceKind::Configuration, doc.index);
         header.check_api_version(path, &resource, &[CONFIGURATION_API_VERSION])?;
@@ -302,9 +363,12 @@ impl Configuration {
             field: field.to_string(),
             message,
         };
-        check_case(&doc.value).map_err(|(f, m)| invalid(&f, m))?;
+        check_key_case(child(Some(&doc.value), "metadata"), "metadata", &["name", "namespace"])
+            .map_err(|(f, m)| invalid(&f, m))?;
+        // Unknown keys first: in a security section one is a load error, whatever else is wrong.
+        let mut unsupported = crate::schema::walk(&doc.value).map_err(|(f, m)| invalid(&f, m))?;
         let raw: RawConfiguration = crate::yaml::deserialize(doc.value, path, &resource)?;
-        let name = check_resource_name(raw.metadata.name.as_deref()).map_err(|m| invalid("metadata.name", m))?;
+        let name = check_configuration_name(raw.metadata.name.as_deref()).map_err(|m| invalid("metadata.name", m))?;
         let spec = raw.spec;
 
         let mut deny = Vec::new();
@@ -404,6 +468,14 @@ impl Configuration {
                 .name
                 .filter(|n| !n.trim().is_empty())
                 .ok_or_else(|| invalid(&format!("spec.features[{i}].name"), "is required".to_string()))?;
+            // A disabled feature asks for nothing; an enabled one ward does not have is a request it cannot meet.
+            if f.enabled && !IMPLEMENTED_FEATURES.contains(&name.as_str()) {
+                unsupported.push(UnsupportedField {
+                    field: format!("spec.features[{i}]"),
+                    kind: UnsupportedKind::NotImplemented,
+                    detail: format!("feature {} is not implemented by ward", crate::error::quoted(&name)),
+                });
+            }
             features.push(Feature { name, enabled: f.enabled });
         }
 
@@ -444,93 +516,14 @@ impl Configuration {
             app_http_pipeline,
             features,
             ward,
+            unsupported: {
+                // The parsed tree does not keep key order; sorted, the list is the same for the same file.
+                unsupported.sort_by(|a, b| a.field.cmp(&b.field));
+                unsupported
+            },
             source: path.to_path_buf(),
         })
     }
-}
-
-/// Refuse keys in the security-relevant sections that Dapr would accept only because Go matches JSON keys
-/// case-insensitively (`spec.accesscontrol`, `httpverb`): ward would otherwise ignore them and run without the rule.
-fn check_case(root: &Value) -> Result<(), (String, String)> {
-    let spec = child(Some(root), "spec");
-    check_key_case(child(Some(root), "metadata"), "metadata", &["name", "namespace"])?;
-    check_key_case(
-        spec,
-        "spec",
-        &[
-            "accessControl",
-            "secrets",
-            "api",
-            "components",
-            "nameResolution",
-            "logging",
-            "mtls",
-            "httpPipeline",
-            "appHttpPipeline",
-            "features",
-            "ward",
-            "tracing",
-            "metrics",
-            "metric",
-        ],
-    )?;
-    let acl = child(spec, "accessControl");
-    check_key_case(acl, "spec.accessControl", &["defaultAction", "trustDomain", "policies"])?;
-    for (i, policy) in elements(child(acl, "policies")) {
-        let at = format!("spec.accessControl.policies[{i}]");
-        check_key_case(Some(policy), &at, &["appId", "namespace", "trustDomain", "defaultAction", "operations"])?;
-        for (j, op) in elements(child(Some(policy), "operations")) {
-            check_key_case(Some(op), &format!("{at}.operations[{j}]"), &["name", "httpVerb", "action"])?;
-        }
-    }
-    let secrets = child(spec, "secrets");
-    check_key_case(secrets, "spec.secrets", &["scopes"])?;
-    for (i, scope) in elements(child(secrets, "scopes")) {
-        check_key_case(
-            Some(scope),
-            &format!("spec.secrets.scopes[{i}]"),
-            &["storeName", "defaultAccess", "allowedSecrets", "deniedSecrets"],
-        )?;
-    }
-    let api = child(spec, "api");
-    check_key_case(api, "spec.api", &["allowed", "denied"])?;
-    for list in ["allowed", "denied"] {
-        for (i, rule) in elements(child(api, list)) {
-            check_key_case(Some(rule), &format!("spec.api.{list}[{i}]"), &["name", "version", "protocol"])?;
-        }
-    }
-    check_key_case(child(spec, "components"), "spec.components", &["deny"])?;
-    check_key_case(
-        child(spec, "mtls"),
-        "spec.mtls",
-        &[
-            "enabled",
-            "workloadCertTTL",
-            "allowedClockSkew",
-            "sentryAddress",
-            "controlPlaneTrustDomain",
-            "tokenValidators",
-        ],
-    )?;
-    for pipeline in ["httpPipeline", "appHttpPipeline"] {
-        let p = child(spec, pipeline);
-        check_key_case(p, &format!("spec.{pipeline}"), &["handlers"])?;
-        for (i, h) in elements(child(p, "handlers")) {
-            check_key_case(
-                Some(h),
-                &format!("spec.{pipeline}.handlers[{i}]"),
-                &["name", "type", "version", "selector"],
-            )?;
-        }
-    }
-    check_key_case(child(spec, "nameResolution"), "spec.nameResolution", &["component", "version", "configuration"])?;
-    let logging = child(spec, "logging");
-    check_key_case(
-        child(logging, "apiLogging"),
-        "spec.logging.apiLogging",
-        &["enabled", "obfuscateURLs", "omitHealthChecks"],
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::component::Component;
+use crate::schema::UnsupportedField;
 
 /// The three Dapr resource kinds this crate parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +119,16 @@ pub enum ConfigError {
         first: PathBuf,
     },
 
+    /// A Configuration asks for something ward does not do (an entry of `Configuration::unsupported`): the
+    /// refusal in production, the warning text in development.
+    #[error("{}: Configuration {}: {field}", path.display(), quoted(name))]
+    Unsupported {
+        path: PathBuf,
+        /// The Configuration's `metadata.name`.
+        name: String,
+        field: UnsupportedField,
+    },
+
     /// A `--config` file holds no `kind: Configuration` document, or more than one.
     #[error("{}: expected exactly one `kind: Configuration` document, found {found}", path.display())]
     ConfigurationCount { path: PathBuf, found: usize },
@@ -148,6 +159,7 @@ impl ConfigError {
             | ConfigError::Document { path, .. }
             | ConfigError::Invalid { path, .. }
             | ConfigError::Duplicate { path, .. }
+            | ConfigError::Unsupported { path, .. }
             | ConfigError::ConfigurationCount { path, .. } => path,
         }
     }
@@ -157,6 +169,7 @@ impl ConfigError {
         match self {
             ConfigError::Document { field, .. } | ConfigError::Invalid { field, .. } => Some(field),
             ConfigError::Duplicate { .. } => Some("metadata.name"),
+            ConfigError::Unsupported { field, .. } => Some(&field.field),
             _ => None,
         }
     }

@@ -5,6 +5,15 @@
 //! resources/acl.yaml: Configuration "appconfig": spec.accessControl.policies[0].operations[1].httpVerb: invalid type: string, expected a sequence
 //! ```
 //!
+//! # Nothing configured is silently ignored
+//!
+//! Every key of a Configuration is judged against one table of Dapr's schema (`schema.rs`): inside the security
+//! sections (`accessControl`, `secrets`, `api`, `components`, `mtls`, `httpPipeline`, `appHttpPipeline`, `ward`)
+//! an unknown or misspelt key is a load error; anything else ward does not do (an unknown key elsewhere, a Dapr
+//! section or feature ward does not implement) is listed in [`Configuration::unsupported`] for the runtime to refuse
+//! in production or warn about in development. A test enumerates Dapr's fields and checks each one lands in a typed
+//! field, in that list, or in an error.
+//!
 //! What this crate does **not** do: compile or evaluate policies (`ward-policy` does; the raw
 //! [`ward_policy::spec`] sections are embedded as they are), know which component types exist (the components crate
 //! reports that with [`ConfigError::invalid_component`]), talk to secret stores ([`Component::resolve_metadata`]
@@ -30,17 +39,24 @@ mod configuration;
 mod error;
 mod meta;
 mod resources;
+mod schema;
+#[cfg(test)]
+mod schema_fields;
 mod subscription;
 mod units;
 mod yaml;
 
-pub use component::{COMPONENT_API_VERSION, Component, MetadataItem, MetadataValue, ResolvedMetadata, SecretRef};
+pub use component::{
+    COMPONENT_API_VERSION, Component, DEFAULT_COMPONENT_VERSION, MetadataItem, MetadataValue, ResolvedMetadata,
+    SecretRef,
+};
 pub use configuration::{
-    ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec, MtlsSpec,
-    NameResolution, WardSpec,
+    ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
+    IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, WardSpec,
 };
 pub use error::{BoxError, ConfigError, Location, MetadataItemRef, ResolveError, ResourceId, ResourceKind};
 pub use resources::{ResourceSet, configuration_from_yaml, fingerprint, load_configuration};
+pub use schema::{UnsupportedField, UnsupportedKind};
 pub use subscription::{RouteRule, SUBSCRIPTION_API_VERSIONS, Subscription};
 pub use units::{parse_byte_quantity, parse_go_duration};
 /// The raw policy sections a [`Configuration`] carries, re-exported for convenience.

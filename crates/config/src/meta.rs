@@ -56,7 +56,8 @@ pub(crate) fn read_header(path: &Path, doc: &Document) -> Result<Header, ConfigE
     let api_version = get_str(map, "apiVersion").map_err(|m| doc_error("apiVersion", m))?;
     let metadata = child(Some(&doc.value), "metadata");
     // Wrong types here are reported by the typed pass, with the resource named; the header is best effort.
-    let name = child(metadata, "name").and_then(Value::as_str);
+    // An empty name is reported by the typed pass; naming the resource `""` in that error would help nobody.
+    let name = child(metadata, "name").and_then(Value::as_str).filter(|n| !n.is_empty());
     let namespace = child(metadata, "namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty());
     Ok(Header {
         api_version: api_version.map(str::to_string),
@@ -128,9 +129,44 @@ pub(crate) fn check_resource_name(name: Option<&str>) -> Result<&str, String> {
     Ok(name)
 }
 
+/// Validate a Configuration's `metadata.name`. Self-hosted daprd accepts any name (`dapr init` writes
+/// `daprConfig`); only Kubernetes enforces DNS-1123, and there the API server does it. Refused: an empty name, a
+/// `/` (it would read as a path or a namespace separator), control characters (they could forge log lines), and
+/// more than 253 characters (Kubernetes' limit; nothing longer is a name).
+pub(crate) fn check_configuration_name(name: Option<&str>) -> Result<&str, String> {
+    let name = match name {
+        None | Some("") => return Err("is required".to_string()),
+        Some(n) => n,
+    };
+    if name.trim().is_empty() {
+        return Err("must not be blank".to_string());
+    }
+    if name.chars().count() > 253 {
+        return Err(format!("is {} characters long; at most 253 are allowed", name.chars().count()));
+    }
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "{} is not a valid name: it must not contain '/' or control characters",
+            crate::error::quoted(name)
+        ));
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configuration_names() {
+        for ok in ["daprConfig", "appconfig", "My_Config", "a b", "é", &"a".repeat(253)] {
+            assert_eq!(check_configuration_name(Some(ok)), Ok(ok), "{ok}");
+        }
+        for bad in ["", " ", "a/b", "/", "a\nb", "a\u{7}b", "x\u{85}", &"a".repeat(254)] {
+            assert!(check_configuration_name(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_configuration_name(None), Err("is required".to_string()));
+    }
 
     #[test]
     fn resource_names() {

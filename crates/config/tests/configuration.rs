@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ward_config::{ConfigError, ResourceSet, configuration_from_yaml, load_configuration};
+use ward_config::{ConfigError, ResourceSet, UnsupportedKind, configuration_from_yaml, load_configuration};
 
 const FULL: &str = r#"
 apiVersion: dapr.io/v1alpha1
@@ -145,6 +145,32 @@ fn full_configuration() {
     assert!(c.ward.production_mode);
     assert_eq!(c.ward.audit_log.as_deref(), Some(Path::new("/var/log/ward/audit.jsonl")));
     assert_eq!(c.ward.max_body_size, Some(4 * 1024 * 1024));
+
+    // What ward does not do is listed, sorted by field (`tokenValidators: []` asks for nothing; `Other` is
+    // disabled).
+    let listed: Vec<(&str, UnsupportedKind)> = c.unsupported.iter().map(|u| (u.field.as_str(), u.kind)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("spec.features[0]", UnsupportedKind::NotImplemented),
+            ("spec.mtls.controlPlaneTrustDomain", UnsupportedKind::NotImplemented),
+            ("spec.mtls.sentryAddress", UnsupportedKind::NotImplemented),
+            ("spec.tracing", UnsupportedKind::NotImplemented),
+        ]
+    );
+    let line = c.check_unsupported().expect_err("production refuses").to_string();
+    assert_eq!(
+        line,
+        format!(
+            "{}: Configuration \"appconfig\": spec.features[0]: not implemented: feature \"SomeFeature\" is not implemented by ward",
+            path.display()
+        )
+    );
+    assert!(
+        c.unsupported_error(&c.unsupported[3])
+            .to_string()
+            .ends_with("spec.tracing: not implemented: ward does not export traces yet")
+    );
 }
 
 #[test]
@@ -161,6 +187,8 @@ fn minimal_configuration_has_defaults() {
     assert!(!c.api_logging.enabled);
     assert!(!c.ward.production_mode);
     assert_eq!(c.ward.max_body_size, None);
+    assert!(c.unsupported.is_empty());
+    assert!(c.check_unsupported().is_ok());
 }
 
 #[test]
@@ -231,11 +259,24 @@ fn bad_configuration_values_name_the_field() {
 }
 
 #[test]
-fn unknown_keys_in_dapr_sections_are_ignored() {
-    let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\n  labels: {a: b}\nspec:\n  wasm: {strictSandbox: true}\n  mtls:\n    enabled: false\n    futureThing: 1\n  logging:\n    apiLogging:\n      enabled: true\n      newKnob: x\n";
+fn unknown_keys_outside_security_sections_are_listed_not_dropped() {
+    let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\n  labels: {a: b}\nspec:\n  wasm: {strictSandbox: true}\n  mtls:\n    enabled: false\n  logging:\n    apiLogging:\n      enabled: true\n      newKnob: x\n";
     let c = configuration_from_yaml(Path::new("c.yaml"), text.as_bytes()).expect("loads");
     assert_eq!(c.mtls.enabled, Some(false));
     assert!(c.api_logging.enabled);
+    let listed: Vec<(&str, UnsupportedKind)> = c.unsupported.iter().map(|u| (u.field.as_str(), u.kind)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("spec.logging.apiLogging.newKnob", UnsupportedKind::UnknownKey),
+            ("spec.wasm", UnsupportedKind::NotImplemented),
+        ],
+        "metadata.labels configures nothing and is not listed"
+    );
+    // Inside a security section the same kind of key is a load error.
+    let strict = text.replace("    enabled: false\n", "    enabled: false\n    futureThing: 1\n");
+    let err = configuration_from_yaml(Path::new("c.yaml"), strict.as_bytes()).expect_err("strict");
+    assert!(err.to_string().starts_with("c.yaml: Configuration \"c\": spec.mtls.futureThing: unknown field"), "{err}");
 }
 
 #[test]
@@ -245,4 +286,33 @@ fn configurations_in_resource_dirs_follow_namespaces() {
     assert!(set.configurations.is_empty());
     let set = ResourceSet::from_yaml(Path::new("r.yaml"), text, None).expect("loads");
     assert_eq!(set.configurations.len(), 1);
+}
+
+/// Issue 12 row 10 (config side): a reload that drops a security control is visible as such, so the watcher can
+/// refuse it in production instead of silently running allow-all.
+#[test]
+fn removed_security_controls_are_named() {
+    let load = |spec: &str| {
+        let text = format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n{spec}");
+        configuration_from_yaml(Path::new("c.yaml"), text.as_bytes()).expect("loads")
+    };
+    let full = load(
+        "  accessControl:\n    defaultAction: deny\n  secrets:\n    scopes: []\n  api:\n    denied: []\n  components:\n    deny: [bindings.smtp]\n  mtls:\n    enabled: true\n  ward:\n    productionMode: true\n  appHttpPipeline:\n    handlers:\n    - {name: b, type: middleware.http.bearer}\n",
+    );
+    let half_written = load("  secrets:\n    scopes: []\n");
+    assert_eq!(
+        half_written.security_controls_removed(&full),
+        [
+            "spec.accessControl",
+            "spec.api",
+            "spec.components.deny",
+            "spec.appHttpPipeline",
+            "spec.ward.productionMode",
+            "spec.mtls.enabled"
+        ]
+    );
+    assert!(full.security_controls_removed(&half_written).is_empty(), "tightening is not a removal");
+    assert!(full.security_controls_removed(&full).is_empty());
+    let empty = load("  mtls:\n    enabled: false\n");
+    assert_eq!(empty.security_controls_removed(&half_written), ["spec.secrets"]);
 }

@@ -276,9 +276,21 @@ fn every_bad_file_names_file_resource_and_field() {
             not_contains: vec![],
         },
         Case {
-            name: "missing version",
-            files: vec![("noversion.yaml", comp("metadata:\n  name: mystore\nspec:\n  type: state.redis\n  version: \"\"\n"))],
-            contains: vec!["noversion.yaml: Component \"mystore\": spec.version: is required"],
+            name: "bad version",
+            files: vec![("badversion.yaml", comp(&META.replace("version: v1", "version: v1/beta")))],
+            contains: vec!["badversion.yaml: Component \"mystore\": spec.version: \"v1/beta\" is not a valid version"],
+            not_contains: vec![],
+        },
+        Case {
+            name: "configuration name with a slash",
+            files: vec![("slash.yaml", conf("  mtls:\n    enabled: true\n").replace("name: appconfig", "name: a/b"))],
+            contains: vec!["slash.yaml: Configuration \"a/b\": metadata.name: \"a/b\" is not a valid name"],
+            not_contains: vec![],
+        },
+        Case {
+            name: "configuration without a name",
+            files: vec![("unnamed.yaml", conf("  mtls:\n    enabled: true\n").replace("name: appconfig", "name: \"\""))],
+            contains: vec!["unnamed.yaml: Configuration in document 1: metadata.name: is required"],
             not_contains: vec![],
         },
         Case {
@@ -348,7 +360,7 @@ fn every_bad_file_names_file_resource_and_field() {
         Case {
             name: "unknown field under spec.ward",
             files: vec![("ward.yaml", conf("  ward:\n    productionMode: true\n    prodMode: true\n"))],
-            contains: vec!["ward.yaml: Configuration \"appconfig\": spec.ward", "unknown field `prodMode`"],
+            contains: vec!["ward.yaml: Configuration \"appconfig\": spec.ward.prodMode: unknown field"],
             not_contains: vec![],
         },
         Case {
@@ -421,6 +433,34 @@ fn every_bad_file_names_file_resource_and_field() {
             assert!(!line.contains(unwanted), "{}: {line:?} must not contain {unwanted:?}", case.name);
         }
     }
+}
+
+/// Issue 19 row 2: Dapr loads a component without `spec.version` (or with an empty one) as `v1`.
+#[test]
+fn component_without_version_is_v1() {
+    let absent = "metadata:\n  name: a\nspec:\n  type: state.in-memory\n";
+    let empty = "metadata:\n  name: b\nspec:\n  type: state.in-memory\n  version: \"\"\n";
+    let spaces = "metadata:\n  name: c\nspec:\n  type: state.in-memory\n  version: \"  \"\n";
+    let dir = dir_with(&[("a.yaml", &comp(absent)), ("b.yaml", &comp(empty)), ("c.yaml", &comp(spaces))]);
+    let set = load(&dir, None).expect("loads");
+    let versions: Vec<(&str, &str)> = set.components.iter().map(|c| (c.name(), c.version())).collect();
+    assert_eq!(versions, [("a", "v1"), ("b", "v1"), ("c", "v1")]);
+}
+
+/// Issue 19 row 1: self-hosted daprd accepts any Configuration name; `dapr init` writes `daprConfig`.
+#[test]
+fn configuration_may_have_any_self_hosted_name() {
+    for name in ["daprConfig", "My_Config", "appconfig"] {
+        let text = conf("  mtls:\n    enabled: false\n").replace("name: appconfig", &format!("name: {name}"));
+        let dir = dir_with(&[("config.yaml", &text)]);
+        let set = load(&dir, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(set.configurations[0].name, name);
+        let c = ward_config::load_configuration(&dir.path().join("config.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.name, name);
+    }
+    // Components keep the DNS-1123 rule (their names become store names in URLs and file names).
+    let dir = dir_with(&[("c.yaml", &comp(&META.replace("mystore", "daprStore")))]);
+    assert!(load(&dir, None).is_err());
 }
 
 #[test]

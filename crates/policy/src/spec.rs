@@ -2,13 +2,17 @@
 //! in YAML (`rename_all = "camelCase"`). Nothing here is validated: the `compile` functions of the sibling modules
 //! turn these into checked, ready-to-evaluate values and refuse what is wrong, naming the offending entry.
 //!
+//! Unknown keys are refused (`deny_unknown_fields`): these are security controls, and a misspelt key such as
+//! `defaultActon: deny` must be an error, never a rule that silently falls back to the default. (`ward-config`
+//! also checks every key against Dapr's schema first, so its error names the field and lists the known keys.)
+//!
 //! These types are shared with `ward-config`, which embeds them in its `ConfigurationSpec`.
 
 use serde::Deserialize;
 
 /// `spec.accessControl` (DAPR-FACTS §3.1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessControlSpec {
     #[serde(default)]
     pub default_action: Option<String>,
@@ -21,7 +25,7 @@ pub struct AccessControlSpec {
 
 /// One entry of `spec.accessControl.policies`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppPolicySpec {
     #[serde(default)]
     pub app_id: String,
@@ -37,7 +41,7 @@ pub struct AppPolicySpec {
 
 /// One entry of `policies[].operations`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OperationSpec {
     pub name: String,
     #[serde(default)]
@@ -48,7 +52,7 @@ pub struct OperationSpec {
 
 /// `spec.secrets` (DAPR-FACTS §4.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretsSpec {
     #[serde(default)]
     pub scopes: Vec<SecretScopeSpec>,
@@ -56,7 +60,7 @@ pub struct SecretsSpec {
 
 /// One entry of `spec.secrets.scopes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretScopeSpec {
     pub store_name: String,
     #[serde(default)]
@@ -69,7 +73,7 @@ pub struct SecretScopeSpec {
 
 /// `spec.api` (DAPR-FACTS §5).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiSpec {
     #[serde(default)]
     pub allowed: Option<Vec<ApiRuleSpec>>,
@@ -79,7 +83,7 @@ pub struct ApiSpec {
 
 /// One entry of `spec.api.allowed` / `spec.api.denied`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiRuleSpec {
     pub name: String,
     #[serde(default)]
@@ -87,4 +91,28 @@ pub struct ApiRuleSpec {
     /// `http` or `grpc`; Dapr treats an empty protocol as `http`.
     #[serde(default)]
     pub protocol: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each raw section refuses a key it does not know, at every level.
+    #[test]
+    fn misspelt_keys_are_refused() {
+        let acl = |yaml: &str| serde_saphyr::from_str::<AccessControlSpec>(yaml).map(|_| ()).map_err(|e| e.to_string());
+        assert!(acl("defaultAction: deny\npolicies:\n- appId: a\n  defaultAction: allow\n").is_ok());
+        for bad in [
+            "defaultActon: deny\n",
+            "policies:\n- appId: a\n  defaultActon: deny\n",
+            "policies:\n- appId: a\n  operations:\n  - name: /x\n    actoin: deny\n",
+        ] {
+            let err = acl(bad).expect_err(bad);
+            assert!(err.contains("unknown field"), "{bad}: {err}");
+        }
+        assert!(serde_saphyr::from_str::<SecretsSpec>("scopes:\n- storeName: s\n  defaultAcess: deny\n").is_err());
+        assert!(serde_saphyr::from_str::<SecretsSpec>("scope: []\n").is_err());
+        assert!(serde_saphyr::from_str::<ApiSpec>("denyed:\n- name: invoke\n").is_err());
+        assert!(serde_saphyr::from_str::<ApiSpec>("denied:\n- name: invoke\n  protocl: grpc\n").is_err());
+    }
 }

@@ -21,21 +21,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ward_components::secretstores::{Secret, SecretStore, build_secret_store};
 use ward_components::state::{KeyPrefix, StateStore, build_state_store};
-use ward_components::{BuildContext, ComponentError, ComponentMetadata};
+use ward_components::{BuildContext, ComponentError, ComponentMetadata, ComponentSupport};
 use ward_config::{Component, ConfigError, Configuration, MetadataValue, ResolveError, ResourceSet};
 use ward_policy::{SecretScopeError, SecretScopes};
 
 /// Dapr's default `spec.initTimeout`.
 const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How often the resource directories (and the Configuration file) are checked for changes.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Building blocks Dapr defines that ward does not implement yet. Their components are skipped with a warning
-/// rather than failing start-up, so a resources directory written for daprd (e.g. `dapr init`'s `pubsub.yaml`)
-/// still works for the parts ward serves. `middleware` components are read by the HTTP pipeline, not here.
-const NOT_YET_SUPPORTED: &[&str] =
-    &["pubsub", "bindings", "configuration", "lock", "crypto", "conversation", "workflow", "nameresolution"];
 
 /// What the registry needs to know about the sidecar.
 #[derive(Debug, Clone)]
@@ -49,6 +40,8 @@ pub struct RegistryOptions {
     pub namespace: String,
     /// `$WARD_HOME`.
     pub data_dir: PathBuf,
+    /// A production sidecar refuses components it would otherwise skip.
+    pub production: bool,
 }
 
 /// Why a registry could not be built. `Display` is one line naming the file, the resource and the field; never a
@@ -209,24 +202,26 @@ impl Registry {
                 );
                 continue;
             }
-            match component.building_block().to_ascii_lowercase().as_str() {
-                "state" => state_components.push(component),
-                "secretstores" => secret_components.push(component),
-                "middleware" => {}
-                block if NOT_YET_SUPPORTED.contains(&block) => tracing::warn!(
-                    component = component.name(),
-                    file = %component.source().display(),
-                    "components of type '{}' are not supported by ward yet; skipped",
-                    component.component_type()
-                ),
-                _ => {
+            // Classified before anything is built, so `ignoreErrors` can never turn an unknown type into a skip.
+            match ward_components::classify_component(component.component_type(), component.version()) {
+                Ok(ComponentSupport::State) => state_components.push(component),
+                Ok(ComponentSupport::SecretStore) => secret_components.push(component),
+                Ok(ComponentSupport::NotImplemented { building_block }) if options.production => {
                     return Err(ConfigError::invalid_component(
                         component,
                         "spec.type",
-                        format!("unknown component type {:?}", component.component_type()),
+                        format!("{building_block} components are not supported by ward yet (refused in production)"),
                     )
                     .into());
                 }
+                Ok(ComponentSupport::NotImplemented { .. }) => tracing::warn!(
+                    component = component.name(),
+                    file = %component.source().display(),
+                    "NOT APPLIED: components of type '{}' are not supported by ward yet; skipped (development mode \
+                     only; a production sidecar refuses to start)",
+                    component.component_type()
+                ),
+                Err(err) => return Err(component_error(component, err).into()),
             }
         }
 
@@ -417,17 +412,11 @@ fn resolve(component: &Component, fetched: &Fetched) -> Result<ComponentMetadata
     Ok(ComponentMetadata::from(resolved.into_inner()))
 }
 
-/// The live registry plus what is needed to rebuild it.
+/// The live registry plus what is needed to rebuild it. The configuration watcher (`watcher.rs`) decides when.
 pub struct Components {
     current: ArcSwap<Registry>,
     options: RegistryOptions,
-    config_path: Option<PathBuf>,
-    /// Taken before the first build, so an edit made while it ran is still noticed by the first poll.
-    baseline: Fingerprint,
 }
-
-/// Resource files (names and contents) and the Configuration file's bytes; `None` where unreadable.
-type Fingerprint = (Option<u64>, Option<Vec<u8>>);
 
 impl std::fmt::Debug for Components {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -439,15 +428,13 @@ impl Components {
     /// Builds the first registry; any problem fails start-up.
     pub async fn start(
         options: RegistryOptions,
-        config_path: Option<PathBuf>,
         configuration: Option<&Configuration>,
     ) -> Result<Components, RegistryError> {
-        let baseline = fingerprint(options.dirs.clone(), config_path.clone()).await;
         let registry = Registry::build(&options, configuration, None).await?;
         for c in registry.components() {
             tracing::info!(name = %c.name, r#type = %c.component_type, version = %c.version, "component loaded");
         }
-        Ok(Components { current: ArcSwap::from_pointee(registry), options, config_path, baseline })
+        Ok(Components { current: ArcSwap::from_pointee(registry), options })
     }
 
     /// The registry requests use now.
@@ -455,57 +442,27 @@ impl Components {
         self.current.load_full()
     }
 
-    /// Whether there is anything to watch.
-    pub fn watched(&self) -> bool {
-        !self.options.dirs.is_empty() || self.config_path.is_some()
+    /// The resource directories' fingerprint now (names and contents; `None` where unreadable).
+    pub(crate) async fn fingerprint(&self) -> Option<u64> {
+        let dirs = self.options.dirs.clone();
+        tokio::task::spawn_blocking(
+            move || if dirs.is_empty() { Some(0) } else { ward_config::fingerprint(&dirs).ok() },
+        )
+        .await
+        .unwrap_or(None)
     }
 
-    /// Polls the resource directories and the Configuration file every [`RELOAD_INTERVAL`]; on a change builds a
-    /// new registry off to the side and swaps it in. One that does not build keeps the old registry (never a
-    /// half-loaded one) and logs why, without values.
-    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut last = self.baseline.clone();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
-                _ = stop.changed() => return,
-            }
-            let current = fingerprint(self.options.dirs.clone(), self.config_path.clone()).await;
-            if current == last {
-                continue;
-            }
-            last = current;
-            match self.rebuild().await {
-                Ok(registry) => {
-                    let names: Vec<&str> = registry.components().iter().map(|c| c.name.as_str()).collect();
-                    tracing::info!(components = ?names, "resources changed; components reloaded");
-                    self.current.store(Arc::new(registry));
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "resources changed but do not load; keeping the previous components")
-                }
-            }
-        }
-    }
-
-    async fn rebuild(&self) -> Result<Registry, RegistryError> {
-        let configuration = match &self.config_path {
-            Some(path) => Some(ward_config::load_configuration(path)?),
-            None => None,
-        };
+    /// Builds a new registry off to the side from the resource directories and `configuration` (scopes, deny list).
+    /// Nothing changes until [`Components::install`].
+    pub(crate) async fn rebuild(&self, configuration: Option<&Configuration>) -> Result<Registry, RegistryError> {
         let previous = self.current.load_full();
-        Registry::build(&self.options, configuration.as_ref(), Some(&previous)).await
+        Registry::build(&self.options, configuration, Some(&previous)).await
     }
-}
 
-/// The current [`Fingerprint`]; an unreadable directory is a state of its own, so fixing it triggers a reload.
-async fn fingerprint(dirs: Vec<PathBuf>, config: Option<PathBuf>) -> Fingerprint {
-    tokio::task::spawn_blocking(move || {
-        let resources = if dirs.is_empty() { Some(0) } else { ward_config::fingerprint(&dirs).ok() };
-        (resources, config.and_then(|p| std::fs::read(p).ok()))
-    })
-    .await
-    .unwrap_or((None, None))
+    /// Makes `registry` the one new requests use (a request in flight keeps the one it started with).
+    pub(crate) fn install(&self, registry: Registry) {
+        self.current.store(Arc::new(registry));
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +476,7 @@ mod tests {
             app_id: "app1".into(),
             namespace: "default".into(),
             data_dir: dir.join("home"),
+            production: false,
         }
     }
 

@@ -17,10 +17,10 @@ pub struct ErrorBody {
 /// A request that could not be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
-    /// The callee's access-control policy refused the call (`message` is Dapr's sentence from the callee).
-    InvokeDenied { app_id: String, message: String },
-    /// The invocation failed for another reason (app down, unknown app-id, bad method, transport).
-    InvokeFailed { app_id: String, grpc_code: &'static str, detail: String },
+    /// A service invocation failed (`app_id` is the target as the caller named it).
+    Invoke { app_id: String, error: InvokeError },
+    /// An HTTP method outside the nine standard ones (a hardening over Dapr, which maps them to POST).
+    UnsupportedVerb { verb: String },
     /// `/v1.0/invoke/...` without an app-id, and no `dapr-app-id` header.
     InvokeNoAppId,
     /// A request body over `--max-body-size`.
@@ -84,16 +84,52 @@ impl StateFailure {
 impl ApiError {
     pub fn status_and_body(&self) -> (StatusCode, ErrorBody) {
         let (status, code, message) = match self {
-            Self::InvokeDenied { app_id, message } => (
-                StatusCode::FORBIDDEN,
-                "ERR_DIRECT_INVOKE",
-                format!("failed to invoke, id: {app_id}, err: rpc error: code = PermissionDenied desc = {message}"),
+            Self::Invoke { error: InvokeError::BodyTooLarge { limit }, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ERR_BODY_READ",
+                format!("request body is larger than the limit of {limit} bytes"),
             ),
-            Self::InvokeFailed { app_id, grpc_code, detail } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ERR_DIRECT_INVOKE",
-                format!("failed to invoke, id: {app_id}, err: rpc error: code = {grpc_code} desc = {detail}"),
+            Self::Invoke { error: InvokeError::Refused(refusal), .. } if refusal.kind == RefusalKind::BodyTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "ERR_BODY_READ", refusal.message.clone())
+            }
+            Self::Invoke { error: InvokeError::UnsupportedVerb(verb), .. }
+            | Self::Invoke {
+                error: InvokeError::Refused(PeerRefusal { kind: RefusalKind::UnsupportedVerb, message: verb }),
+                ..
+            }
+            | Self::UnsupportedVerb { verb } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ERR_MALFORMED_REQUEST",
+                format!(
+                    "unsupported HTTP method {verb:?}: only GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE and PATCH are accepted"
+                ),
             ),
+            // The callee could not record its decision and refused (fail closed): retryable, so not a 500.
+            Self::Invoke { app_id, error: InvokeError::Refused(refusal) }
+                if refusal.kind == RefusalKind::AuditUnavailable =>
+            {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_AUDIT_UNAVAILABLE",
+                    format!("failed to invoke, id: {app_id}: {}", refusal.message),
+                )
+            }
+            Self::Invoke { app_id, error } => {
+                let (grpc_code, detail) = error.grpc_code_and_detail();
+                let status = if grpc_code == tonic::Code::PermissionDenied {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                (
+                    status,
+                    "ERR_DIRECT_INVOKE",
+                    format!(
+                        "failed to invoke, id: {app_id}, err: rpc error: code = {} desc = {detail}",
+                        code_name(grpc_code)
+                    ),
+                )
+            }
             Self::InvokeNoAppId => (
                 StatusCode::NOT_FOUND,
                 "ERR_DIRECT_INVOKE",
@@ -200,8 +236,27 @@ impl ApiError {
             Self::SecretGet { .. } | Self::SecretBulkGet { .. } => (Code::Internal, "DAPR_SECRET_GET"),
             Self::Malformed { .. } => (Code::InvalidArgument, "DAPR_MALFORMED_REQUEST"),
             Self::BodyTooLarge { .. } => (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE"),
-            // Dapr wraps every invocation failure of the unary gRPC API as ERR_DIRECT_INVOKE → Internal.
-            Self::InvokeDenied { .. } | Self::InvokeFailed { .. } => (Code::Internal, "DAPR_DIRECT_INVOKE"),
+            Self::Invoke { error: InvokeError::BodyTooLarge { .. }, .. } => {
+                (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE")
+            }
+            Self::Invoke { error: InvokeError::Refused(refusal), .. } if refusal.kind == RefusalKind::BodyTooLarge => {
+                (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE")
+            }
+            Self::Invoke { error: InvokeError::UnsupportedVerb(_), .. } | Self::UnsupportedVerb { .. } => {
+                (Code::InvalidArgument, "DAPR_MALFORMED_REQUEST")
+            }
+            Self::Invoke { error: InvokeError::Refused(refusal), .. }
+                if refusal.kind == RefusalKind::UnsupportedVerb =>
+            {
+                (Code::InvalidArgument, "DAPR_MALFORMED_REQUEST")
+            }
+            Self::Invoke { error: InvokeError::Refused(refusal), .. }
+                if refusal.kind == RefusalKind::AuditUnavailable =>
+            {
+                (Code::Unavailable, "DAPR_AUDIT_UNAVAILABLE")
+            }
+            // Dapr wraps every other invocation failure of the unary gRPC API as ERR_DIRECT_INVOKE → Internal.
+            Self::Invoke { .. } => (Code::Internal, "DAPR_DIRECT_INVOKE"),
             Self::InvokeNoAppId => (Code::InvalidArgument, "DAPR_DIRECT_INVOKE"),
             Self::NotFound => (Code::Unimplemented, "DAPR_NOT_FOUND"),
             Self::NotReady { .. } => (grpc_code_for_http(http), "DAPR_HEALTH_NOT_READY"),
@@ -238,14 +293,449 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The JSON the callee's sidecar sends back to the caller's sidecar when *it* (not the app) refuses a call.
-/// Marked by the `ward-sidecar-error` response header, which the callee strips from app responses so an app
-/// cannot impersonate its sidecar.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerError {
-    /// gRPC-style code name: `PermissionDenied`, `InvalidArgument`, `Unavailable`, `Internal`.
-    pub code: String,
+/// The gRPC code name Dapr prints inside `rpc error: code = … desc = …`.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Service invocation, caller side.
+
+/// Why the caller's sidecar could not complete an invocation. Leaves are typed; nothing is classified by text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvokeError {
+    /// The target is not a valid `app-id` or `app-id.namespace`.
+    InvalidTarget(String),
+    /// No method after `/method/`.
+    EmptyMethod,
+    /// The caller's app used a method outside the nine standard HTTP methods (refused before leaving).
+    UnsupportedVerb(String),
+    /// No instance of the callee (as named by the caller) is registered.
+    CalleeNotFound(String),
+    /// Name resolution failed or the callee's sidecar could not be reached (detail for the message).
+    CalleeUnavailable(String),
+    /// The request body is over `--max-body-size`.
+    BodyTooLarge { limit: u64 },
+    /// The callee's answer is over `--max-body-size` (only where ward must buffer it: gRPC `InvokeService`).
+    ResponseTooLarge { limit: u64 },
+    /// The callee's sidecar refused the call.
+    Refused(PeerRefusal),
+}
+
+impl InvokeError {
+    /// The gRPC code and text Dapr puts inside `ERR_DIRECT_INVOKE`, and that the gRPC proxy answers with.
+    pub fn grpc_code_and_detail(&self) -> (tonic::Code, String) {
+        use tonic::Code;
+        match self {
+            Self::InvalidTarget(target) => (Code::InvalidArgument, format!("invalid app id {target:?}")),
+            Self::EmptyMethod => (Code::InvalidArgument, "invalid method: empty method".to_owned()),
+            Self::UnsupportedVerb(verb) => (Code::InvalidArgument, format!("unsupported HTTP method {verb:?}")),
+            Self::CalleeNotFound(target) => (Code::Unavailable, format!("couldn't find service: {target}")),
+            Self::CalleeUnavailable(detail) => (Code::Unavailable, detail.clone()),
+            Self::BodyTooLarge { limit } => {
+                (Code::ResourceExhausted, format!("request body is larger than the limit of {limit} bytes"))
+            }
+            Self::ResponseTooLarge { limit } => {
+                (Code::ResourceExhausted, format!("the answer is larger than the limit of {limit} bytes"))
+            }
+            Self::Refused(refusal) => (refusal.kind.grpc_code(), refusal.message.clone()),
+        }
+    }
+
+    /// The answer on the gRPC proxy path, where Dapr passes the callee's code through unchanged.
+    pub fn to_proxy_status(&self) -> tonic::Status {
+        let (code, detail) = self.grpc_code_and_detail();
+        tonic::Status::new(code, detail)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Service invocation, callee side, and the wire between the two sidecars.
+
+/// What the callee's sidecar refused, as it travels back to the caller's sidecar: a closed set, so the caller never
+/// parses free text to learn what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// accessControl denied the call.
+    AclDenied,
+    /// The method path is invalid or ambiguous (encoded `/`, escaping `..`, look-alike Unicode, …).
+    InvalidMethod,
+    /// An HTTP method outside the nine standard ones.
+    UnsupportedVerb,
+    /// The caller's identity could not be verified.
+    Unverified,
+    /// The request body is over the callee's `--max-body-size`.
+    BodyTooLarge,
+    /// A `dapr.proto.*` service on the gRPC proxy path (never proxied: the app would trust its inner fields).
+    ReservedService,
+    /// The app has no port, does not answer, or speaks the wrong protocol.
+    AppUnavailable,
+    /// The callee could not record its decision (fail closed).
+    AuditUnavailable,
+    /// Not an internal endpoint.
+    UnknownEndpoint,
+}
+
+impl RefusalKind {
+    const ALL: [RefusalKind; 9] = [
+        Self::AclDenied,
+        Self::InvalidMethod,
+        Self::UnsupportedVerb,
+        Self::Unverified,
+        Self::BodyTooLarge,
+        Self::ReservedService,
+        Self::AppUnavailable,
+        Self::AuditUnavailable,
+        Self::UnknownEndpoint,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::AclDenied => "acl-denied",
+            Self::InvalidMethod => "invalid-method",
+            Self::UnsupportedVerb => "unsupported-verb",
+            Self::Unverified => "unverified",
+            Self::BodyTooLarge => "body-too-large",
+            Self::ReservedService => "reserved-service",
+            Self::AppUnavailable => "app-unavailable",
+            Self::AuditUnavailable => "audit-unavailable",
+            Self::UnknownEndpoint => "unknown-endpoint",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// The gRPC code Dapr's callee would answer with.
+    pub fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::AclDenied | Self::Unverified | Self::ReservedService => Code::PermissionDenied,
+            Self::InvalidMethod | Self::UnsupportedVerb => Code::InvalidArgument,
+            Self::BodyTooLarge => Code::ResourceExhausted,
+            Self::AppUnavailable | Self::AuditUnavailable => Code::Unavailable,
+            Self::UnknownEndpoint => Code::NotFound,
+        }
+    }
+
+    fn http_status(self) -> StatusCode {
+        match self {
+            Self::AclDenied | Self::Unverified | Self::ReservedService => StatusCode::FORBIDDEN,
+            Self::InvalidMethod => StatusCode::BAD_REQUEST,
+            Self::UnsupportedVerb => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::AppUnavailable => StatusCode::BAD_GATEWAY,
+            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownEndpoint => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+/// A refusal by the callee's sidecar. It travels in response headers (never the body), so a body-less answer
+/// (`HEAD`) carries it as well as any other, and an app cannot forge one (the callee strips the headers from app
+/// answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRefusal {
+    pub kind: RefusalKind,
+    /// Dapr's sentence for the caller's app (e.g. `access control policy has denied access to id: …`).
     pub message: String,
 }
 
-pub const PEER_ERROR_HEADER: &str = "ward-sidecar-error";
+/// Response header naming the [`RefusalKind`].
+pub const REFUSAL_HEADER: &str = "ward-refusal";
+/// Response header with the refusal's message, percent-encoded.
+pub const REFUSAL_MESSAGE_HEADER: &str = "ward-refusal-message";
+
+/// Everything but unreserved URL characters and the space is escaped, so any message fits a header value.
+const MESSAGE_ESCAPES: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b' ').remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':');
+
+impl PeerRefusal {
+    /// The internal-port answer carrying this refusal.
+    pub fn into_response(self) -> Response {
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = self.kind.http_status();
+        let headers = response.headers_mut();
+        headers.insert(REFUSAL_HEADER, http::HeaderValue::from_static(self.kind.as_str()));
+        let message = percent_encoding::utf8_percent_encode(&self.message, MESSAGE_ESCAPES).to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&message) {
+            headers.insert(REFUSAL_MESSAGE_HEADER, value);
+        }
+        response
+    }
+
+    /// Reads a refusal from the callee sidecar's answer headers (and removes them); `None` for an app's answer.
+    /// An unknown kind is a refusal too (fail closed), reported as an unavailable app.
+    pub fn take_from(headers: &mut http::HeaderMap) -> Option<PeerRefusal> {
+        let kind = headers.remove(REFUSAL_HEADER)?;
+        let message = headers
+            .remove(REFUSAL_MESSAGE_HEADER)
+            .and_then(|v| {
+                v.to_str().ok().map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        let kind = kind.to_str().ok().and_then(RefusalKind::parse).unwrap_or(RefusalKind::AppUnavailable);
+        Some(PeerRefusal { kind, message })
+    }
+
+    /// Removes refusal headers from an app's answer, so an app cannot pass its answer off as its sidecar's.
+    pub fn strip(headers: &mut http::HeaderMap) {
+        headers.remove(REFUSAL_HEADER);
+        headers.remove(REFUSAL_MESSAGE_HEADER);
+    }
+}
+
+/// Why the callee's inbound stack refused a call or could not complete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundError {
+    UnknownEndpoint,
+    /// No verified identity (production, or a plaintext peer without a valid development marker where required).
+    Unverified,
+    InvalidMethod(String),
+    UnsupportedVerb(String),
+    ReservedService(String),
+    BodyTooLarge {
+        limit: u64,
+    },
+    AclDenied {
+        caller: String,
+        operation: String,
+        verb: String,
+    },
+    AuditUnavailable,
+    AppUnavailable(String),
+}
+
+impl InboundError {
+    /// The one mapping from a callee-side error to what travels back to the caller's sidecar.
+    pub fn to_refusal(&self) -> PeerRefusal {
+        let (kind, message) = match self {
+            Self::UnknownEndpoint => (RefusalKind::UnknownEndpoint, "unknown internal endpoint".to_owned()),
+            Self::Unverified => (RefusalKind::Unverified, "caller identity could not be verified".to_owned()),
+            Self::InvalidMethod(detail) => (RefusalKind::InvalidMethod, format!("invalid method: {detail}")),
+            Self::UnsupportedVerb(verb) => (RefusalKind::UnsupportedVerb, verb.clone()),
+            Self::ReservedService(method) => (
+                RefusalKind::ReservedService,
+                format!("the Dapr service {method} cannot be called through the gRPC proxy"),
+            ),
+            Self::BodyTooLarge { limit } => {
+                (RefusalKind::BodyTooLarge, format!("request body is larger than the limit of {limit} bytes"))
+            }
+            Self::AclDenied { caller, operation, verb } => (
+                RefusalKind::AclDenied,
+                format!("access control policy has denied access to id: {caller} operation: {operation} verb: {verb}"),
+            ),
+            Self::AuditUnavailable => {
+                (RefusalKind::AuditUnavailable, "the callee could not record its decision".to_owned())
+            }
+            Self::AppUnavailable(detail) => (RefusalKind::AppUnavailable, detail.clone()),
+        };
+        PeerRefusal { kind, message }
+    }
+
+    /// Whether this refusal happened before the access-control decision (which records its own audit event).
+    pub fn is_before_acl(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownEndpoint
+                | Self::Unverified
+                | Self::InvalidMethod(_)
+                | Self::UnsupportedVerb(_)
+                | Self::ReservedService(_)
+                | Self::BodyTooLarge { .. }
+        )
+    }
+}
+
+/// An error and its causes, `: `-separated, for logs and for the detail of an unavailable callee.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: RefusalKind) -> InvokeError {
+        InvokeError::Refused(PeerRefusal { kind, message: "m".to_owned() })
+    }
+
+    /// Every error variant, once, with its HTTP status, Dapr errorCode and gRPC code: the one table.
+    #[test]
+    fn error_map_table() {
+        let invoke = |error| ApiError::Invoke { app_id: "orders".to_owned(), error };
+        let cases: Vec<(ApiError, u16, &str, tonic::Code)> = vec![
+            (invoke(refused(RefusalKind::AclDenied)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::Unverified)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::ReservedService)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::InvalidMethod)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::UnsupportedVerb)), 405, "ERR_MALFORMED_REQUEST", tonic::Code::InvalidArgument),
+            (invoke(refused(RefusalKind::BodyTooLarge)), 413, "ERR_BODY_READ", tonic::Code::ResourceExhausted),
+            (invoke(refused(RefusalKind::AppUnavailable)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::AuditUnavailable)), 503, "ERR_AUDIT_UNAVAILABLE", tonic::Code::Unavailable),
+            (invoke(refused(RefusalKind::UnknownEndpoint)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(InvokeError::InvalidTarget("x".into())), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(InvokeError::EmptyMethod), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (
+                invoke(InvokeError::UnsupportedVerb("FOO".into())),
+                405,
+                "ERR_MALFORMED_REQUEST",
+                tonic::Code::InvalidArgument,
+            ),
+            (invoke(InvokeError::CalleeNotFound("orders".into())), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(InvokeError::CalleeUnavailable("down".into())), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(InvokeError::BodyTooLarge { limit: 1 }), 413, "ERR_BODY_READ", tonic::Code::ResourceExhausted),
+            (invoke(InvokeError::ResponseTooLarge { limit: 1 }), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (
+                ApiError::UnsupportedVerb { verb: "FOO".into() },
+                405,
+                "ERR_MALFORMED_REQUEST",
+                tonic::Code::InvalidArgument,
+            ),
+            (ApiError::InvokeNoAppId, 404, "ERR_DIRECT_INVOKE", tonic::Code::InvalidArgument),
+            (ApiError::BodyTooLarge { limit: 1 }, 413, "ERR_BODY_READ", tonic::Code::ResourceExhausted),
+            (ApiError::Malformed { detail: "x".into() }, 400, "ERR_MALFORMED_REQUEST", tonic::Code::InvalidArgument),
+            (ApiError::NotFound, 404, "ERR_NOT_FOUND", tonic::Code::Unimplemented),
+            (ApiError::NotReady { detail: "x".into() }, 500, "ERR_HEALTH_NOT_READY", tonic::Code::Unknown),
+            (
+                ApiError::StateStoreNotFound { name: "s".into() },
+                400,
+                "ERR_STATE_STORE_NOT_FOUND",
+                tonic::Code::InvalidArgument,
+            ),
+            (ApiError::StateStoreNotConfigured, 500, "ERR_STATE_STORE_NOT_CONFIGURED", tonic::Code::FailedPrecondition),
+            (
+                ApiError::StateGet { key: "k".into(), store: "s".into(), detail: "d".into() },
+                500,
+                "ERR_STATE_GET",
+                tonic::Code::Internal,
+            ),
+            (
+                ApiError::StateBulkGet { store: "s".into(), detail: "d".into() },
+                500,
+                "ERR_STATE_BULK_GET",
+                tonic::Code::Internal,
+            ),
+            (
+                ApiError::StateSave { store: "s".into(), failure: StateFailure::EtagMismatch, detail: "d".into() },
+                409,
+                "ERR_STATE_SAVE",
+                tonic::Code::Aborted,
+            ),
+            (
+                ApiError::StateDelete { key: "k".into(), failure: StateFailure::InvalidEtag, detail: "d".into() },
+                400,
+                "ERR_STATE_DELETE",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::StateTransaction { failure: StateFailure::Backend, detail: "d".into() },
+                500,
+                "ERR_STATE_TRANSACTION",
+                tonic::Code::Internal,
+            ),
+            (
+                ApiError::StateNotSupported { detail: "d".into() },
+                400,
+                "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::SecretStoreNotFound { name: "s".into() },
+                401,
+                "ERR_SECRET_STORE_NOT_FOUND",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::SecretStoresNotConfigured,
+                500,
+                "ERR_SECRET_STORES_NOT_CONFIGURED",
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ApiError::SecretDenied { key: "k".into(), store: "s".into() },
+                403,
+                "ERR_PERMISSION_DENIED",
+                tonic::Code::PermissionDenied,
+            ),
+            (
+                ApiError::SecretGet { key: "k".into(), store: "s".into(), detail: "d".into() },
+                500,
+                "ERR_SECRET_GET",
+                tonic::Code::Internal,
+            ),
+            (
+                ApiError::SecretBulkGet { store: "s".into(), detail: "d".into() },
+                500,
+                "ERR_SECRET_GET",
+                tonic::Code::Internal,
+            ),
+        ];
+        for (error, status, code, grpc) in cases {
+            let (got_status, body) = error.status_and_body();
+            assert_eq!(got_status.as_u16(), status, "{error:?}");
+            assert_eq!(body.error_code, code, "{error:?}");
+            assert_eq!(error.to_status().code(), grpc, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn acl_denial_keeps_dapr_sentence() {
+        let refusal = InboundError::AclDenied {
+            caller: "spiffe://public/ns/default/checkout".into(),
+            operation: "admin".into(),
+            verb: "GET".into(),
+        }
+        .to_refusal();
+        let error = ApiError::Invoke { app_id: "orders".into(), error: InvokeError::Refused(refusal) };
+        assert_eq!(
+            error.status_and_body().1.message,
+            "failed to invoke, id: orders, err: rpc error: code = PermissionDenied desc = access control policy has \
+             denied access to id: spiffe://public/ns/default/checkout operation: admin verb: GET"
+        );
+    }
+
+    /// Every refusal survives the trip through headers (also with bytes a header cannot hold), and the proxy path
+    /// passes the callee's code through.
+    #[test]
+    fn refusals_round_trip_through_headers() {
+        for kind in RefusalKind::ALL {
+            let sent = PeerRefusal { kind, message: "denied: /adm%C4%B1n ı \"q\"\n".to_owned() };
+            let mut response = sent.clone().into_response();
+            let received = PeerRefusal::take_from(response.headers_mut()).expect("a refusal");
+            assert_eq!(received, sent);
+            assert!(response.headers().get(REFUSAL_HEADER).is_none());
+            assert_eq!(InvokeError::Refused(received).to_proxy_status().code(), kind.grpc_code());
+        }
+        let mut forged = http::HeaderMap::new();
+        forged.insert(REFUSAL_HEADER, http::HeaderValue::from_static("made-up"));
+        assert_eq!(PeerRefusal::take_from(&mut forged).map(|r| r.kind), Some(RefusalKind::AppUnavailable));
+    }
+}

@@ -1,22 +1,33 @@
-//! The ward sidecar runtime: the public Dapr HTTP API an app talks to on 127.0.0.1, the internal mTLS port other
-//! sidecars call, the app channel, and the enforcement points on the way (identity from the verified certificate,
-//! path normalisation, access control, audit).
+//! The ward sidecar runtime: the public Dapr HTTP and gRPC APIs an app talks to on 127.0.0.1, the internal mTLS
+//! port other sidecars call, the app channel, and the enforcement points on the way.
+//!
+//! Layout: `settings` resolves flags + Configuration once; `inbound/` is the callee stack (one tower layer per
+//! check, in order); `invoke`, `state`, `secrets_api`, `metadata` are protocol-neutral cores behind the HTTP
+//! (`public`, `state_api`) and gRPC (`grpc_api`) front ends; `error` is the one place errors become answers;
+//! `watcher` reloads configuration atomically; `runtime` wires it all.
 //!
 //! It does not parse CLI flags (the `ward` binary does), define policy semantics (`ward-policy`), or implement
 //! storage backends (`ward-components`).
 
-pub mod app_callback;
 pub mod audit;
-pub mod components;
-pub mod error;
-pub mod grpc_api;
-pub mod headers;
-pub mod internal;
-pub mod public;
+mod body;
+pub(crate) mod components;
+pub(crate) mod error;
+pub(crate) mod grpc_api;
+pub(crate) mod headers;
+pub(crate) mod inbound;
+pub(crate) mod invoke;
+pub(crate) mod listeners;
+pub(crate) mod metadata;
+pub(crate) mod public;
+pub mod resolver;
 pub mod runtime;
-pub mod secrets_api;
-pub mod state;
-pub mod state_api;
-pub mod transport;
+pub(crate) mod secrets_api;
+pub mod settings;
+pub(crate) mod state;
+pub(crate) mod state_api;
+pub(crate) mod transport;
+pub(crate) mod watcher;
 
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
+pub use settings::{Settings, SettingsError, Unhonoured};

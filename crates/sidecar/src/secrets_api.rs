@@ -14,13 +14,13 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::components::Components;
 use crate::components::{Missing, Registry, SecretEntry};
 use crate::error::ApiError;
-use crate::internal::error_chain;
-use crate::runtime::Shared;
+use crate::error::error_chain;
 
 /// The secrets routes; merged into the public router.
-pub fn router() -> Router<Arc<Shared>> {
+pub fn router() -> Router<crate::public::ApiState> {
     Router::new()
         .route("/v1.0/secrets/{store}/bulk", get(bulk_get))
         .route("/v1.0/secrets/{store}/{name}", get(get_secret))
@@ -53,12 +53,12 @@ fn path_error(err: axum::extract::rejection::PathRejection) -> ApiError {
 
 /// One secret, after the store lookup and the secret scopes (protocol-neutral; the gRPC API uses it too).
 pub(crate) async fn secret(
-    shared: &Shared,
+    components: &Components,
     store: &str,
     name: &str,
     metadata: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let registry = shared.components();
+    let registry = components.load();
     let entry = lookup(&registry, store)?;
     if !registry.secret_allowed(store, name) {
         return Err(ApiError::SecretDenied { key: name.to_owned(), store: store.to_owned() });
@@ -80,11 +80,11 @@ pub(crate) async fn secret(
 
 /// Every secret of a store the app may read; denied names are left out silently, as Dapr does.
 pub(crate) async fn all_secrets(
-    shared: &Shared,
+    components: &Components,
     store: &str,
     metadata: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, ApiError> {
-    let registry = shared.components();
+    let registry = components.load();
     let entry = lookup(&registry, store)?;
     let all = entry.store.bulk_get_secret(metadata).await.map_err(|err| {
         tracing::warn!(store = %store, error = %error_chain(&err), "secret store failed");
@@ -94,26 +94,26 @@ pub(crate) async fn all_secrets(
 }
 
 async fn get_secret(
-    State(shared): State<Arc<Shared>>,
+    State(components): State<Arc<Components>>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = async {
         let Path((store, name)) = path.map_err(path_error)?;
-        let secret = secret(&shared, &store, &name, &request_metadata(query)).await?;
+        let secret = secret(&components, &store, &name, &request_metadata(query)).await?;
         Ok::<_, ApiError>(axum::Json(secret).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn bulk_get(
-    State(shared): State<Arc<Shared>>,
+    State(components): State<Arc<Components>>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        let allowed = all_secrets(&shared, &store, &request_metadata(query)).await?;
+        let allowed = all_secrets(&components, &store, &request_metadata(query)).await?;
         Ok::<_, ApiError>(axum::Json(allowed).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)

@@ -9,10 +9,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use ward_components::state::{Concurrency, DeleteRequest, KeyPrefix, SetRequest, StateError, StateItem, TransactionOp};
 
+use crate::components::Components;
 use crate::components::{Missing, Registry, StateEntry};
+use crate::error::error_chain;
 use crate::error::{ApiError, StateFailure};
-use crate::internal::error_chain;
-use crate::runtime::Shared;
+
+/// What the state building block uses: the live component registry and the names keys are prefixed with.
+pub(crate) struct StateCore {
+    pub(crate) components: std::sync::Arc<Components>,
+    pub(crate) app_id: String,
+    pub(crate) namespace: String,
+    /// `--max-body-size`, for the front ends that buffer request bodies.
+    pub(crate) max_body_size: u64,
+}
 
 /// One write, already parsed from the wire.
 #[derive(Debug)]
@@ -40,9 +49,9 @@ pub(crate) fn lookup<'a>(registry: &'a Registry, store: &str) -> Result<&'a Stat
 }
 
 /// Refuses `||` in a key, then applies the store's prefix.
-pub(crate) fn stored_key(shared: &Shared, prefix: &KeyPrefix, store: &str, key: &str) -> Result<String, ApiError> {
+pub(crate) fn stored_key(core: &StateCore, prefix: &KeyPrefix, store: &str, key: &str) -> Result<String, ApiError> {
     KeyPrefix::check_key(key).map_err(|err| ApiError::Malformed { detail: err.to_string() })?;
-    Ok(prefix.apply(shared.app_id(), store, shared.namespace(), key))
+    Ok(prefix.apply(&core.app_id, store, &core.namespace, key))
 }
 
 /// What a [`StateError`] means for the status of a write.
@@ -70,18 +79,18 @@ pub fn parse_ttl(value: Option<&str>) -> Result<Option<Duration>, String> {
     Ok(u64::try_from(seconds).ok().filter(|s| *s > 0).map(Duration::from_secs))
 }
 
-fn set_request(shared: &Shared, entry: &StateEntry, store: &str, item: SaveItem) -> Result<SetRequest, ApiError> {
-    let key = stored_key(shared, &entry.prefix, store, &item.key)?;
+fn set_request(core: &StateCore, entry: &StateEntry, store: &str, item: SaveItem) -> Result<SetRequest, ApiError> {
+    let key = stored_key(core, &entry.prefix, store, &item.key)?;
     Ok(SetRequest { key, value: item.value, etag: item.etag, concurrency: item.concurrency, ttl: item.ttl })
 }
 
 /// Saves items one after another; every key is checked before the first write, so a bad key in item 3 does not
 /// leave items 1–2 written.
-pub async fn save(shared: &Shared, store: &str, items: Vec<SaveItem>) -> Result<(), ApiError> {
-    let registry = shared.components();
+pub async fn save(core: &StateCore, store: &str, items: Vec<SaveItem>) -> Result<(), ApiError> {
+    let registry = core.components.load();
     let entry = lookup(&registry, store)?;
     let requests =
-        items.into_iter().map(|item| set_request(shared, entry, store, item)).collect::<Result<Vec<_>, _>>()?;
+        items.into_iter().map(|item| set_request(core, entry, store, item)).collect::<Result<Vec<_>, _>>()?;
     for request in requests {
         entry.store.set(request).await.map_err(|err| match err {
             StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
@@ -91,10 +100,10 @@ pub async fn save(shared: &Shared, store: &str, items: Vec<SaveItem>) -> Result<
     Ok(())
 }
 
-pub async fn get(shared: &Shared, store: &str, key: &str) -> Result<Option<StateItem>, ApiError> {
-    let registry = shared.components();
+pub async fn get(core: &StateCore, store: &str, key: &str) -> Result<Option<StateItem>, ApiError> {
+    let registry = core.components.load();
     let entry = lookup(&registry, store)?;
-    let stored = stored_key(shared, &entry.prefix, store, key)?;
+    let stored = stored_key(core, &entry.prefix, store, key)?;
     entry.store.get(&stored).await.map_err(|err| ApiError::StateGet {
         key: key.to_owned(),
         store: store.to_owned(),
@@ -104,13 +113,13 @@ pub async fn get(shared: &Shared, store: &str, key: &str) -> Result<Option<State
 
 /// Reads several keys; the answer pairs each requested key (as the app sent it) with its item.
 pub async fn bulk_get(
-    shared: &Shared,
+    core: &StateCore,
     store: &str,
     keys: Vec<String>,
 ) -> Result<Vec<(String, Option<StateItem>)>, ApiError> {
-    let registry = shared.components();
+    let registry = core.components.load();
     let entry = lookup(&registry, store)?;
-    let stored = keys.iter().map(|key| stored_key(shared, &entry.prefix, store, key)).collect::<Result<Vec<_>, _>>()?;
+    let stored = keys.iter().map(|key| stored_key(core, &entry.prefix, store, key)).collect::<Result<Vec<_>, _>>()?;
     let found = entry
         .store
         .bulk_get(&stored)
@@ -121,15 +130,15 @@ pub async fn bulk_get(
 }
 
 pub async fn delete(
-    shared: &Shared,
+    core: &StateCore,
     store: &str,
     key: &str,
     etag: Option<String>,
     concurrency: Concurrency,
 ) -> Result<(), ApiError> {
-    let registry = shared.components();
+    let registry = core.components.load();
     let entry = lookup(&registry, store)?;
-    let stored = stored_key(shared, &entry.prefix, store, key)?;
+    let stored = stored_key(core, &entry.prefix, store, key)?;
     entry.store.delete(DeleteRequest { key: stored, etag, concurrency }).await.map_err(|err| match err {
         StateError::NotSupported { .. } => ApiError::StateNotSupported { detail: err.to_string() },
         _ => ApiError::StateDelete { key: key.to_owned(), failure: failure(&err), detail: error_chain(&err) },
@@ -137,15 +146,15 @@ pub async fn delete(
 }
 
 /// Applies all operations atomically, or none.
-pub async fn transact(shared: &Shared, store: &str, items: Vec<TxItem>) -> Result<(), ApiError> {
-    let registry = shared.components();
+pub async fn transact(core: &StateCore, store: &str, items: Vec<TxItem>) -> Result<(), ApiError> {
+    let registry = core.components.load();
     let entry = lookup(&registry, store)?;
     let mut ops = Vec::with_capacity(items.len());
     for item in items {
         ops.push(match item {
-            TxItem::Upsert(save) => TransactionOp::Set(set_request(shared, entry, store, save)?),
+            TxItem::Upsert(save) => TransactionOp::Set(set_request(core, entry, store, save)?),
             TxItem::Delete { key, etag, concurrency } => {
-                let key = stored_key(shared, &entry.prefix, store, &key)?;
+                let key = stored_key(core, &entry.prefix, store, &key)?;
                 TransactionOp::Delete(DeleteRequest { key, etag, concurrency })
             }
         });

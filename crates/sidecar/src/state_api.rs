@@ -24,11 +24,10 @@ use serde::{Deserialize, Serialize};
 use ward_components::state::Concurrency;
 
 use crate::error::{ApiError, StateFailure};
-use crate::runtime::Shared;
 use crate::state;
 
 /// The state routes; merged into the public router.
-pub fn router() -> Router<Arc<Shared>> {
+pub fn router() -> Router<crate::public::ApiState> {
     Router::new()
         .route("/v1.0/state/{store}", post(save))
         .route("/v1.0/state/{store}/bulk", post(bulk_get))
@@ -94,14 +93,13 @@ struct TransactionOperation {
 }
 
 /// Reads the body, bounded by `--max-body-size`.
-pub(crate) async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, ApiError> {
-    let limit = shared.max_body_size();
-    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match http_body_util::BodyExt::collect(limited).await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
-        Err(err) => Err(ApiError::Malformed { detail: format!("failed reading the request body: {err}") }),
-    }
+pub(crate) async fn read_body(limit: u64, body: Body) -> Result<Bytes, ApiError> {
+    crate::body::read_limited(body, limit).await.map_err(|err| match err {
+        crate::body::ReadBodyError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
+        crate::body::ReadBodyError::Read(detail) => {
+            ApiError::Malformed { detail: format!("failed reading the request body: {detail}") }
+        }
+    })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -136,31 +134,31 @@ fn save_item(item: SaveItem) -> Result<state::SaveItem, String> {
 }
 
 async fn save(
-    State(shared): State<Arc<Shared>>,
+    State(core): State<Arc<state::StateCore>>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Body,
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
         // Look the store up before reading the body: a missing store answers the same whatever was sent.
-        state::lookup(&shared.components(), &store)?;
-        let items: Vec<SaveItem> = parse_json(&read_body(&shared, body).await?)?;
+        state::lookup(&core.components.load(), &store)?;
+        let items: Vec<SaveItem> = parse_json(&read_body(core.max_body_size, body).await?)?;
         let items = items.into_iter().map(save_item).collect::<Result<Vec<_>, _>>().map_err(|detail| {
             ApiError::StateSave { store: store.clone(), failure: StateFailure::BadRequest, detail }
         })?;
-        state::save(&shared, &store, items).await?;
+        state::save(&core, &store, items).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn get_state(
-    State(shared): State<Arc<Shared>>,
+    State(core): State<Arc<state::StateCore>>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let result = async {
         let Path((store, key)) = path.map_err(path_error)?;
-        let Some(item) = state::get(&shared, &store, &key).await? else {
+        let Some(item) = state::get(&core, &store, &key).await? else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
         let mut response = Response::new(Body::from(item.value));
@@ -174,14 +172,14 @@ async fn get_state(
 }
 
 async fn delete_state(
-    State(shared): State<Arc<Shared>>,
+    State(core): State<Arc<state::StateCore>>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
         let Path((store, key)) = path.map_err(path_error)?;
-        state::lookup(&shared.components(), &store)?;
+        state::lookup(&core.components.load(), &store)?;
         let bad =
             |detail: String| ApiError::StateDelete { key: key.clone(), failure: StateFailure::BadRequest, detail };
         let etag = match headers.get(header::IF_MATCH) {
@@ -191,22 +189,22 @@ async fn delete_state(
         let query = query.map(|Query(q)| q).unwrap_or_default();
         let concurrency =
             state::parse_concurrency(query.get("concurrency").map(String::as_str).unwrap_or("")).map_err(bad)?;
-        state::delete(&shared, &store, &key, etag, concurrency).await?;
+        state::delete(&core, &store, &key, etag, concurrency).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn bulk_get(
-    State(shared): State<Arc<Shared>>,
+    State(core): State<Arc<state::StateCore>>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Body,
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        state::lookup(&shared.components(), &store)?;
-        let request: BulkRequest = parse_json(&read_body(&shared, body).await?)?;
-        let found = state::bulk_get(&shared, &store, request.keys).await?;
+        state::lookup(&core.components.load(), &store)?;
+        let request: BulkRequest = parse_json(&read_body(core.max_body_size, body).await?)?;
+        let found = state::bulk_get(&core, &store, request.keys).await?;
         let items: Vec<BulkItem> = found
             .into_iter()
             .map(|(key, item)| match item {
@@ -226,14 +224,14 @@ fn as_json(value: &[u8]) -> serde_json::Value {
 }
 
 async fn transaction(
-    State(shared): State<Arc<Shared>>,
+    State(core): State<Arc<state::StateCore>>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Body,
 ) -> Response {
     let result = async {
         let Path(store) = path.map_err(path_error)?;
-        state::lookup(&shared.components(), &store)?;
-        let request: TransactionRequest = parse_json(&read_body(&shared, body).await?)?;
+        state::lookup(&core.components.load(), &store)?;
+        let request: TransactionRequest = parse_json(&read_body(core.max_body_size, body).await?)?;
         let bad = |detail: String| ApiError::StateTransaction { failure: StateFailure::BadRequest, detail };
         let mut items = Vec::with_capacity(request.operations.len());
         for op in request.operations {
@@ -250,7 +248,7 @@ async fn transaction(
                 }
             });
         }
-        state::transact(&shared, &store, items).await?;
+        state::transact(&core, &store, items).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -259,7 +257,7 @@ async fn transaction(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::internal::error_chain;
+    use crate::error::error_chain;
     use crate::state::failure;
     use ward_components::state::StateError;
 

@@ -74,10 +74,6 @@ impl Outbound {
         Self { transport, by_callee: Mutex::new(HashMap::new()), plaintext }
     }
 
-    pub fn transport(&self) -> &Transport {
-        &self.transport
-    }
-
     /// Sends `request` (whose URI names the callee sidecar's internal address) to the sidecar of `callee`.
     pub async fn send(
         &self,

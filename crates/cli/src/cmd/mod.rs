@@ -22,6 +22,36 @@ pub fn parse_days_or_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Limits every listener of a process gets (`ward-net`): a slow or idle client cannot hold a port open.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenerArgs {
+    /// A TLS handshake must complete within this after accept.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// The first request (HTTP/1.1 headers, or the HTTP/2 preface and first HEADERS) must arrive within this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open connections per listener; more are refused at accept.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+}
+
+impl ListenerArgs {
+    pub fn limits(&self) -> anyhow::Result<ward_net::ListenerLimits> {
+        let limits = ward_net::ListenerLimits {
+            handshake_timeout: self.handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        };
+        limits.validate().map_err(|err| anyhow::anyhow!("listener limits: {err}"))?;
+        Ok(limits)
+    }
+}
+
 /// `--log-level` / `--log-as-json`, as daprd's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {

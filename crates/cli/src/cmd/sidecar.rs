@@ -62,10 +62,12 @@ pub struct Args {
     /// standalone (kubernetes is not supported).
     #[arg(long, default_value = "standalone")]
     mode: String,
-    /// Largest request body accepted, e.g. 4Mi (daprd's default).
-    #[arg(long, default_value = "4Mi")]
-    max_body_size: String,
-    /// Refuse development shortcuts: require mTLS, reject plaintext peers and dev identity markers.
+    /// Largest request body accepted, e.g. 4Mi. Default: the Configuration's spec.ward.maxBodySize, else 4Mi
+    /// (daprd's default).
+    #[arg(long)]
+    max_body_size: Option<String>,
+    /// Refuse development shortcuts: require mTLS, reject plaintext peers and dev identity markers, refuse
+    /// configuration ward does not honour. `spec.ward.productionMode: true` in the Configuration does the same.
     #[arg(long)]
     production: bool,
     /// Append audit events to FILE (hash-chained JSON lines) instead of stderr.
@@ -91,6 +93,8 @@ pub struct Args {
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
     #[command(flatten)]
+    listeners: super::ListenerArgs,
+    #[command(flatten)]
     log: super::LogArgs,
 }
 
@@ -105,7 +109,11 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     };
     let listen_addresses = ward_gate::parse_listen_addresses(&args.dapr_listen_addresses)
         .map_err(|err| anyhow::anyhow!("--dapr-listen-addresses: {err}"))?;
-    let max_body_size = ward_config::parse_byte_quantity(&args.max_body_size)
+    let max_body_size = args
+        .max_body_size
+        .as_deref()
+        .map(ward_config::parse_byte_quantity)
+        .transpose()
         .map_err(|err| anyhow::anyhow!("--max-body-size: {err}"))?;
     let mtls = if args.enable_mtls {
         let sentry_address = args.sentry_address.clone().context("--enable-mtls needs --sentry-address")?;
@@ -167,6 +175,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         app_token,
         enable_api_logging: args.enable_api_logging,
         drain_timeout: args.drain_timeout,
+        listener_limits: args.listeners.limits()?,
         resources_paths: args.resources_path.clone(),
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
         filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),

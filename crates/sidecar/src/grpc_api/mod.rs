@@ -2,8 +2,8 @@
 //! `--dapr-grpc-port`, the same listen addresses as HTTP.
 //!
 //! A thin adapter: every implemented method translates its protobuf request into the protocol-neutral core the
-//! HTTP API uses (`state`, `secrets_api::{secret, all_secrets}`, `public::invoke`) and maps the same `ApiError`
-//! to a gRPC status in one place (`ApiError::to_status`). The same gates apply: the API token layer from
+//! HTTP API uses (`state`, `secrets_api::{secret, all_secrets}`, `metadata`, `invoke::Invoker`) and maps the same
+//! `ApiError` to a gRPC status in one place (`ApiError::to_status`). The same gates apply: the API token layer from
 //! `ward-gate` (no exempt methods) and the `spec.api` allow list (a denied method answers Unimplemented). Methods
 //! ward does not implement answer Unimplemented (`dispatch.rs`, generated).
 
@@ -15,14 +15,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 use ward_components::state::Concurrency;
+use ward_policy::ApiAllowList;
 
-use crate::error::{ApiError, StateFailure};
-use crate::runtime::Shared;
-use crate::state;
+use crate::components::Components;
+use crate::error::{ApiError, InvokeError, StateFailure};
+use crate::invoke::Invoker;
+use crate::metadata::MetadataCore;
+use crate::state::{self, StateCore};
 
 /// The `dapr` crate's generated types.
 pub mod pb {
@@ -33,10 +37,13 @@ pub mod pb {
 use pb::common::v1 as common;
 use pb::runtime as rt;
 
-/// The gRPC service: one per sidecar.
+/// The gRPC service: one per sidecar, holding one handle per core it serves.
 #[derive(Clone)]
-pub struct GrpcApi {
-    shared: Arc<Shared>,
+pub(crate) struct GrpcApi {
+    pub(crate) state: Arc<StateCore>,
+    pub(crate) components: Arc<Components>,
+    pub(crate) metadata: Arc<MetadataCore>,
+    pub(crate) invoker: Arc<Invoker>,
 }
 
 impl std::fmt::Debug for GrpcApi {
@@ -73,16 +80,12 @@ fn sorted(metadata: HashMap<String, String>) -> BTreeMap<String, String> {
 }
 
 impl GrpcApi {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-
     async fn handle_get_state(
         &self,
         request: Request<rt::GetStateRequest>,
     ) -> Result<Response<rt::GetStateResponse>, Status> {
         let r = request.into_inner();
-        let item = state::get(&self.shared, &r.store_name, &r.key).await.map_err(|e| e.to_status())?;
+        let item = state::get(&self.state, &r.store_name, &r.key).await.map_err(|e| e.to_status())?;
         Ok(Response::new(match item {
             Some(item) => rt::GetStateResponse { data: item.value.to_vec(), etag: item.etag, metadata: HashMap::new() },
             None => rt::GetStateResponse::default(),
@@ -94,7 +97,7 @@ impl GrpcApi {
         request: Request<rt::GetBulkStateRequest>,
     ) -> Result<Response<rt::GetBulkStateResponse>, Status> {
         let r = request.into_inner();
-        let found = state::bulk_get(&self.shared, &r.store_name, r.keys).await.map_err(|e| e.to_status())?;
+        let found = state::bulk_get(&self.state, &r.store_name, r.keys).await.map_err(|e| e.to_status())?;
         let items = found
             .into_iter()
             .map(|(key, item)| match item {
@@ -112,14 +115,14 @@ impl GrpcApi {
         let store = r.store_name;
         let items = r.states.into_iter().map(|item| save_item(item, &store)).collect::<Result<Vec<_>, _>>();
         let items = items.map_err(|e| e.to_status())?;
-        state::save(&self.shared, &store, items).await.map_err(|e| e.to_status())?;
+        state::save(&self.state, &store, items).await.map_err(|e| e.to_status())?;
         Ok(Response::new(()))
     }
 
     async fn handle_delete_state(&self, request: Request<rt::DeleteStateRequest>) -> Result<Response<()>, Status> {
         let r = request.into_inner();
         let concurrency = concurrency(r.options.as_ref());
-        state::delete(&self.shared, &r.store_name, &r.key, etag(r.etag), concurrency)
+        state::delete(&self.state, &r.store_name, &r.key, etag(r.etag), concurrency)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(()))
@@ -132,7 +135,7 @@ impl GrpcApi {
         let r = request.into_inner();
         for item in r.states {
             let concurrency = concurrency(item.options.as_ref());
-            state::delete(&self.shared, &r.store_name, &item.key, etag(item.etag), concurrency)
+            state::delete(&self.state, &r.store_name, &item.key, etag(item.etag), concurrency)
                 .await
                 .map_err(|e| e.to_status())?;
         }
@@ -167,7 +170,7 @@ impl GrpcApi {
                 }
             });
         }
-        state::transact(&self.shared, &store, items).await.map_err(|e| e.to_status())?;
+        state::transact(&self.state, &store, items).await.map_err(|e| e.to_status())?;
         Ok(Response::new(()))
     }
 
@@ -176,7 +179,7 @@ impl GrpcApi {
         request: Request<rt::GetSecretRequest>,
     ) -> Result<Response<rt::GetSecretResponse>, Status> {
         let r = request.into_inner();
-        let secret = crate::secrets_api::secret(&self.shared, &r.store_name, &r.key, &sorted(r.metadata))
+        let secret = crate::secrets_api::secret(&self.components, &r.store_name, &r.key, &sorted(r.metadata))
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(rt::GetSecretResponse { data: secret.into_iter().collect() }))
@@ -187,7 +190,7 @@ impl GrpcApi {
         request: Request<rt::GetBulkSecretRequest>,
     ) -> Result<Response<rt::GetBulkSecretResponse>, Status> {
         let r = request.into_inner();
-        let all = crate::secrets_api::all_secrets(&self.shared, &r.store_name, &sorted(r.metadata))
+        let all = crate::secrets_api::all_secrets(&self.components, &r.store_name, &sorted(r.metadata))
             .await
             .map_err(|e| e.to_status())?;
         let data = all
@@ -201,43 +204,33 @@ impl GrpcApi {
         &self,
         _request: Request<rt::GetMetadataRequest>,
     ) -> Result<Response<rt::GetMetadataResponse>, Status> {
-        let json = self.shared.metadata_json();
-        let registered_components = self
-            .shared
-            .components()
-            .components()
-            .iter()
-            .map(|c| rt::RegisteredComponents {
-                name: c.name.clone(),
-                r#type: c.component_type.clone(),
-                version: c.version.clone(),
-                capabilities: Vec::new(),
-            })
-            .collect();
-        let extended_metadata = json["extended"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let metadata = self.metadata.metadata();
         Ok(Response::new(rt::GetMetadataResponse {
-            id: self.shared.app_id().to_owned(),
-            registered_components,
-            extended_metadata,
-            runtime_version: json["runtimeVersion"].as_str().unwrap_or_default().to_owned(),
+            id: metadata.id,
+            registered_components: metadata
+                .components
+                .into_iter()
+                .map(|c| rt::RegisteredComponents {
+                    name: c.name,
+                    r#type: c.component_type,
+                    version: c.version,
+                    capabilities: Vec::new(),
+                })
+                .collect(),
+            extended_metadata: metadata.extended.into_iter().collect(),
+            runtime_version: crate::metadata::RUNTIME_VERSION.to_owned(),
             app_connection_properties: Some(rt::AppConnectionProperties {
-                port: i32::from(self.shared.app_port().unwrap_or(0)),
-                protocol: if self.shared.app_speaks_grpc() { "grpc" } else { "http" }.to_owned(),
-                channel_address: self.shared.app_channel_address().to_owned(),
+                port: i32::from(metadata.app_connection.port),
+                protocol: metadata.app_connection.protocol.to_owned(),
+                channel_address: metadata.app_connection.channel_address,
                 ..Default::default()
             }),
             ..Default::default()
         }))
     }
 
-    /// The deprecated unary invocation API: the same path as HTTP invocation, answering with the app's body.
+    /// The deprecated unary invocation API: the same core as HTTP invocation, answering with the app's body
+    /// (buffered, so bounded by `--max-body-size`).
     async fn handle_invoke_service(
         &self,
         request: Request<rt::InvokeServiceRequest>,
@@ -249,32 +242,37 @@ impl GrpcApi {
             );
         };
         let verb = match message.http_extension.as_ref().map(|h| h.verb) {
+            None | Some(0) | Some(3) => http::Method::POST,
             Some(1) => http::Method::GET,
             Some(2) => http::Method::HEAD,
-            Some(3) | None | Some(0) => http::Method::POST,
             Some(4) => http::Method::PUT,
             Some(5) => http::Method::DELETE,
             Some(6) => http::Method::CONNECT,
             Some(7) => http::Method::OPTIONS,
             Some(8) => http::Method::TRACE,
             Some(9) => http::Method::PATCH,
-            Some(_) => http::Method::POST,
+            Some(other) => {
+                return Err(ApiError::Malformed { detail: format!("HTTPExtension.verb {other} is not a valid verb") }
+                    .to_status());
+            }
         };
-        let query = message.http_extension.as_ref().map(|h| h.querystring.clone()).filter(|q| !q.is_empty());
-        let uri = match &query {
-            Some(q) => format!("/v1.0/invoke/{}/method/{}?{q}", r.id, message.method),
-            None => format!("/v1.0/invoke/{}/method/{}", r.id, message.method),
+        let query = message.http_extension.as_ref().map(|h| h.querystring.as_str()).filter(|q| !q.is_empty());
+        // Only the query matters here: the method travels separately, still as the app wrote it.
+        let uri = match query {
+            Some(q) => format!("/?{q}"),
+            None => "/".to_owned(),
         };
-        let body = message.data.map(|any| any.value).unwrap_or_default();
         let mut builder = http::Request::builder().method(verb).uri(uri);
         if !message.content_type.is_empty() {
             builder = builder.header(http::header::CONTENT_TYPE, message.content_type.as_str());
         }
-        let http_request = builder
+        let body = message.data.map(|any| any.value).unwrap_or_default();
+        let (parts, body) = builder
             .body(Body::from(body))
-            .map_err(|err| ApiError::Malformed { detail: format!("invalid invocation: {err}") }.to_status())?;
-        let method = message.method.clone();
-        let response = crate::public::invoke(self.shared.clone(), r.id.clone(), method, http_request).await;
+            .map_err(|err| ApiError::Malformed { detail: format!("invalid invocation: {err}") }.to_status())?
+            .into_parts();
+        let invoke_error = |error| ApiError::Invoke { app_id: r.id.clone(), error }.to_status();
+        let response = self.invoker.invoke(&r.id, &message.method, parts, body).await.map_err(invoke_error)?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -282,16 +280,14 @@ impl GrpcApi {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|err| Status::internal(format!("reading the app's answer: {err}")))?;
+        let limit = self.invoker.max_body_size;
+        let bytes = crate::body::read_limited(response.into_body(), limit).await.map_err(|err| match err {
+            crate::body::ReadBodyError::TooLarge { limit } => invoke_error(InvokeError::ResponseTooLarge { limit }),
+            crate::body::ReadBodyError::Read(detail) => invoke_error(InvokeError::CalleeUnavailable(detail)),
+        })?;
         if !status.is_success() {
-            // A refusal by ward carries Dapr's error body; an app's own error status becomes Dapr's mapping.
-            let message = serde_json::from_slice::<crate::error::ErrorBody>(&bytes)
-                .map(|b| b.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(Status::new(crate::error::grpc_code_for_http(status), message));
+            // The app's own error status becomes Dapr's mapping, with the app's body as the message.
+            return Err(Status::new(crate::error::grpc_code_for_http(status), String::from_utf8_lossy(&bytes)));
         }
         Ok(Response::new(common::InvokeResponse {
             data: Some(prost_types::Any { type_url: String::new(), value: bytes.to_vec() }),
@@ -300,61 +296,57 @@ impl GrpcApi {
     }
 }
 
-/// Serves the gRPC API on `listener` until `stop` flips.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let tokens = shared.api_tokens().clone();
-    let allow = AllowListLayer { shared: shared.clone() };
-    // tonic's tcp_nodelay applies only to listeners it binds itself; set it on every accepted socket (without it
-    // small responses wait for delayed ACKs: a ~40 ms p99 cliff).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |tcp| {
-        tcp.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    });
-    let dapr = pb::runtime::dapr_server::DaprServer::new(GrpcApi::new(shared.clone()))
-        .max_decoding_message_size(64 * 1024 * 1024);
-    // Calls for services other than Dapr's go to the gRPC proxy (`dapr-app-id` names the target app).
+/// The gRPC API as one service: API log → API token → `spec.api` allow list → the Dapr service, with calls for
+/// other services going to the gRPC proxy (`dapr-app-id` names the target app). Served by `listeners::serve_grpc`.
+pub(crate) fn service(
+    api: GrpcApi,
+    tokens: ward_gate::ApiTokens,
+    api_list: Arc<ArcSwap<ApiAllowList>>,
+    api_log: ward_gate::ApiLogOptions,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let invoker = api.invoker.clone();
+    // Requests are decoded whole: bounded by `--max-body-size` like every other buffered body.
+    let limit = usize::try_from(api.invoker.max_body_size).unwrap_or(usize::MAX);
+    let dapr = pb::runtime::dapr_server::DaprServer::new(api).max_decoding_message_size(limit);
     let router =
         tonic::service::Routes::new(dapr).into_axum_router().fallback(move |request: axum::extract::Request| {
-            let shared = shared.clone();
-            async move { proxy::forward(shared, request).await }
+            let invoker = invoker.clone();
+            async move { proxy::forward(&invoker, request).await }
         });
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    tower::ServiceBuilder::new()
+        .layer(ward_gate::ApiLogLayer::new(api_log))
         .layer(ward_gate::GrpcApiTokenLayer::new(tokens))
-        .layer(allow)
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.changed().await;
-        })
-        .await;
-    if let Err(err) = result {
-        tracing::error!(error = %err, "the gRPC API server stopped");
-    }
+        .layer(AllowListLayer { list: api_list })
+        .map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new))
+        .service(router)
 }
 
 /// `spec.api` for gRPC: a runtime method the allow/deny lists refuse answers Unimplemented
 /// ("requested endpoint is not available") without reaching the service.
 #[derive(Clone)]
 struct AllowListLayer {
-    shared: Arc<Shared>,
+    list: Arc<ArcSwap<ApiAllowList>>,
 }
 
 impl<S> tower::Layer<S> for AllowListLayer {
     type Service = AllowList<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AllowList { inner, shared: self.shared.clone() }
+        AllowList { inner, list: self.list.clone() }
     }
 }
 
 #[derive(Clone)]
 struct AllowList<S> {
     inner: S,
-    shared: Arc<Shared>,
+    list: Arc<ArcSwap<ApiAllowList>>,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for AllowList<S>
@@ -373,7 +365,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if self.shared.api_allowlist().is_grpc_allowed(request.uri().path()) {
+        if self.list.load().is_grpc_allowed(request.uri().path()) {
             return futures_util::future::Either::Left(self.inner.call(request));
         }
         let mut response = http::Response::new(R::default());

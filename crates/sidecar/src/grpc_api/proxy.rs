@@ -2,33 +2,23 @@
 //! than Dapr's own, carrying `dapr-app-id` metadata, is streamed to that app's sidecar over mTLS and on to the app.
 //! The callee's sidecar judges the full method name `/pkg.Service/Method` with its ACL; a refusal comes back as
 //! the gRPC status Dapr uses (PermissionDenied for the ACL), without reaching the app.
-
-use std::sync::Arc;
+//!
+//! `dapr.proto.*` services are never proxied (here, and again at the callee): a gRPC app dispatches
+//! `AppCallback/OnInvoke` on the inner `InvokeRequest.method`, which the ACL never sees.
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 
 use crate::headers;
-use crate::internal::INTERNAL_GRPC_PREFIX;
-use crate::public::{PeerFailure, send_to_peer};
-use crate::runtime::Shared;
+use crate::inbound::method::is_reserved_grpc_service;
+use crate::invoke::Invoker;
 
 fn status(code: tonic::Code, message: impl Into<String>) -> Response {
     tonic::Status::new(code, message).into_http::<Body>()
 }
 
-fn code_named(name: &str) -> tonic::Code {
-    match name {
-        "PermissionDenied" => tonic::Code::PermissionDenied,
-        "InvalidArgument" => tonic::Code::InvalidArgument,
-        "NotFound" => tonic::Code::NotFound,
-        "Unavailable" => tonic::Code::Unavailable,
-        _ => tonic::Code::Internal,
-    }
-}
-
-pub(super) async fn forward(shared: Arc<Shared>, request: Request) -> Response {
+pub(super) async fn forward(invoker: &Invoker, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let Some(target) = request.headers().get(headers::APP_ID).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
         return status(
@@ -36,17 +26,17 @@ pub(super) async fn forward(shared: Arc<Shared>, request: Request) -> Response {
             format!("unknown method {path} (no dapr-app-id metadata to proxy it)"),
         );
     };
-    let internal = format!("{INTERNAL_GRPC_PREFIX}{}", path.trim_start_matches('/'));
+    if is_reserved_grpc_service(&path) {
+        tracing::warn!(method = %path, target = %target, "refused to proxy a Dapr service");
+        return status(
+            tonic::Code::PermissionDenied,
+            format!("the Dapr service {path} cannot be called through the gRPC proxy"),
+        );
+    }
     let (parts, body) = request.into_parts();
-    match send_to_peer(&shared, &target, internal, parts, body).await {
+    match invoker.proxy_grpc(&target, &path, parts, body).await {
         // Body and trailers (grpc-status) stream through unchanged.
-        Ok(response) => response.map(Body::new),
-        Err(PeerFailure::Refused(peer)) => status(code_named(&peer.code), peer.message),
-        Err(PeerFailure::NotFound) => status(tonic::Code::Unavailable, format!("couldn't find service: {target}")),
-        Err(PeerFailure::Unavailable(detail)) => status(tonic::Code::Unavailable, detail),
-        Err(PeerFailure::Invalid(detail)) => status(tonic::Code::InvalidArgument, detail),
-        Err(PeerFailure::BodyTooLarge(limit)) => {
-            status(tonic::Code::ResourceExhausted, format!("request larger than {limit} bytes"))
-        }
+        Ok(response) => response,
+        Err(error) => error.to_proxy_status().into_http::<Body>(),
     }
 }

@@ -1,0 +1,113 @@
+//! Which component types this build of ward can load, decided before anything is built: a component is a state
+//! store, a secret store, a building block Dapr defines and ward does not implement yet, or it is refused.
+//!
+//! Owns the verdict for a `(spec.type, spec.version)` pair ([`classify_component`]). An unknown type
+//! (`state.nosuch`, `foo.bar`) and any `middleware.*` component are errors naming `spec.type`, never a skip:
+//! each is an explicit request for a backend or a control, and loading without it would run the app without what
+//! its owner configured (ARCHITECTURE invariant 8). The caller must classify *before* building and must not let
+//! `spec.ignoreErrors` turn this error into a skip: `ignoreErrors` is for a backend that fails to start, not for a
+//! type that does not exist.
+//!
+//! Does not build components (the `state` and `secretstores` factories do), know which metadata a type needs, or
+//! decide what happens to a [`ComponentSupport::NotImplemented`] component (the sidecar's settings rule: refused in
+//! production, one warning in development).
+
+use crate::metadata::ComponentError;
+use crate::{check_version, normalize_type, secretstores, state};
+
+/// Building blocks Dapr defines (components-contrib categories) that ward does not implement yet.
+pub const NOT_IMPLEMENTED_BUILDING_BLOCKS: &[&str] =
+    &["pubsub", "bindings", "configuration", "lock", "crypto", "conversation", "workflow", "nameresolution"];
+
+/// What ward can do with a component, by its `spec.type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSupport {
+    /// A state store this build implements (`state.in-memory`, `state.sqlite`, `state.redis`), at a supported
+    /// version: build it with [`state::build_state_store`].
+    State,
+    /// A secret store this build implements: build it with [`secretstores::build_secret_store`].
+    SecretStore,
+    /// A building block Dapr defines that ward does not implement yet (`pubsub.redis`, `bindings.http`, …). Not
+    /// built; the caller applies the settings rule (refused in production, warned about in development).
+    NotImplemented {
+        /// The building block, lowercased (`pubsub`).
+        building_block: String,
+    },
+}
+
+/// Classify a component by `spec.type` (matched case-insensitively, as Dapr) and `spec.version`.
+///
+/// Errors (each names `spec.type` or `spec.version`; the sidecar adds file and resource):
+/// - a `middleware.*` type: middleware is not implemented yet, and a configured middleware is never skipped;
+/// - a type of the state or secret store building blocks that this build does not have (`state.nosuch`), or a
+///   version of it that is not supported;
+/// - a building block Dapr does not define (`foo.bar`).
+pub fn classify_component(component_type: &str, version: &str) -> Result<ComponentSupport, ComponentError> {
+    let ty = normalize_type(component_type);
+    let block = ty.split_once('.').map_or(ty.as_str(), |(block, _)| block);
+    match block {
+        "state" => {
+            check_version(state::state_store_types(), &ty, version, "state store")?;
+            Ok(ComponentSupport::State)
+        }
+        "secretstores" => {
+            check_version(secretstores::secret_store_types(), &ty, version, "secret store")?;
+            Ok(ComponentSupport::SecretStore)
+        }
+        "middleware" => Err(ComponentError::new(
+            "spec.type",
+            format!(
+                "middleware component {ty:?} is not supported by ward yet; a configured middleware is refused rather than skipped"
+            ),
+        )),
+        block if NOT_IMPLEMENTED_BUILDING_BLOCKS.contains(&block) => {
+            Ok(ComponentSupport::NotImplemented { building_block: block.to_string() })
+        }
+        _ => Err(ComponentError::new(
+            "spec.type",
+            format!(
+                "unknown component type {ty:?}: {block:?} is not a Dapr building block (state, secretstores, {})",
+                NOT_IMPLEMENTED_BUILDING_BLOCKS.join(", ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_types_classify() {
+        let cases = [
+            ("state.in-memory", "v1", ComponentSupport::State),
+            ("state.sqlite", "v1", ComponentSupport::State),
+            ("State.Redis", "V1", ComponentSupport::State),
+            ("secretstores.local.file", "v1", ComponentSupport::SecretStore),
+            ("secretstores.local.env", "v1", ComponentSupport::SecretStore),
+            ("pubsub.redis", "v1", ComponentSupport::NotImplemented { building_block: "pubsub".into() }),
+            ("bindings.http", "v1", ComponentSupport::NotImplemented { building_block: "bindings".into() }),
+        ];
+        for (ty, version, expected) in cases {
+            assert_eq!(classify_component(ty, version).expect(ty), expected, "{ty}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_middleware_types_are_refused_naming_the_field() {
+        let cases = [
+            ("state.nosuch", "v1", "spec.type", "unknown state store type \"state.nosuch\""),
+            ("secretstores.vault", "v1", "spec.type", "unknown secret store type"),
+            ("state.redis", "v2", "spec.version", "unsupported version \"v2\""),
+            ("middleware.http.bearer", "v1", "spec.type", "middleware component \"middleware.http.bearer\""),
+            ("Middleware.HTTP.uppercase", "v1", "spec.type", "is not supported by ward yet"),
+            ("foo.bar", "v1", "spec.type", "\"foo\" is not a Dapr building block"),
+            ("state", "v1", "spec.type", "unknown state store type"),
+        ];
+        for (ty, version, field, text) in cases {
+            let err = classify_component(ty, version).expect_err(ty);
+            assert_eq!(err.path().as_deref(), Some(field), "{ty}: {err}");
+            assert!(err.to_string().contains(text), "{ty}: {err}");
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! One connection's life after accept (and TLS): the timers that bound it and the bookkeeping they read.
+//!
+//! Three pieces share one [`ConnState`]:
+//! - [`TrackedIo`] wraps the socket and notes when request bytes start arriving on an idle connection, and whether
+//!   the client opened with the HTTP/2 preface;
+//! - [`InFlight`] wraps the caller's service and counts requests in flight; the count drops when the response
+//!   body finishes or is dropped ([`GuardedBody`]), so a long streaming body keeps its connection;
+//! - [`drive`] polls hyper's connection and one timer, and closes the connection when a deadline passes.
+//!
+//! It owns no policy about *which* limits apply (see [`crate::ListenerLimits`]) and never looks at request
+//! contents beyond the first 24 bytes (the HTTP/2 preface).
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use futures_util::task::AtomicWaker;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ListenerLimits;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's first bytes when it speaks HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PROTOCOL_UNKNOWN: u8 = 0;
+const PROTOCOL_HTTP1: u8 = 1;
+const PROTOCOL_HTTP2: u8 = 2;
+/// `pending_since` when no request bytes are waiting.
+const NONE: u64 = u64::MAX;
+
+/// What one connection's timers read. Times are microseconds since `epoch` so they fit in atomics.
+pub(crate) struct ConnState {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// When `in_flight` last dropped to zero.
+    idle_since: AtomicU64,
+    /// When bytes first arrived while no request was in flight (a request's headers on their way), or [`NONE`].
+    pending_since: AtomicU64,
+    protocol: AtomicU8,
+    /// The driver's waker: a response finishing on another task (HTTP/2 streams run on their own tasks) must
+    /// wake the driver so it arms the idle timer.
+    driver: AtomicWaker,
+}
+
+impl ConnState {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            pending_since: AtomicU64::new(NONE),
+            protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
+            driver: AtomicWaker::new(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(NONE - 1)
+    }
+
+    fn at(&self, micros: u64) -> Instant {
+        self.epoch + std::time::Duration::from_micros(micros)
+    }
+
+    /// Called with the bytes of every successful read (after TLS, so plaintext HTTP).
+    fn on_read(&self, bytes: &[u8], preface_matched: &mut usize) {
+        if self.protocol.load(Ordering::Relaxed) == PROTOCOL_UNKNOWN {
+            let rest = H2_PREFACE.get(*preface_matched..).unwrap_or_default();
+            let compared = rest.len().min(bytes.len());
+            if rest.iter().zip(bytes).all(|(a, b)| a == b) {
+                *preface_matched += compared;
+                if *preface_matched == H2_PREFACE.len() {
+                    self.protocol.store(PROTOCOL_HTTP2, Ordering::Relaxed);
+                }
+            } else {
+                self.protocol.store(PROTOCOL_HTTP1, Ordering::Relaxed);
+            }
+        }
+        // Bytes on a connection with nothing in flight are the start of the next request: its headers now have
+        // `header_read_timeout` to complete. Bytes while a request is in flight are its body (or pipelined
+        // requests, which the idle timer still bounds).
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.pending_since.load(Ordering::Relaxed) == NONE {
+            self.pending_since.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    fn start_request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        self.pending_since.store(NONE, Ordering::Relaxed);
+        RequestGuard { state: self.clone() }
+    }
+
+    /// The next moment something must happen to this connection, and what; `None` while a request is in flight.
+    fn next_deadline(&self, limits: &ListenerLimits, closing_since: Option<Instant>) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let idle_since = self.at(self.idle_since.load(Ordering::Acquire));
+        if let Some(since) = closing_since {
+            // A client that ignores our close (never acks HTTP/2's GOAWAY ping, never reads) is cut; measured from
+            // the last response too, so a response that just finished still gets flushed.
+            return Some((since.max(idle_since) + limits.header_read_timeout, Expiry::Closing));
+        }
+        if self.requests.load(Ordering::Acquire) == 0 {
+            return Some((self.epoch + limits.header_read_timeout, Expiry::FirstRequest));
+        }
+        let idle = (idle_since + limits.idle_timeout, Expiry::Idle);
+        // Only HTTP/1.1 has "the next request's headers": on HTTP/2 an idle connection carries PINGs, SETTINGS and
+        // WINDOW_UPDATEs, which are not the start of a request.
+        let pending = self.pending_since.load(Ordering::Relaxed);
+        if self.protocol.load(Ordering::Relaxed) == PROTOCOL_HTTP1 && pending != NONE {
+            let header = self.at(pending) + limits.header_read_timeout;
+            if header < idle.0 {
+                return Some((header, Expiry::HeaderRead));
+            }
+        }
+        Some(idle)
+    }
+}
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// No first request (HTTP/1.1 headers, HTTP/2 preface + HEADERS) within the header timeout.
+    FirstRequest,
+    /// An HTTP/1.1 request's headers did not complete within the header timeout of their first byte.
+    HeaderRead,
+    /// No request in flight for the idle timeout: the connection is asked to close gracefully.
+    Idle,
+    /// A graceful close (idle or shutdown) did not finish in time: the connection is dropped.
+    Closing,
+}
+
+/// One request in flight; dropping it (body finished or dropped, or the service failed) ends it.
+pub(crate) struct RequestGuard {
+    state: Arc<ConnState>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        // Store the time before the count drops, so whoever sees zero also sees when it became zero.
+        self.state.idle_since.store(self.state.now(), Ordering::Release);
+        if self.state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.state.driver.wake();
+        }
+    }
+}
+
+/// The socket, observed (see [`ConnState::on_read`]).
+pub(crate) struct TrackedIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+    preface_matched: usize,
+}
+
+impl<T> TrackedIo<T> {
+    pub(crate) fn new(inner: T, state: Arc<ConnState>) -> Self {
+        Self { inner, state, preface_matched: 0 }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if let Some(read) = buf.filled().get(before..)
+            && !read.is_empty()
+        {
+            this.state.on_read(read, &mut this.preface_matched);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The caller's service, counting requests in flight.
+pub(crate) struct InFlight<S> {
+    inner: S,
+    state: Arc<ConnState>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for InFlight<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<GuardedBody<B>>;
+    type Error = S::Error;
+    type Future = InFlightFuture<S::Future>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let guard = self.state.start_request();
+        InFlightFuture { inner: self.inner.call(request), guard: Some(guard) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's future; hands the request guard to the response body.
+    pub(crate) struct InFlightFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<F, B, E> Future for InFlightFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<GuardedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        // On error the guard stays here and ends the request when this future drops.
+        Poll::Ready(result.map(|response| {
+            let guard = this.guard.take();
+            response.map(|inner| GuardedBody { inner, guard })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends its request (for the idle timer) when it finishes, fails or drops.
+    pub(crate) struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<B: Body> Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            this.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// hyper finished the connection (client closed, graceful close done, or a protocol error).
+    Finished(Result<(), BoxError>),
+    /// A deadline passed and the connection was dropped.
+    TimedOut(Expiry),
+    /// The listener's drain ran out of time.
+    Forced,
+}
+
+/// Builds the hyper connection builder every connection of a listener uses.
+/// hyper's HTTP/2 defaults are relied on: 200 concurrent streams, a 16 KiB header list, reset-flood limits.
+pub(crate) fn builder(http2_only: bool) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2_only {
+        builder = builder.http2_only();
+    }
+    // hyper's own HTTP/1.1 header timer starts as soon as the previous response is written, so it would close
+    // an idle keep-alive connection at the header timeout instead of the idle timeout; [`drive`] enforces both
+    // (header time counted from the first byte of a request, as Go's ReadHeaderTimeout does).
+    builder.http1().header_read_timeout(None);
+    builder
+}
+
+/// Serves one connection until it ends, enforcing the header, idle and closing deadlines.
+#[expect(clippy::too_many_arguments, reason = "one internal call site; a struct would only rename these")]
+pub(crate) async fn drive<T, S, B>(
+    io: T,
+    state: Arc<ConnState>,
+    service: S,
+    builder: &auto::Builder<TokioExecutor>,
+    limits: &ListenerLimits,
+    graceful: &CancellationToken,
+    force: &CancellationToken,
+    on_idle: impl Fn(),
+) -> Ended
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let io = TokioIo::new(TrackedIo::new(io, state.clone()));
+    let service = InFlight { inner: service, state: state.clone() };
+    let mut conn = pin!(builder.serve_connection(io, service));
+    let mut graceful = pin!(graceful.cancelled());
+    let mut force = pin!(force.cancelled());
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now() + limits.header_read_timeout));
+    let mut closing_since: Option<Instant> = None;
+
+    poll_fn(|cx| {
+        state.driver.register(cx.waker());
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Finished(result));
+            }
+            if force.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ended::Forced);
+            }
+            if closing_since.is_none() && graceful.as_mut().poll(cx).is_ready() {
+                closing_since = Some(Instant::now());
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            let Some((deadline, expiry)) = state.next_deadline(limits, closing_since) else {
+                return Poll::Pending;
+            };
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            match expiry {
+                Expiry::Idle => {
+                    // Graceful: HTTP/1.1 closes at once when idle, HTTP/2 sends GOAWAY so the client retries
+                    // elsewhere instead of seeing a reset; `Closing` then bounds how long that may take.
+                    on_idle();
+                    closing_since = Some(Instant::now());
+                    conn.as_mut().graceful_shutdown();
+                }
+                expiry => return Poll::Ready(Ended::TimedOut(expiry)),
+            }
+        }
+    })
+    .await
+}

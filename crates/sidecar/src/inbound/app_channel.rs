@@ -1,0 +1,228 @@
+//! The app channel: the last service of the inbound stack, chosen once at start from `--app-port` and
+//! `--app-protocol`. Authorization has already happened; this module only delivers, with the operation the ACL
+//! judged, and relays the app's answer (hop-by-hop headers and any forged refusal headers removed).
+//!
+//! Three ways to reach an app: an HTTP request (HTTP apps); `dapr.proto.runtime.v1.AppCallback/OnInvoke` (service
+//! invocation of a gRPC app); a proxied gRPC call streamed over HTTP/2 (gRPC apps, Dapr's proxy mode).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::{HeaderValue, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::method::InboundCall;
+use super::{InboundRequest, InboundResponse};
+use crate::error::{InboundError, PeerRefusal};
+use crate::grpc_api::pb::common::v1 as common;
+use crate::grpc_api::pb::runtime::app_callback_client::AppCallbackClient;
+use crate::headers;
+
+/// How this sidecar reaches its app.
+#[derive(Clone)]
+pub(crate) enum AppChannel {
+    /// No `--app-port`: nothing can be delivered.
+    None,
+    /// An HTTP app: invocations arrive as HTTP/1.1 requests.
+    Http(Arc<HttpApp>),
+    /// A gRPC app: invocations arrive as `AppCallback/OnInvoke`, proxied calls as themselves.
+    Grpc(Arc<GrpcApp>),
+}
+
+pub(crate) struct HttpApp {
+    client: Client<HttpConnector, Body>,
+    /// `http://host:port`
+    base: String,
+    max_body_size: u64,
+}
+
+pub(crate) struct GrpcApp {
+    callback: AppCallbackClient<tonic::transport::Channel>,
+    h2: Client<HttpConnector, Body>,
+    base: String,
+    max_body_size: u64,
+}
+
+/// What the app channel needs to know, from the settings.
+pub(crate) struct AppChannelOptions<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) port: Option<u16>,
+    pub(crate) grpc: bool,
+    pub(crate) max_body_size: u64,
+}
+
+impl AppChannel {
+    pub(crate) fn new(options: AppChannelOptions<'_>) -> Result<AppChannel, String> {
+        let Some(port) = options.port else { return Ok(AppChannel::None) };
+        let base = format!("http://{}:{port}", options.address);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        if !options.grpc {
+            let client = Client::builder(TokioExecutor::new()).build(http);
+            return Ok(AppChannel::Http(Arc::new(HttpApp { client, base, max_body_size: options.max_body_size })));
+        }
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(base.clone()).map_err(|err| err.to_string())?.tcp_nodelay(true);
+        let callback = AppCallbackClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(usize::try_from(options.max_body_size).unwrap_or(usize::MAX));
+        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(http);
+        Ok(AppChannel::Grpc(Arc::new(GrpcApp { callback, h2, base, max_body_size: options.max_body_size })))
+    }
+
+    pub(crate) fn speaks_grpc(&self) -> bool {
+        matches!(self, AppChannel::Grpc(_))
+    }
+}
+
+type ChannelFuture = Pin<Box<dyn Future<Output = Result<InboundResponse, InboundError>> + Send>>;
+
+impl tower::Service<InboundRequest> for AppChannel {
+    type Response = InboundResponse;
+    type Error = InboundError;
+    type Future = ChannelFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: InboundRequest) -> Self::Future {
+        let channel = self.clone();
+        Box::pin(async move {
+            let Some(call) = request.extensions().get::<InboundCall>().cloned() else {
+                return Err(InboundError::UnknownEndpoint);
+            };
+            match (channel, call) {
+                (AppChannel::None, _) => Err(InboundError::AppUnavailable("the app has no port configured".to_owned())),
+                (AppChannel::Http(app), InboundCall::Invoke { method, .. }) => {
+                    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                    let uri = format!("{}{}{query}", app.base, method.to_uri_path());
+                    forward(&app.client, request, &uri, http::Version::HTTP_11, app.max_body_size).await
+                }
+                (AppChannel::Http(_), InboundCall::Grpc { .. }) => {
+                    Err(InboundError::AppUnavailable("the app does not speak gRPC (--app-protocol http)".to_owned()))
+                }
+                (AppChannel::Grpc(app), InboundCall::Invoke { method, .. }) => {
+                    on_invoke(&app, method.as_str(), request).await
+                }
+                (AppChannel::Grpc(app), InboundCall::Grpc { method }) => {
+                    let mut request = request;
+                    // gRPC servers built on the C core refuse a request without `te: trailers`.
+                    request.headers_mut().insert(http::header::TE, HeaderValue::from_static("trailers"));
+                    let uri = format!("{}{}", app.base, method.as_str());
+                    forward(&app.h2, request, &uri, http::Version::HTTP_2, app.max_body_size).await
+                }
+            }
+        })
+    }
+}
+
+/// Sends the request to the app at `uri` and relays the answer, streaming both ways.
+async fn forward(
+    client: &Client<HttpConnector, Body>,
+    mut request: InboundRequest,
+    uri: &str,
+    version: http::Version,
+    _max_body_size: u64,
+) -> Result<InboundResponse, InboundError> {
+    *request.uri_mut() =
+        uri.parse::<http::Uri>().map_err(|_| InboundError::InvalidMethod("not a valid request target".to_owned()))?;
+    *request.version_mut() = version;
+    match client.request(request).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            PeerRefusal::strip(&mut parts.headers);
+            Ok(http::Response::from_parts(parts, Body::new(body)))
+        }
+        Err(err) => {
+            tracing::warn!(error = %crate::error::error_chain(&err), "the app did not answer");
+            Err(InboundError::AppUnavailable(format!("the app is not reachable: {}", crate::error::error_chain(&err))))
+        }
+    }
+}
+
+fn verb(method: &http::Method) -> i32 {
+    use common::http_extension::Verb;
+    (match *method {
+        http::Method::GET => Verb::Get,
+        http::Method::HEAD => Verb::Head,
+        http::Method::POST => Verb::Post,
+        http::Method::PUT => Verb::Put,
+        http::Method::DELETE => Verb::Delete,
+        http::Method::CONNECT => Verb::Connect,
+        http::Method::OPTIONS => Verb::Options,
+        http::Method::TRACE => Verb::Trace,
+        http::Method::PATCH => Verb::Patch,
+        _ => Verb::None,
+    }) as i32
+}
+
+/// gRPC status of the app → the HTTP status Dapr answers with (`pkg/messaging/v1/util.go`, inverted).
+fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Delivers one invocation to a gRPC app's `OnInvoke` (the body is buffered: it becomes one protobuf field).
+async fn on_invoke(app: &GrpcApp, method: &str, request: InboundRequest) -> Result<InboundResponse, InboundError> {
+    let (parts, body) = request.into_parts();
+    let data = crate::body::read_limited(body, app.max_body_size)
+        .await
+        .map_err(|_| InboundError::BodyTooLarge { limit: app.max_body_size })?;
+    let content_type =
+        parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let mut call = tonic::Request::new(common::InvokeRequest {
+        method: method.to_owned(),
+        data: Some(prost_types::Any { type_url: String::new(), value: data.to_vec() }),
+        content_type,
+        http_extension: Some(common::HttpExtension {
+            verb: verb(&parts.method),
+            querystring: parts.uri.query().unwrap_or_default().to_owned(),
+        }),
+    });
+    for name in [headers::API_TOKEN, headers::CALLER_APP_ID, headers::CALLER_NAMESPACE, headers::CALLEE_APP_ID] {
+        if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok())
+            && let Ok(value) = value.parse()
+        {
+            call.metadata_mut().insert(name, value);
+        }
+    }
+    let mut client = app.callback.clone();
+    match client.on_invoke(call).await {
+        Ok(answer) => {
+            let answer = answer.into_inner();
+            let mut response = http::Response::new(Body::from(answer.data.map(|any| any.value).unwrap_or_default()));
+            if !answer.content_type.is_empty()
+                && let Ok(value) = HeaderValue::from_str(&answer.content_type)
+            {
+                response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            }
+            Ok(response)
+        }
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            Err(InboundError::AppUnavailable(format!("the app is not reachable: {}", status.message())))
+        }
+        // The app's own error is the app's answer, as with an HTTP app's error status.
+        Err(status) => {
+            let mut response = http::Response::new(Body::from(status.message().to_owned()));
+            *response.status_mut() = http_status(status.code());
+            Ok(response)
+        }
+    }
+}

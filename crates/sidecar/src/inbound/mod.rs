@@ -1,0 +1,121 @@
+//! The callee side of service invocation: the internal port other sidecars call. Each step is one layer, in this
+//! order (outermost first); each either passes the request on or refuses it with a typed
+//! [`crate::error::InboundError`]:
+//!
+//! ```text
+//! accept           the verified peer identity (mTLS certificate; development marker only in development)
+//!                  goes into the request extensions; nothing else may set it            (accept.rs, per connection)
+//! respond          the one place an error becomes an answer; refusals before the ACL are audited here (respond.rs)
+//! normalise        the method, once: `InboundCall` into the extensions; bad paths, unknown verbs and
+//!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
+//! body limit       `--max-body-size`, declared or streamed                                         (body_limit.rs)
+//! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
+//! (capabilities, MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
+//! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
+//! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
+//! ```
+
+pub(crate) mod accept;
+pub(crate) mod acl;
+pub(crate) mod app_channel;
+pub(crate) mod body_limit;
+pub(crate) mod check;
+pub(crate) mod identity;
+pub(crate) mod method;
+pub(crate) mod respond;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use tower::{Service, ServiceBuilder};
+use ward_identity::SpiffeId;
+use ward_policy::AccessControl;
+
+use self::accept::AcceptMode;
+use self::acl::AccessControlCheck;
+use self::app_channel::AppChannel;
+use self::body_limit::BodyLimit;
+use self::check::CheckLayer;
+use self::identity::IdentityHeaders;
+use self::method::NormaliseMethod;
+use self::respond::RespondLayer;
+use crate::audit::AuditSink;
+
+pub(crate) type InboundRequest = http::Request<Body>;
+pub(crate) type InboundResponse = http::Response<Body>;
+
+/// Exactly what the inbound stack uses, and nothing more.
+#[derive(Clone)]
+pub(crate) struct InboundHandles {
+    pub(crate) app_id: Arc<str>,
+    pub(crate) accept: AcceptMode,
+    pub(crate) acl: Arc<ArcSwap<AccessControl>>,
+    pub(crate) audit: AuditSink,
+    pub(crate) max_body_size: u64,
+    pub(crate) app_token: ward_gate::AppToken,
+    pub(crate) app_channel: AppChannel,
+}
+
+/// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
+/// (the string judged is the string delivered); the ACL before any header reaches the app.
+pub(crate) fn stack(
+    handles: &InboundHandles,
+) -> impl Service<InboundRequest, Response = http::Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    let protocol = NormaliseMethod {
+        app_protocol: if handles.app_channel.speaks_grpc() {
+            ward_policy::AppProtocol::Grpc
+        } else {
+            ward_policy::AppProtocol::Http
+        },
+    };
+    ServiceBuilder::new()
+        // Errors → answers (and audit of early refusals): outermost, so it sees every refusal below.
+        .layer(RespondLayer { audit: handles.audit.clone(), app_id: handles.app_id.clone() })
+        // Normalise the method once.
+        .layer(CheckLayer(protocol.clone()))
+        // Bounded bodies.
+        .layer(CheckLayer(BodyLimit { limit: handles.max_body_size }))
+        // accessControl, audited.
+        .layer(CheckLayer(AccessControlCheck {
+            acl: handles.acl.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+            protocol,
+        }))
+        // Later: capability check, MCP tool rules, appHttpPipeline middleware.
+        // Identity headers and this sidecar's own app token; the caller's copies are removed.
+        .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
+        .service(handles.app_channel.clone())
+}
+
+/// The per-connection entry: sets the caller identity (accept), then runs the stack.
+pub(crate) fn connection_service<S>(
+    stack: S,
+    mode: AcceptMode,
+    peer: Option<Arc<SpiffeId>>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send
+where
+    S: Service<InboundRequest, Response = http::Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+{
+    hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let mut request = request.map(Body::new);
+        accept::identify(&mode, peer.as_ref(), &mut request);
+        let mut stack = stack.clone();
+        stack.call(request)
+    })
+}
+
+#[cfg(test)]
+mod tests;

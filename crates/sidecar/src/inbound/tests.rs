@@ -1,0 +1,184 @@
+//! Each layer on its own and the whole stack, without ports or SQLite: requests are values, the app channel is
+//! `None` (its refusal is itself a check that nothing reached an app), audit goes to a temporary file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use tower::ServiceExt;
+use ward_identity::SpiffeId;
+use ward_policy::AccessControl;
+use ward_policy::spec::AccessControlSpec;
+
+use super::accept::{AcceptMode, CallerIdentity};
+use super::check::Check;
+use super::identity::IdentityHeaders;
+use super::*;
+use crate::audit::{AuditSink, AuditTarget};
+use crate::error::{PeerRefusal, RefusalKind};
+use crate::headers;
+
+fn acl(yaml: &str) -> AccessControl {
+    let spec: AccessControlSpec = serde_saphyr::from_str(yaml).expect("spec");
+    AccessControl::compile(&spec).expect("compiles")
+}
+
+/// Deny by default; `checkout` may POST `/orders`, nothing else.
+fn orders_acl() -> AccessControl {
+    acl("defaultAction: deny\ntrustDomain: public\npolicies:\n- appId: checkout\n  defaultAction: deny\n  \
+         trustDomain: public\n  namespace: default\n  operations:\n  - name: /orders\n    httpVerb: [POST]\n    \
+         action: allow\n")
+}
+
+struct Harness {
+    handles: InboundHandles,
+    audit_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn harness(acl: AccessControl) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit_path = dir.path().join("audit.log");
+    let audit = AuditSink::open(&AuditTarget::File(audit_path.clone())).expect("audit");
+    let handles = InboundHandles {
+        app_id: Arc::from("orders"),
+        accept: AcceptMode::Mtls,
+        acl: Arc::new(ArcSwap::from_pointee(acl)),
+        audit,
+        max_body_size: 1024,
+        app_token: ward_gate::AppToken::from_env_value(Some("app-secret")).expect("token"),
+        app_channel: AppChannel::None,
+    };
+    Harness { handles, audit_path, _dir: dir }
+}
+
+impl Harness {
+    async fn call(&self, caller: Option<&str>, method: &str, path: &str) -> http::Response<Body> {
+        let mut request = http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let peer = caller.map(|c| Arc::new(SpiffeId::parse(c).expect("id")));
+        accept::identify(&self.handles.accept, peer.as_ref(), &mut request);
+        stack(&self.handles).oneshot(request).await.expect("infallible")
+    }
+
+    /// The audit lines once the writer thread has written `n` of them (bounded wait).
+    async fn audit_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&self.audit_path).unwrap_or_default();
+            let lines: Vec<_> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} audit lines in {}", self.audit_path.display());
+    }
+}
+
+fn refusal(response: &mut http::Response<Body>) -> Option<RefusalKind> {
+    PeerRefusal::take_from(response.headers_mut()).map(|r| r.kind)
+}
+
+const CHECKOUT: &str = "spiffe://public/ns/default/checkout";
+
+#[tokio::test]
+async fn acl_layer_denies_and_audits() {
+    let h = harness(orders_acl());
+    let mut denied = h.call(Some(CHECKOUT), "GET", "/v1.0/internal/invoke/admin").await;
+    assert_eq!(refusal(&mut denied), Some(RefusalKind::AclDenied));
+    let lines = h.audit_lines(1).await;
+    assert_eq!(lines[0]["decision"], "deny");
+    assert_eq!(lines[0]["operation"], "admin");
+    assert_eq!(lines[0]["caller"], CHECKOUT);
+}
+
+#[tokio::test]
+async fn an_allowed_call_is_audited_and_reaches_the_app_channel() {
+    let h = harness(orders_acl());
+    let mut allowed = h.call(Some(CHECKOUT), "POST", "/v1.0/internal/invoke/orders").await;
+    // The channel is `None` here, so "reached the app channel" shows as its own refusal, after an ALLOW.
+    assert_eq!(refusal(&mut allowed), Some(RefusalKind::AppUnavailable));
+    assert_eq!(h.audit_lines(1).await[0]["decision"], "allow");
+}
+
+#[tokio::test]
+async fn refusals_before_the_acl_are_audited() {
+    let h = harness(AccessControl::allow_all());
+    let cases = [
+        (Some(CHECKOUT), "FOO", "/v1.0/internal/invoke/admin", RefusalKind::UnsupportedVerb),
+        (Some(CHECKOUT), "GET", "/v1.0/internal/invoke/a%2Fb", RefusalKind::InvalidMethod),
+        (
+            Some(CHECKOUT),
+            "POST",
+            "/v1.0/internal/grpc/dapr.proto.runtime.v1.AppCallback/OnInvoke",
+            RefusalKind::ReservedService,
+        ),
+        (Some(CHECKOUT), "GET", "/v1.0/elsewhere", RefusalKind::UnknownEndpoint),
+    ];
+    for (i, (caller, verb, path, expected)) in cases.into_iter().enumerate() {
+        let mut response = h.call(caller, verb, path).await;
+        assert_eq!(refusal(&mut response), Some(expected), "{verb} {path}");
+        let lines = h.audit_lines(i + 1).await;
+        assert_eq!(lines[i]["decision"], "deny", "{verb} {path}");
+        assert_eq!(lines[i]["operation"], path);
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_and_audited() {
+    let h = harness(AccessControl::allow_all());
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/orders")
+        .header(http::header::CONTENT_LENGTH, "4096")
+        .body(Body::from(vec![0u8; 4096]))
+        .expect("request");
+    let peer = Arc::new(SpiffeId::parse(CHECKOUT).expect("id"));
+    accept::identify(&AcceptMode::Mtls, Some(&peer), &mut request);
+    let mut response = stack(&h.handles).oneshot(request).await.expect("infallible");
+    assert_eq!(refusal(&mut response), Some(RefusalKind::BodyTooLarge));
+    assert_eq!(h.audit_lines(1).await[0]["decision"], "deny");
+}
+
+#[tokio::test]
+async fn a_deny_all_policy_refuses_unverified_callers() {
+    let h = harness(orders_acl());
+    let mut response = h.call(None, "POST", "/v1.0/internal/invoke/orders").await;
+    assert_eq!(refusal(&mut response), Some(RefusalKind::AclDenied));
+}
+
+#[test]
+fn identity_layer_strips_forged_headers_and_sets_verified_ones() {
+    let check = IdentityHeaders {
+        app_id: Arc::from("orders"),
+        app_token: ward_gate::AppToken::from_env_value(Some("app-secret")).expect("token"),
+    };
+    let mut request = http::Request::new(Body::empty());
+    for (name, value) in [
+        (headers::CALLER_APP_ID, "admin"),
+        ("Dapr-Caller-App-Id", "admin2"),
+        (headers::CALLER_NAMESPACE, "kube-system"),
+        (headers::CALLEE_APP_ID, "other"),
+        (headers::API_TOKEN, "stolen"),
+    ] {
+        request.headers_mut().append(name, value.parse().expect("value"));
+    }
+    request.extensions_mut().insert(CallerIdentity(Some(Arc::new(SpiffeId::parse(CHECKOUT).expect("id")))));
+    check.check(&mut request).expect("passes");
+    let h = request.headers();
+    assert_eq!(h.get_all(headers::CALLER_APP_ID).iter().collect::<Vec<_>>(), ["checkout"]);
+    assert_eq!(h.get_all(headers::CALLER_NAMESPACE).iter().collect::<Vec<_>>(), ["default"]);
+    assert_eq!(h.get_all(headers::CALLEE_APP_ID).iter().collect::<Vec<_>>(), ["orders"]);
+    assert_eq!(h.get_all(headers::API_TOKEN).iter().collect::<Vec<_>>(), ["app-secret"]);
+
+    // An unverified caller gets no caller headers at all, whatever it sent.
+    let mut request = http::Request::new(Body::empty());
+    request.headers_mut().insert(headers::CALLER_APP_ID, "admin".parse().expect("value"));
+    request.extensions_mut().insert(CallerIdentity(None));
+    check.check(&mut request).expect("passes");
+    assert!(request.headers().get(headers::CALLER_APP_ID).is_none());
+}

@@ -1,0 +1,125 @@
+//! Service invocation, caller side, protocol-neutral: the HTTP API (`/v1.0/invoke/...`, `dapr-app-id`), gRPC
+//! `InvokeService` and the gRPC proxy are thin front ends over [`Invoker`], which answers with the callee's
+//! response or a typed [`InvokeError`]. Nothing here builds an error body; `error.rs` maps errors to answers.
+//!
+//! The method travels still percent-encoded: the callee's sidecar normalises it once and judges it (the edge that
+//! decides is the edge that normalises).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::HeaderValue;
+use ward_identity::{SpiffeId, TrustDomain};
+
+use crate::error::{InvokeError, PeerRefusal};
+use crate::headers;
+use crate::inbound::method::{INTERNAL_GRPC_PREFIX, INTERNAL_INVOKE_PREFIX};
+use crate::resolver::NameResolver;
+use crate::transport::Outbound;
+
+/// Everything invocation uses.
+pub(crate) struct Invoker {
+    pub(crate) resolver: Arc<dyn NameResolver>,
+    pub(crate) outbound: Outbound,
+    pub(crate) own_id: SpiffeId,
+    pub(crate) trust_domain: TrustDomain,
+    /// This app's namespace: the default for a target without `.namespace`.
+    pub(crate) namespace: String,
+    pub(crate) max_body_size: u64,
+}
+
+/// A response from the callee (its app's answer, streaming).
+pub(crate) type CalleeResponse = http::Response<Body>;
+
+impl Invoker {
+    /// `app-id` or `app-id.namespace`.
+    fn split_target<'a>(&'a self, target: &'a str) -> (&'a str, &'a str) {
+        target.split_once('.').unwrap_or((target, &self.namespace))
+    }
+
+    /// Invokes `raw_method` (still percent-encoded, may carry `?query` in `parts.uri`) on `target`.
+    pub(crate) async fn invoke(
+        &self,
+        target: &str,
+        raw_method: &str,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Result<CalleeResponse, InvokeError> {
+        if raw_method.is_empty() {
+            return Err(InvokeError::EmptyMethod);
+        }
+        // Only the nine standard methods leave this sidecar (the callee refuses others too: defence in depth).
+        if parts.method.as_str().parse::<ward_policy::HttpVerb>().is_err() {
+            return Err(InvokeError::UnsupportedVerb(parts.method.as_str().to_owned()));
+        }
+        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        self.send(target, format!("{INTERNAL_INVOKE_PREFIX}{raw_method}{query}"), parts, body).await
+    }
+
+    /// Proxies a gRPC call for `full_method` (`/pkg.Service/Method`) to `target`; trailers stream through.
+    pub(crate) async fn proxy_grpc(
+        &self,
+        target: &str,
+        full_method: &str,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Result<CalleeResponse, InvokeError> {
+        self.send(target, format!("{INTERNAL_GRPC_PREFIX}{}", full_method.trim_start_matches('/')), parts, body).await
+    }
+
+    /// Resolves an instance, strips identity claims and tokens, streams the body (bounded by `--max-body-size`),
+    /// and returns the callee sidecar's answer or its typed refusal.
+    async fn send(
+        &self,
+        target: &str,
+        internal_path: String,
+        mut parts: http::request::Parts,
+        body: Body,
+    ) -> Result<CalleeResponse, InvokeError> {
+        let (app_id, namespace) = self.split_target(target);
+        let callee = SpiffeId::dapr(&self.trust_domain, namespace, app_id)
+            .map_err(|_| InvokeError::InvalidTarget(target.to_owned()))?;
+        let limit = self.max_body_size;
+        if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
+            && length.parse::<u64>().is_ok_and(|n| n > limit)
+        {
+            return Err(InvokeError::BodyTooLarge { limit });
+        }
+        let address = match self.resolver.resolve(app_id, namespace).await {
+            Ok(Some(address)) => address,
+            Ok(None) => return Err(InvokeError::CalleeNotFound(target.to_owned())),
+            Err(err) => return Err(InvokeError::CalleeUnavailable(crate::error::error_chain(&err))),
+        };
+        parts.uri = format!("http://{address}{internal_path}")
+            .parse::<http::Uri>()
+            .map_err(|_| InvokeError::Refused(invalid_method_refusal()))?;
+        parts.version = http::Version::HTTP_2;
+        headers::strip_untrusted(&mut parts.headers);
+        parts.headers.remove(headers::APP_ID);
+        if let Ok(v) = HeaderValue::from_str(app_id) {
+            parts.headers.insert(headers::CALLEE_APP_ID, v);
+        }
+        // Streams through, failing the upload if it grows past the limit.
+        let body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
+        let response = match self.outbound.send(&callee, &self.own_id, http::Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(err) if crate::body::is_length_limit(&err) => return Err(InvokeError::BodyTooLarge { limit }),
+            Err(err) => {
+                let chain = crate::error::error_chain(&err);
+                tracing::warn!(callee = %callee, error = %chain, "invocation failed");
+                return Err(InvokeError::CalleeUnavailable(chain));
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        if let Some(refusal) = PeerRefusal::take_from(&mut parts.headers) {
+            return Err(InvokeError::Refused(refusal));
+        }
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(http::Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// A method that cannot even form a request target is refused the way the callee would refuse it.
+fn invalid_method_refusal() -> PeerRefusal {
+    PeerRefusal { kind: crate::error::RefusalKind::InvalidMethod, message: "invalid method".to_owned() }
+}

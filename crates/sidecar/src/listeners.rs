@@ -1,0 +1,114 @@
+//! The sidecar's listeners, all served through `ward-net` with the same limits (handshake, header-read and idle
+//! timeouts, a connection cap): the internal mTLS port (the peer identity is read from the verified TLS session
+//! when the connection is accepted, then the inbound stack), the public HTTP API and the public gRPC API.
+//!
+//! Each listener task stops accepting when `stop` flips, then drains its own connections within `drain`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use ward_net::{ConnectionInfo, ListenerLimits, Server, TowerToHyperService};
+
+use crate::inbound::{self, InboundHandles};
+use crate::runtime::StartError;
+use crate::transport::Mtls;
+
+/// The internal port's TLS acceptor: any peer must present a certificate chaining to the trust bundle with a SPIFFE
+/// ID in this trust domain; HTTP/2 only.
+pub(crate) fn internal_acceptor(mtls: &Mtls) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    let config = ward_identity::server_config(
+        mtls.svid.clone(),
+        Some((mtls.bundle.clone(), ward_identity::Authorizer::MemberOf(mtls.trust_domain.clone()), mtls.skew)),
+        &[b"h2"],
+    )
+    .map_err(|err| StartError::AppChannel(format!("internal TLS configuration: {err}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What every listener task needs besides its service.
+#[derive(Clone)]
+pub(crate) struct ListenerControl {
+    pub(crate) limits: ListenerLimits,
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
+    pub(crate) drain: Duration,
+}
+
+impl ListenerControl {
+    fn server(&self, listener: TcpListener, name: &'static str) -> Option<Server> {
+        match Server::new(listener, self.limits) {
+            Ok(server) => Some(server.with_name(name)),
+            // Limits are validated at start (`StartError::Limits`), so this is a wiring bug; refuse to serve.
+            Err(err) => {
+                tracing::error!(listener = name, error = %err, "invalid listener limits; not serving");
+                None
+            }
+        }
+    }
+
+    async fn run<M, S, B>(self, server: Server, make_service: M)
+    where
+        M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
+        S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut stop = self.stop;
+        let drain = server
+            .serve(make_service, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if !drain.drain(self.drain).await {
+            tracing::warn!(timeout = ?self.drain, "in-flight requests did not finish in time; closed them");
+        }
+    }
+}
+
+/// Serves the internal port: the peer's SPIFFE ID comes from the verified certificate of each connection.
+pub(crate) async fn serve_internal(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handles: InboundHandles,
+    control: ListenerControl,
+) {
+    let Some(mut server) = control.server(listener, "internal") else { return };
+    if let Some(tls) = tls {
+        server = server.with_tls(tls).with_http2_only();
+    }
+    let stack = inbound::stack(&handles);
+    let mode = handles.accept.clone();
+    control
+        .run(server, move |info: &ConnectionInfo| {
+            let peer = ward_identity::peer_spiffe_id(info.peer_certificates.as_deref()).map(Arc::new);
+            inbound::connection_service(stack.clone(), mode.clone(), peer)
+        })
+        .await;
+}
+
+/// Serves the public HTTP API.
+pub(crate) async fn serve_public(listener: TcpListener, router: axum::Router, control: ListenerControl) {
+    let Some(server) = control.server(listener, "public-http") else { return };
+    control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(router.clone())).await;
+}
+
+/// Serves the public gRPC API (HTTP/2 only): `service` is the Dapr API with its layers and the proxy fallback.
+pub(crate) async fn serve_grpc<S>(listener: TcpListener, service: S, control: ListenerControl)
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<axum::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let Some(server) = control.server(listener, "public-grpc") else { return };
+    let server = server.with_http2_only();
+    control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(service.clone())).await;
+}

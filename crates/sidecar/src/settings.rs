@@ -1,0 +1,208 @@
+//! Settings, resolved once: flags (already parsed by the CLI into [`SidecarOptions`]) + the Configuration file →
+//! every effective value the sidecar runs with, and a list of what the configuration asks for that ward does not
+//! do. Pure: no I/O, so every rule is a table test.
+//!
+//! The rules for what ward cannot honour (nothing configured is ever silently ignored):
+//! - a section or feature ward parses but does not implement, or an unknown key outside the security sections →
+//!   refused in production (one line naming file and field), one loud warning per field in development;
+//! - a configured middleware pipeline (until ward has middleware) or `spec.mtls.enabled: true` without mTLS on →
+//!   refused in every mode: each is an explicit request for a control ward would otherwise not apply.
+//!
+//! Unknown keys inside the security sections are load errors already (`ward-config`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ward_config::Configuration;
+use ward_identity::TrustDomain;
+use ward_policy::{AccessControl, ApiAllowList};
+
+use crate::audit::AuditTarget;
+use crate::runtime::SidecarOptions;
+
+/// daprd's default request body limit (`--max-body-size 4Mi`).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Every effective value.
+#[derive(Debug)]
+pub struct Settings {
+    /// `--production` or `spec.ward.productionMode`: either makes the sidecar production everywhere.
+    pub production: bool,
+    /// `--max-body-size`, else `spec.ward.maxBodySize`, else 4Mi.
+    pub max_body_size: u64,
+    /// `spec.mtls.allowedClockSkew`, else ward's default; applied to every certificate check of this sidecar.
+    pub clock_skew: Duration,
+    pub trust_domain: TrustDomain,
+    pub acl: AccessControl,
+    pub api_list: ApiAllowList,
+    pub api_log: ward_gate::ApiLogOptions,
+    /// `--audit-log`, else `spec.ward.auditLog`, else stderr.
+    pub audit: AuditTarget,
+    /// What the configuration asks for that ward does not do, in development mode (already logged by the caller).
+    pub unhonoured: Vec<Unhonoured>,
+}
+
+/// One configured thing ward does not honour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhonoured {
+    /// `spec.tracing`, `spec.features[0] (Actors)`, …
+    pub field: String,
+    pub why: String,
+    /// Refused even in development (an explicit request for a security control).
+    pub always_refused: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {field}: {why}")]
+    Unhonoured { path: PathBuf, field: String, why: String },
+    #[error("{path}: spec.accessControl: {source}")]
+    Acl {
+        path: PathBuf,
+        #[source]
+        source: ward_policy::AclError,
+    },
+    #[error("{path}: spec.api: {source}")]
+    ApiList {
+        path: PathBuf,
+        #[source]
+        source: ward_policy::ApiListError,
+    },
+    #[error("{path}: spec.accessControl.trustDomain: {value:?}: {source}")]
+    TrustDomain {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: ward_identity::SpiffeIdError,
+    },
+    #[error("production mode (from {source_of}) requires mTLS (--enable-mtls with --sentry-address)")]
+    ProductionWithoutMtls { source_of: String },
+}
+
+impl Settings {
+    /// Resolves flags + configuration. `configuration` is `None` without `--config`.
+    pub fn resolve(options: &SidecarOptions, configuration: Option<&Configuration>) -> Result<Settings, SettingsError> {
+        let path = configuration.map(|c| c.source.clone()).unwrap_or_default();
+        let production_from_file = configuration.is_some_and(|c| c.ward.production_mode);
+        let production = options.production || production_from_file;
+        if production && options.mtls.is_none() {
+            let source_of = if options.production {
+                "--production".to_owned()
+            } else {
+                format!("{}: spec.ward.productionMode", path.display())
+            };
+            return Err(SettingsError::ProductionWithoutMtls { source_of });
+        }
+
+        let unhonoured = configuration.map(|c| unhonoured(c, options.mtls.is_some())).unwrap_or_default();
+        for item in &unhonoured {
+            if production || item.always_refused {
+                return Err(SettingsError::Unhonoured {
+                    path: path.clone(),
+                    field: item.field.clone(),
+                    why: item.why.clone(),
+                });
+            }
+        }
+
+        let acl = match configuration.and_then(|c| c.access_control.as_ref()) {
+            Some(spec) => {
+                AccessControl::compile(spec).map_err(|source| SettingsError::Acl { path: path.clone(), source })?
+            }
+            None => AccessControl::allow_all(),
+        };
+        let api_list = match configuration.and_then(|c| c.api.as_ref()) {
+            Some(spec) => {
+                ApiAllowList::compile(spec).map_err(|source| SettingsError::ApiList { path: path.clone(), source })?
+            }
+            None => ApiAllowList::allow_all(),
+        };
+        let td = configuration
+            .and_then(|c| c.access_control.as_ref())
+            .and_then(|a| a.trust_domain.clone())
+            .filter(|td| !td.is_empty())
+            .unwrap_or_else(|| "public".to_owned());
+        let trust_domain = TrustDomain::new(&td).map_err(|source| SettingsError::TrustDomain {
+            path: path.clone(),
+            value: td.clone(),
+            source,
+        })?;
+        let logging = configuration.map(|c| c.api_logging).unwrap_or_default();
+        let api_log = ward_gate::ApiLogOptions {
+            enabled: options.enable_api_logging.unwrap_or(logging.enabled),
+            obfuscate_urls: logging.obfuscate_urls,
+            omit_health_checks: logging.omit_health_checks,
+        };
+        let max_body_size = options
+            .max_body_size
+            .or_else(|| configuration.and_then(|c| c.ward.max_body_size))
+            .unwrap_or(DEFAULT_MAX_BODY_SIZE);
+        let clock_skew =
+            configuration.and_then(|c| c.mtls.allowed_clock_skew).unwrap_or(ward_identity::DEFAULT_CLOCK_SKEW);
+        let audit = match (&options.audit, configuration.and_then(|c| c.ward.audit_log.clone())) {
+            (AuditTarget::Stderr, Some(file)) => AuditTarget::File(file),
+            (target, _) => target.clone(),
+        };
+        Ok(Settings { production, max_body_size, clock_skew, trust_domain, acl, api_list, api_log, audit, unhonoured })
+    }
+
+    /// Logs one loud warning per unhonoured field (development mode; production refused them already).
+    pub fn warn_unhonoured(&self, path: &Path) {
+        for item in &self.unhonoured {
+            tracing::warn!(
+                "{}: {}: NOT APPLIED: {} (development mode only; a production sidecar refuses to start)",
+                path.display(),
+                item.field,
+                item.why
+            );
+        }
+    }
+}
+
+/// What `configuration` asks for that ward does not do.
+pub fn unhonoured(configuration: &Configuration, mtls_on: bool) -> Vec<Unhonoured> {
+    let mut out = Vec::new();
+    let mut push = |field: String, why: &str, always_refused: bool| {
+        out.push(Unhonoured { field, why: why.to_owned(), always_refused })
+    };
+    for (section, handlers) in [
+        ("spec.httpPipeline", &configuration.http_pipeline),
+        ("spec.appHttpPipeline", &configuration.app_http_pipeline),
+    ] {
+        for (i, handler) in handlers.iter().enumerate() {
+            push(
+                format!("{section}.handlers[{i}] ({} {})", handler.name, handler.type_),
+                "ward does not run middleware pipelines yet; refusing rather than serving without this control",
+                true,
+            );
+        }
+    }
+    if configuration.mtls.enabled == Some(true) && !mtls_on {
+        push(
+            "spec.mtls.enabled".to_owned(),
+            "mTLS is requested but this sidecar was started without --enable-mtls and --sentry-address",
+            true,
+        );
+    }
+    if configuration.mtls.workload_cert_ttl.is_some() {
+        push(
+            "spec.mtls.workloadCertTTL".to_owned(),
+            "the certificate lifetime is sentry's setting (ward sentry --workload-cert-ttl), not the sidecar's",
+            false,
+        );
+    }
+    // Everything else the file asks for that ward does not do, as `ward-config` found it (unknown keys outside the
+    // security sections, Dapr sections and features ward does not implement).
+    for item in &configuration.unsupported {
+        let why = match item.kind {
+            ward_config::UnsupportedKind::UnknownKey => format!("unknown field: {}", item.detail),
+            ward_config::UnsupportedKind::NotImplemented => item.detail.clone(),
+        };
+        out.push(Unhonoured { field: item.field.clone(), why, always_refused: false });
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;

@@ -1,0 +1,121 @@
+//! The one configuration watcher: polls the Configuration file and the resource directories, and on a change
+//! builds a complete new snapshot off to the side (configuration parsed and validated, settings resolved, policies
+//! compiled, components built) before swapping any of it in. A reload that fails keeps the previous snapshot and
+//! logs one error line naming file and field.
+//!
+//! Half-written files: a change is applied only once two reads `SETTLE` apart agree, and only if it loads and
+//! validates in full. Editors and deploy tools should still write a new file and `rename` it over the old one
+//! (atomic on POSIX), as `docs/sidecar.md` says. A reload that removes a security control entirely
+//! (`accessControl`, `secrets`, `api`, `components.deny`, … — the classic half-written file) is refused in
+//! production (the old configuration stays until a restart) and applied with one warning per control in
+//! development.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ward_config::Configuration;
+use ward_policy::{AccessControl, ApiAllowList};
+
+use crate::components::Components;
+use crate::runtime::SidecarOptions;
+use crate::settings::Settings;
+
+/// How often the files are checked.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a change must stay unchanged before it is read as a whole.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// What a reload swaps.
+#[derive(Clone)]
+pub(crate) struct Reloadable {
+    pub(crate) acl: Arc<ArcSwap<AccessControl>>,
+    pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
+    pub(crate) components: Arc<Components>,
+}
+
+/// The watcher's inputs: the flags (settings are resolved again on every reload) and the running configuration.
+pub(crate) struct Watcher {
+    pub(crate) options: SidecarOptions,
+    pub(crate) production: bool,
+    pub(crate) current: Option<Configuration>,
+    pub(crate) targets: Reloadable,
+}
+
+/// Why a reload was not applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ward_config::ConfigError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Components(#[from] crate::components::RegistryError),
+    #[error("{0}: {1} was removed; a production sidecar keeps the previous configuration until a restart")]
+    ControlRemoved(PathBuf, &'static str),
+}
+
+impl Watcher {
+    pub(crate) async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut last = self.fingerprint().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            let current = self.fingerprint().await;
+            if current == last {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            if self.fingerprint().await != current {
+                continue; // still being written: look again next round
+            }
+            last = current;
+            match self.reload().await {
+                Ok(()) => tracing::info!("configuration or resources changed; reloaded"),
+                Err(err) => tracing::error!("reload refused, keeping the previous configuration: {err}"),
+            }
+        }
+    }
+
+    /// The Configuration file's bytes and the resource directories' fingerprint.
+    async fn fingerprint(&self) -> (Option<Vec<u8>>, Option<u64>) {
+        let config = match self.options.config_path.clone() {
+            Some(path) => tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.unwrap_or(None),
+            None => None,
+        };
+        (config, self.targets.components.fingerprint().await)
+    }
+
+    /// Loads, validates and builds everything, then swaps it in; on any error nothing changes.
+    pub(crate) async fn reload(&mut self) -> Result<(), ReloadError> {
+        // A Configuration file is a few kilobytes: reading it inline is cheaper than a blocking-pool hop.
+        let configuration: Option<Configuration> = match &self.options.config_path {
+            Some(path) => Some(ward_config::load_configuration(path)?),
+            None => None,
+        };
+        let settings = Settings::resolve(&self.options, configuration.as_ref())?;
+        let path = self.options.config_path.clone().unwrap_or_default();
+        let removed = match (&self.current, &configuration) {
+            (Some(previous), Some(next)) => next.security_controls_removed(previous),
+            _ => Vec::new(),
+        };
+        if let Some(first) = removed.first()
+            && (self.production || settings.production)
+        {
+            return Err(ReloadError::ControlRemoved(path, first));
+        }
+        for control in &removed {
+            tracing::warn!("{}: {control} was removed by this reload (development mode: applied)", path.display());
+        }
+        let registry = self.targets.components.rebuild(configuration.as_ref()).await?;
+        settings.warn_unhonoured(&path);
+        self.targets.acl.store(Arc::new(settings.acl));
+        self.targets.api_list.store(Arc::new(settings.api_list));
+        self.targets.components.install(registry);
+        self.current = configuration;
+        Ok(())
+    }
+}
