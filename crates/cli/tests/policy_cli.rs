@@ -74,6 +74,11 @@ fn policy_check_explains_and_exits_by_decision() {
     let (code, out, _) = ward_output(&["policy", "lint", "--config", risky.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("defaultAction is allow"), "{out}");
+    let confusable = dir.path().join("confusable.yaml");
+    std::fs::write(&confusable, CONFIG.replace("/orders/*", "/ſecret/*")).unwrap();
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", confusable.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("never matches"), "{out}");
 }
 
 #[test]

@@ -29,6 +29,6 @@ pub use invocation::{
     InvocationDecision, InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation,
     decide_invocation,
 };
-pub use path::{GrpcMethod, MethodPath, PathError, normalize_grpc_method, normalize_http_method};
+pub use path::{GrpcMethod, MethodPath, PathError, ascii_confusable, normalize_grpc_method, normalize_http_method};
 pub use routing::{InvokeForm, PublicApi, PublicRequest, SecretsRoute, StateRoute, classify_public, is_token_exempt};
 pub use secrets::{SecretScopeError, SecretScopes};

@@ -216,10 +216,16 @@ pub fn normalize_grpc_method(raw: &str) -> Result<GrpcMethod, PathError> {
 
 /// Refuses the first non-ASCII character of `s` that could be read as ASCII (see [`PathError::AsciiConfusable`]).
 fn refuse_ascii_confusables(s: &str) -> Result<(), PathError> {
-    match s.chars().find(|&c| maps_onto_ascii(c)) {
+    match ascii_confusable(s) {
         Some(ch) => Err(PathError::AsciiConfusable { ch }),
         None => Ok(()),
     }
+}
+
+/// The first character of `s` that normalisation refuses as [`PathError::AsciiConfusable`], if any. An ACL
+/// operation name containing one can never match a method (`ward policy lint` warns about it).
+pub fn ascii_confusable(s: &str) -> Option<char> {
+    s.chars().find(|&c| maps_onto_ascii(c))
 }
 
 /// Whether some combination of NFKC normalisation, full lower-casing and full upper-casing (the mappings apps and
@@ -420,6 +426,8 @@ mod tests {
             refused += usize::from(shallow);
         }
         assert!((1000..5000).contains(&refused), "{refused} characters refused");
+        assert_eq!(ascii_confusable("/ſecret/x"), Some('ſ'));
+        assert_eq!(ascii_confusable("/café/x"), None);
         for c in ['é', 'Ä', 'ö', 'ñ', 'Ω', 'ж', '中', 'ア', '\u{301}', '\u{a0}', '€'] {
             assert!(!maps_onto_ascii(c), "{c:?} must stay usable");
         }

@@ -122,6 +122,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                             ));
                         }
                         for (op_index, op) in policy.operations.iter().enumerate() {
+                            if let Some(ch) = ward_policy::ascii_confusable(&op.name) {
+                                warnings.push(format!(
+                                    "policies[{index}].operations[{op_index}] ({}): {ch:?} could be read as ASCII by case folding or NFKC; methods containing it are refused, so this operation never matches",
+                                    op.name
+                                ));
+                            }
                             if op.http_verb.is_empty() && !policy.operations.is_empty() {
                                 warnings.push(format!(
                                     "policies[{index}].operations[{op_index}] ({}): no httpVerb, so it never decides an HTTP call",
