@@ -47,6 +47,21 @@ fn policy_check_explains_and_exits_by_decision() {
     let (code, out, _) = check("spiffe://public/ns/default/checkout", "POST", "/orders%2F..%2Fadmin");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("refused before any policy"), "{out}");
+    // Issue 11 item 7 / issue 12 rows 2 and 8: the sidecar's decision function, refusals included.
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "FOO", "/orders/1");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("refused before any policy") && out.contains("unsupported HTTP method \"FOO\""), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "post", "/ORDERS/1");
+    assert_eq!(code, 0, "verbs and ASCII letters fold: {out}");
+    assert!(out.contains("verb POST"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "POST", "/orders/%C4%B1");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("could be read as ASCII"), "{out}");
+    let grpc = ["policy", "check", "--config", c, "--caller", "spiffe://public/ns/default/checkout", "--grpc"];
+    let (code, out, _) =
+        ward_output(&[&grpc[..], &["--path", "/dapr.proto.runtime.v1.AppCallback/OnInvoke"]].concat(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("reserved"), "{out}");
 
     let (code, out, _) = ward_output(&["policy", "lint", "--config", c], &[]);
     assert_eq!(code, 0, "{out}");
@@ -59,6 +74,11 @@ fn policy_check_explains_and_exits_by_decision() {
     let (code, out, _) = ward_output(&["policy", "lint", "--config", risky.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("defaultAction is allow"), "{out}");
+    let confusable = dir.path().join("confusable.yaml");
+    std::fs::write(&confusable, CONFIG.replace("/orders/*", "/ſecret/*")).unwrap();
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", confusable.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("never matches"), "{out}");
 }
 
 #[test]

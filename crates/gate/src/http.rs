@@ -1,7 +1,7 @@
 //! The HTTP adapter of the API-token check: a tower layer for the sidecar's HTTP API (axum 0.8).
 //!
-//! Owned here: the only exemption (`GET /v1.0/healthz` and `GET /v1.0/healthz/outbound`, matched exactly; the
-//! query string and every other method are ignored for that purpose: CVE-2023-37918), the 401 answer, removing
+//! Owned here: applying the only exemption (`GET /v1.0/healthz` and `GET /v1.0/healthz/outbound`, matched exactly
+//! as routed, decided by `ward_policy::is_token_exempt`: CVE-2023-37918, issue 12 row 3), the 401 answer, removing
 //! the token header before the request goes further, and recording the rejection reason in the response
 //! extensions for the API logger. The check itself is [`ApiTokens::check_headers`], shared with gRPC.
 //!
@@ -24,14 +24,12 @@ use crate::tokens::{ApiTokens, TokenRejection, strip_token};
 pub const UNAUTHORIZED_BODY: &str = r#"{"errorCode":"ERR_UNAUTHORIZED","message":"invalid api token"}"#;
 
 /// Whether a request is exempt from the API token: only `GET` on exactly `/v1.0/healthz` or
-/// `/v1.0/healthz/outbound`, after trimming leading and trailing `/` (as daprd does). `path` is the raw URI path
-/// (no query); no decoding, no dot-segment resolution: anything not literally equal is checked.
+/// `/v1.0/healthz/outbound` as the router matches them (`path` is the raw URI path, no query). No trimming, no
+/// decoding, no dot-segment resolution: `/v1.0/healthz/`, `//v1.0/healthz` and the like need the token (issue 12
+/// row 3). Computed from [`ward_policy::classify_public`], the same classification that decides routing and the
+/// API allow list, so the exemption cannot cover a path that routes anywhere else.
 pub fn is_exempt(method: &Method, path: &str) -> bool {
-    method == Method::GET && is_health_path(path)
-}
-
-pub(crate) fn is_health_path(path: &str) -> bool {
-    matches!(path.trim_matches('/'), "v1.0/healthz" | "v1.0/healthz/outbound")
+    ward_policy::is_token_exempt(method.as_str(), path)
 }
 
 /// The 401 answer, with the reason attached as a response extension (never in the body).
@@ -110,13 +108,19 @@ where
 mod tests {
     use super::*;
 
+    /// Issue 12 row 3: only the routed spellings are exempt; every other spelling needs the token.
     #[test]
     fn exemption_table() {
         let cases = [
             (Method::GET, "/v1.0/healthz", true),
-            (Method::GET, "/v1.0/healthz/", true),
             (Method::GET, "/v1.0/healthz/outbound", true),
-            (Method::GET, "//v1.0/healthz//", true),
+            (Method::GET, "/v1.0/healthz/", false),
+            (Method::GET, "//v1.0/healthz", false),
+            (Method::GET, "//v1.0/healthz//", false),
+            (Method::GET, "/v1.0//healthz", false),
+            (Method::GET, "/v1.0/./healthz", false),
+            (Method::GET, "/v1.0/healthz/outbound/", false),
+            (Method::GET, "/v1.0/healthz%2F", false),
             (Method::HEAD, "/v1.0/healthz", false),
             (Method::POST, "/v1.0/healthz", false),
             (Method::GET, "/v1.0/healthzz", false),
@@ -130,6 +134,115 @@ mod tests {
         ];
         for (method, path, expected) in cases {
             assert_eq!(is_exempt(&method, path), expected, "{method} {path}");
+        }
+    }
+
+    /// The exemption and the policy classification agree with a real axum router shaped like the sidecar's public
+    /// API (same route templates, a fallback for everything else): what axum routes to a health handler is exactly
+    /// what `classify_public` calls health, what axum routes to state/secrets/metadata is classified so, and
+    /// everything classified as an invocation reached the fallback.
+    #[tokio::test]
+    async fn classification_matches_the_router() {
+        use axum::routing::{any, get, post};
+        use tower::ServiceExt;
+        use ward_policy::{PublicRequest, classify_public};
+
+        let label = |l: &'static str| move || async move { ([("x-route", l)], l) };
+        let router = axum::Router::new()
+            .route("/v1.0/healthz", get(label("healthz")))
+            .route("/v1.0/healthz/outbound", get(label("outbound")))
+            .route("/v1.0/metadata", get(label("metadata")))
+            .route("/v1.0/state/{store}", post(label("state")))
+            .route("/v1.0/state/{store}/bulk", post(label("state")))
+            .route("/v1.0/state/{store}/transaction", post(label("state")))
+            .route("/v1.0/state/{store}/{key}", get(label("state")).delete(label("state")))
+            .route("/v1.0/secrets/{store}/bulk", get(label("secrets")))
+            .route("/v1.0/secrets/{store}/{name}", get(label("secrets")))
+            .route("/unused/{*rest}", any(label("unused")))
+            .fallback(label("fallback"));
+        let paths = [
+            "/v1.0/healthz",
+            "/v1.0/healthz/",
+            "//v1.0/healthz",
+            "/v1.0//healthz",
+            "/v1.0/./healthz",
+            "/v1.0/healthz%2F",
+            "/v1.0%2Fhealthz",
+            "/V1.0/HEALTHZ",
+            "/v1.0/Healthz",
+            "/v1.0/healthz?x=1",
+            "/v1.0/healthz/outbound",
+            "/v1.0/healthz/outbound/",
+            "/v1.0/healthz/x",
+            "/v1.0/healthzz",
+            "/v1.0/metadata",
+            "/v1.0/metadata/",
+            "/v1.0/state/s",
+            "/v1.0/state/s/",
+            "/v1.0/state/",
+            "/v1.0/state/s/k",
+            "/v1.0/state/s/k/",
+            "/v1.0/state/s/k/x",
+            "/v1.0/state/s/bulk",
+            "/v1.0/state/s/transaction",
+            "/v1.0/state/./k",
+            "/v1.0/state/%2F/k",
+            "/v1.0/secrets/v/n",
+            "/v1.0/secrets/v/bulk",
+            "/v1.0/secrets/v",
+            "/v1.0/secrets//n",
+            "/v1.0/secrets//bulk",
+            "/v1.0/state//k",
+            "/v1.0/state//bulk",
+            "/v1.0/state//",
+            "/v1.0/state//transaction/",
+            "/v1.0/invoke/a/method/b",
+            "/orders",
+            "/",
+        ];
+        let methods = [Method::GET, Method::HEAD, Method::POST, Method::DELETE, Method::PUT];
+        for path in paths {
+            for method in &methods {
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .header("dapr-app-id", "orders")
+                    .body(Body::empty())
+                    .unwrap_or_else(|e| panic!("{path}: {e}"));
+                let uri_path = request.uri().path().to_owned();
+                let response = router.clone().oneshot(request).await.unwrap_or_else(|e| match e {});
+                // The label travels in a header so HEAD answers (no body) still say which handler ran.
+                let routed = if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    "405".to_owned()
+                } else {
+                    response.headers().get("x-route").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned()
+                };
+                let routed = routed.as_str();
+                let class = classify_public(method.as_str(), &uri_path, Some("orders"));
+                let agrees = matches!(
+                    (&class, routed),
+                    (PublicRequest::Healthz, "healthz")
+                        | (PublicRequest::HealthzOutbound, "outbound")
+                        | (PublicRequest::Metadata, "metadata")
+                        | (PublicRequest::State(_), "state")
+                        | (PublicRequest::Secrets(_), "secrets")
+                        | (PublicRequest::MethodNotAllowed { .. }, "405")
+                        | (
+                            PublicRequest::Invoke { .. } | PublicRequest::InvokeMissingAppId | PublicRequest::NotFound,
+                            "fallback"
+                        )
+                );
+                assert!(agrees, "{method} {path}: axum routed {routed:?}, classified {class:?}");
+                if class.is_invocation() {
+                    assert!(!is_exempt(method, &uri_path), "{method} {path}");
+                }
+                let exempt = is_exempt(method, &uri_path);
+                assert_eq!(
+                    exempt,
+                    *method == Method::GET && matches!(routed, "healthz" | "outbound"),
+                    "{method} {path}"
+                );
+            }
         }
     }
 }

@@ -39,9 +39,6 @@ pub enum AclError {
     /// An HTTP verb other than the nine HTTP methods or `*`.
     #[error("{field}: unknown HTTP verb {value:?}")]
     UnknownHttpVerb { field: String, value: String },
-    /// [`HttpVerb::from_str`] was given something that is not an HTTP method.
-    #[error("unknown HTTP verb {value:?}")]
-    InvalidHttpVerb { value: String },
     /// Two policies share `appId` + `namespace`, so which one applies would be ambiguous.
     #[error("policies[{second}]: appId {app_id:?} in namespace {namespace:?} is already defined by policies[{first}]")]
     DuplicatePolicy { first: usize, second: usize, app_id: String, namespace: String },
@@ -122,15 +119,53 @@ impl HttpVerb {
     }
 }
 
-impl FromStr for HttpVerb {
-    type Err = AclError;
+/// A request method other than the nine standard HTTP methods (issue 12 row 2). Dapr maps such a method to POST
+/// or to "no verb", which skips every operation rule; ward refuses it before the ACL. Holds the method as received,
+/// cut to [`UnsupportedVerb::MAX_CHARS`] characters so an error or log line stays bounded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported HTTP method {0:?} (expected GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE or PATCH)")]
+pub struct UnsupportedVerb(pub String);
 
-    /// Case-insensitive: `get`, `Get` and `GET` are all [`HttpVerb::Get`].
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+impl UnsupportedVerb {
+    /// The longest method echoed back.
+    pub const MAX_CHARS: usize = 32;
+
+    fn new(method: &str) -> Self {
+        Self(method.chars().take(Self::MAX_CHARS).collect())
+    }
+}
+
+impl HttpVerb {
+    /// Parses a request method: the nine standard methods in any ASCII case; anything else (`FOO`, `PROPFIND`,
+    /// `*`, empty) is an error, never "no verb".
+    pub fn parse(method: &str) -> Result<Self, UnsupportedVerb> {
         HttpVerb::ALL
             .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| AclError::InvalidHttpVerb { value: s.to_owned() })
+            .find(|v| v.as_str().eq_ignore_ascii_case(method))
+            .ok_or_else(|| UnsupportedVerb::new(method))
+    }
+
+    /// Dapr's `common.v1.HTTPExtension.Verb` code (gRPC `InvokeService`): `0` (`NONE`) is `Ok(None)`, `1`–`9` are
+    /// the nine methods in [`HttpVerb::ALL`] order, anything else is an error (answer `InvalidArgument`).
+    pub fn from_extension_code(code: i32) -> Result<Option<Self>, UnsupportedVerb> {
+        if code == 0 {
+            return Ok(None);
+        }
+        usize::try_from(code)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| HttpVerb::ALL.get(i).copied())
+            .map(Some)
+            .ok_or_else(|| UnsupportedVerb(format!("verb code {code}")))
+    }
+}
+
+impl FromStr for HttpVerb {
+    type Err = UnsupportedVerb;
+
+    /// Same as [`HttpVerb::parse`]: case-insensitive, `get`, `Get` and `GET` are all [`HttpVerb::Get`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
     }
 }
 
@@ -272,7 +307,7 @@ struct Policy {
     trust_domain: String,
     default_allow: Option<bool>,
     operations: Vec<Operation>,
-    /// Names lower-cased, as Dapr compiles them for HTTP apps.
+    /// Names with ASCII letters lower-cased (Dapr lower-cases with full Unicode rules; see [`lower_case`]).
     http_trie: Node,
     /// Names as written, for gRPC apps.
     grpc_trie: Node,
@@ -471,12 +506,11 @@ fn app_reason(cause: AppDefaultCause) -> &'static str {
     }
 }
 
+/// ASCII-only lower-casing (issue 12 row 8). Full Unicode lower-casing maps e.g. `K` (U+212A) to `k`, so the ACL
+/// would judge a different string than an app that folds differently; path normalisation refuses every character
+/// that any folding could turn into ASCII, so folding ASCII alone is both sufficient and unambiguous.
 fn lower_case(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() {
-        if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
-    } else {
-        Cow::Owned(s.to_lowercase())
-    }
+    if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
 }
 
 /// `None` for an absent or empty action; an unknown value is an error naming `field`.
@@ -530,7 +564,7 @@ fn compile_policy(index: usize, p: &AppPolicySpec) -> Result<Policy, AclError> {
         names.insert(name, op_index);
 
         policy.grpc_trie.insert(name, op_index);
-        policy.http_trie.insert(&name.to_lowercase(), op_index);
+        policy.http_trie.insert(&name.to_ascii_lowercase(), op_index);
         policy.operations.push(compiled);
     }
     Ok(policy)

@@ -1,7 +1,8 @@
 //! API allow/deny lists: Dapr's `spec.api` (DAPR-FACTS §5).
 //!
-//! Owns: validating the lists and answering "is this Dapr API reachable" for an HTTP request path
-//! (`/v1.0/state/mystore/key`) or a gRPC full method (`/dapr.proto.runtime.v1.Dapr/GetState`).
+//! Owns: validating the lists and answering "is this Dapr API reachable" for a classified public HTTP request
+//! ([`ApiAllowList::allows_http`] over [`crate::routing::classify_public`], so invocation through `dapr-app-id` is the
+//! `invoke` API at any path) or a gRPC full method (`/dapr.proto.runtime.v1.Dapr/GetState`).
 //!
 //! Does not own: routing, or the answer for a refused API (HTTP 404 / gRPC `Unimplemented` in Dapr).
 //!
@@ -19,6 +20,7 @@
 
 use std::collections::HashSet;
 
+use crate::routing::{PublicApi, PublicRequest, SecretsRoute, StateRoute, classify_public};
 use crate::spec::{ApiRuleSpec, ApiSpec};
 
 /// Why a `spec.api` section was refused. `list` is `allowed` or `denied`.
@@ -74,8 +76,10 @@ impl ApiAllowList {
         Ok(out)
     }
 
-    /// Whether the HTTP API at `path` (decoded request path, no query, e.g. `/v1.0/state/mystore/key`) is
-    /// enabled. The health endpoints are always enabled.
+    /// Whether the HTTP API at `path` (request path, no query, e.g. `/v1.0/state/mystore/key`) is enabled, judged on
+    /// the path alone. Prefer [`ApiAllowList::allows_http`], which judges the API the router resolves (a
+    /// `dapr-app-id` invocation at any path is the `invoke` API). The health endpoints, spelled exactly, are
+    /// always enabled.
     pub fn is_http_allowed(&self, path: &str) -> bool {
         if self.http_allowed.is_empty() && self.http_denied.is_empty() {
             return true;
@@ -89,10 +93,49 @@ impl ApiAllowList {
         }
         let version = segments.next().unwrap_or_default();
         let name = segments.next().unwrap_or_default();
-        let group = group_key(version, name);
-
         let full: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let full = full.join("/");
+        self.allows_api(version, name, &full.join("/"))
+    }
+
+    /// Whether the classified public request may reach its API. The decision is made on the API the router resolves
+    /// (issue 12 row 4): an invocation is the `invoke` API in both forms (`/v1.0/invoke/{id}/method/{m}` and any
+    /// path with `dapr-app-id`), judged as the path `/v1.0/invoke/{id}/method/{m}` so that deep deny rules apply to
+    /// both forms alike. Health is always allowed; a request that routes nowhere is refused whenever a list is
+    /// configured (it is answered 404 either way).
+    pub fn allows_http(&self, request: &PublicRequest<'_>) -> bool {
+        if self.http_allowed.is_empty() && self.http_denied.is_empty() {
+            return true;
+        }
+        let api = match request.api() {
+            Some(PublicApi::Healthz) => return true,
+            Some(api) => api,
+            None => return false,
+        };
+        // The path the deny rules are prefix-matched against (Dapr matches route templates; this is at least as
+        // strict, see the module doc).
+        let full = match request {
+            PublicRequest::State(route) => match *route {
+                StateRoute::Save { store } => format!("v1.0/state/{store}"),
+                StateRoute::BulkGet { store } => format!("v1.0/state/{store}/bulk"),
+                StateRoute::Transaction { store } => format!("v1.0/state/{store}/transaction"),
+                StateRoute::Get { store, key } | StateRoute::Delete { store, key } => {
+                    format!("v1.0/state/{store}/{key}")
+                }
+            },
+            PublicRequest::Secrets(route) => match *route {
+                SecretsRoute::Bulk { store } => format!("v1.0/secrets/{store}/bulk"),
+                SecretsRoute::Get { store, name } => format!("v1.0/secrets/{store}/{name}"),
+            },
+            PublicRequest::Invoke { target, raw_method, .. } => format!("v1.0/invoke/{target}/method/{raw_method}"),
+            _ => format!("v1.0/{}", api.name()),
+        };
+        self.allows_api("v1.0", api.name(), &full)
+    }
+
+    /// The list decision for API `name` at `version`, with `full` (segments joined by `/`, no leading `/`) for the
+    /// legacy prefix match of deny rules.
+    fn allows_api(&self, version: &str, name: &str, full: &str) -> bool {
+        let group = group_key(version, name);
         if self.http_denied.iter().any(|key| group.is_some_and(|g| g.matches(key)) || full.starts_with(key.as_str())) {
             return false;
         }
@@ -117,14 +160,14 @@ impl ApiAllowList {
     }
 }
 
-/// `GET /v1.0/healthz` and `GET /v1.0/healthz/outbound` (leading/trailing `/` ignored) are exempt from the API
-/// lists (and, in the sidecar, from API-token authentication). Any other method is not.
+/// `GET /v1.0/healthz` and `GET /v1.0/healthz/outbound`, spelled exactly as routed (no slash trimming: issue 12
+/// row 3), are exempt from the API lists. Same as [`crate::routing::is_token_exempt`].
 pub fn is_always_allowed(method: &str, path: &str) -> bool {
-    method == "GET" && is_health_path(path)
+    crate::routing::is_token_exempt(method, path)
 }
 
 fn is_health_path(path: &str) -> bool {
-    matches!(path.trim_matches('/'), "v1.0/healthz" | "v1.0/healthz/outbound")
+    matches!(classify_public("GET", path, None), PublicRequest::Healthz | PublicRequest::HealthzOutbound)
 }
 
 fn classify<'a>(
@@ -368,7 +411,8 @@ mod tests {
             ("legacy allow: other api refused", &state_legacy, "/v1.0/invoke/app/method/x", false),
             ("legacy allow: alpha state is another version", &state_legacy, "/v1.0-alpha1/state/s/query", false),
             ("legacy allow: healthz always allowed", &state_legacy, "/v1.0/healthz", true),
-            ("legacy allow: healthz/outbound always allowed", &state_legacy, "/v1.0/healthz/outbound/", true),
+            ("legacy allow: healthz/outbound always allowed", &state_legacy, "/v1.0/healthz/outbound", true),
+            ("legacy allow: healthz spelled otherwise is not health", &state_legacy, "/v1.0/healthz/outbound/", false),
             ("legacy allow: metadata refused", &state_legacy, "/v1.0/metadata", false),
             ("group allow: v1 matches v1.0 routes", &state_group, "/v1.0/state/s/k", true),
             ("group allow: v1 does not match alpha", &state_group, "/v1.0-alpha1/state/s/query", false),
@@ -419,11 +463,64 @@ denied:
         assert!(lists.is_grpc_allowed("/app.Greeter/SayHello"));
     }
 
+    /// Issue 12 row 4: `spec.api` judges the API the request resolves to, so invocation through `dapr-app-id` is the
+    /// `invoke` API like the path form.
+    #[test]
+    fn classified_requests() {
+        use crate::routing::classify_public;
+        let deny_invoke = list("{denied: [{name: invoke, version: v1.0, protocol: http}]}");
+        let allow_state = list("{allowed: [{name: state, version: v1}]}");
+        let deny_orders = list("{denied: [{name: invoke/orders, version: v1.0}]}");
+        let none = ApiAllowList::allow_all();
+        // (name, lists, method, path, dapr-app-id, allowed)
+        type Case<'a> = (&'a str, &'a ApiAllowList, &'a str, &'a str, Option<&'a str>, bool);
+        let cases: &[Case<'_>] = &[
+            ("deny invoke: header form", &deny_invoke, "POST", "/orders", Some("orders"), false),
+            ("deny invoke: path form", &deny_invoke, "POST", "/v1.0/invoke/orders/method/x", None, false),
+            ("deny invoke: missing app id", &deny_invoke, "GET", "/v1.0/invoke", None, false),
+            ("deny invoke: state still allowed", &deny_invoke, "GET", "/v1.0/state/s/k", Some("orders"), true),
+            ("deny invoke: health allowed", &deny_invoke, "GET", "/v1.0/healthz", Some("orders"), true),
+            (
+                "allow state: look-alike path with header",
+                &allow_state,
+                "GET",
+                "/v1.0/stateful/x",
+                Some("orders"),
+                false,
+            ),
+            (
+                "allow state: header form on a state-looking path",
+                &allow_state,
+                "GET",
+                "/v1.0/state/s/k/x",
+                Some("o"),
+                false,
+            ),
+            ("allow state: state", &allow_state, "POST", "/v1.0/state/s", None, true),
+            ("allow state: state 405 is judged as state", &allow_state, "GET", "/v1.0/state/s", None, true),
+            ("allow state: metadata refused", &allow_state, "GET", "/v1.0/metadata", None, false),
+            ("allow state: secrets refused", &allow_state, "GET", "/v1.0/secrets/v/n", None, false),
+            ("allow state: not found refused", &allow_state, "GET", "/nowhere", None, false),
+            ("allow state: health allowed", &allow_state, "GET", "/v1.0/healthz/outbound", None, true),
+            ("deep deny: header form to orders", &deny_orders, "GET", "/x", Some("orders"), false),
+            ("deep deny: path form to orders", &deny_orders, "GET", "/v1.0/invoke/orders/method/x", None, false),
+            ("deep deny: other app", &deny_orders, "GET", "/x", Some("billing"), true),
+            ("no lists: anything", &none, "GET", "/nowhere", None, true),
+            ("no lists: header form", &none, "GET", "/x", Some("orders"), true),
+        ];
+        for (name, lists, method, path, app_id, expected) in cases {
+            let request = classify_public(method, path, *app_id);
+            assert_eq!(lists.allows_http(&request), *expected, "case {name:?}: {request:?}");
+        }
+    }
+
     #[test]
     fn always_allowed_helper() {
         assert!(is_always_allowed("GET", "/v1.0/healthz"));
         assert!(is_always_allowed("GET", "/v1.0/healthz/outbound"));
-        assert!(is_always_allowed("GET", "v1.0/healthz/"));
+        assert!(!is_always_allowed("GET", "v1.0/healthz/"));
+        assert!(!is_always_allowed("GET", "/v1.0/healthz/"));
+        assert!(!is_always_allowed("GET", "//v1.0/healthz"));
         assert!(!is_always_allowed("POST", "/v1.0/healthz"));
         assert!(!is_always_allowed("get", "/v1.0/healthz"));
         assert!(!is_always_allowed("GET", "/v1.0/healthz/other"));

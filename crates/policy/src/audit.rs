@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::acl::{AclDecision, AclRequest};
+use crate::acl::{AclDecision, AclRequest, AppProtocol, Caller};
+use crate::invocation::{InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation};
 
 /// Event name of an allowed service invocation.
 pub const AUTH_INTERNAL_ALLOW: &str = "AUTH_INTERNAL_ALLOW";
@@ -73,7 +74,7 @@ impl AuditEvent {
         Self {
             time: time.into(),
             event: event.to_owned(),
-            caller: req.caller.map(|c| format!("spiffe://{}/ns/{}/{}", c.trust_domain, c.namespace, c.app_id)),
+            caller: req.caller.map(spiffe_id),
             callee: callee.to_owned(),
             operation: req.operation.to_owned(),
             verb: req.verb.map(|v| v.as_str().to_owned()),
@@ -83,6 +84,137 @@ impl AuditEvent {
         }
     }
 }
+
+/// A refusal that happens before `accessControl` is consulted; each is audited as a deny like an ACL decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreAclRefusal {
+    /// The method path is malformed or ambiguous.
+    InvalidMethod,
+    /// The request method is not one of the nine HTTP methods.
+    UnsupportedVerb,
+    /// The caller's identity could not be verified where one is required.
+    UnverifiedCaller,
+    /// The request body is larger than `--max-body-size`.
+    BodyTooLarge,
+    /// A proxied gRPC call to a reserved `dapr.proto.*` service.
+    ReservedGrpcService,
+}
+
+impl PreAclRefusal {
+    /// A stable name, used in the event's `rule` (`refused before accessControl: invalid-method`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreAclRefusal::InvalidMethod => "invalid-method",
+            PreAclRefusal::UnsupportedVerb => "unsupported-verb",
+            PreAclRefusal::UnverifiedCaller => "unverified-caller",
+            PreAclRefusal::BodyTooLarge => "body-too-large",
+            PreAclRefusal::ReservedGrpcService => "reserved-grpc-service",
+        }
+    }
+}
+
+impl From<&InvocationRefusal> for PreAclRefusal {
+    fn from(refusal: &InvocationRefusal) -> Self {
+        match refusal {
+            InvocationRefusal::InvalidMethod(_) => PreAclRefusal::InvalidMethod,
+            InvocationRefusal::UnsupportedVerb(_) => PreAclRefusal::UnsupportedVerb,
+            InvocationRefusal::ReservedGrpcService { .. } => PreAclRefusal::ReservedGrpcService,
+        }
+    }
+}
+
+/// Longest raw operation, verb or reason kept in an event, in bytes; longer values are cut (with a marker) so an
+/// attacker cannot make one audit line arbitrarily large.
+pub const MAX_AUDIT_FIELD: usize = 512;
+
+impl AuditEvent {
+    /// The event for a refusal before the ACL. `caller` is the verified SPIFFE ID, if any; `raw_operation` and
+    /// `verb` are taken as received and escaped ([`escape_raw`]); `detail` says what exactly was wrong (it must not
+    /// contain secrets; it is bounded and escaped too).
+    pub fn for_refusal(
+        time: impl Into<String>,
+        caller: Option<&str>,
+        callee: &str,
+        raw_operation: &str,
+        verb: Option<&str>,
+        refusal: PreAclRefusal,
+        detail: &str,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: AUTH_INTERNAL_DENY.to_owned(),
+            caller: caller.map(str::to_owned),
+            callee: callee.to_owned(),
+            operation: escape_raw(raw_operation),
+            verb: verb.map(escape_raw),
+            decision: Decision::Deny,
+            rule: format!("refused before accessControl: {}", refusal.as_str()),
+            reason: escape(detail, true),
+        }
+    }
+
+    /// The event for one [`decide_invocation`](crate::invocation::decide_invocation) outcome: a refusal before the
+    /// ACL (raw operation and verb, escaped) or the ACL decision (normalised operation, canonical verb).
+    pub fn for_invocation(
+        time: impl Into<String>,
+        callee: &str,
+        input: &InvocationInput<'_>,
+        outcome: &InvocationOutcome,
+    ) -> Self {
+        match outcome {
+            InvocationOutcome::Refused(refusal) => {
+                let (raw, verb) = match input.method {
+                    InvocationMethod::Http { raw, verb } => (raw, Some(verb)),
+                    InvocationMethod::GrpcProxy { full_method } => (full_method, None),
+                };
+                let caller = input.caller.map(spiffe_id);
+                Self::for_refusal(time, caller.as_deref(), callee, raw, verb, refusal.into(), &refusal.to_string())
+            }
+            InvocationOutcome::Decided(d) => {
+                let app_protocol = match d.operation {
+                    Operation::Http(_) => input.app_protocol,
+                    Operation::Grpc(_) => AppProtocol::Grpc,
+                };
+                let req =
+                    AclRequest { caller: input.caller, operation: d.operation.as_str(), verb: d.verb, app_protocol };
+                Self::for_acl(time, callee, &req, &d.decision)
+            }
+        }
+    }
+}
+
+fn spiffe_id(c: Caller<'_>) -> String {
+    format!("spiffe://{}/ns/{}/{}", c.trust_domain, c.namespace, c.app_id)
+}
+
+/// Makes attacker-supplied text safe and bounded for an audit line: every byte outside printable ASCII (and `%`
+/// itself, so the result decodes unambiguously) becomes `%XX`, and the result is cut at [`MAX_AUDIT_FIELD`] bytes
+/// with a `…(cut)` marker. JSON escaping alone would keep control characters and invisible Unicode readable only
+/// to a JSON parser, not to a person reading the line.
+pub fn escape_raw(s: &str) -> String {
+    escape(s, false)
+}
+
+/// [`escape_raw`], optionally keeping spaces (for our own prose in `reason`).
+fn escape(s: &str, keep_space: bool) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_AUDIT_FIELD) + 8);
+    for &b in s.as_bytes() {
+        if out.len() + 3 > MAX_AUDIT_FIELD {
+            out.push_str("…(cut)");
+            break;
+        }
+        if ((0x21..=0x7e).contains(&b) && b != b'%') || (keep_space && b == b' ') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Why a chain failed to verify. `line` is 1-based.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +254,7 @@ impl Default for AuditChain {
 }
 
 #[derive(Deserialize)]
-struct SealedLine {
+struct ParsedLine {
     #[serde(flatten)]
     _event: AuditEvent,
     prev: String,
@@ -146,8 +278,12 @@ impl AuditChain {
         &self.prev
     }
 
-    /// Seals `event` into one JSON line (no trailing newline) and advances the chain.
-    pub fn seal(&mut self, event: &AuditEvent) -> String {
+    /// Seals `event` into one JSON line (no trailing newline) chained to the current head. The chain does not move:
+    /// write [`SealedLine::line`] out completely, then [`AuditChain::commit`] it. A line that was not (fully) written
+    /// is simply dropped and the next event is sealed against the same head, so the chain on disk never has a gap
+    /// (issue 12 row 9).
+    #[must_use = "a sealed line only joins the chain once it is written and committed"]
+    pub fn seal(&self, event: &AuditEvent) -> SealedLine {
         let mut map = Map::new();
         let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
         map.insert("time".into(), Value::String(event.time.clone()));
@@ -162,9 +298,51 @@ impl AuditChain {
         map.insert("prev".into(), Value::String(self.prev.clone()));
         // Built from a `Value`, whose Display cannot fail, rather than `to_string(event)`, which returns a Result.
         let line = Value::Object(map).to_string();
-        self.prev = sha256_hex(&line);
-        line
+        let hash = sha256_hex(&line);
+        SealedLine { line, prev: self.prev.clone(), hash }
     }
+
+    /// Advances the chain past `sealed`, once the caller has written it completely. Refuses a line sealed against
+    /// another head (sealed before a different line was committed): writing it would have broken the chain.
+    pub fn commit(&mut self, sealed: &SealedLine) -> Result<(), StaleSeal> {
+        if sealed.prev != self.prev {
+            return Err(StaleSeal { sealed_at: sealed.prev.clone(), head: self.prev.clone() });
+        }
+        self.prev.clone_from(&sealed.hash);
+        Ok(())
+    }
+
+    /// Seals and commits in one step, for writers that cannot fail (tests, in-memory logs).
+    pub fn seal_and_commit(&mut self, event: &AuditEvent) -> String {
+        let sealed = self.seal(event);
+        self.prev.clone_from(&sealed.hash);
+        sealed.line
+    }
+}
+
+/// One event sealed by [`AuditChain::seal`], not yet part of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedLine {
+    line: String,
+    /// The head it was sealed against.
+    prev: String,
+    /// The head after it.
+    hash: String,
+}
+
+impl SealedLine {
+    /// The JSON line, without a newline.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+}
+
+/// [`AuditChain::commit`] was given a line sealed against another head.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit line was sealed against head {sealed_at}, but the chain is at {head}")]
+pub struct StaleSeal {
+    pub sealed_at: String,
+    pub head: String,
 }
 
 /// Parses a sealed line back into its event (ignoring `prev`).
@@ -206,7 +384,7 @@ fn walk<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<(usize, String),
 }
 
 fn parse_prev(line: &str) -> Result<String, ChainErrorKind> {
-    let sealed: SealedLine = serde_json::from_str(line).map_err(ChainErrorKind::Malformed)?;
+    let sealed: ParsedLine = serde_json::from_str(line).map_err(ChainErrorKind::Malformed)?;
     let well_formed = sealed.prev.len() == 64 && sealed.prev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if well_formed { Ok(sealed.prev) } else { Err(ChainErrorKind::BadPrev) }
 }
@@ -236,7 +414,9 @@ mod tests {
 
     fn sealed(n: usize) -> Vec<String> {
         let mut chain = AuditChain::new();
-        (0..n).map(|i| chain.seal(&event(i, if i % 2 == 0 { Decision::Allow } else { Decision::Deny }))).collect()
+        (0..n)
+            .map(|i| chain.seal_and_commit(&event(i, if i % 2 == 0 { Decision::Allow } else { Decision::Deny })))
+            .collect()
     }
 
     fn verify(lines: &[String]) -> Result<usize, ChainError> {
@@ -257,11 +437,11 @@ mod tests {
     fn line_round_trips_to_the_event() {
         let mut chain = AuditChain::new();
         let e = event(1, Decision::Deny);
-        let line = chain.seal(&e);
+        let line = chain.seal_and_commit(&e);
         assert_eq!(parse_line(&line).ok(), Some(e));
         assert!(line.contains("\"decision\":\"deny\""), "{line}");
         let no_caller = AuditEvent { caller: None, verb: None, ..event(2, Decision::Allow) };
-        let line = chain.seal(&no_caller);
+        let line = chain.seal_and_commit(&no_caller);
         assert!(line.contains("\"caller\":null") && line.contains("\"verb\":null"), "{line}");
         assert!(matches!(parse_line("{}"), Err(ChainErrorKind::Malformed(_))));
     }
@@ -298,7 +478,7 @@ mod tests {
 
         let mut inserted = lines.clone();
         let mut forged_chain = AuditChain::resume(&lines[1]).unwrap_or_else(|e| panic!("{e}"));
-        inserted.insert(2, forged_chain.seal(&event(9, Decision::Allow)));
+        inserted.insert(2, forged_chain.seal_and_commit(&event(9, Decision::Allow)));
         assert_eq!(broken_at(&inserted), Some((4, "mismatch")), "inserted after line 2");
 
         let mut reordered = lines.clone();
@@ -319,7 +499,7 @@ mod tests {
     #[test]
     fn anchored_head_reveals_tail_changes() {
         let mut chain = AuditChain::new();
-        let lines: Vec<String> = (0..3).map(|i| chain.seal(&event(i, Decision::Allow))).collect();
+        let lines: Vec<String> = (0..3).map(|i| chain.seal_and_commit(&event(i, Decision::Allow))).collect();
         let head = chain.head().to_owned();
         assert_eq!(verify_chain_to(lines.iter().map(String::as_str), &head).ok(), Some(3));
 
@@ -339,17 +519,100 @@ mod tests {
     #[test]
     fn resume_continues_the_chain() {
         let mut chain = AuditChain::new();
-        let mut lines: Vec<String> = (0..2).map(|i| chain.seal(&event(i, Decision::Allow))).collect();
+        let mut lines: Vec<String> = (0..2).map(|i| chain.seal_and_commit(&event(i, Decision::Allow))).collect();
         let last = lines.last().cloned().unwrap_or_default();
         let mut resumed = AuditChain::resume(&last).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resumed, chain);
-        lines.push(resumed.seal(&event(2, Decision::Deny)));
+        lines.push(resumed.seal_and_commit(&event(2, Decision::Deny)));
         assert_eq!(verify(&lines).ok(), Some(3));
 
         let err = AuditChain::resume("{\"prev\":\"00\"}").err();
         assert!(matches!(err, Some(ChainError { line: 1, kind: ChainErrorKind::Malformed(_) })), "{err:?}");
         let err = AuditChain::resume("").err();
         assert!(matches!(err, Some(ChainError { line: 1, kind: ChainErrorKind::Malformed(_) })), "{err:?}");
+    }
+
+    #[test]
+    fn seal_does_not_advance_until_commit() {
+        let mut chain = AuditChain::new();
+        let first = chain.seal(&event(0, Decision::Allow));
+        assert_eq!(chain.head(), GENESIS_HASH, "sealing alone must not move the head");
+        // The write of `first` failed: the next event is sealed against the same head and the file stays a chain.
+        let retry = chain.seal(&event(1, Decision::Deny));
+        assert!(retry.line().contains(GENESIS_HASH));
+        assert_eq!(chain.commit(&retry), Ok(()));
+        let stale = chain.commit(&first).err();
+        assert_eq!(stale, Some(StaleSeal { sealed_at: GENESIS_HASH.into(), head: chain.head().into() }));
+        let second = chain.seal(&event(2, Decision::Allow));
+        assert_eq!(chain.commit(&second), Ok(()));
+        assert_eq!(verify_chain_to([retry.line(), second.line()], chain.head()).ok(), Some(2));
+    }
+
+    #[test]
+    fn refusal_events() {
+        let e = AuditEvent::for_refusal(
+            "t",
+            Some("spiffe://public/ns/default/a"),
+            "b",
+            "adm%C4%B1n/\u{1b}[31m x",
+            Some("FOO"),
+            PreAclRefusal::InvalidMethod,
+            "invalid method: character 'ı' could be read as ASCII",
+        );
+        assert_eq!(e.event, AUTH_INTERNAL_DENY);
+        assert_eq!(e.decision, Decision::Deny);
+        assert_eq!(e.operation, "adm%25C4%25B1n/%1B[31m%20x");
+        assert_eq!(e.verb.as_deref(), Some("FOO"));
+        assert_eq!(e.rule, "refused before accessControl: invalid-method");
+        assert_eq!(e.reason, "invalid method: character '%C4%B1' could be read as ASCII");
+        let long = AuditEvent::for_refusal("t", None, "b", &"a".repeat(10_000), None, PreAclRefusal::BodyTooLarge, "");
+        assert!(long.operation.len() <= MAX_AUDIT_FIELD + "…(cut)".len() && long.operation.ends_with("…(cut)"));
+        assert_eq!((long.caller, long.verb), (None, None));
+        let mut chain = AuditChain::new();
+        let line = chain.seal_and_commit(&e);
+        assert_eq!(parse_line(&line).ok(), Some(e));
+        let names: Vec<&str> = [
+            PreAclRefusal::InvalidMethod,
+            PreAclRefusal::UnsupportedVerb,
+            PreAclRefusal::UnverifiedCaller,
+            PreAclRefusal::BodyTooLarge,
+            PreAclRefusal::ReservedGrpcService,
+        ]
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            ["invalid-method", "unsupported-verb", "unverified-caller", "body-too-large", "reserved-grpc-service"]
+        );
+    }
+
+    #[test]
+    fn invocation_events() {
+        use crate::invocation::{InvocationInput, InvocationMethod, decide_invocation};
+        let acl = AccessControl::allow_all();
+        let caller = Some(Caller { trust_domain: "public", namespace: "default", app_id: "a" });
+        let input = InvocationInput {
+            caller,
+            method: InvocationMethod::Http { raw: "admin", verb: "PROPFIND" },
+            app_protocol: AppProtocol::Http,
+        };
+        let e = AuditEvent::for_invocation("t", "b", &input, &decide_invocation(&acl, &input));
+        assert_eq!(e.rule, "refused before accessControl: unsupported-verb");
+        assert_eq!((e.operation.as_str(), e.verb.as_deref()), ("admin", Some("PROPFIND")));
+        assert_eq!(e.caller.as_deref(), Some("spiffe://public/ns/default/a"));
+
+        let input = InvocationInput { method: InvocationMethod::Http { raw: "x/%2e%2E/Orders", verb: "get" }, ..input };
+        let e = AuditEvent::for_invocation("t", "b", &input, &decide_invocation(&acl, &input));
+        assert_eq!((e.decision, e.operation.as_str(), e.verb.as_deref()), (Decision::Allow, "Orders", Some("GET")));
+
+        let input = InvocationInput {
+            method: InvocationMethod::GrpcProxy { full_method: "/dapr.proto.runtime.v1.AppCallback/OnInvoke" },
+            ..input
+        };
+        let e = AuditEvent::for_invocation("t", "b", &input, &decide_invocation(&acl, &input));
+        assert_eq!(e.rule, "refused before accessControl: reserved-grpc-service");
+        assert_eq!((e.decision, e.verb), (Decision::Deny, None));
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub enum PathError {
     /// A gRPC method name whose service or method is `.` or `..`.
     #[error("gRPC method has a dot segment")]
     DotSegment,
+    /// A non-ASCII character that Unicode case mapping or NFKC normalisation turns into (a string containing) an
+    /// ASCII letter, digit or one of `/ . % \\ # ? ;`, e.g. `ı` (U+0131, upper-cases to `I`), `ſ` (U+017F,
+    /// upper-cases to `S`), `K` (U+212A, lower-cases to `k`), fullwidth `Ａ` (U+FF21, NFKC `A`), `ß` (upper-cases
+    /// to `SS`). An app that folds or normalises the path could route such a method to a rule the ACL never
+    /// matched (issue 12 row 8), so it is refused like every other ambiguous spelling.
+    #[error("character {ch:?} could be read as ASCII by case folding or NFKC")]
+    AsciiConfusable { ch: char },
 }
 
 /// A normalised HTTP invocation method: no leading or trailing `/`, no empty, `.` or `..` segments, no `%`, `\`,
@@ -162,6 +169,7 @@ pub fn normalize_http_method(raw: &str) -> Result<MethodPath, PathError> {
         return Err(PathError::ForbiddenCharacter { ch: char::from(b) });
     }
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
+    refuse_ascii_confusables(&decoded)?;
 
     let mut kept: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
@@ -190,6 +198,7 @@ pub fn normalize_grpc_method(raw: &str) -> Result<GrpcMethod, PathError> {
     if let Some(offset) = raw.find('\\') {
         return Err(PathError::Backslash { offset });
     }
+    refuse_ascii_confusables(raw)?;
     let rest = raw.strip_prefix('/').ok_or(PathError::MissingLeadingSlash)?;
     let segments = rest.split('/').count();
     if segments != 2 {
@@ -203,6 +212,64 @@ pub fn normalize_grpc_method(raw: &str) -> Result<GrpcMethod, PathError> {
         }
     }
     Ok(GrpcMethod(raw.to_owned()))
+}
+
+/// Refuses the first non-ASCII character of `s` that could be read as ASCII (see [`PathError::AsciiConfusable`]).
+fn refuse_ascii_confusables(s: &str) -> Result<(), PathError> {
+    match ascii_confusable(s) {
+        Some(ch) => Err(PathError::AsciiConfusable { ch }),
+        None => Ok(()),
+    }
+}
+
+/// The first character of `s` that normalisation refuses as [`PathError::AsciiConfusable`], if any. An ACL
+/// operation name containing one can never match a method (`ward policy lint` warns about it).
+pub fn ascii_confusable(s: &str) -> Option<char> {
+    s.chars().find(|&c| maps_onto_ascii(c))
+}
+
+/// Whether some combination of NFKC normalisation, full lower-casing and full upper-casing (the mappings apps and
+/// frameworks apply when they match routes case-insensitively or normalise Unicode) turns `c` into a string that
+/// contains an ASCII character a route could depend on.
+///
+/// Why a closure over three steps rather than one table: case folding (CaseFolding.txt) is lower(upper(c)) for
+/// every character that maps to ASCII, and NFKC may be applied before or after case mapping; three rounds cover
+/// every order of these operations (they reach a fixed point after two for all of Unicode 16, which a test checks
+/// by scanning every scalar value). Only non-ASCII characters get here, so the ASCII hot path never allocates.
+fn maps_onto_ascii(c: char) -> bool {
+    maps_onto_ascii_within(c, 3)
+}
+
+fn maps_onto_ascii_within(c: char, rounds: usize) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+
+    if c.is_ascii() {
+        return false;
+    }
+    let mut frontier = vec![c.to_string()];
+    for _ in 0..rounds {
+        let mut next = Vec::with_capacity(frontier.len() * 3);
+        for s in &frontier {
+            for mapped in [s.nfkc().collect::<String>(), s.to_lowercase(), s.to_uppercase()] {
+                if mapped.chars().any(is_route_relevant_ascii) {
+                    return true;
+                }
+                if mapped != *s && !next.contains(&mapped) {
+                    next.push(mapped);
+                }
+            }
+        }
+        if next.is_empty() {
+            return false;
+        }
+        frontier = next;
+    }
+    false
+}
+
+/// ASCII characters whose appearance after folding could change which route or rule a method hits.
+fn is_route_relevant_ascii(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '%' | '\\' | '#' | '?' | ';')
 }
 
 fn is_forbidden_byte(b: u8) -> bool {
@@ -312,11 +379,57 @@ mod tests {
             Case { name: "only slashes", raw: "//", expected: Err(Empty) },
             Case { name: "only dot", raw: ".", expected: Err(Empty) },
             Case { name: "resolves to nothing", raw: "a/..", expected: Err(Empty) },
+            // Issue 12 row 8: characters that Unicode case mapping or NFKC turns into ASCII.
+            Case { name: "dotless i", raw: "adm%C4%B1n", expected: Err(AsciiConfusable { ch: '\u{131}' }) },
+            Case { name: "long s", raw: "%C5%BFecret", expected: Err(AsciiConfusable { ch: '\u{17f}' }) },
+            Case { name: "kelvin sign", raw: "%E2%84%AAey", expected: Err(AsciiConfusable { ch: '\u{212a}' }) },
+            Case { name: "fullwidth A", raw: "%EF%BC%A1dmin", expected: Err(AsciiConfusable { ch: '\u{ff21}' }) },
+            Case { name: "fullwidth solidus", raw: "a%EF%BC%8Fb", expected: Err(AsciiConfusable { ch: '\u{ff0f}' }) },
+            Case {
+                name: "literal fullwidth a",
+                raw: "\u{ff41}dmin",
+                expected: Err(AsciiConfusable { ch: '\u{ff41}' }),
+            },
+            Case { name: "ligature ff", raw: "%EF%AC%80", expected: Err(AsciiConfusable { ch: '\u{fb00}' }) },
+            Case { name: "sharp s folds to ss", raw: "pa%C3%9Fword", expected: Err(AsciiConfusable { ch: '\u{df}' }) },
+            Case { name: "dotted capital I", raw: "%C4%B0d", expected: Err(AsciiConfusable { ch: '\u{130}' }) },
+            Case { name: "superscript two", raw: "v%C2%B2", expected: Err(AsciiConfusable { ch: '\u{b2}' }) },
+            Case {
+                name: "mathematical bold a",
+                raw: "%F0%9D%90%9Admin",
+                expected: Err(AsciiConfusable { ch: '\u{1d41a}' }),
+            },
+            Case {
+                name: "one dot leader",
+                raw: "a/%E2%80%A4%E2%80%A4/b",
+                expected: Err(AsciiConfusable { ch: '\u{2024}' }),
+            },
+            Case { name: "accented letters stay", raw: "caf%C3%A9/%C3%84%C3%96", expected: Ok("café/ÄÖ") },
+            Case { name: "cjk stays", raw: "%E4%B8%AD", expected: Ok("中") },
+            Case { name: "greek stays", raw: "%CE%A9", expected: Ok("Ω") },
         ];
         for case in cases {
             let got = normalize_http_method(case.raw);
             let got = got.as_ref().map(MethodPath::as_str).map_err(Clone::clone);
             assert_eq!(got, case.expected, "case {:?}", case.name);
+        }
+    }
+
+    /// The closure in [`maps_onto_ascii`] is deep enough: more rounds refuse nothing more, over every scalar value.
+    /// Also pins the size of the refused set so a Unicode-table update that changes it is noticed.
+    #[test]
+    fn confusable_closure_is_complete() {
+        let mut refused = 0usize;
+        for c in (0x80..=0x10FFFF_u32).filter_map(char::from_u32) {
+            let shallow = maps_onto_ascii(c);
+            assert_eq!(shallow, maps_onto_ascii_within(c, 6), "{c:?} (U+{:04X})", u32::from(c));
+            refused += usize::from(shallow);
+        }
+        assert!((1000..5000).contains(&refused), "{refused} characters refused");
+        assert_eq!(ascii_confusable("/ſecret/x"), Some('ſ'));
+        assert_eq!(ascii_confusable("/café/x"), None);
+        for c in ['é', 'Ä', 'ö', 'ñ', 'Ω', 'ж', '中', 'ア', '\u{301}', '\u{a0}', '€'] {
+            assert!(!maps_onto_ascii(c), "{c:?} must stay usable");
         }
     }
 

@@ -2,13 +2,32 @@
 //! `ward_policy::AuditChain`) on stderr or in an append-only file. Lines are sealed and written on a dedicated
 //! thread, so the request path never blocks on disk and the chain order is the order decisions were made.
 //!
+//! Durability rules (issue 12 row 9):
+//! - the queue is bounded ([`DEFAULT_QUEUE_CAPACITY`]); [`AuditSink::record`] fails with [`AuditUnavailable`] when
+//!   it is full or when the writer is failing (its last write failed and no later write succeeded), so the request
+//!   path fails closed (the sidecar answers 503 `ERR_AUDIT_UNAVAILABLE`) instead of acting without a record;
+//! - the chain advances only for lines written completely; what a failed write left behind is removed
+//!   ([`AuditWriter::discard_partial`], a file is cut back to its last complete line) before the next attempt;
+//! - an accepted event is never dropped while the sink is alive: the writer retries it with a bounded back-off
+//!   until the destination accepts it again, so after a disk-full episode `ward audit verify` stays green.
+//!
 //! `ward audit verify FILE` checks the chain. This module does not decide anything.
 
+use std::fs::File;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ward_policy::{AuditChain, AuditEvent};
+
+/// Events that may wait for the writer before [`AuditSink::record`] refuses more.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+
+/// The longest pause between two attempts to write a line while the destination fails.
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,16 +36,52 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
-/// A handle that queues events for the writer thread. Cheap to clone.
+/// A handle that queues events for the writer thread. Cheap to clone; the writer stops when the last clone is
+/// dropped (after writing what is queued).
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditEvent>,
+    handle: Arc<Handle>,
 }
 
-/// The audit sink cannot take an event now; the decision it would have recorded must fail closed.
+#[derive(Debug)]
+struct Handle {
+    tx: SyncSender<AuditEvent>,
+    state: Arc<State>,
+    capacity: usize,
+}
+
+/// Shared between the handles and the writer thread.
+#[derive(Debug, Default)]
+struct State {
+    /// The last write failed and no later write has succeeded.
+    failing: AtomicBool,
+    /// Every handle is gone: a writer stuck retrying gives up.
+    closed: AtomicBool,
+    /// [`AuditSink::record`] calls refused.
+    refused: AtomicU64,
+    /// Failed write attempts.
+    write_failures: AtomicU64,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Why [`AuditSink::record`] refused an event; the decision it records must then fail closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the audit log is unavailable")]
-pub struct AuditUnavailable;
+pub enum AuditUnavailable {
+    /// The writer is behind by the whole queue capacity.
+    #[error("the audit queue is full ({capacity} events waiting)")]
+    QueueFull { capacity: usize },
+    /// The last write failed and none has succeeded since (disk full, file-size limit, I/O error).
+    #[error("the audit log cannot be written")]
+    WriteFailing,
+    /// The writer thread is gone.
+    #[error("the audit writer has stopped")]
+    WriterStopped,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -44,65 +99,248 @@ pub enum AuditError {
     },
 }
 
+/// A destination for sealed lines. Implemented for the audit file and stderr; tests inject failing ones.
+pub trait AuditWriter: Send + 'static {
+    /// Writes `line` (ending in `\n`) completely, or fails. A failure may leave part of the line behind.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()>;
+
+    /// Removes whatever failed [`AuditWriter::append`] calls left behind, so the destination ends with the last
+    /// complete line again. Called after every failed append, before the next one.
+    fn discard_partial(&mut self) -> std::io::Result<()>;
+}
+
+/// The audit file, opened for appending, with the length of its complete lines.
+#[derive(Debug)]
+struct FileWriter {
+    file: File,
+    /// The file length after the last complete line.
+    committed_len: u64,
+}
+
+impl AuditWriter for FileWriter {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        // One write_all of the whole line: O_APPEND puts it at the end even if the file was cut back meanwhile.
+        self.file.write_all(line)?;
+        self.committed_len += line.len() as u64;
+        Ok(())
+    }
+
+    fn discard_partial(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.committed_len)
+    }
+}
+
+#[derive(Debug)]
+struct StderrWriter;
+
+impl AuditWriter for StderrWriter {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let mut err = std::io::stderr().lock();
+        err.write_all(line)?;
+        err.flush()
+    }
+
+    /// A stream cannot be cut back; the reader sees the fragment followed by the retried line.
+    fn discard_partial(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl AuditSink {
-    /// Opens the target; a file is appended to, continuing the chain from its last line.
+    /// Opens the target with [`DEFAULT_QUEUE_CAPACITY`]; a file is appended to, continuing the chain from its
+    /// last line (an unterminated last line, left by a crash mid-write, is cut off first).
     pub fn open(target: &AuditTarget) -> Result<Self, AuditError> {
-        let (writer, chain): (Box<dyn Write + Send>, AuditChain) = match target {
-            AuditTarget::Stderr => (Box::new(std::io::stderr()), AuditChain::new()),
+        Self::open_with_capacity(target, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// [`AuditSink::open`] with a chosen queue capacity (at least 1).
+    pub fn open_with_capacity(target: &AuditTarget, capacity: usize) -> Result<Self, AuditError> {
+        match target {
+            AuditTarget::Stderr => Self::from_writer(StderrWriter, AuditChain::new(), capacity),
             AuditTarget::File(path) => {
-                let chain = resume_chain(path)?;
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| AuditError::Io { path: path.clone(), source })?;
-                (Box::new(file), chain)
+                let (writer, chain) = open_file(path)?;
+                Self::from_writer(writer, chain, capacity)
             }
-        };
-        let (tx, rx) = mpsc::channel::<AuditEvent>();
+        }
+    }
+
+    /// A sink over any [`AuditWriter`], continuing `chain`. For tests (a writer that fails on demand) and for
+    /// destinations other than a file.
+    pub fn from_writer(writer: impl AuditWriter, chain: AuditChain, capacity: usize) -> Result<Self, AuditError> {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::sync_channel::<AuditEvent>(capacity);
+        let state = Arc::new(State::default());
+        let thread_state = state.clone();
         std::thread::Builder::new()
             .name("ward-audit".into())
-            .spawn(move || write_loop(rx, writer, chain))
+            .spawn(move || write_loop(rx, writer, chain, &thread_state))
             .map_err(|source| AuditError::Io { path: PathBuf::from("<audit thread>"), source })?;
-        Ok(Self { tx })
+        Ok(Self { handle: Arc::new(Handle { tx, state, capacity }) })
     }
 
-    /// Queues one event. An error means the event will not be written: the caller must refuse (fail closed).
+    /// Queues one event. `Err` means the event will not be recorded: the caller must refuse the request it
+    /// describes (fail closed). Never blocks.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-        self.tx.send(event).map_err(|_| {
-            tracing::error!("audit writer has stopped; refusing the request");
-            AuditUnavailable
-        })
+        let state = &self.handle.state;
+        let refused = |why: AuditUnavailable| {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            Err(why)
+        };
+        if state.failing.load(Ordering::Acquire) {
+            return refused(AuditUnavailable::WriteFailing);
+        }
+        match self.handle.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => refused(AuditUnavailable::QueueFull { capacity: self.handle.capacity }),
+            Err(TrySendError::Disconnected(_)) => refused(AuditUnavailable::WriterStopped),
+        }
+    }
+
+    /// How many [`AuditSink::record`] calls were refused so far (for a metric).
+    pub fn refused_count(&self) -> u64 {
+        self.handle.state.refused.load(Ordering::Relaxed)
+    }
+
+    /// How many write attempts failed so far (for a metric).
+    pub fn write_failure_count(&self) -> u64 {
+        self.handle.state.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer is failing now (its last write failed).
+    pub fn is_failing(&self) -> bool {
+        self.handle.state.failing.load(Ordering::Acquire)
     }
 }
 
-fn resume_chain(path: &Path) -> Result<AuditChain, AuditError> {
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(AuditChain::new()),
-        Err(source) => return Err(AuditError::Io { path: path.to_owned(), source }),
-    };
-    let mut last = None;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|source| AuditError::Io { path: path.to_owned(), source })?;
+/// Opens `path` for appending: resumes the chain from its last complete line and cuts off an unterminated tail.
+fn open_file(path: &Path) -> Result<(FileWriter, AuditChain), AuditError> {
+    let io = |source| AuditError::Io { path: path.to_owned(), source };
+    let file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+    let mut reader = std::io::BufReader::new(&file);
+    let mut offset = 0u64;
+    let mut complete_len = 0u64;
+    let mut last: Option<String> = None;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+        if buf.last() != Some(&b'\n') {
+            // A line without its newline is what a crash in the middle of a write leaves; it was never committed.
+            tracing::warn!(path = %path.display(), bytes = n, "cutting an unterminated last line off the audit log");
+            break;
+        }
+        complete_len = offset;
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
         if !line.trim().is_empty() {
-            last = Some(line);
+            last = Some(line.to_owned());
         }
     }
-    match last {
-        None => Ok(AuditChain::new()),
+    drop(reader);
+    if complete_len < offset {
+        file.set_len(complete_len).map_err(io)?;
+    }
+    let chain = match last {
+        None => AuditChain::new(),
         Some(line) => {
-            AuditChain::resume(&line).map_err(|source| AuditError::BrokenTail { path: path.to_owned(), source })
+            AuditChain::resume(&line).map_err(|source| AuditError::BrokenTail { path: path.to_owned(), source })?
+        }
+    };
+    Ok((FileWriter { file, committed_len: complete_len }, chain))
+}
+
+fn write_loop(rx: Receiver<AuditEvent>, mut writer: impl AuditWriter, mut chain: AuditChain, state: &State) {
+    while let Ok(event) = rx.recv() {
+        let sealed = chain.seal(&event);
+        let mut line = Vec::with_capacity(sealed.line().len() + 1);
+        line.extend_from_slice(sealed.line().as_bytes());
+        line.push(b'\n');
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match writer.append(&line) {
+                Ok(()) => {
+                    if let Err(err) = chain.commit(&sealed) {
+                        // Unreachable: this thread is the only one that seals and commits.
+                        tracing::error!(error = %err, "audit chain out of step");
+                    }
+                    if state.failing.swap(false, Ordering::AcqRel) {
+                        tracing::warn!("audit log writable again; accepting events");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    state.write_failures.fetch_add(1, Ordering::Relaxed);
+                    if !state.failing.swap(true, Ordering::AcqRel) {
+                        tracing::error!(error = %err, "writing an audit line failed; refusing new events until it works");
+                    }
+                    if let Err(err) = writer.discard_partial() {
+                        tracing::error!(error = %err, "cutting a partial audit line failed; will retry");
+                    }
+                    if state.closed.load(Ordering::Acquire) {
+                        let lost = 1 + rx.try_iter().count();
+                        tracing::error!(lost, "audit sink closed while the log was failing; events not written");
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
         }
     }
 }
 
-fn write_loop(rx: mpsc::Receiver<AuditEvent>, mut writer: Box<dyn Write + Send>, mut chain: AuditChain) {
-    for event in rx {
-        let line = chain.seal(&event);
-        if writeln!(writer, "{line}").and_then(|()| writer.flush()).is_err() {
-            // Keep going: the next write may succeed, and the chain stays consistent for what was written.
-            tracing::error!("writing an audit line failed");
+/// A writer for tests that keeps lines in memory and fails on demand, leaving half a line behind like a full
+/// disk does. `pub` so the sidecar's layer tests can use it too.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryWriter {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    bytes: Vec<u8>,
+    committed: usize,
+    fail: bool,
+}
+
+impl MemoryWriter {
+    /// Makes later appends fail (`true`) or succeed (`false`).
+    pub fn set_failing(&self, fail: bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.fail = fail;
         }
     }
+
+    /// Everything written so far, including any partial line not yet discarded.
+    pub fn contents(&self) -> String {
+        self.inner.lock().map(|i| String::from_utf8_lossy(&i.bytes).into_owned()).unwrap_or_default()
+    }
 }
+
+impl AuditWriter for MemoryWriter {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        if inner.fail {
+            let half = line.get(..line.len() / 2).unwrap_or_default();
+            inner.bytes.extend_from_slice(half);
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        inner.bytes.extend_from_slice(line);
+        inner.committed = inner.bytes.len();
+        Ok(())
+    }
+
+    fn discard_partial(&mut self) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        let committed = inner.committed;
+        inner.bytes.truncate(committed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

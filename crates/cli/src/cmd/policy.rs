@@ -1,6 +1,8 @@
-//! `ward policy check` explains one access-control decision exactly as a sidecar would make it (same
-//! normalisation, same compiled matcher), and `ward policy lint` warns about risky configurations. Both read a
-//! Configuration file and nothing else, so they fit in CI before a deploy.
+//! `ward policy check` explains one access-control decision exactly as a sidecar would make it: it calls
+//! `ward_policy::decide_invocation`, the function the callee sidecar's ACL layer calls, so refusals before the ACL
+//! (invalid method spelling, unsupported verb, reserved gRPC service), normalisation and matching are the same.
+//! `ward policy lint` warns about risky configurations. Both read a Configuration file and nothing else, so they fit
+//! in CI before a deploy.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,27 +10,39 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ward_identity::SpiffeId;
 use ward_policy::{
-    AccessControl, AclRequest, AppProtocol, Caller, HttpVerb, normalize_grpc_method, normalize_http_method,
+    AccessControl, AppProtocol, Caller, InvocationInput, InvocationMethod, InvocationOutcome, decide_invocation,
 };
+
+/// The callee app's protocol, as `--app-protocol` of the sidecar (grpc and grpcs are the same for matching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppProtocolArg {
+    Http,
+    Grpc,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Decide one call: exit 0 for allow, 1 for deny.
+    /// Decide one call: exit 0 for allow, 1 for deny or a refusal before the policy.
     Check {
         #[arg(long)]
         config: PathBuf,
         /// The caller's SPIFFE ID, spiffe://<td>/ns/<namespace>/<app-id>; omit for an unauthenticated caller.
         #[arg(long)]
         caller: Option<String>,
+        /// The request method; anything but the nine standard HTTP methods is refused, as by a sidecar.
         #[arg(long, default_value = "GET")]
         verb: String,
         /// The method path as the caller would send it (percent-encoding allowed), or /pkg.Service/Method with
         /// --grpc.
         #[arg(long)]
         path: String,
-        /// The callee is a gRPC app: match the full gRPC method name.
+        /// The call is a proxied gRPC call: --path is the full gRPC method name.
         #[arg(long)]
         grpc: bool,
+        /// The callee app's protocol for a service invocation (a gRPC app gets it as AppCallback/OnInvoke and its
+        /// operation names match case-sensitively, without verb).
+        #[arg(long, value_enum, default_value = "http")]
+        app_protocol: AppProtocolArg,
     },
     /// Warn about risky access-control settings; exit 1 when there are warnings.
     Lint {
@@ -39,7 +53,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { config, caller, verb, path, grpc } => {
+        Command::Check { config, caller, verb, path, grpc, app_protocol } => {
             let configuration = ward_config::load_configuration(&config)?;
             let acl = match &configuration.access_control {
                 Some(spec) => {
@@ -49,39 +63,35 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let caller_id = caller.as_deref().map(SpiffeId::parse).transpose().context("--caller")?;
             let dapr = caller_id.as_ref().map(|id| id.dapr_identity()).transpose().context("--caller")?;
-            let verb_parsed: HttpVerb =
-                verb.parse().map_err(|_| anyhow::anyhow!("--verb {verb:?} is not an HTTP verb"))?;
-            let operation = if grpc {
-                match normalize_grpc_method(&path) {
-                    Ok(method) => method.as_str().to_owned(),
-                    Err(err) => {
-                        println!("deny: the method is refused before any policy applies: {err}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            } else {
-                match normalize_http_method(path.trim_start_matches('/')) {
-                    Ok(method) => method.as_str().to_owned(),
-                    Err(err) => {
-                        println!("deny: the path is refused before any policy applies: {err}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            };
-            let request = AclRequest {
+            let input = InvocationInput {
                 caller: dapr.map(|d| Caller { trust_domain: d.trust_domain, namespace: d.namespace, app_id: d.app_id }),
-                operation: &operation,
-                verb: (!grpc).then_some(verb_parsed),
-                app_protocol: if grpc { AppProtocol::Grpc } else { AppProtocol::Http },
+                method: if grpc {
+                    InvocationMethod::GrpcProxy { full_method: &path }
+                } else {
+                    InvocationMethod::Http { raw: &path, verb: &verb }
+                },
+                app_protocol: match app_protocol {
+                    AppProtocolArg::Http => AppProtocol::Http,
+                    AppProtocolArg::Grpc => AppProtocol::Grpc,
+                },
             };
-            let decision = acl.decide(&request);
-            println!(
-                "{}: operation {operation:?} verb {verb}: decided by {} ({})",
-                if decision.allowed { "allow" } else { "deny" },
-                decision.rule,
-                decision.reason
-            );
-            Ok(if decision.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            match decide_invocation(&acl, &input) {
+                InvocationOutcome::Refused(refusal) => {
+                    println!("deny: refused before any policy applies: {refusal}");
+                    Ok(ExitCode::FAILURE)
+                }
+                InvocationOutcome::Decided(d) => {
+                    let verb = d.verb.map_or("NONE", |v| v.as_str());
+                    println!(
+                        "{}: operation {:?} verb {verb}: decided by {} ({})",
+                        if d.decision.allowed { "allow" } else { "deny" },
+                        d.operation.as_str(),
+                        d.decision.rule,
+                        d.decision.reason
+                    );
+                    Ok(if d.decision.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                }
+            }
         }
         Command::Lint { config } => {
             let configuration = ward_config::load_configuration(&config)?;
@@ -112,6 +122,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                             ));
                         }
                         for (op_index, op) in policy.operations.iter().enumerate() {
+                            if let Some(ch) = ward_policy::ascii_confusable(&op.name) {
+                                warnings.push(format!(
+                                    "policies[{index}].operations[{op_index}] ({}): {ch:?} could be read as ASCII by case folding or NFKC; methods containing it are refused, so this operation never matches",
+                                    op.name
+                                ));
+                            }
                             if op.http_verb.is_empty() && !policy.operations.is_empty() {
                                 warnings.push(format!(
                                     "policies[{index}].operations[{op_index}] ({}): no httpVerb, so it never decides an HTTP call",

@@ -605,9 +605,19 @@ fn http_verb_parsing() {
         assert_eq!(v.to_string(), v.as_str());
     }
     assert_eq!("pAtCh".parse::<HttpVerb>(), Ok(HttpVerb::Patch));
-    assert_eq!("PSOT".parse::<HttpVerb>(), Err(AclError::InvalidHttpVerb { value: "PSOT".into() }));
-    assert_eq!("*".parse::<HttpVerb>(), Err(AclError::InvalidHttpVerb { value: "*".into() }));
-    assert_eq!("".parse::<HttpVerb>(), Err(AclError::InvalidHttpVerb { value: String::new() }));
+    for bad in ["PSOT", "*", "", "FOO", "PROPFIND", "GET ", "G\u{130}T", "ＧＥＴ"] {
+        assert_eq!(bad.parse::<HttpVerb>(), Err(UnsupportedVerb(bad.to_owned())), "{bad:?}");
+        assert_eq!(HttpVerb::parse(bad), Err(UnsupportedVerb(bad.to_owned())), "{bad:?}");
+    }
+    let long = "X".repeat(100);
+    assert_eq!(HttpVerb::parse(&long), Err(UnsupportedVerb("X".repeat(UnsupportedVerb::MAX_CHARS))));
+    assert_eq!(HttpVerb::from_extension_code(0), Ok(None));
+    for (i, v) in HttpVerb::ALL.into_iter().enumerate() {
+        assert_eq!(HttpVerb::from_extension_code(i32::try_from(i).unwrap_or(0) + 1), Ok(Some(v)));
+    }
+    for code in [10, -1, i32::MAX, i32::MIN] {
+        assert_eq!(HttpVerb::from_extension_code(code), Err(UnsupportedVerb(format!("verb code {code}"))));
+    }
 }
 
 #[test]
@@ -642,4 +652,31 @@ fn glob_matching() {
     for (pattern, text, expected) in cases {
         assert_eq!(glob_match(pattern.as_bytes(), text.as_bytes()), expected, "{pattern} vs {text}");
     }
+}
+
+/// Issue 12 row 8: only ASCII letters are case-folded for HTTP apps. Full Unicode folding made the ACL see a
+/// different string than an app that folds differently (or not at all); non-ASCII characters that could fold onto
+/// ASCII are refused by path normalisation instead.
+#[test]
+fn http_matching_folds_ascii_only() {
+    let acl = compile_yaml(
+        "{defaultAction: allow, policies: [{appId: a, namespace: ns, trustDomain: public, defaultAction: allow, \
+         operations: [{name: /ÄÖ/admin, httpVerb: ['*'], action: deny}, {name: /KEY, httpVerb: ['*'], action: deny}]}]}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decide = |operation: &str| {
+        acl.decide(&AclRequest {
+            caller: Some(Caller { trust_domain: "public", namespace: "ns", app_id: "a" }),
+            operation,
+            verb: Some(Get),
+            app_protocol: Http,
+        })
+        .allowed
+    };
+    assert!(!decide("ÄÖ/admin"), "exact spelling");
+    assert!(!decide("ÄÖ/ADMIN"), "ASCII letters fold");
+    assert!(decide("äö/admin"), "non-ASCII letters do not fold");
+    assert!(!decide("key") && !decide("KeY"), "ASCII letters fold");
+    // U+212A KELVIN SIGN lower-cases to 'k' under full Unicode rules; the ACL must not fold it.
+    assert!(decide("\u{212a}ey"), "Kelvin sign is not k");
 }
