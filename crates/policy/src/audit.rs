@@ -98,6 +98,8 @@ pub enum PreAclRefusal {
     BodyTooLarge,
     /// A proxied gRPC call to a reserved `dapr.proto.*` service.
     ReservedGrpcService,
+    /// A request for something the internal port does not serve.
+    UnknownEndpoint,
 }
 
 impl PreAclRefusal {
@@ -109,6 +111,7 @@ impl PreAclRefusal {
             PreAclRefusal::UnverifiedCaller => "unverified-caller",
             PreAclRefusal::BodyTooLarge => "body-too-large",
             PreAclRefusal::ReservedGrpcService => "reserved-grpc-service",
+            PreAclRefusal::UnknownEndpoint => "unknown-endpoint",
         }
     }
 }

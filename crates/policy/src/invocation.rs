@@ -100,39 +100,72 @@ impl InvocationOutcome {
     }
 }
 
-/// Decides one inbound invocation. Order: the verb (an unsupported method is refused whatever the path), the
-/// method's shape (normalised once), reserved gRPC services, then `accessControl`.
-pub fn decide_invocation(acl: &AccessControl, input: &InvocationInput<'_>) -> InvocationOutcome {
-    let refused = InvocationOutcome::Refused;
-    let (operation, verb, app_protocol) = match input.method {
+/// A well-formed call, before `accessControl`: the result of [`prepare_invocation`]. The sidecar's normalisation
+/// layer produces it and its ACL layer decides it ([`PreparedInvocation::decide`]); [`decide_invocation`] is the
+/// two steps in one, so `ward policy check` and the sidecar share every step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedInvocation {
+    pub operation: Operation,
+    /// The canonical verb; `None` for proxied gRPC calls.
+    pub verb: Option<HttpVerb>,
+    /// How operation names match (a proxied gRPC call is always gRPC).
+    pub app_protocol: AppProtocol,
+}
+
+/// The checks before `accessControl`, in order: the verb (an unsupported method is refused whatever the path), the
+/// method's shape (normalised once), reserved gRPC services.
+pub fn prepare_invocation(
+    method: &InvocationMethod<'_>,
+    app_protocol: AppProtocol,
+) -> Result<PreparedInvocation, InvocationRefusal> {
+    match *method {
         InvocationMethod::Http { raw, verb } => {
-            let verb = match HttpVerb::parse(verb) {
-                Ok(verb) => verb,
-                Err(err) => return refused(InvocationRefusal::UnsupportedVerb(err)),
-            };
-            match normalize_http_method(raw) {
-                Ok(method) => (Operation::Http(method), Some(verb), input.app_protocol),
-                Err(err) => return refused(InvocationRefusal::InvalidMethod(err)),
-            }
+            let verb = HttpVerb::parse(verb).map_err(InvocationRefusal::UnsupportedVerb)?;
+            let method = normalize_http_method(raw).map_err(InvocationRefusal::InvalidMethod)?;
+            Ok(PreparedInvocation { operation: Operation::Http(method), verb: Some(verb), app_protocol })
         }
         InvocationMethod::GrpcProxy { full_method } => {
-            let method = match normalize_grpc_method(full_method) {
-                Ok(method) => method,
-                Err(err) => return refused(InvocationRefusal::InvalidMethod(err)),
-            };
+            let method = normalize_grpc_method(full_method).map_err(InvocationRefusal::InvalidMethod)?;
             if is_reserved_grpc_service(method.service()) {
-                return refused(InvocationRefusal::ReservedGrpcService { service: method.service().to_owned() });
+                return Err(InvocationRefusal::ReservedGrpcService { service: method.service().to_owned() });
             }
-            (Operation::Grpc(method), None, AppProtocol::Grpc)
+            Ok(PreparedInvocation { operation: Operation::Grpc(method), verb: None, app_protocol: AppProtocol::Grpc })
         }
-    };
-    let decision = acl.decide(&AclRequest { caller: input.caller, operation: operation.as_str(), verb, app_protocol });
-    InvocationOutcome::Decided(InvocationDecision { operation, verb, decision })
+    }
+}
+
+impl PreparedInvocation {
+    /// `accessControl`'s decision on this call for `caller`.
+    pub fn decide(&self, acl: &AccessControl, caller: Option<Caller<'_>>) -> AclDecision {
+        acl.decide(&AclRequest {
+            caller,
+            operation: self.operation.as_str(),
+            verb: self.verb,
+            app_protocol: self.app_protocol,
+        })
+    }
+}
+
+/// Decides one inbound invocation: [`prepare_invocation`], then [`PreparedInvocation::decide`].
+pub fn decide_invocation(acl: &AccessControl, input: &InvocationInput<'_>) -> InvocationOutcome {
+    match prepare_invocation(&input.method, input.app_protocol) {
+        Err(refusal) => InvocationOutcome::Refused(refusal),
+        Ok(prepared) => {
+            let decision = prepared.decide(acl, input.caller);
+            InvocationOutcome::Decided(InvocationDecision {
+                operation: prepared.operation,
+                verb: prepared.verb,
+                decision,
+            })
+        }
+    }
 }
 
 /// `dapr.proto.*` in any ASCII case: gRPC servers match case-sensitively, but a lenient one must not be the gap.
-fn is_reserved_grpc_service(service: &str) -> bool {
+/// `service` is the service part (`dapr.proto.runtime.v1.AppCallback`) or a whole method path.
+pub fn is_reserved_grpc_service(service: &str) -> bool {
     const RESERVED: &str = "dapr.proto.";
+    let service = service.trim_start_matches('/');
     service.get(..RESERVED.len()).is_some_and(|p| p.eq_ignore_ascii_case(RESERVED))
 }
 

@@ -27,7 +27,7 @@ pub use audit::{
 };
 pub use invocation::{
     InvocationDecision, InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation,
-    decide_invocation,
+    PreparedInvocation, decide_invocation, is_reserved_grpc_service, prepare_invocation,
 };
 pub use path::{GrpcMethod, MethodPath, PathError, ascii_confusable, normalize_grpc_method, normalize_http_method};
 pub use routing::{InvokeForm, PublicApi, PublicRequest, SecretsRoute, StateRoute, classify_public, is_token_exempt};

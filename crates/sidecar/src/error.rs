@@ -553,17 +553,19 @@ impl InboundError {
         PeerRefusal { kind, message }
     }
 
-    /// Whether this refusal happened before the access-control decision (which records its own audit event).
-    pub fn is_before_acl(&self) -> bool {
-        matches!(
-            self,
-            Self::UnknownEndpoint
-                | Self::Unverified
-                | Self::InvalidMethod(_)
-                | Self::UnsupportedVerb(_)
-                | Self::ReservedService(_)
-                | Self::BodyTooLarge { .. }
-        )
+    /// What this refusal is for the audit log, when it happened before the access-control decision (which
+    /// records its own event); `None` for the ACL's own denial and for failures after it.
+    pub fn before_acl(&self) -> Option<ward_policy::PreAclRefusal> {
+        use ward_policy::PreAclRefusal as P;
+        match self {
+            Self::UnknownEndpoint => Some(P::UnknownEndpoint),
+            Self::Unverified => Some(P::UnverifiedCaller),
+            Self::InvalidMethod(_) => Some(P::InvalidMethod),
+            Self::UnsupportedVerb(_) => Some(P::UnsupportedVerb),
+            Self::ReservedService(_) => Some(P::ReservedGrpcService),
+            Self::BodyTooLarge { .. } => Some(P::BodyTooLarge),
+            Self::AclDenied { .. } | Self::AuditUnavailable | Self::AppUnavailable(_) => None,
+        }
     }
 }
 

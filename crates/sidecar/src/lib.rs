@@ -9,6 +9,7 @@
 //! It does not parse CLI flags (the `ward` binary does), define policy semantics (`ward-policy`), or implement
 //! storage backends (`ward-components`).
 
+pub(crate) mod api_list;
 pub mod audit;
 mod body;
 pub(crate) mod components;

@@ -315,11 +315,8 @@ impl Sidecar {
         let grpc_listeners = bind_all(&options.listen_addresses, options.grpc_port).await?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let control = ListenerControl {
-            limits: options.listener_limits,
-            stop: stop_rx.clone(),
-            drain: options.drain_timeout,
-        };
+        let control =
+            ListenerControl { limits: options.listener_limits, stop: stop_rx.clone(), drain: options.drain_timeout };
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(crate::listeners::serve_internal(internal, internal_tls, inbound, control.clone())));
         let api_state = ApiState {

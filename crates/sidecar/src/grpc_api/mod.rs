@@ -13,7 +13,6 @@ mod proxy;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -241,19 +240,13 @@ impl GrpcApi {
                 ApiError::Malformed { detail: "InvokeServiceRequest.message is required".to_owned() }.to_status()
             );
         };
-        let verb = match message.http_extension.as_ref().map(|h| h.verb) {
-            None | Some(0) | Some(3) => http::Method::POST,
-            Some(1) => http::Method::GET,
-            Some(2) => http::Method::HEAD,
-            Some(4) => http::Method::PUT,
-            Some(5) => http::Method::DELETE,
-            Some(6) => http::Method::CONNECT,
-            Some(7) => http::Method::OPTIONS,
-            Some(8) => http::Method::TRACE,
-            Some(9) => http::Method::PATCH,
-            Some(other) => {
-                return Err(ApiError::Malformed { detail: format!("HTTPExtension.verb {other} is not a valid verb") }
-                    .to_status());
+        // Dapr's HTTPExtension verb: none (POST) or one of the nine; anything else is refused, not POST.
+        let code = message.http_extension.as_ref().map_or(0, |h| h.verb);
+        let verb = match ward_policy::HttpVerb::from_extension_code(code) {
+            Ok(Some(verb)) => http::Method::from_bytes(verb.as_str().as_bytes()).unwrap_or(http::Method::POST),
+            Ok(None) => http::Method::POST,
+            Err(err) => {
+                return Err(ApiError::Malformed { detail: format!("HTTPExtension.verb: {err}") }.to_status());
             }
         };
         let query = message.http_extension.as_ref().map(|h| h.querystring.as_str()).filter(|q| !q.is_empty());
@@ -324,55 +317,7 @@ pub(crate) fn service(
     tower::ServiceBuilder::new()
         .layer(ward_gate::ApiLogLayer::new(api_log))
         .layer(ward_gate::GrpcApiTokenLayer::new(tokens))
-        .layer(AllowListLayer { list: api_list })
+        .layer(crate::api_list::ApiListLayer::<crate::api_list::Grpc>::new(api_list))
         .map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new))
         .service(router)
-}
-
-/// `spec.api` for gRPC: a runtime method the allow/deny lists refuse answers Unimplemented
-/// ("requested endpoint is not available") without reaching the service.
-#[derive(Clone)]
-struct AllowListLayer {
-    list: Arc<ArcSwap<ApiAllowList>>,
-}
-
-impl<S> tower::Layer<S> for AllowListLayer {
-    type Service = AllowList<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AllowList { inner, list: self.list.clone() }
-    }
-}
-
-#[derive(Clone)]
-struct AllowList<S> {
-    inner: S,
-    list: Arc<ArcSwap<ApiAllowList>>,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for AllowList<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    R: Default,
-    B: Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = Infallible;
-    type Future = futures_util::future::Either<S::Future, std::future::Ready<Result<http::Response<R>, Infallible>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if self.list.load().is_grpc_allowed(request.uri().path()) {
-            return futures_util::future::Either::Left(self.inner.call(request));
-        }
-        let mut response = http::Response::new(R::default());
-        let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", http::HeaderValue::from_static("12"));
-        headers.insert("grpc-message", http::HeaderValue::from_static("requested endpoint is not available"));
-        futures_util::future::Either::Right(std::future::ready(Ok(response)))
-    }
 }

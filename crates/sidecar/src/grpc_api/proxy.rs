@@ -11,7 +11,6 @@ use axum::extract::Request;
 use axum::response::Response;
 
 use crate::headers;
-use crate::inbound::method::is_reserved_grpc_service;
 use crate::invoke::Invoker;
 
 fn status(code: tonic::Code, message: impl Into<String>) -> Response {
@@ -26,7 +25,7 @@ pub(super) async fn forward(invoker: &Invoker, request: Request) -> Response {
             format!("unknown method {path} (no dapr-app-id metadata to proxy it)"),
         );
     };
-    if is_reserved_grpc_service(&path) {
+    if ward_policy::is_reserved_grpc_service(&path) {
         tracing::warn!(method = %path, target = %target, "refused to proxy a Dapr service");
         return status(
             tonic::Code::PermissionDenied,

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use ward_policy::{AccessControl, AclRequest, AuditEvent, Caller};
+use ward_policy::{AccessControl, AclRequest, AuditEvent, Caller, PreparedInvocation};
 
 use super::InboundRequest;
 use super::accept::CallerIdentity;
 use super::check::Check;
-use super::method::{InboundCall, NormaliseMethod};
+
 use crate::audit::AuditSink;
 use crate::error::InboundError;
 
@@ -21,7 +21,6 @@ pub(crate) struct AccessControlCheck {
     pub(crate) audit: AuditSink,
     /// This sidecar's app id (the callee in audit events).
     pub(crate) app_id: Arc<str>,
-    pub(crate) protocol: NormaliseMethod,
 }
 
 impl Check for AccessControlCheck {
@@ -29,19 +28,18 @@ impl Check for AccessControlCheck {
         let extensions = request.extensions();
         // Both are set by earlier layers of the same stack; their absence is a wiring bug, refused all the same.
         let caller = extensions.get::<CallerIdentity>().ok_or(InboundError::Unverified)?;
-        let call = extensions.get::<InboundCall>().ok_or(InboundError::UnknownEndpoint)?;
+        let call = extensions.get::<PreparedInvocation>().ok_or(InboundError::UnknownEndpoint)?;
         let dapr_caller = caller.0.as_ref().and_then(|id| id.dapr_identity().ok());
+        let caller_ref =
+            dapr_caller.map(|d| Caller { trust_domain: d.trust_domain, namespace: d.namespace, app_id: d.app_id });
+        // The second half of `ward_policy::decide_invocation` (the first ran in the normalisation layer).
+        let decision = call.decide(&self.acl.load(), caller_ref);
         let acl_request = AclRequest {
-            caller: dapr_caller.map(|d| Caller {
-                trust_domain: d.trust_domain,
-                namespace: d.namespace,
-                app_id: d.app_id,
-            }),
-            operation: call.operation(),
-            verb: call.verb(),
-            app_protocol: self.protocol.protocol_for(call),
+            caller: caller_ref,
+            operation: call.operation.as_str(),
+            verb: call.verb,
+            app_protocol: call.app_protocol,
         };
-        let decision = self.acl.load().decide(&acl_request);
         let event = AuditEvent::for_acl(crate::runtime::now_rfc3339(), &self.app_id, &acl_request, &decision);
         self.audit.record(event).map_err(|_| InboundError::AuditUnavailable)?;
         if decision.allowed {
@@ -49,8 +47,8 @@ impl Check for AccessControlCheck {
         }
         Err(InboundError::AclDenied {
             caller: caller.0.as_ref().map(ToString::to_string).unwrap_or_default(),
-            operation: call.operation().to_owned(),
-            verb: call.verb().map(|v| v.as_str()).unwrap_or("NONE").to_owned(),
+            operation: call.operation.as_str().to_owned(),
+            verb: call.verb.map(|v| v.as_str()).unwrap_or("NONE").to_owned(),
         })
     }
 }

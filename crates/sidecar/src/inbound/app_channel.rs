@@ -16,7 +16,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::method::InboundCall;
+use ward_policy::{Operation, PreparedInvocation};
+
 use super::{InboundRequest, InboundResponse};
 use crate::error::{InboundError, PeerRefusal};
 use crate::grpc_api::pb::common::v1 as common;
@@ -93,23 +94,21 @@ impl tower::Service<InboundRequest> for AppChannel {
     fn call(&mut self, request: InboundRequest) -> Self::Future {
         let channel = self.clone();
         Box::pin(async move {
-            let Some(call) = request.extensions().get::<InboundCall>().cloned() else {
+            let Some(call) = request.extensions().get::<PreparedInvocation>().map(|c| c.operation.clone()) else {
                 return Err(InboundError::UnknownEndpoint);
             };
             match (channel, call) {
                 (AppChannel::None, _) => Err(InboundError::AppUnavailable("the app has no port configured".to_owned())),
-                (AppChannel::Http(app), InboundCall::Invoke { method, .. }) => {
+                (AppChannel::Http(app), Operation::Http(method)) => {
                     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
                     let uri = format!("{}{}{query}", app.base, method.to_uri_path());
                     forward(&app.client, request, &uri, http::Version::HTTP_11, app.max_body_size).await
                 }
-                (AppChannel::Http(_), InboundCall::Grpc { .. }) => {
+                (AppChannel::Http(_), Operation::Grpc(_)) => {
                     Err(InboundError::AppUnavailable("the app does not speak gRPC (--app-protocol http)".to_owned()))
                 }
-                (AppChannel::Grpc(app), InboundCall::Invoke { method, .. }) => {
-                    on_invoke(&app, method.as_str(), request).await
-                }
-                (AppChannel::Grpc(app), InboundCall::Grpc { method }) => {
+                (AppChannel::Grpc(app), Operation::Http(method)) => on_invoke(&app, method.as_str(), request).await,
+                (AppChannel::Grpc(app), Operation::Grpc(method)) => {
                     let mut request = request;
                     // gRPC servers built on the C core refuse a request without `te: trailers`.
                     request.headers_mut().insert(http::header::TE, HeaderValue::from_static("trailers"));

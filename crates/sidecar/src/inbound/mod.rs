@@ -6,7 +6,7 @@
 //! accept           the verified peer identity (mTLS certificate; development marker only in development)
 //!                  goes into the request extensions; nothing else may set it            (accept.rs, per connection)
 //! respond          the one place an error becomes an answer; refusals before the ACL are audited here (respond.rs)
-//! normalise        the method, once: `InboundCall` into the extensions; bad paths, unknown verbs and
+//! normalise        the method, once: `PreparedInvocation` into the extensions; bad paths, unknown verbs and
 //!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
 //! body limit       `--max-body-size`, declared or streamed                                         (body_limit.rs)
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
@@ -75,7 +75,7 @@ pub(crate) fn stack(
         // Errors → answers (and audit of early refusals): outermost, so it sees every refusal below.
         .layer(RespondLayer { audit: handles.audit.clone(), app_id: handles.app_id.clone() })
         // Normalise the method once.
-        .layer(CheckLayer(protocol.clone()))
+        .layer(CheckLayer(protocol))
         // Bounded bodies.
         .layer(CheckLayer(BodyLimit { limit: handles.max_body_size }))
         // accessControl, audited.
@@ -83,7 +83,6 @@ pub(crate) fn stack(
             acl: handles.acl.clone(),
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
-            protocol,
         }))
         // Later: capability check, MCP tool rules, appHttpPipeline middleware.
         // Identity headers and this sidecar's own app token; the caller's copies are removed.

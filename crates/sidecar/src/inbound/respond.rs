@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
-use ward_policy::{AuditEvent, Decision};
+use ward_policy::{AuditEvent, PreAclRefusal};
 
 use super::accept::CallerIdentity;
 use super::{InboundRequest, InboundResponse};
@@ -74,8 +74,8 @@ where
             match future.await {
                 Ok(response) => Ok(response),
                 Err(err) => {
-                    if err.is_before_acl() {
-                        record_refusal(&audit, &app_id, seen, &err);
+                    if let Some(kind) = err.before_acl() {
+                        record_refusal(&audit, &app_id, seen, kind, &err);
                     }
                     Ok(err.to_refusal().into_response())
                 }
@@ -84,19 +84,17 @@ where
     }
 }
 
-fn record_refusal(audit: &AuditSink, app_id: &str, seen: Seen, err: &InboundError) {
-    let refusal = err.to_refusal();
-    let event = AuditEvent {
-        time: crate::runtime::now_rfc3339(),
-        event: ward_policy::audit::AUTH_INTERNAL_DENY.to_owned(),
-        caller: seen.caller.map(|c| c.to_string()),
-        callee: app_id.to_owned(),
-        operation: seen.uri.path().to_owned(),
-        verb: Some(seen.method.as_str().to_owned()),
-        decision: Decision::Deny,
-        rule: "refused before access control".to_owned(),
-        reason: refusal.message,
-    };
-    // The request is refused either way; a lost refusal event is logged by the sink.
+fn record_refusal(audit: &AuditSink, app_id: &str, seen: Seen, kind: PreAclRefusal, err: &InboundError) {
+    let caller = seen.caller.map(|c| c.to_string());
+    let event = AuditEvent::for_refusal(
+        crate::runtime::now_rfc3339(),
+        caller.as_deref(),
+        app_id,
+        seen.uri.path(),
+        Some(seen.method.as_str()),
+        kind,
+        &err.to_refusal().message,
+    );
+    // The request is refused either way; a lost refusal event is counted and logged by the sink.
     let _ = audit.record(event);
 }
