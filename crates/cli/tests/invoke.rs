@@ -227,10 +227,14 @@ fn a_ten_mebibyte_body_streams_through_and_the_limit_holds() {
     let mut spec = SidecarSpec::new("caller", None);
     spec.extra = vec!["--max-body-size".into(), "16Mi".into()];
     let caller = mesh.sidecar(spec);
-    // The callee's own limit holds too (4 MiB by default), whatever the caller's is.
-    let reply = http.send("POST", &caller.http, "/v1.0/invoke/small/method/upload", &[], big.clone());
-    assert_eq!(reply.status, 413, "{}", reply.text());
-    assert_eq!(reply.json()["errorCode"], "ERR_BODY_READ");
+    // The callee's own limit holds too (4 MiB by default), whatever the caller's is: it refuses from the declared
+    // length, before the body is read (a raw request: an HTTP/1.1 client still writing a body it will never be
+    // asked for may see a broken pipe instead of the early answer).
+    let head = raw_head(
+        &caller.http,
+        "POST /v1.0/invoke/small/method/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(app.seen().is_empty());
     let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/upload", &[], big);
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -97,6 +97,12 @@ impl ApiAllowList {
         self.allows_api(version, name, &full.join("/"))
     }
 
+    /// Whether any HTTP rule is configured (without one every HTTP API is allowed, and callers can skip
+    /// classifying the request).
+    pub fn restricts_http(&self) -> bool {
+        !(self.http_allowed.is_empty() && self.http_denied.is_empty())
+    }
+
     /// Whether the classified public request may reach its API. The decision is made on the API the router resolves
     /// (issue 12 row 4): an invocation is the `invoke` API in both forms (`/v1.0/invoke/{id}/method/{m}` and any
     /// path with `dapr-app-id`), judged as the path `/v1.0/invoke/{id}/method/{m}` so that deep deny rules apply to

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +45,9 @@ pub struct AuditSink {
 
 #[derive(Debug)]
 struct Handle {
-    tx: SyncSender<AuditEvent>,
+    /// Unbounded channel, bounded by `State::queued`: a preallocated `sync_channel` of 10 000 events would cost
+    /// every sidecar ~2.5 MB of resident memory for a queue that is nearly always empty.
+    tx: Sender<AuditEvent>,
     state: Arc<State>,
     capacity: usize,
 }
@@ -61,6 +63,8 @@ struct State {
     refused: AtomicU64,
     /// Failed write attempts.
     write_failures: AtomicU64,
+    /// Events queued and not yet taken by the writer.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Handle {
@@ -168,7 +172,7 @@ impl AuditSink {
     /// destinations other than a file.
     pub fn from_writer(writer: impl AuditWriter, chain: AuditChain, capacity: usize) -> Result<Self, AuditError> {
         let capacity = capacity.max(1);
-        let (tx, rx) = mpsc::sync_channel::<AuditEvent>(capacity);
+        let (tx, rx) = mpsc::channel::<AuditEvent>();
         let state = Arc::new(State::default());
         let thread_state = state.clone();
         std::thread::Builder::new()
@@ -189,10 +193,16 @@ impl AuditSink {
         if state.failing.load(Ordering::Acquire) {
             return refused(AuditUnavailable::WriteFailing);
         }
-        match self.handle.tx.try_send(event) {
+        if state.queued.fetch_add(1, Ordering::AcqRel) >= self.handle.capacity {
+            state.queued.fetch_sub(1, Ordering::AcqRel);
+            return refused(AuditUnavailable::QueueFull { capacity: self.handle.capacity });
+        }
+        match self.handle.tx.send(event) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => refused(AuditUnavailable::QueueFull { capacity: self.handle.capacity }),
-            Err(TrySendError::Disconnected(_)) => refused(AuditUnavailable::WriterStopped),
+            Err(_) => {
+                state.queued.fetch_sub(1, Ordering::AcqRel);
+                refused(AuditUnavailable::WriterStopped)
+            }
         }
     }
 
@@ -255,6 +265,8 @@ fn open_file(path: &Path) -> Result<(FileWriter, AuditChain), AuditError> {
 
 fn write_loop(rx: Receiver<AuditEvent>, mut writer: impl AuditWriter, mut chain: AuditChain, state: &State) {
     while let Ok(event) = rx.recv() {
+        // Taken off the queue: room for one more (the event is still written, or retried, below).
+        state.queued.fetch_sub(1, Ordering::AcqRel);
         let sealed = chain.seal(&event);
         let mut line = Vec::with_capacity(sealed.line().len() + 1);
         line.extend_from_slice(sealed.line().as_bytes());

@@ -107,6 +107,8 @@ impl Invoker {
             Err(err) => {
                 let chain = crate::error::error_chain(&err);
                 tracing::warn!(callee = %callee, error = %chain, "invocation failed");
+                // The next call looks the app up again instead of retrying a cached dead address.
+                self.resolver.evict(app_id, namespace, &address);
                 return Err(InvokeError::CalleeUnavailable(chain));
             }
         };

@@ -249,9 +249,9 @@ impl Sidecar {
         if let Some(parent) = std::path::Path::new(&registry_options.connection_string).parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let registry = Arc::new(
+        let registry = Arc::new(crate::resolver::Cached::new(
             SqliteRegistry::open(registry_options).await.map_err(|err| StartError::NameResolution(err.to_string()))?,
-        );
+        ));
 
         // 5. Audit, app channel, the handles each part uses.
         let audit = AuditSink::open(&settings.audit)?;
@@ -360,6 +360,7 @@ impl Sidecar {
             if internal_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { internal_addr.ip() };
         let advertised = SocketAddr::new(advertised_ip, internal_addr.port()).to_string();
         let registration = registry
+            .source()
             .register(&options.app_id, &options.namespace, &advertised)
             .await
             .map_err(|err| StartError::NameResolution(err.to_string()))?;

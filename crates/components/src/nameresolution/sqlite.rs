@@ -332,6 +332,22 @@ impl SqliteRegistry {
     }
 
     /// A random fresh address registered for `app_id` in `namespace`, or `None`.
+    /// Every fresh address of `app_id` in `namespace` (empty when none), for resolvers that cache and pick one
+    /// per call.
+    pub async fn resolve_all(&self, app_id: &str, namespace: &str) -> Result<Vec<String>, RegistryError> {
+        let (app_id, namespace) = (app_id.to_owned(), namespace.to_owned());
+        run(self.inner.clone(), "resolve", move |conn, o| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT address FROM {} WHERE app_id = ?1 AND namespace = ?2
+                   AND unixepoch('now') - last_update < ?3",
+                o.table_name
+            ))?;
+            let rows = statement.query_map(params![app_id, namespace, o.window_secs()], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Option<String>, RegistryError> {
         let (app_id, namespace) = (app_id.to_owned(), namespace.to_owned());
         run(self.inner.clone(), "resolve", move |conn, o| {
