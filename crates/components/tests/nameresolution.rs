@@ -118,6 +118,30 @@ async fn insert_dead_row(db: &Path, address: &'static str) {
     .unwrap();
 }
 
+/// Resolution uses the (app_id, namespace) index, so its cost does not grow with the number of registered apps
+/// (the scale issue: a full `SCAN hosts` per invocation). Existing registries get the index on open.
+#[tokio::test]
+async fn resolution_uses_the_app_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nr.db");
+    let _reg = open(&db).await;
+    let db2 = db.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(db2).unwrap();
+        let mut statement = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT address FROM hosts WHERE app_id = 'a' AND namespace = 'n'
+                   AND unixepoch('now') - last_update < 5",
+            )
+            .unwrap();
+        let rows = statement.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    })
+    .await
+    .unwrap();
+    assert!(plan.contains("USING INDEX hosts_app_id_namespace_idx"), "{plan}");
+}
+
 async fn row_count(db: &Path) -> i64 {
     let db = db.to_owned();
     tokio::task::spawn_blocking(move || {

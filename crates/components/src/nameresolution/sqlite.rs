@@ -219,6 +219,11 @@ fn migrate(conn: &mut Connection, hosts: &str, metadata: &str) -> rusqlite::Resu
         ))?;
         tx.execute(&format!("REPLACE INTO {metadata} (key, value) VALUES ('nr-migrations', '1')"), [])?;
     }
+    // Look-ups by app: without this index every resolution scans the whole table (cost grew with every registered
+    // app). Created outside the numbered migrations so a registry shared with daprd keeps its migration level.
+    tx.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {hosts}_app_id_namespace_idx ON {hosts} (app_id, namespace, last_update)"
+    ))?;
     tx.commit()
 }
 
