@@ -57,6 +57,24 @@ fn review(orders_config: &str, orders_extra: &[&str], checkout_config: Option<&s
 
 const TOKEN: (&str, &str) = ("dapr-api-token", "checkout-api-token");
 
+/// Runs a development-mode sidecar (no mTLS) with `config` to completion: for configurations it must refuse.
+fn plaintext_sidecar_once(app_id: &str, config: &std::path::Path, home: &std::path::Path) -> (i32, String, String) {
+    let args = [
+        "sidecar",
+        "--app-id",
+        app_id,
+        "--dapr-http-port",
+        "0",
+        "--dapr-grpc-port",
+        "0",
+        "--dapr-internal-grpc-port",
+        "0",
+        "--config",
+        path_str(config),
+    ];
+    ward_output(&args, &[("WARD_HOME", path_str(home))])
+}
+
 #[test]
 fn finding_01_production_mode_in_the_configuration_requires_mtls() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,22 +84,7 @@ fn finding_01_production_mode_in_the_configuration_requires_mtls() {
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: prod\nspec:\n  ward:\n    productionMode: true\n",
     )
     .unwrap();
-    let (code, _, stderr) = ward_output(
-        &[
-            "sidecar",
-            "--app-id",
-            "transfer",
-            "--dapr-http-port",
-            "0",
-            "--dapr-grpc-port",
-            "0",
-            "--dapr-internal-grpc-port",
-            "0",
-            "--config",
-            path_str(&config),
-        ],
-        &[("WARD_HOME", path_str(dir.path()))],
-    );
+    let (code, _, stderr) = plaintext_sidecar_once("transfer", &config, dir.path());
     assert_ne!(code, 0, "a production sidecar without mTLS must not start; stderr:\n{stderr}");
     let error = stderr.lines().find(|l| l.contains("requires mTLS")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(error.contains("prod.yaml: spec.ward.productionMode"), "names the file and field: {error}");
@@ -205,22 +208,7 @@ fn a_configured_pipeline_is_refused_until_ward_has_middleware() {
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: p\nspec:\n  appHttpPipeline:\n    handlers:\n    - name: bearer\n      type: middleware.http.bearer\n",
     )
     .unwrap();
-    let (code, _, stderr) = ward_output(
-        &[
-            "sidecar",
-            "--app-id",
-            "a",
-            "--dapr-http-port",
-            "0",
-            "--dapr-grpc-port",
-            "0",
-            "--dapr-internal-grpc-port",
-            "0",
-            "--config",
-            path_str(&config),
-        ],
-        &[("WARD_HOME", path_str(dir.path()))],
-    );
+    let (code, _, stderr) = plaintext_sidecar_once("a", &config, dir.path());
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("pipeline.yaml: spec.appHttpPipeline.handlers[0]"), "{stderr}");
 }

@@ -22,7 +22,7 @@ pub(crate) fn internal_acceptor(mtls: &Mtls) -> Result<tokio_rustls::TlsAcceptor
         Some((mtls.bundle.clone(), ward_identity::Authorizer::MemberOf(mtls.trust_domain.clone()), mtls.skew)),
         &[b"h2"],
     )
-    .map_err(|err| StartError::AppChannel(format!("internal TLS configuration: {err}")))?;
+    .map_err(StartError::InternalTls)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -111,6 +111,8 @@ pub enum StartError {
     Exposure(#[from] ward_gate::ListenError),
     #[error(transparent)]
     Components(#[from] crate::components::RegistryError),
+    #[error("internal port TLS configuration: {0}")]
+    InternalTls(#[source] rustls::Error),
     #[error("listener limits: {0}")]
     Limits(#[from] ward_net::LimitsError),
 }

@@ -39,7 +39,6 @@ pub(crate) struct HttpApp {
     client: Client<HttpConnector, Body>,
     /// `http://host:port`
     base: String,
-    max_body_size: u64,
 }
 
 pub(crate) struct GrpcApp {
@@ -65,7 +64,7 @@ impl AppChannel {
         http.set_nodelay(true);
         if !options.grpc {
             let client = Client::builder(TokioExecutor::new()).build(http);
-            return Ok(AppChannel::Http(Arc::new(HttpApp { client, base, max_body_size: options.max_body_size })));
+            return Ok(AppChannel::Http(Arc::new(HttpApp { client, base })));
         }
         let endpoint =
             tonic::transport::Endpoint::from_shared(base.clone()).map_err(|err| err.to_string())?.tcp_nodelay(true);
@@ -102,7 +101,7 @@ impl tower::Service<InboundRequest> for AppChannel {
                 (AppChannel::Http(app), Operation::Http(method)) => {
                     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
                     let uri = format!("{}{}{query}", app.base, method.to_uri_path());
-                    forward(&app.client, request, &uri, http::Version::HTTP_11, app.max_body_size).await
+                    forward(&app.client, request, &uri, http::Version::HTTP_11).await
                 }
                 (AppChannel::Http(_), Operation::Grpc(_)) => {
                     Err(InboundError::AppUnavailable("the app does not speak gRPC (--app-protocol http)".to_owned()))
@@ -113,7 +112,7 @@ impl tower::Service<InboundRequest> for AppChannel {
                     // gRPC servers built on the C core refuse a request without `te: trailers`.
                     request.headers_mut().insert(http::header::TE, HeaderValue::from_static("trailers"));
                     let uri = format!("{}{}", app.base, method.as_str());
-                    forward(&app.h2, request, &uri, http::Version::HTTP_2, app.max_body_size).await
+                    forward(&app.h2, request, &uri, http::Version::HTTP_2).await
                 }
             }
         })
@@ -126,7 +125,6 @@ async fn forward(
     mut request: InboundRequest,
     uri: &str,
     version: http::Version,
-    _max_body_size: u64,
 ) -> Result<InboundResponse, InboundError> {
     *request.uri_mut() =
         uri.parse::<http::Uri>().map_err(|_| InboundError::InvalidMethod("not a valid request target".to_owned()))?;
