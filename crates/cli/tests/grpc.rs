@@ -320,3 +320,22 @@ fn finding_06_invoke_service_bounds_the_answer_it_buffers() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), 8 * 1024 * 1024);
 }
+
+/// API logging is one layer for both APIs: a gRPC call is logged like an HTTP one (issue 11, item 2).
+#[test]
+fn api_logging_covers_grpc_calls() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mesh = Mesh::start(&[]);
+    let mut spec = SidecarSpec::new("logged", None);
+    spec.extra = vec!["--enable-api-logging".into()];
+    let sidecar = mesh.sidecar(spec);
+    let grpc_addr = support::field(&sidecar.process.stdout_text(), "grpc");
+    runtime.block_on(async {
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        dapr.get_metadata(rt::GetMetadataRequest {}).await.unwrap();
+    });
+    support::eventually(Duration::from_secs(5), "the gRPC call in the API log", || {
+        let log = sidecar.process.stderr_text();
+        log.lines().any(|l| l.contains("/dapr.proto.runtime.v1.Dapr/GetMetadata")).then_some(())
+    });
+}

@@ -367,3 +367,19 @@ fn finding_07_every_sidecar_listener_closes_slow_and_idle_clients_and_caps_conne
             .filter(|line| line.starts_with("HTTP/1.1 204"))
     });
 }
+
+/// A misspelt key inside `accessControl` is a load error in every mode: `defaultActon` must never fall back to the
+/// global default (`allow` when absent).
+#[test]
+fn a_misspelt_access_control_key_is_refused_in_development_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("typo.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: typo\nspec:\n  accessControl:\n    defaultActon: deny\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = plaintext_sidecar_once("typo", &config, dir.path());
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("typo.yaml") && stderr.contains("spec.accessControl.defaultActon"), "{stderr}");
+}
