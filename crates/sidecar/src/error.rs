@@ -104,6 +104,15 @@ impl ApiError {
                     "unsupported HTTP method {verb:?}: only GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE and PATCH are accepted"
                 ),
             ),
+            // The app is at its concurrency bound: retryable, as daprd's 429.
+            Self::Invoke { app_id, error: InvokeError::Refused(refusal) } if refusal.kind == RefusalKind::AppBusy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "ERR_DIRECT_INVOKE",
+                format!(
+                    "failed to invoke, id: {app_id}, err: rpc error: code = ResourceExhausted desc = {}",
+                    refusal.message
+                ),
+            ),
             // The callee could not record its decision and refused (fail closed): retryable, so not a 500.
             Self::Invoke { app_id, error: InvokeError::Refused(refusal) }
                 if refusal.kind == RefusalKind::AuditUnavailable =>
@@ -389,6 +398,8 @@ pub enum RefusalKind {
     ReservedService,
     /// The app has no port, does not answer, or speaks the wrong protocol.
     AppUnavailable,
+    /// The app already has `--app-max-concurrency` calls in flight.
+    AppBusy,
     /// The callee could not record its decision (fail closed).
     AuditUnavailable,
     /// Not an internal endpoint.
@@ -396,7 +407,7 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    const ALL: [RefusalKind; 9] = [
+    const ALL: [RefusalKind; 10] = [
         Self::AclDenied,
         Self::InvalidMethod,
         Self::UnsupportedVerb,
@@ -404,6 +415,7 @@ impl RefusalKind {
         Self::BodyTooLarge,
         Self::ReservedService,
         Self::AppUnavailable,
+        Self::AppBusy,
         Self::AuditUnavailable,
         Self::UnknownEndpoint,
     ];
@@ -417,6 +429,7 @@ impl RefusalKind {
             Self::BodyTooLarge => "body-too-large",
             Self::ReservedService => "reserved-service",
             Self::AppUnavailable => "app-unavailable",
+            Self::AppBusy => "app-busy",
             Self::AuditUnavailable => "audit-unavailable",
             Self::UnknownEndpoint => "unknown-endpoint",
         }
@@ -432,7 +445,7 @@ impl RefusalKind {
         match self {
             Self::AclDenied | Self::Unverified | Self::ReservedService => Code::PermissionDenied,
             Self::InvalidMethod | Self::UnsupportedVerb => Code::InvalidArgument,
-            Self::BodyTooLarge => Code::ResourceExhausted,
+            Self::BodyTooLarge | Self::AppBusy => Code::ResourceExhausted,
             Self::AppUnavailable | Self::AuditUnavailable => Code::Unavailable,
             Self::UnknownEndpoint => Code::NotFound,
         }
@@ -445,6 +458,7 @@ impl RefusalKind {
             Self::UnsupportedVerb => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AppUnavailable => StatusCode::BAD_GATEWAY,
+            Self::AppBusy => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownEndpoint => StatusCode::NOT_FOUND,
         }
@@ -524,6 +538,7 @@ pub enum InboundError {
     },
     AuditUnavailable,
     AppUnavailable(String),
+    AppBusy,
 }
 
 impl InboundError {
@@ -549,6 +564,9 @@ impl InboundError {
                 (RefusalKind::AuditUnavailable, "the callee could not record its decision".to_owned())
             }
             Self::AppUnavailable(detail) => (RefusalKind::AppUnavailable, detail.clone()),
+            Self::AppBusy => {
+                (RefusalKind::AppBusy, "the app has --app-max-concurrency calls in flight already".to_owned())
+            }
         };
         PeerRefusal { kind, message }
     }
@@ -564,7 +582,7 @@ impl InboundError {
             Self::UnsupportedVerb(_) => Some(P::UnsupportedVerb),
             Self::ReservedService(_) => Some(P::ReservedGrpcService),
             Self::BodyTooLarge { .. } => Some(P::BodyTooLarge),
-            Self::AclDenied { .. } | Self::AuditUnavailable | Self::AppUnavailable(_) => None,
+            Self::AclDenied { .. } | Self::AuditUnavailable | Self::AppUnavailable(_) | Self::AppBusy => None,
         }
     }
 }
@@ -601,6 +619,7 @@ mod tests {
             (invoke(refused(RefusalKind::UnsupportedVerb)), 405, "ERR_MALFORMED_REQUEST", tonic::Code::InvalidArgument),
             (invoke(refused(RefusalKind::BodyTooLarge)), 413, "ERR_BODY_READ", tonic::Code::ResourceExhausted),
             (invoke(refused(RefusalKind::AppUnavailable)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::AppBusy)), 429, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::AuditUnavailable)), 503, "ERR_AUDIT_UNAVAILABLE", tonic::Code::Unavailable),
             (invoke(refused(RefusalKind::UnknownEndpoint)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(InvokeError::InvalidTarget("x".into())), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),

@@ -57,6 +57,10 @@ pub struct SidecarOptions {
     pub app_token: ward_gate::AppToken,
     /// `--enable-api-logging` (tri-state: `None` lets the Configuration decide).
     pub enable_api_logging: Option<bool>,
+    /// daprd flags given on the command line that ward accepts but does not implement (the settings rule applies).
+    pub unsupported_flags: Vec<crate::settings::UnsupportedFlag>,
+    /// `--app-max-concurrency`: at most this many calls in flight to the app; beyond, 429.
+    pub app_max_concurrency: Option<usize>,
     /// Handshake, header-read and idle timeouts and the connection cap of every listener.
     pub listener_limits: ward_net::ListenerLimits,
     /// How long shutdown waits for in-flight requests.
@@ -163,6 +167,7 @@ impl Sidecar {
         };
         let settings = Settings::resolve(&options, configuration.as_ref())?;
         options.listener_limits.validate()?;
+        Settings::warn_unsupported_flags(&options);
         if let Some(path) = &options.config_path {
             settings.warn_unhonoured(path);
         }
@@ -305,6 +310,7 @@ impl Sidecar {
             max_body_size: settings.max_body_size,
             app_token: options.app_token.clone(),
             app_channel,
+            app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         };
 
         // 6. Listeners (only now: everything above was valid).

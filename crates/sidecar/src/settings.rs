@@ -52,8 +52,19 @@ pub struct Unhonoured {
     pub always_refused: bool,
 }
 
+/// A daprd flag ward accepts (so a daprd command line starts) but does not implement: refused in production, one
+/// warning in development, like an unhonoured Configuration field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedFlag {
+    /// `--enable-app-health-check`
+    pub flag: &'static str,
+    pub why: &'static str,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    #[error("{flag}: {why} (refused in production mode)")]
+    UnsupportedFlag { flag: &'static str, why: &'static str },
     #[error("{path}: {field}: {why}")]
     Unhonoured { path: PathBuf, field: String, why: String },
     #[error("{path}: spec.accessControl: {source}")]
@@ -94,6 +105,9 @@ impl Settings {
             return Err(SettingsError::ProductionWithoutMtls { source_of });
         }
 
+        if production && let Some(flag) = options.unsupported_flags.first() {
+            return Err(SettingsError::UnsupportedFlag { flag: flag.flag, why: flag.why });
+        }
         let unhonoured = configuration.map(|c| unhonoured(c, options.mtls.is_some())).unwrap_or_default();
         for item in &unhonoured {
             if production || item.always_refused {
@@ -146,7 +160,19 @@ impl Settings {
         Ok(Settings { production, max_body_size, clock_skew, trust_domain, acl, api_list, api_log, audit, unhonoured })
     }
 
-    /// Logs one loud warning per unhonoured field (development mode; production refused them already).
+    /// Logs one loud warning per unsupported flag (development mode; production refused them already).
+    pub fn warn_unsupported_flags(options: &SidecarOptions) {
+        for flag in &options.unsupported_flags {
+            tracing::warn!(
+                "{}: NOT APPLIED: {} (development mode only; a production sidecar refuses to start)",
+                flag.flag,
+                flag.why
+            );
+        }
+    }
+
+    /// Logs one loud warning per unhonoured Configuration field (development mode; production refused them
+    /// already).
     pub fn warn_unhonoured(&self, path: &Path) {
         for item in &self.unhonoured {
             tracing::warn!(

@@ -36,6 +36,8 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         enable_api_logging: None,
         drain_timeout: Duration::from_secs(1),
         listener_limits: ward_net::ListenerLimits::default(),
+        unsupported_flags: Vec::new(),
+        app_max_concurrency: None,
         resources_paths: Vec::new(),
         filter_namespace: false,
     }
@@ -131,4 +133,16 @@ fn acl_and_api_lists_are_compiled_or_refused() {
     let bad = config("  api:\n    allowed:\n    - name: state\n      version: v1\n      protocol: smtp\n");
     let err = refused(Settings::resolve(&options(false, false), Some(&bad)));
     assert!(err.starts_with("config.yaml: spec.api"), "{err}");
+}
+
+#[test]
+fn unsupported_flags_are_refused_in_production_and_listed_in_development() {
+    let flag = UnsupportedFlag { flag: "--enable-app-health-check", why: "ward does not probe the app yet" };
+    let mut dev = options(false, false);
+    dev.unsupported_flags = vec![flag.clone()];
+    Settings::resolve(&dev, None).expect("development starts");
+    let mut prod = options(true, true);
+    prod.unsupported_flags = vec![flag];
+    let err = refused(Settings::resolve(&prod, None));
+    assert!(err.starts_with("--enable-app-health-check: ward does not probe the app yet"), "{err}");
 }

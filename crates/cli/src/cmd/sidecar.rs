@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ward_identity::TrustDomain;
 use ward_sidecar::audit::AuditTarget;
-use ward_sidecar::{MtlsOptions, Sidecar, SidecarOptions};
+use ward_sidecar::{MtlsOptions, Sidecar, SidecarOptions, UnsupportedFlag};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,9 +33,10 @@ pub struct Args {
     /// ward's default is loopback; use 0.0.0.0 when sidecars on other hosts must reach this one.
     #[arg(long, default_value = "127.0.0.1")]
     dapr_internal_grpc_listen_address: IpAddr,
-    /// Reserved for metrics (not served yet).
-    #[arg(long, default_value_t = 9090)]
-    metrics_port: u16,
+    /// daprd's metrics port. ward does not serve metrics yet: giving it (or `--enable-metrics`) is refused in
+    /// production and warned about in development.
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Comma-separated IPs for the public API. ward's default is loopback only (daprd's is all interfaces).
     #[arg(long, default_value = "127.0.0.1")]
     dapr_listen_addresses: String,
@@ -89,13 +90,96 @@ pub struct Args {
     dapr_api_token_issuer: Option<String>,
     #[arg(long)]
     dapr_api_token_audience: Option<String>,
-    /// How long shutdown waits for in-flight requests.
-    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
-    drain_timeout: Duration,
+    /// How long shutdown waits for in-flight requests (default 5s, or `--dapr-graceful-shutdown-seconds`).
+    #[arg(long, value_parser = super::parse_duration)]
+    drain_timeout: Option<Duration>,
+    #[command(flatten)]
+    daprd: DaprdFlags,
     #[command(flatten)]
     listeners: super::ListenerArgs,
     #[command(flatten)]
     log: super::LogArgs,
+}
+
+/// daprd flags a daprd command line carries. Each is applied, or listed by [`DaprdFlags::unsupported`] (the
+/// settings rule: refused in production, one warning in development). None is ever silently ignored.
+#[derive(Debug, clap::Args)]
+struct DaprdFlags {
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_app_health_check: Option<bool>,
+    #[arg(long)]
+    app_health_check_path: Option<String>,
+    #[arg(long)]
+    app_health_probe_interval: Option<String>,
+    #[arg(long)]
+    app_health_probe_timeout: Option<String>,
+    #[arg(long)]
+    app_health_threshold: Option<String>,
+    #[arg(long)]
+    placement_host_address: Option<String>,
+    #[arg(long)]
+    scheduler_host_address: Option<String>,
+    /// Calls in flight to the app at most (-1 or 0: unlimited, daprd's default); beyond, 429.
+    #[arg(long, allow_negative_numbers = true)]
+    app_max_concurrency: Option<i64>,
+    /// daprd's older body limit in MB; `--max-body-size` wins when both are given.
+    #[arg(long)]
+    dapr_http_max_request_size: Option<u64>,
+    #[arg(long)]
+    dapr_http_read_buffer_size: Option<u64>,
+    /// Shutdown drain in seconds; `--drain-timeout` wins when both are given.
+    #[arg(long)]
+    dapr_graceful_shutdown_seconds: Option<u64>,
+    #[arg(long)]
+    dapr_block_shutdown_duration: Option<String>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_metrics: Option<bool>,
+    #[arg(long)]
+    dapr_public_port: Option<u16>,
+    #[arg(long)]
+    unix_domain_socket: Option<PathBuf>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_profiling: Option<bool>,
+}
+
+impl DaprdFlags {
+    /// The flags given that ward does not implement, each with the reason.
+    fn unsupported(&self, metrics_port: Option<u16>) -> Vec<UnsupportedFlag> {
+        let health = "ward does not probe the app's health yet";
+        let mut out = Vec::new();
+        let mut push = |given: bool, flag: &'static str, why: &'static str| {
+            if given {
+                out.push(UnsupportedFlag { flag, why });
+            }
+        };
+        push(self.enable_app_health_check == Some(true), "--enable-app-health-check", health);
+        push(self.app_health_check_path.is_some(), "--app-health-check-path", health);
+        push(self.app_health_probe_interval.is_some(), "--app-health-probe-interval", health);
+        push(self.app_health_probe_timeout.is_some(), "--app-health-probe-timeout", health);
+        push(self.app_health_threshold.is_some(), "--app-health-threshold", health);
+        push(self.placement_host_address.is_some(), "--placement-host-address", "ward has no actors or workflows");
+        push(
+            self.scheduler_host_address.is_some(),
+            "--scheduler-host-address",
+            "ward has no jobs, actors or workflows",
+        );
+        push(
+            self.dapr_http_read_buffer_size.is_some(),
+            "--dapr-http-read-buffer-size",
+            "ward's header limits are fixed",
+        );
+        push(
+            self.dapr_block_shutdown_duration.is_some(),
+            "--dapr-block-shutdown-duration",
+            "ward does not block shutdown waiting for the app",
+        );
+        push(self.enable_metrics == Some(true), "--enable-metrics", "ward does not serve metrics yet");
+        push(metrics_port.is_some(), "--metrics-port", "ward does not serve metrics yet");
+        push(self.dapr_public_port.is_some(), "--dapr-public-port", "ward serves health on its API port only");
+        push(self.unix_domain_socket.is_some(), "--unix-domain-socket", "ward listens on TCP only");
+        push(self.enable_profiling == Some(true), "--enable-profiling", "ward has no profiling endpoint");
+        out
+    }
 }
 
 async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
@@ -114,7 +198,17 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         .as_deref()
         .map(ward_config::parse_byte_quantity)
         .transpose()
-        .map_err(|err| anyhow::anyhow!("--max-body-size: {err}"))?;
+        .map_err(|err| anyhow::anyhow!("--max-body-size: {err}"))?
+        .or(args.daprd.dapr_http_max_request_size.map(|mb| mb.saturating_mul(1024 * 1024)));
+    let drain_timeout = args
+        .drain_timeout
+        .or(args.daprd.dapr_graceful_shutdown_seconds.map(Duration::from_secs))
+        .unwrap_or(Duration::from_secs(5));
+    let app_max_concurrency = match args.daprd.app_max_concurrency {
+        None | Some(-1) | Some(0) => None,
+        Some(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(n) => bail!("--app-max-concurrency {n}: must be positive, or -1 for unlimited"),
+    };
     let mtls = if args.enable_mtls {
         let sentry_address = args.sentry_address.clone().context("--enable-mtls needs --sentry-address")?;
         let trust_anchors_pem = match (&args.trust_anchors_file, std::env::var("DAPR_TRUST_ANCHORS")) {
@@ -174,7 +268,9 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         api_tokens,
         app_token,
         enable_api_logging: args.enable_api_logging,
-        drain_timeout: args.drain_timeout,
+        drain_timeout,
+        unsupported_flags: args.daprd.unsupported(args.metrics_port),
+        app_max_concurrency,
         listener_limits: args.listeners.limits()?,
         resources_paths: args.resources_path.clone(),
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).

@@ -12,6 +12,7 @@
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
 //! (capabilities, MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
 //! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
+//! concurrency      `--app-max-concurrency` calls in flight to the app; beyond, refused (429)  (concurrency.rs)
 //! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
 //! ```
 
@@ -20,6 +21,7 @@ pub(crate) mod acl;
 pub(crate) mod app_channel;
 pub(crate) mod body_limit;
 pub(crate) mod check;
+pub(crate) mod concurrency;
 pub(crate) mod identity;
 pub(crate) mod method;
 pub(crate) mod respond;
@@ -56,6 +58,8 @@ pub(crate) struct InboundHandles {
     pub(crate) max_body_size: u64,
     pub(crate) app_token: ward_gate::AppToken,
     pub(crate) app_channel: AppChannel,
+    /// `--app-max-concurrency`.
+    pub(crate) app_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
@@ -87,6 +91,8 @@ pub(crate) fn stack(
         // Later: capability check, MCP tool rules, appHttpPipeline middleware.
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
+        // `--app-max-concurrency`: calls beyond the bound are refused (429), not queued.
+        .layer(self::concurrency::ConcurrencyLimitLayer(handles.app_permits.clone()))
         .service(handles.app_channel.clone())
 }
 

@@ -49,6 +49,7 @@ fn harness(acl: AccessControl) -> Harness {
         max_body_size: 1024,
         app_token: ward_gate::AppToken::from_env_value(Some("app-secret")).expect("token"),
         app_channel: AppChannel::None,
+        app_permits: None,
     };
     Harness { handles, audit_path, _dir: dir }
 }

@@ -1,0 +1,109 @@
+//! daprd command lines start ward unchanged: every daprd flag is accepted, and each is applied or follows the
+//! settings rule (refused in production, one warning naming the flag in development).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::mesh::{Http, Mesh, SidecarSpec};
+use support::{path_str, ward_output};
+
+const NOT_IMPLEMENTED: &[&str] = &[
+    "--enable-app-health-check",
+    "--app-health-check-path=/healthz",
+    "--app-health-probe-interval=5",
+    "--app-health-probe-timeout=500",
+    "--app-health-threshold=3",
+    "--placement-host-address=localhost:50005",
+    "--scheduler-host-address=localhost:50006",
+    "--dapr-http-read-buffer-size=4",
+    "--dapr-block-shutdown-duration=5s",
+    "--enable-metrics",
+    "--metrics-port=9099",
+    "--dapr-public-port=3501",
+    "--unix-domain-socket=/tmp",
+    "--enable-profiling",
+];
+
+#[test]
+fn a_daprd_command_line_starts_and_every_unimplemented_flag_is_named() {
+    let mesh = Mesh::start(&[]);
+    let mut spec = SidecarSpec::new("daprd-style", None);
+    spec.extra = NOT_IMPLEMENTED.iter().map(|s| s.to_string()).collect();
+    spec.extra.extend(
+        ["--app-max-concurrency=-1", "--dapr-http-max-request-size=8", "--dapr-graceful-shutdown-seconds=2"]
+            .map(String::from),
+    );
+    let sidecar = mesh.sidecar(spec);
+    let stderr = sidecar.process.stderr_text();
+    for flag in NOT_IMPLEMENTED {
+        let name = flag.split('=').next().unwrap_or(flag);
+        assert!(stderr.contains(&format!("{name}: NOT APPLIED")), "{name} not named:\n{stderr}");
+    }
+    for applied in ["--app-max-concurrency", "--dapr-http-max-request-size", "--dapr-graceful-shutdown-seconds"] {
+        assert!(!stderr.contains(&format!("{applied}: NOT APPLIED")), "{applied} is applied:\n{stderr}");
+    }
+
+    // Production refuses the first one, naming it.
+    let anchors = mesh.trust_anchors();
+    let home = path_str(&mesh.ward_home).to_owned();
+    let mut args = vec![
+        "sidecar",
+        "--app-id",
+        "prod",
+        "--dapr-http-port",
+        "0",
+        "--dapr-grpc-port",
+        "0",
+        "--dapr-internal-grpc-port",
+        "0",
+        "--enable-mtls",
+        "--sentry-address",
+        &mesh.sentry.grpc,
+        "--production",
+    ];
+    args.push("--placement-host-address=localhost:50005");
+    let (code, _, stderr) = ward_output(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home)]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--placement-host-address: ward has no actors or workflows"), "{stderr}");
+}
+
+/// `--app-max-concurrency 1`: while one call is in the app, a second is refused with 429 instead of queued.
+#[test]
+fn app_max_concurrency_bounds_calls_in_flight() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"slow"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let mesh = Mesh::start(&[]);
+    let mut callee = SidecarSpec::new("slow", Some(port));
+    callee.extra = vec!["--app-max-concurrency".into(), "1".into()];
+    let _callee = mesh.sidecar(callee);
+    let caller = Arc::new(mesh.sidecar(SidecarSpec::new("caller", None)));
+    let first = {
+        let caller = caller.clone();
+        std::thread::spawn(move || Http::new().get(&caller.http, "/v1.0/invoke/slow/method/a").status)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let second = Http::new().get(&caller.http, "/v1.0/invoke/slow/method/b");
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(second.json()["errorCode"], "ERR_DIRECT_INVOKE");
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(Http::new().get(&caller.http, "/v1.0/invoke/slow/method/c").status, 200, "the permit came back");
+}
