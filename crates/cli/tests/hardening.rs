@@ -383,3 +383,35 @@ fn a_misspelt_access_control_key_is_refused_in_development_too() {
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("typo.yaml") && stderr.contains("spec.accessControl.defaultActon"), "{stderr}");
 }
+
+/// The one watcher reloads API logging with the rest of the snapshot (issue 11, item 5).
+#[test]
+fn a_reload_applies_api_logging() {
+    let mesh = Mesh::start(&[]);
+    let config = mesh
+        .write("logging.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: l\nspec: {}\n");
+    let mut spec = SidecarSpec::new("logged", None);
+    spec.config = Some(&config);
+    let sidecar = mesh.sidecar(spec);
+    let http = Http::new();
+    assert_eq!(http.get(&sidecar.http, "/v1.0/metadata?first").status, 200);
+    let next = mesh.dir.path().join("logging.yaml.new");
+    std::fs::write(
+        &next,
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: l\nspec:\n  logging:\n    apiLogging:\n      enabled: true\n",
+    )
+    .unwrap();
+    std::fs::rename(&next, &config).unwrap();
+    eventually(Duration::from_secs(10), "the reload", || {
+        sidecar.process.stderr_text().contains("configuration or resources changed; reloaded").then_some(())
+    });
+    assert_eq!(http.get(&sidecar.http, "/v1.0/metadata").status, 200);
+    eventually(Duration::from_secs(5), "the call in the API log", || {
+        sidecar
+            .process
+            .stderr_text()
+            .lines()
+            .any(|l| l.contains("HTTP API Called") && l.contains("/v1.0/metadata"))
+            .then_some(())
+    });
+}

@@ -55,15 +55,23 @@ pub struct ApiLogOptions {
     pub omit_health_checks: bool,
 }
 
+/// The options an [`ApiLog`] reads on every call: swapped by a configuration reload, read without a lock.
+pub type ApiLogHandle = std::sync::Arc<arc_swap::ArcSwap<ApiLogOptions>>;
+
 /// Builds [`ApiLog`] services.
 #[derive(Debug, Clone)]
 pub struct ApiLogLayer {
-    options: ApiLogOptions,
+    options: ApiLogHandle,
 }
 
 impl ApiLogLayer {
     /// Logs according to `options` (a disabled logger costs one branch per request).
     pub fn new(options: ApiLogOptions) -> Self {
+        Self::reloadable(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(options)))
+    }
+
+    /// Logs according to whatever `options` holds when each call arrives.
+    pub fn reloadable(options: ApiLogHandle) -> Self {
         Self { options }
     }
 }
@@ -72,7 +80,7 @@ impl<S> Layer<S> for ApiLogLayer {
     type Service = ApiLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ApiLog { inner, options: self.options }
+        ApiLog { inner, options: self.options.clone() }
     }
 }
 
@@ -80,7 +88,7 @@ impl<S> Layer<S> for ApiLogLayer {
 #[derive(Debug, Clone)]
 pub struct ApiLog<S> {
     inner: S,
-    options: ApiLogOptions,
+    options: ApiLogHandle,
 }
 
 /// What is known about a call before it runs.
@@ -112,7 +120,7 @@ where
 
 impl<S> ApiLog<S> {
     fn record<B>(&self, request: &Request<B>) -> Option<Record> {
-        let options = &self.options;
+        let options = **self.options.load();
         // `uri().path()` never includes the query string.
         let raw_path = request.uri().path();
         if !options.enabled || (options.omit_health_checks && is_exempt(request.method(), raw_path)) {

@@ -20,7 +20,7 @@ mod watch;
 use std::path::PathBuf;
 
 pub use self::http::{ApiToken, ApiTokenLayer};
-pub use apilog::{ApiLog, ApiLogLayer, ApiLogOptions};
+pub use apilog::{ApiLog, ApiLogHandle, ApiLogLayer, ApiLogOptions};
 pub use grpc::{GrpcApiToken, GrpcApiTokenLayer};
 pub use jwt::{JwtConfig, JwtReason, JwtVerifier};
 pub use listen::{ListenError, exposure_check, parse_listen_addresses};

@@ -75,7 +75,7 @@ impl FromRef<ApiState> for Readiness {
 }
 
 /// The public router with its layers.
-pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: ward_gate::ApiLogOptions) -> Router {
+pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: ward_gate::ApiLogHandle) -> Router {
     let api_list = state.api_list.clone();
     Router::new()
         .route("/v1.0/healthz", get(healthz))
@@ -88,7 +88,7 @@ pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: war
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()
-                .layer(ward_gate::ApiLogLayer::new(api_log))
+                .layer(ward_gate::ApiLogLayer::reloadable(api_log))
                 .layer(ward_gate::ApiTokenLayer::new(tokens)),
         )
 }

@@ -271,6 +271,7 @@ impl Sidecar {
         .map_err(StartError::AppChannel)?;
         let acl = Arc::new(ArcSwap::from_pointee(settings.acl));
         let api_list = Arc::new(ArcSwap::from_pointee(settings.api_list));
+        let api_log: ward_gate::ApiLogHandle = Arc::new(ArcSwap::from_pointee(settings.api_log));
         let mtls_on = matches!(transport, Transport::Mtls(_));
         let internal_tls = match &transport {
             Transport::Mtls(mtls) => Some(crate::listeners::internal_acceptor(mtls)?),
@@ -338,7 +339,7 @@ impl Sidecar {
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
-            let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), settings.api_log);
+            let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone());
             tasks.push(tokio::spawn(crate::listeners::serve_public(listener, router, control.clone())));
         }
         let mut grpc_addrs = Vec::new();
@@ -350,7 +351,7 @@ impl Sidecar {
                 metadata: metadata.clone(),
                 invoker: invoker.clone(),
             };
-            let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), settings.api_log);
+            let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), api_log.clone());
             tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
         }
         if options.config_path.is_some() || !options.resources_paths.is_empty() {
@@ -358,7 +359,7 @@ impl Sidecar {
                 options: options.clone(),
                 production: settings.production,
                 current: configuration,
-                targets: Reloadable { acl, api_list, components },
+                targets: Reloadable { acl, api_list, api_log, components },
             };
             tasks.push(tokio::spawn(watcher.run(stop_rx.clone())));
         }

@@ -32,6 +32,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub(crate) struct Reloadable {
     pub(crate) acl: Arc<ArcSwap<AccessControl>>,
     pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
+    pub(crate) api_log: ward_gate::ApiLogHandle,
     pub(crate) components: Arc<Components>,
 }
 
@@ -114,6 +115,7 @@ impl Watcher {
         settings.warn_unhonoured(&path);
         self.targets.acl.store(Arc::new(settings.acl));
         self.targets.api_list.store(Arc::new(settings.api_list));
+        self.targets.api_log.store(Arc::new(settings.api_log));
         self.targets.components.install(registry);
         self.current = configuration;
         Ok(())

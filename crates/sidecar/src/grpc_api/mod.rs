@@ -295,7 +295,7 @@ pub(crate) fn service(
     api: GrpcApi,
     tokens: ward_gate::ApiTokens,
     api_list: Arc<ArcSwap<ApiAllowList>>,
-    api_log: ward_gate::ApiLogOptions,
+    api_log: ward_gate::ApiLogHandle,
 ) -> impl tower::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<Body>,
@@ -315,7 +315,7 @@ pub(crate) fn service(
             async move { proxy::forward(&invoker, request).await }
         });
     tower::ServiceBuilder::new()
-        .layer(ward_gate::ApiLogLayer::new(api_log))
+        .layer(ward_gate::ApiLogLayer::reloadable(api_log))
         .layer(ward_gate::GrpcApiTokenLayer::new(tokens))
         .layer(crate::api_list::ApiListLayer::<crate::api_list::Grpc>::new(api_list))
         .map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new))
