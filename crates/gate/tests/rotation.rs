@@ -30,7 +30,7 @@ async fn token_file_rotation() {
         let _guard = captured.install();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "token-A\n").unwrap();
+        write_atomically(&path, "token-A\n").unwrap();
         let api = ApiTokens::from_file(&path).unwrap();
         let app = AppToken::from_file(&path).unwrap();
         let router = router(api.clone(), ApiLogOptions::default());
@@ -40,20 +40,20 @@ async fn token_file_rotation() {
         assert_eq!(app_header(&app).unwrap(), "token-A");
 
         // Rotation step 1: new token on top, old one still accepted.
-        std::fs::write(&path, "token-B\ntoken-A\n").unwrap();
+        write_atomically(&path, "token-B\ntoken-A\n").unwrap();
         assert!(eventually(TAKES_EFFECT, || api.check(Some(b"token-B")).is_ok()).await, "B not accepted in time");
         assert!(eventually(TAKES_EFFECT, || app_header(&app).is_some_and(|v| v == "token-B")).await);
         assert_eq!(send(&router, get_with("/v1.0/state/s", Some("token-A"))).await.0.status(), StatusCode::OK);
         assert_eq!(send(&router, get_with("/v1.0/state/s", Some("token-B"))).await.0.status(), StatusCode::OK);
 
         // Rotation step 2: the old token is gone.
-        std::fs::write(&path, "token-B").unwrap();
+        write_atomically(&path, "token-B").unwrap();
         assert!(eventually(TAKES_EFFECT, || api.check(Some(b"token-A")) == Err(TokenRejection::Mismatch)).await);
         assert_eq!(send(&router, get_with("/v1.0/state/s", Some("token-A"))).await.0.status(), 401);
         assert_eq!(send(&router, get_with("/v1.0/state/s", Some("token-B"))).await.0.status(), StatusCode::OK);
 
         // An empty file keeps the last good tokens (it must not disable the check).
-        std::fs::write(&path, "\n  \n").unwrap();
+        write_atomically(&path, "\n  \n").unwrap();
         tokio::time::sleep(SEVERAL_POLLS).await;
         assert_eq!(api.check(None), Err(TokenRejection::Missing));
         assert_eq!(api.check(Some(b"token-B")), Ok(()));
@@ -67,7 +67,7 @@ async fn token_file_rotation() {
         assert_eq!(app_header(&app).unwrap(), "token-B");
 
         // And it recovers when the file comes back.
-        std::fs::write(&path, "token-C\n").unwrap();
+        write_atomically(&path, "token-C\n").unwrap();
         assert!(eventually(TAKES_EFFECT, || api.check(Some(b"token-C")).is_ok()).await);
         assert_eq!(api.check(Some(b"token-B")), Err(TokenRejection::Mismatch));
 
@@ -119,7 +119,7 @@ async fn jwt_mode_through_router_and_jwks_reload() {
         let path = dir.path().join("jwks.json");
         let (old_key, old_jwk) = ec_key();
         let (new_key, new_jwk) = ec_key();
-        std::fs::write(&path, json!({ "keys": [old_jwk] }).to_string()).unwrap();
+        write_atomically(&path, json!({ "keys": [old_jwk] }).to_string()).unwrap();
         let config = JwtConfig { jwks: path.display().to_string(), issuer: "iss".into(), audience: "aud".into() };
         let tokens = ApiTokens::disabled().with_jwt(JwtVerifier::new(&config).unwrap());
         assert!(tokens.is_enabled());
@@ -134,13 +134,13 @@ async fn jwt_mode_through_router_and_jwks_reload() {
         assert_eq!(response.status(), 401);
 
         // Key rotation: the new JWKS replaces the old key.
-        std::fs::write(&path, json!({ "keys": [new_jwk] }).to_string()).unwrap();
+        write_atomically(&path, json!({ "keys": [new_jwk] }).to_string()).unwrap();
         let new_token = jwt(&new_key);
         assert!(eventually(TAKES_EFFECT, || tokens.check(Some(new_token.as_bytes())).is_ok()).await);
         assert!(tokens.check(Some(jwt(&old_key).as_bytes())).is_err());
 
         // A JWKS with no usable key is ignored on reload: the last good keys stay.
-        std::fs::write(&path, json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] }).to_string()).unwrap();
+        write_atomically(&path, json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] }).to_string()).unwrap();
         tokio::time::sleep(SEVERAL_POLLS).await;
         assert_eq!(tokens.check(Some(new_token.as_bytes())), Ok(()));
     })
@@ -153,11 +153,19 @@ async fn static_and_jwt_together_accept_either() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     let (key, jwk) = ec_key();
-    std::fs::write(&path, json!({ "keys": [jwk] }).to_string()).unwrap();
+    write_atomically(&path, json!({ "keys": [jwk] }).to_string()).unwrap();
     let config = JwtConfig { jwks: path.display().to_string(), issuer: "iss".into(), audience: "aud".into() };
     let tokens = ApiTokens::from_env_value(Some("static")).unwrap().with_jwt(JwtVerifier::new(&config).unwrap());
     assert_eq!(tokens.check(Some(b"static")), Ok(()));
     assert_eq!(tokens.check(Some(jwt(&key).as_bytes())), Ok(()));
     assert!(matches!(tokens.check(Some(b"other")), Err(TokenRejection::JwtInvalid(_))));
     assert_eq!(tokens.check(None), Err(TokenRejection::Missing));
+}
+
+/// Writes a whole new file and renames it into place, as operators are told to (a plain `write` truncates first, so a
+/// poll can read a half-written token list).
+fn write_atomically(path: &std::path::Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents)?;
+    std::fs::rename(&next, path)
 }

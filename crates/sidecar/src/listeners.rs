@@ -81,18 +81,30 @@ pub(crate) async fn serve_internal(
     }
     let stack = inbound::stack(&handles);
     let mode = handles.accept.clone();
+    let drain_budget = handles.max_body_size;
     control
         .run(server, move |info: &ConnectionInfo| {
             let peer = ward_identity::peer_spiffe_id(info.peer_certificates.as_deref()).map(Arc::new);
-            inbound::connection_service(stack.clone(), mode.clone(), peer)
+            inbound::connection_service(stack.clone(), mode.clone(), peer, drain_budget)
         })
         .await;
 }
 
-/// Serves the public HTTP API.
-pub(crate) async fn serve_public(listener: TcpListener, router: axum::Router, control: ListenerControl) {
+/// Serves the public HTTP API. A request body the API does not read to its end (a refusal) is drained up to
+/// `drain_budget`, so the app's connection stays usable instead of being cut mid-upload.
+pub(crate) async fn serve_public(
+    listener: TcpListener,
+    router: axum::Router,
+    drain_budget: u64,
+    control: ListenerControl,
+) {
     let Some(server) = control.server(listener, "public-http") else { return };
-    control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(router.clone())).await;
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |request: http::Request<hyper::body::Incoming>| {
+            request.map(|body| axum::body::Body::new(crate::body::DrainOnDrop::new(body, drain_budget)))
+        })
+        .service(router);
+    control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(service.clone())).await;
 }
 
 /// Serves the public gRPC API (HTTP/2 only): `service` is the Dapr API with its layers and the proxy fallback.

@@ -340,7 +340,12 @@ impl Sidecar {
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
             let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone());
-            tasks.push(tokio::spawn(crate::listeners::serve_public(listener, router, control.clone())));
+            tasks.push(tokio::spawn(crate::listeners::serve_public(
+                listener,
+                router,
+                settings.max_body_size,
+                control.clone(),
+            )));
         }
         let mut grpc_addrs = Vec::new();
         for listener in grpc_listeners {

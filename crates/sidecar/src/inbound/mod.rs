@@ -101,6 +101,7 @@ pub(crate) fn connection_service<S>(
     stack: S,
     mode: AcceptMode,
     peer: Option<Arc<SpiffeId>>,
+    drain_budget: u64,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<Body>,
@@ -115,7 +116,8 @@ where
         + 'static,
 {
     hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-        let mut request = request.map(Body::new);
+        // A refused request's unread body is drained, not reset (see `DrainOnDrop`).
+        let mut request = request.map(|body| Body::new(crate::body::DrainOnDrop::new(body, drain_budget)));
         accept::identify(&mode, peer.as_ref(), &mut request);
         let mut stack = stack.clone();
         stack.call(request)
