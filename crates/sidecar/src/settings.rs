@@ -213,7 +213,8 @@ pub fn unhonoured(configuration: &Configuration, mtls_on: bool) -> Vec<Unhonoure
     if configuration.mtls.workload_cert_ttl.is_some() {
         push(
             "spec.mtls.workloadCertTTL".to_owned(),
-            "the certificate lifetime is sentry's setting (ward sentry --workload-cert-ttl), not the sidecar's",
+            "the certificate lifetime is sentry's setting (its control-plane Configuration: ward sentry --config, or \
+             --workload-cert-ttl), not the sidecar's",
             false,
         );
     }

@@ -26,10 +26,16 @@ pub struct Args {
     listen_address: IpAddr,
     #[arg(long, default_value = "127.0.0.1")]
     healthz_listen_address: IpAddr,
-    #[arg(long, default_value = "24h", value_parser = super::parse_duration)]
-    workload_cert_ttl: Duration,
-    #[arg(long, default_value = "15m", value_parser = super::parse_duration)]
-    allowed_clock_skew: Duration,
+    /// Lifetime of workload certificates (default: the Configuration's spec.mtls.workloadCertTTL, else 24h).
+    #[arg(long, value_parser = super::parse_duration)]
+    workload_cert_ttl: Option<Duration>,
+    /// How far `not_before` is backdated (default: the Configuration's spec.mtls.allowedClockSkew, else 15m).
+    #[arg(long, value_parser = super::parse_duration)]
+    allowed_clock_skew: Option<Duration>,
+    /// A Dapr Configuration for the control plane (Dapr's `daprsystem`): sentry applies spec.mtls.workloadCertTTL and
+    /// spec.mtls.allowedClockSkew; anything else it sets is refused with --production and warned about otherwise.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// How callers prove they may have the identity they ask for: insecure, join-token or jwks.
     #[arg(long, default_value = "insecure")]
     token_validator: ValidatorKind,
@@ -75,8 +81,44 @@ pub struct Args {
     log: super::LogArgs,
 }
 
+/// What a control-plane Configuration sets that sentry does not use (sentry reads only `spec.mtls`'s lifetimes).
+fn unused_by_sentry(c: &ward_config::Configuration) -> Vec<String> {
+    let mut unused: Vec<String> = c.unsupported.iter().map(|u| u.field.clone()).collect();
+    let mut note = |set: bool, field: &str| {
+        if set {
+            unused.push(field.to_owned());
+        }
+    };
+    note(c.access_control.is_some(), "spec.accessControl");
+    note(c.secrets.is_some(), "spec.secrets");
+    note(c.api.is_some(), "spec.api");
+    note(c.name_resolution.is_some(), "spec.nameResolution");
+    note(!c.components_deny.is_empty(), "spec.components.deny");
+    note(!c.http_pipeline.is_empty(), "spec.httpPipeline");
+    note(!c.app_http_pipeline.is_empty(), "spec.appHttpPipeline");
+    note(c.api_logging != ward_config::ApiLogging::default(), "spec.logging");
+    note(c.ward != ward_config::WardSpec::default(), "spec.ward");
+    unused
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.log.init()?;
+    let configuration = match &args.config {
+        Some(path) => Some(ward_config::load_configuration(path)?),
+        None => None,
+    };
+    if let Some(c) = &configuration {
+        for field in unused_by_sentry(c) {
+            if args.production {
+                anyhow::bail!("{}: {field}: not used by sentry (refused in production mode)", c.source.display());
+            }
+            tracing::warn!("{}: {field}: NOT APPLIED: sentry uses only spec.mtls lifetimes", c.source.display());
+        }
+    }
+    let mtls = configuration.as_ref().map(|c| c.mtls.clone()).unwrap_or_default();
+    let workload_cert_ttl = args.workload_cert_ttl.or(mtls.workload_cert_ttl).unwrap_or(Duration::from_secs(24 * 3600));
+    let allowed_clock_skew =
+        args.allowed_clock_skew.or(mtls.allowed_clock_skew).unwrap_or(Duration::from_secs(15 * 60));
     let issuer_dir = args.issuer_credentials.clone().unwrap_or_else(|| super::ward_home().join("ca"));
     let own_id = SpiffeId::dapr(&args.trust_domain, &args.namespace, ward_sentry::server::SENTRY_APP_ID)
         .with_context(|| format!("--namespace {:?}", args.namespace))?;
@@ -115,8 +157,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         namespace: args.namespace,
         listen: SocketAddr::new(args.listen_address, args.port),
         healthz_listen: SocketAddr::new(args.healthz_listen_address, args.healthz_port),
-        workload_ttl: args.workload_cert_ttl,
-        allowed_clock_skew: args.allowed_clock_skew,
+        workload_ttl: workload_cert_ttl,
+        allowed_clock_skew,
         generated_ca_ttl: args.ca_valid_for,
         production: args.production,
         limits: ward_net::ListenerLimits {
