@@ -5,11 +5,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use support::mesh::{Mesh, SidecarSpec};
-use support::{path_str, ward_output};
+use support::{Ward, path_str, ward_output};
+use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
 use ward_policy::{AuditChain, AuditEvent, Decision};
+use ward_sentry::{SentryClient, SentryClientConfig};
 
 /// Sentry's log line for every certificate it signs, first issue and renewals alike.
 const ISSUED: &str = "issued certificate";
@@ -38,6 +40,65 @@ fn a_short_certificate_lifetime_does_not_make_the_sidecar_renew_in_a_loop() {
         !sidecar.process.stderr_text().contains("renewed workload certificate"),
         "renewals are logged at debug level, not info"
     );
+}
+
+/// A port that was free a moment ago (sentry must come back on the address the client knows).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sentry_on(ca: &Path, port: u16, extra: &[&str]) -> Ward {
+    let port = port.to_string();
+    let mut args = vec!["sentry", "--issuer-credentials", path_str(ca), "--port", &port, "--healthz-port", "0"];
+    args.extend_from_slice(extra);
+    let mut process = Ward::spawn("sentry", &args, &[]);
+    process.wait_stdout("ward sentry ready:", Duration::from_secs(20));
+    process
+}
+
+/// Issue 24 defect 5 (first half): sentry is down until well after the certificate expired. The renewer keeps
+/// retrying, at most 2 s apart while the certificate is expired, so the workload holds a valid certificate again
+/// within 3 s of sentry's return (today's backoff had grown to 8 s by then).
+#[test]
+fn after_expiry_a_certificate_is_back_within_three_seconds_of_sentrys_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let port = free_port();
+    let lifetime = ["--workload-cert-ttl", "4s", "--allowed-clock-skew", "0s"];
+    let sentry = sentry_on(&ca, port, &lifetime);
+    let td = TrustDomain::new("public").unwrap();
+    let bundle = TrustBundle::from_pem(td.clone(), &std::fs::read(ca.join("ca.crt")).unwrap()).unwrap();
+    let client = SentryClient::new(SentryClientConfig {
+        address: format!("127.0.0.1:{port}"),
+        sentry_id: SpiffeId::parse("spiffe://public/ns/default/dapr-sentry").unwrap(),
+        bundle: TrustBundleHandle::new(bundle),
+        app_id: "orders".to_owned(),
+        namespace: "default".to_owned(),
+        trust_domain: td,
+        token_file: None,
+        skew: Duration::ZERO,
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let supervisor = rt.block_on(client.start()).unwrap();
+    let resolver = supervisor.resolver();
+    let first_expiry = resolver.current().unwrap().not_after();
+    drop(sentry);
+
+    // Down for 9 s past the expiry: long enough for an uncapped backoff to grow to its maximum.
+    let back_at = first_expiry + Duration::from_secs(9);
+    std::thread::sleep(back_at.duration_since(SystemTime::now()).unwrap_or_default());
+    assert!(resolver.current().is_some_and(|svid| svid.is_expired_at(SystemTime::now())), "expired while down");
+    let _sentry = sentry_on(&ca, port, &lifetime);
+    let returned = Instant::now();
+    let deadline = returned + Duration::from_secs(15);
+    while !resolver.current().is_some_and(|svid| !svid.is_expired_at(SystemTime::now())) {
+        assert!(Instant::now() < deadline, "no valid certificate 15 s after sentry returned");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recovery = returned.elapsed();
+    assert!(recovery <= Duration::from_secs(3), "a valid certificate only {recovery:?} after sentry returned");
+    drop(supervisor);
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -112,7 +173,7 @@ fn a_torn_audit_tail_is_moved_aside_recorded_and_the_sidecar_starts() {
     assert_eq!(kept.len(), 3, "two whole lines and the torn-tail event: {text}");
     assert_eq!(&kept[..2], &[lines[0].as_str(), lines[1].as_str()]);
     let recorded = ward_policy::audit::parse_line(kept[2]).unwrap();
-    assert_eq!(recorded.event, "AUDIT_TORN_TAIL");
+    assert_eq!(recorded.event, ward_policy::audit::AUDIT_TORN_TAIL);
     let moved_name = moved[0].file_name().unwrap().to_str().unwrap();
     assert!(recorded.operation == moved_name, "{recorded:?}");
     assert!(recorded.reason.contains(&format!("{} bytes", torn.len())), "{recorded:?}");
@@ -121,6 +182,7 @@ fn a_torn_audit_tail_is_moved_aside_recorded_and_the_sidecar_starts() {
     let (code, report) = verify(&log);
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("3 lines") && report.contains("intact"), "{report}");
+    assert!(report.contains("torn tail recorded") && report.contains("file present"), "{report}");
 }
 
 /// `ward audit verify` names the physical line that breaks the chain (blank lines count), and a damaged last
