@@ -651,8 +651,14 @@ mod tests {
         let digest = digest_hex(b"{\"half");
         assert_eq!(digest.len(), 64);
         let e = AuditEvent::for_torn_tail("t", "orders", "audit.log.torn-1", 6, &digest, 2);
-        assert_eq!((e.event.as_str(), e.decision, e.operation.as_str()), (AUDIT_TORN_TAIL, Decision::Notice, "audit.log.torn-1"));
-        assert!(e.reason.contains("6 bytes") && e.reason.contains(&digest) && e.reason.contains("after line 2"), "{e:?}");
+        assert_eq!(
+            (e.event.as_str(), e.decision, e.operation.as_str()),
+            (AUDIT_TORN_TAIL, Decision::Notice, "audit.log.torn-1")
+        );
+        assert!(
+            e.reason.contains("6 bytes") && e.reason.contains(&digest) && e.reason.contains("after line 2"),
+            "{e:?}"
+        );
         let line = chain.seal_and_commit(&e);
         assert!(line.contains("\"decision\":\"notice\""), "{line}");
         assert_eq!(parse_line(&line).ok(), Some(e.clone()));

@@ -562,7 +562,8 @@ mod tests {
         let resolver = SvidResolver::new();
         let wake = tokio::sync::Notify::new();
         wake.notify_one();
-        let woken = tokio::time::timeout(Duration::from_secs(5), pause(Duration::from_secs(60), &resolver, &wake)).await;
+        let woken =
+            tokio::time::timeout(Duration::from_secs(5), pause(Duration::from_secs(60), &resolver, &wake)).await;
         assert!(woken.is_ok(), "no certificate: the wake ends the pause");
 
         let key = KeyPair::generate().unwrap();
