@@ -16,7 +16,7 @@
 //! `ward audit verify FILE` checks the chain. This module does not decide anything.
 
 use std::fs::File;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -103,7 +103,15 @@ pub enum AuditError {
         #[source]
         source: ward_policy::ChainError,
     },
+    /// A line longer than any the writer produces: this is not an audit log (or not only one), and it is left as
+    /// it is rather than read into memory or moved aside whole.
+    #[error("audit log {path}: line {line} is longer than {limit} bytes; not an audit log, refusing to append")]
+    LineTooLong { path: PathBuf, line: usize, limit: u64 },
 }
+
+/// The longest line `open` accepts, torn or complete. Sealed lines are a few KiB at most (every attacker-supplied
+/// field is cut at `MAX_AUDIT_FIELD`), so this only stops a wrong `--audit-log` path from being slurped.
+const MAX_LINE: u64 = 1 << 20;
 
 /// A destination for sealed lines. Implemented for the audit file and stderr; tests inject failing ones.
 pub trait AuditWriter: Send + 'static {
@@ -243,9 +251,12 @@ fn open_file(path: &Path) -> Result<(FileWriter, AuditChain), AuditError> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        let n = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut buf).map_err(io)?;
         if n == 0 {
             break;
+        }
+        if n as u64 > MAX_LINE {
+            return Err(AuditError::LineTooLong { path: path.to_owned(), line: line_count + 1, limit: MAX_LINE });
         }
         if buf.last() != Some(&b'\n') {
             torn = Some(std::mem::take(&mut buf));

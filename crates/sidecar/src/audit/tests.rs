@@ -166,6 +166,21 @@ fn open_refuses_a_broken_last_line_naming_its_number() {
     assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0), 1, "nothing moved aside");
 }
 
+/// A file whose "line" is longer than any sealed line (a wrong `--audit-log` path) is refused, not moved aside.
+#[test]
+fn open_refuses_an_overlong_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("not-an-audit.log");
+    let mut chain = AuditChain::new();
+    let first = chain.seal_and_commit(&event(0));
+    let contents = format!("{first}\n{}", "x".repeat(1 << 21));
+    std::fs::write(&path, &contents).unwrap_or_else(|e| panic!("{e}"));
+    let err = AuditSink::open(&AuditTarget::File(path.clone())).err();
+    assert!(matches!(err, Some(AuditError::LineTooLong { line: 2, .. })), "{err:?}");
+    assert_eq!(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0), contents.len() as u64, "untouched");
+    assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0), 1, "nothing moved aside");
+}
+
 /// Each line reaches the writer as one `append` of the JSON and its newline together (a crash can then only
 /// leave a torn tail, never a whole line without its newline followed by the next line's bytes).
 #[test]
