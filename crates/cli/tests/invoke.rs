@@ -330,7 +330,10 @@ fn certificate_renewal_during_a_stream_of_requests_drops_none() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(sent > 100);
-    let renewals = p.caller.process.stderr_text().matches("renewed workload certificate").count();
+    // The sidecar logs renewals at debug level (issue 24); sentry logs every certificate it issues.
+    let issued =
+        p.mesh.sentry.process.stderr_text().matches("issued certificate id=spiffe://public/ns/default/caller ").count();
+    let renewals = issued.saturating_sub(1);
     assert!(renewals >= 2, "expected renewals during the stream, saw {renewals}");
 }
 

@@ -1,8 +1,9 @@
 //! Tamper-evident audit lines for authorization decisions (ARCHITECTURE invariant 6).
 //!
 //! Owns: the [`AuditEvent`] record, sealing events into JSON lines where each line carries the SHA-256 of the line
-//! before it (`"prev"`), and verifying such a chain. Editing, deleting, inserting or reordering a line breaks the
-//! chain at the next line.
+//! before it (`"prev"`), and verifying such a chain ([`verify_chain`] over lines, [`verify_log`] over a whole file,
+//! naming real line numbers and telling a torn last line from a broken chain). Editing, deleting, inserting or
+//! reordering a line breaks the chain at the next line.
 //!
 //! Does not own: writing or rotating files, clocks (the caller passes the time), or keeping the chain head
 //! somewhere the writer cannot change. Without such an anchor a hash chain cannot reveal changes to, or removal
@@ -23,6 +24,10 @@ pub const AUTH_INTERNAL_ALLOW: &str = "AUTH_INTERNAL_ALLOW";
 /// Event name of a denied service invocation.
 pub const AUTH_INTERNAL_DENY: &str = "AUTH_INTERNAL_DENY";
 
+/// Event name of the record a writer adds when it opens a log whose last line was torn by a crash mid-write: the
+/// torn bytes were moved to another file, named in `operation`.
+pub const AUDIT_TORN_TAIL: &str = "AUDIT_TORN_TAIL";
+
 /// The `prev` of the first line of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -32,6 +37,8 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub enum Decision {
     Allow,
     Deny,
+    /// Not an authorization decision: an event about the log itself (e.g. [`AUDIT_TORN_TAIL`]).
+    Notice,
 }
 
 impl Decision {
@@ -39,6 +46,7 @@ impl Decision {
         match self {
             Decision::Allow => "allow",
             Decision::Deny => "deny",
+            Decision::Notice => "notice",
         }
     }
 }
@@ -186,6 +194,37 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// The event recording that `bytes` bytes without a newline (SHA-256 `sha256_hex`), found after line
+    /// `after_line` of the log, were moved to the file `moved_to` (a name next to the log) before writing resumed.
+    pub fn for_torn_tail(
+        time: impl Into<String>,
+        callee: &str,
+        moved_to: &str,
+        bytes: u64,
+        sha256_hex: &str,
+        after_line: usize,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: AUDIT_TORN_TAIL.to_owned(),
+            caller: None,
+            callee: callee.to_owned(),
+            operation: escape_raw(moved_to),
+            verb: None,
+            decision: Decision::Notice,
+            rule: "torn tail moved aside".to_owned(),
+            reason: escape(
+                &format!(
+                    "{bytes} bytes without a newline after line {after_line} (a write cut short by a crash) moved to \
+                     {moved_to}, sha256 {sha256_hex}"
+                ),
+                true,
+            ),
+        }
+    }
+}
+
 fn spiffe_id(c: Caller<'_>) -> String {
     format!("spiffe://{}/ns/{}/{}", c.trust_domain, c.namespace, c.app_id)
 }
@@ -232,6 +271,9 @@ pub enum ChainErrorKind {
     /// Not a JSON audit event with a `prev` field.
     #[error("not a sealed audit line")]
     Malformed(#[source] serde_json::Error),
+    /// The line is not UTF-8 text.
+    #[error("not UTF-8 text")]
+    NotUtf8,
     /// `prev` is not 64 lower-case hex digits.
     #[error("prev is not a SHA-256 hex digest")]
     BadPrev,
@@ -270,9 +312,14 @@ impl AuditChain {
     }
 
     /// Continues an existing file whose last line is `last_line` (without its newline). The line must itself be a
-    /// sealed audit line; errors report it as line 1.
+    /// sealed audit line; errors report it as line 1 (use [`AuditChain::resume_at`] to name its real number).
     pub fn resume(last_line: &str) -> Result<Self, ChainError> {
-        parse_prev(last_line).map_err(|kind| ChainError { line: 1, kind })?;
+        Self::resume_at(last_line, 1)
+    }
+
+    /// [`AuditChain::resume`] for a last line that is line `line` (1-based) of its file, so an error names it.
+    pub fn resume_at(last_line: &str, line: usize) -> Result<Self, ChainError> {
+        parse_prev(last_line).map_err(|kind| ChainError { line, kind })?;
         Ok(Self { prev: sha256_hex(last_line) })
     }
 
@@ -355,13 +402,68 @@ pub fn parse_line(line: &str) -> Result<AuditEvent, ChainErrorKind> {
 
 /// Verifies that `lines` form one chain starting at [`GENESIS_HASH`]; returns the number of lines.
 pub fn verify_chain<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<usize, ChainError> {
-    walk(lines).map(|(count, _)| count)
+    walk(lines.into_iter().enumerate().map(|(index, line)| (index + 1, line))).map(|(count, _)| count)
+}
+
+/// The end of a log that is not a complete line: bytes after the last newline, as a crash in the middle of a write
+/// leaves them. Not part of the chain, and not evidence of tampering by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Its line number (1-based, counting every line of the file).
+    pub line: usize,
+    /// Its length in bytes.
+    pub bytes: usize,
+}
+
+/// What [`verify_log`] found in an intact log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReport {
+    /// Sealed lines in the chain (blank lines are not counted).
+    pub lines: usize,
+    /// The hash the next line would carry as `prev`.
+    pub head: String,
+    /// Bytes after the last newline, if any.
+    pub torn_tail: Option<TornTail>,
+    /// The [`AUDIT_TORN_TAIL`] events in the chain: tails moved aside by a writer after earlier crashes.
+    pub moved_tails: Vec<AuditEvent>,
+}
+
+/// Verifies a whole log file as written by a writer: every complete line (ending in `\n`, a trailing `\r` ignored,
+/// blank lines skipped) must continue the chain from [`GENESIS_HASH`]. Errors name the line's number in the file,
+/// blank lines included. Bytes after the last newline are reported as a [`TornTail`], separately from the chain.
+pub fn verify_log(bytes: &[u8]) -> Result<LogReport, ChainError> {
+    let mut torn_tail = None;
+    let mut complete = Vec::new();
+    for (index, segment) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let number = index + 1;
+        let Some(line) = segment.strip_suffix(b"\n") else {
+            torn_tail = Some(TornTail { line: number, bytes: segment.len() });
+            break;
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line).map_err(|_| ChainError { line: number, kind: ChainErrorKind::NotUtf8 })?;
+        if !line.trim().is_empty() {
+            complete.push((number, line));
+        }
+    }
+    let (lines, head) = walk(complete.iter().copied())?;
+    let moved_tails = complete
+        .iter()
+        .filter_map(|(_, line)| parse_line(line).ok())
+        .filter(|event| event.event == AUDIT_TORN_TAIL)
+        .collect();
+    Ok(LogReport { lines, head, torn_tail, moved_tails })
+}
+
+/// The SHA-256 of `bytes` as lower-case hex (the digest the chain uses), e.g. to record a moved-aside tail.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Like [`verify_chain`], and also checks that the chain ends at `expected_head` (an [`AuditChain::head`]
 /// recorded out of reach of the writer), which reveals an edited, removed or appended tail.
 pub fn verify_chain_to<'a>(lines: impl IntoIterator<Item = &'a str>, expected_head: &str) -> Result<usize, ChainError> {
-    let (count, head) = walk(lines)?;
+    let (count, head) = walk(lines.into_iter().enumerate().map(|(index, line)| (index + 1, line)))?;
     if head != expected_head {
         return Err(ChainError {
             line: count,
@@ -371,17 +473,17 @@ pub fn verify_chain_to<'a>(lines: impl IntoIterator<Item = &'a str>, expected_he
     Ok(count)
 }
 
-fn walk<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<(usize, String), ChainError> {
+/// Walks `(line number, line)` pairs; returns the number of lines and the head after the last.
+fn walk<'a>(lines: impl IntoIterator<Item = (usize, &'a str)>) -> Result<(usize, String), ChainError> {
     let mut expected = GENESIS_HASH.to_owned();
     let mut count = 0;
-    for (index, line) in lines.into_iter().enumerate() {
-        let number = index + 1;
+    for (number, line) in lines {
         let found = parse_prev(line).map_err(|kind| ChainError { line: number, kind })?;
         if found != expected {
             return Err(ChainError { line: number, kind: ChainErrorKind::PrevMismatch { expected, found } });
         }
         expected = sha256_hex(line);
-        count = number;
+        count += 1;
     }
     Ok((count, expected))
 }
@@ -453,6 +555,7 @@ mod tests {
         verify(lines).err().map(|e| {
             let kind = match e.kind {
                 ChainErrorKind::Malformed(_) => "malformed",
+                ChainErrorKind::NotUtf8 => "not utf-8",
                 ChainErrorKind::BadPrev => "bad prev",
                 ChainErrorKind::PrevMismatch { .. } => "mismatch",
                 ChainErrorKind::HeadMismatch { .. } => "head",
@@ -497,6 +600,71 @@ mod tests {
             *l = l.replace(GENESIS_HASH, "zz");
         }
         assert_eq!(broken_at(&bad_prev), Some((1, "bad prev")));
+    }
+
+    /// `verify_log` numbers lines as the file does (blank lines count), and tells a torn tail (bytes after the last
+    /// newline) from a broken chain.
+    #[test]
+    fn verify_log_reports_real_line_numbers_and_torn_tails() {
+        let lines = sealed(4);
+        let file = |parts: &[&str]| parts.join("\n").into_bytes();
+        let (l1, l2, l3, l4) = (&lines[0], &lines[1], &lines[2], &lines[3]);
+
+        let report = verify_log(&file(&[l1, l2, l3, l4, ""])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.lines, report.torn_tail, report.moved_tails.len()), (4, None, 0));
+        assert_eq!(verify_log(b"").ok().map(|r| r.lines), Some(0));
+
+        let report = verify_log(&file(&[l1, "", "  ", l2, l3, ""])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.lines, 3, "blank lines are skipped");
+        let crlf = format!("{l1}\r\n{l2}\r\n");
+        assert_eq!(verify_log(crlf.as_bytes()).ok().map(|r| r.lines), Some(2), "CRLF line ends");
+
+        let torn = &l4[..l4.len() / 2];
+        let report = verify_log(&file(&[l1, l2, l3, torn])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.lines, 3);
+        assert_eq!(report.torn_tail, Some(TornTail { line: 4, bytes: torn.len() }));
+        // A whole sealed line without its newline is still torn: the write that carried it did not finish.
+        let report = verify_log(&file(&[l1, l4])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.lines, report.torn_tail.map(|t| t.line)), (1, Some(2)));
+
+        let edited = l2.replace("orders/1", "orders/X");
+        let err = verify_log(&file(&[l1, "", &edited, l3, l4, ""])).err();
+        assert!(matches!(err, Some(ChainError { line: 4, kind: ChainErrorKind::PrevMismatch { .. } })), "{err:?}");
+        let err = verify_log(&file(&[l1, "", "", "{\"half\": ", l2, ""])).err();
+        assert!(matches!(err, Some(ChainError { line: 4, kind: ChainErrorKind::Malformed(_) })), "{err:?}");
+        let mut bytes = file(&[l1, ""]);
+        bytes.extend_from_slice(b"\xff\xfe\n");
+        let err = verify_log(&bytes).err();
+        assert!(matches!(err, Some(ChainError { line: 2, kind: ChainErrorKind::NotUtf8 })), "{err:?}");
+        // A chain broken before a torn tail is reported as broken.
+        let err = verify_log(&file(&[l2, torn])).err();
+        assert!(matches!(err, Some(ChainError { line: 1, .. })), "{err:?}");
+
+        let err = AuditChain::resume_at("garbage", 17).err();
+        assert!(matches!(err, Some(ChainError { line: 17, kind: ChainErrorKind::Malformed(_) })), "{err:?}");
+    }
+
+    #[test]
+    fn torn_tail_event_continues_the_chain() {
+        let mut lines = sealed(2);
+        let mut chain = AuditChain::resume_at(&lines[1], 2).unwrap_or_else(|e| panic!("{e}"));
+        let digest = digest_hex(b"{\"half");
+        assert_eq!(digest.len(), 64);
+        let e = AuditEvent::for_torn_tail("t", "orders", "audit.log.torn-1", 6, &digest, 2);
+        assert_eq!(
+            (e.event.as_str(), e.decision, e.operation.as_str()),
+            (AUDIT_TORN_TAIL, Decision::Notice, "audit.log.torn-1")
+        );
+        assert!(
+            e.reason.contains("6 bytes") && e.reason.contains(&digest) && e.reason.contains("after line 2"),
+            "{e:?}"
+        );
+        let line = chain.seal_and_commit(&e);
+        assert!(line.contains("\"decision\":\"notice\""), "{line}");
+        assert_eq!(parse_line(&line).ok(), Some(e.clone()));
+        lines.push(line);
+        let report = verify_log((lines.join("\n") + "\n").as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.lines, report.moved_tails), (3, vec![e]));
     }
 
     #[test]

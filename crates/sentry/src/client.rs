@@ -1,6 +1,8 @@
 //! The sentry client a sidecar uses: generates a fresh key per request, sends a CSR, verifies that it is really
-//! talking to `spiffe://<td>/ns/<control-plane-namespace>/dapr-sentry`, and keeps the SVID fresh — renewing at
-//! half its lifetime and, on failure, retrying with backoff while the current SVID is still valid. The SVID is
+//! talking to `spiffe://<td>/ns/<control-plane-namespace>/dapr-sentry`, and keeps the SVID fresh — renewing half
+//! way through the validity left when it arrived ([`renewal_delay`]: never more often than every few seconds, with
+//! jitter) and, on failure, retrying with backoff ([`retry_backoff`]: at most 2 s apart once the SVID has expired or
+//! is about to). The SVID is
 //! published through an `SvidResolver`, so renewals reach rustls without a restart or a dropped connection.
 //!
 //! Credentials: the first request carries the bootstrap token from `token_file` (a one-time join token, which is
@@ -301,8 +303,9 @@ impl SentryClient {
         if let Some(bundle) = bundle {
             self.config.bundle.store(bundle);
         }
-        let task = tokio::spawn(renew_forever(self, resolver.clone()));
-        Ok(SvidSupervisor { resolver, task })
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(renew_forever(self, resolver.clone(), wake.clone()));
+        Ok(SvidSupervisor { resolver, waker: RenewalWaker { notify: wake }, task })
     }
 }
 
@@ -310,12 +313,19 @@ impl SentryClient {
 #[derive(Debug)]
 pub struct SvidSupervisor {
     resolver: Arc<SvidResolver>,
+    waker: RenewalWaker,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SvidSupervisor {
     pub fn resolver(&self) -> Arc<SvidResolver> {
         self.resolver.clone()
+    }
+
+    /// A handle that makes the renewer retry at once while the certificate is missing or expiring; give it to the
+    /// code that sees handshakes fail for lack of a certificate.
+    pub fn waker(&self) -> RenewalWaker {
+        self.waker.clone()
     }
 }
 
@@ -325,7 +335,81 @@ impl Drop for SvidSupervisor {
     }
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Never renew more often than this, whatever the certificate says: a certificate that is already half spent when it
+/// arrives (short lifetime, backdated `not_before`, a slow clock) must not turn into a renewal per handshake.
+pub const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(3);
+
+/// At most this fraction of the wait is taken off at random, so sidecars started together do not renew together.
+/// Jitter only ever makes the renewal earlier.
+const RENEWAL_JITTER: f64 = 0.1;
+
+/// The first retry after a failed renewal.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The longest pause between renewal attempts while the current certificate has time left.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The longest pause between attempts once the certificate has expired or is about to (issue 24 defect 5): with no
+/// usable certificate every second without one is an outage, so sentry's return must be noticed quickly.
+pub const MAX_BACKOFF_WHEN_EXPIRING: Duration = Duration::from_secs(2);
+
+/// "About to expire": less time left than this. Twice [`MAX_BACKOFF`], so that a normal pause can never sleep
+/// through the expiry.
+const EXPIRING_WINDOW: Duration = Duration::from_secs(20);
+
+/// How long to wait before renewing a certificate valid until `not_after` that arrived at `received`:
+/// half of the validity left at reception, less up to [`RENEWAL_JITTER`] of it (`jitter` in `0.0..=1.0` scales
+/// that), and never less than [`MIN_RENEWAL_INTERVAL`].
+///
+/// Measured from reception, not from `not_before`: sentry backdates `not_before` by its allowed clock skew (15
+/// minutes by default), so with a short lifetime "half way from `not_before`" is already past when the certificate
+/// arrives, and scheduling from it renews in a loop (issue 24 defect 1).
+pub fn renewal_delay(received: SystemTime, not_after: SystemTime, jitter: f64) -> Duration {
+    let left = not_after.duration_since(received).unwrap_or(Duration::ZERO);
+    let half = left / 2;
+    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+    let delay = half.saturating_sub(half.mul_f64(RENEWAL_JITTER * jitter));
+    delay.max(MIN_RENEWAL_INTERVAL)
+}
+
+/// The pause after `failures` (at least 1) consecutive failed renewals: doubling from [`MIN_BACKOFF`], capped at
+/// [`MAX_BACKOFF`] while the certificate has more than [`EXPIRING_WINDOW`] left, and at
+/// [`MAX_BACKOFF_WHEN_EXPIRING`] when it has less, has expired, or there is none (`left` = `None`).
+pub fn retry_backoff(failures: u32, left: Option<Duration>) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let grown = MIN_BACKOFF.saturating_mul(1u32 << doublings);
+    let expiring = left.is_none_or(|left| left < EXPIRING_WINDOW);
+    grown.min(if expiring { MAX_BACKOFF_WHEN_EXPIRING } else { MAX_BACKOFF })
+}
+
+/// A random number in `0.0..1.0` for jitter. `RandomState` is seeded from the OS once per process and differs per
+/// instance, which is all jitter needs (no dependency on `rand` for it).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Time left on the current certificate (`None` if there is none or it has expired).
+fn time_left(resolver: &SvidResolver) -> Option<Duration> {
+    resolver.current().and_then(|svid| svid.not_after().duration_since(SystemTime::now()).ok())
+}
+
+/// Wakes the renewal task at once, for the code that sees a handshake fail for lack of a usable certificate
+/// (issue 24 defect 5). Cheap to clone. A wake is acted on only while the current certificate is missing, expired
+/// or about to expire: a peer that makes handshakes fail must not be able to make this sidecar renew in a loop.
+#[derive(Debug, Clone)]
+pub struct RenewalWaker {
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl RenewalWaker {
+    /// Asks the renewer to try now (if the certificate is expiring) instead of finishing its current pause.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
 
 /// A JWT has exactly three dot-separated parts; join tokens (whitespace-free, at least 16 characters) are
 /// expected not to.
@@ -333,31 +417,56 @@ fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-async fn renew_forever(client: SentryClient, resolver: Arc<SvidResolver>) {
-    let mut backoff = Duration::from_millis(250);
+/// Sleeps for `pause`, or less if woken while the certificate is missing or expiring. Wakes while it is healthy
+/// are ignored (and so cannot shorten the schedule).
+async fn pause(pause: Duration, resolver: &SvidResolver, wake: &tokio::sync::Notify) {
+    let until = tokio::time::Instant::now() + pause;
     loop {
-        let due = resolver.current().map(|svid| svid.renewal_time()).unwrap_or_else(SystemTime::now);
-        if let Ok(wait) = due.duration_since(SystemTime::now()) {
-            tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return,
+            () = wake.notified() => {
+                if time_left(resolver).is_none_or(|left| left < EXPIRING_WINDOW) {
+                    tracing::debug!("renewal woken: the certificate is missing or about to expire");
+                    return;
+                }
+            }
         }
+    }
+}
+
+async fn renew_forever(client: SentryClient, resolver: Arc<SvidResolver>, wake: Arc<tokio::sync::Notify>) {
+    // The certificate installed by `start` arrived just now.
+    let mut next = resolver
+        .current()
+        .map(|svid| renewal_delay(SystemTime::now(), svid.not_after(), jitter()))
+        .unwrap_or(Duration::ZERO);
+    let mut failures = 0u32;
+    loop {
+        pause(next, &resolver, &wake).await;
         match client.fetch().await {
             Ok((svid, bundle)) => {
-                tracing::info!(id = %svid.spiffe_id(), valid_until = %crate::server::humantime_rfc3339(svid.not_after()), "renewed workload certificate");
+                next = renewal_delay(SystemTime::now(), svid.not_after(), jitter());
+                tracing::debug!(id = %svid.spiffe_id(), valid_until = %crate::server::humantime_rfc3339(svid.not_after()), next_renewal_in = ?next, "renewed workload certificate");
                 resolver.replace(svid);
                 if let Some(bundle) = bundle {
                     client.config.bundle.store(bundle);
                 }
-                backoff = Duration::from_millis(250);
+                failures = 0;
             }
             Err(err) => {
-                let still_valid = resolver.current().is_some_and(|svid| !svid.is_expired_at(SystemTime::now()));
-                if still_valid {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "certificate renewal failed; the current certificate is still valid");
-                } else {
-                    tracing::error!(error = %err, retry_in = ?backoff, "certificate renewal failed and the certificate has expired: no mTLS traffic until renewal succeeds");
+                failures = failures.saturating_add(1);
+                let left = time_left(&resolver);
+                let backoff = retry_backoff(failures, left);
+                // Jitter only shortens the pause, so the caps hold.
+                next = backoff.saturating_sub(backoff.mul_f64(0.2 * jitter()));
+                match left {
+                    Some(left) => {
+                        tracing::warn!(error = %err, retry_in = ?next, valid_for = ?left, "certificate renewal failed; the current certificate is still valid")
+                    }
+                    None => {
+                        tracing::warn!(error = %err, retry_in = ?next, "certificate renewal failed and the certificate has expired: no new mTLS connections until renewal succeeds")
+                    }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -388,6 +497,88 @@ mod tests {
 
     fn bundle(td_name: &str, roots: &[&CertificateDer<'static>]) -> TrustBundle {
         TrustBundle::new(td(td_name), roots.iter().map(|r| (*r).clone()).collect()).unwrap()
+    }
+
+    /// Issue 24 defect 1: the schedule is measured from reception, so a backdated `not_before` (60 s lifetime,
+    /// 15 minutes of skew) cannot put the renewal in the past; the floor and the jitter bound it on both sides.
+    #[test]
+    fn renewal_is_scheduled_from_reception_with_a_floor_and_jitter() {
+        let now = SystemTime::now();
+        let secs = Duration::from_secs;
+        struct Case {
+            name: &'static str,
+            left: Duration,
+            jitter: f64,
+            expected: Duration,
+        }
+        let cases = [
+            Case { name: "60 s certificate, no jitter", left: secs(60), jitter: 0.0, expected: secs(30) },
+            Case { name: "60 s certificate, full jitter", left: secs(60), jitter: 1.0, expected: secs(27) },
+            Case { name: "24 h certificate", left: secs(86_400), jitter: 0.0, expected: secs(43_200) },
+            Case { name: "4 s left: the floor", left: secs(4), jitter: 0.0, expected: MIN_RENEWAL_INTERVAL },
+            Case { name: "nothing left: the floor", left: Duration::ZERO, jitter: 0.5, expected: MIN_RENEWAL_INTERVAL },
+            Case { name: "jitter out of range is clamped", left: secs(60), jitter: 7.0, expected: secs(27) },
+            Case { name: "NaN jitter counts as none", left: secs(60), jitter: f64::NAN, expected: secs(30) },
+        ];
+        for case in cases {
+            assert_eq!(renewal_delay(now, now + case.left, case.jitter), case.expected, "{}", case.name);
+        }
+        // Received after not_after (a clock jump): the floor, not an immediate loop.
+        assert_eq!(renewal_delay(now + secs(5), now, 0.0), MIN_RENEWAL_INTERVAL);
+        // The old schedule (`not_before + lifetime / 2`) for the defect's certificate lies 7 minutes in the past;
+        // the new one is half a minute ahead.
+        let not_before = now - secs(15 * 60);
+        let not_after = now + secs(60);
+        let old_due = not_before + not_after.duration_since(not_before).unwrap_or_default() / 2;
+        assert!(old_due < now);
+        assert!(renewal_delay(now, not_after, jitter()) >= secs(27));
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
+    }
+
+    /// Issue 24 defect 5: the pause doubles from 250 ms to 10 s while the certificate has time left, but never
+    /// exceeds 2 s once it has expired, is about to, or is missing.
+    #[test]
+    fn retry_backoff_is_capped_at_two_seconds_when_expiring() {
+        let ms = Duration::from_millis;
+        let healthy = Some(Duration::from_secs(3600));
+        let grown: Vec<Duration> = (1..=8).map(|n| retry_backoff(n, healthy)).collect();
+        assert_eq!(grown, [ms(250), ms(500), ms(1000), ms(2000), ms(4000), ms(8000), ms(10_000), ms(10_000)]);
+        for left in [None, Some(Duration::ZERO), Some(Duration::from_secs(5)), Some(Duration::from_secs(19))] {
+            let pauses: Vec<Duration> = (1..=8).map(|n| retry_backoff(n, left)).collect();
+            assert_eq!(pauses[..4], [ms(250), ms(500), ms(1000), ms(2000)], "{left:?}");
+            assert!(pauses.iter().all(|p| *p <= MAX_BACKOFF_WHEN_EXPIRING), "{left:?}: {pauses:?}");
+        }
+        assert_eq!(retry_backoff(0, None), ms(250), "0 failures is treated as the first");
+        assert_eq!(retry_backoff(u32::MAX, healthy), MAX_BACKOFF, "no overflow");
+        assert_eq!(retry_backoff(u32::MAX, Some(Duration::from_secs(20))), MAX_BACKOFF, "20 s left is not expiring");
+    }
+
+    /// A wake cuts the pause short only while the certificate is missing or expiring.
+    #[tokio::test]
+    async fn a_wake_shortens_the_pause_only_while_expiring() {
+        let resolver = SvidResolver::new();
+        let wake = tokio::sync::Notify::new();
+        wake.notify_one();
+        let woken =
+            tokio::time::timeout(Duration::from_secs(5), pause(Duration::from_secs(60), &resolver, &wake)).await;
+        assert!(woken.is_ok(), "no certificate: the wake ends the pause");
+
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names =
+            vec![rcgen::SanType::URI(rcgen::string::Ia5String::try_from("spiffe://public/ns/default/a").unwrap())];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let cert = params.self_signed(&key).unwrap();
+        let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        resolver.replace(X509Svid::from_der(vec![cert.der().clone()], key_der).unwrap());
+        wake.notify_one();
+        let started = std::time::Instant::now();
+        pause(Duration::from_millis(300), &resolver, &wake).await;
+        assert!(started.elapsed() >= Duration::from_millis(290), "a healthy certificate ignores wakes");
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //!   path fails closed (the sidecar answers 503 `ERR_AUDIT_UNAVAILABLE`) instead of acting without a record;
 //! - the chain advances only for lines written completely; what a failed write left behind is removed
 //!   ([`AuditWriter::discard_partial`], a file is cut back to its last complete line) before the next attempt;
+//! - each line is handed to the OS together with its newline in one `write_all`, so a crash leaves either the whole
+//!   line or a torn tail; a torn tail found on open is moved aside (never deleted) and recorded in the chain;
 //! - an accepted event is never dropped while the sink is alive: the writer retries it with a bounded back-off
 //!   until the destination accepts it again, so after a disk-full episode `ward audit verify` stays green.
 //!
 //! `ward audit verify FILE` checks the chain. This module does not decide anything.
 
 use std::fs::File;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -101,7 +103,15 @@ pub enum AuditError {
         #[source]
         source: ward_policy::ChainError,
     },
+    /// A line longer than any the writer produces: this is not an audit log (or not only one), and it is left as
+    /// it is rather than read into memory or moved aside whole.
+    #[error("audit log {path}: line {line} is longer than {limit} bytes; not an audit log, refusing to append")]
+    LineTooLong { path: PathBuf, line: usize, limit: u64 },
 }
+
+/// The longest line `open` accepts, torn or complete. Sealed lines are a few KiB at most (every attacker-supplied
+/// field is cut at `MAX_AUDIT_FIELD`), so this only stops a wrong `--audit-log` path from being slurped.
+const MAX_LINE: u64 = 1 << 20;
 
 /// A destination for sealed lines. Implemented for the audit file and stderr; tests inject failing ones.
 pub trait AuditWriter: Send + 'static {
@@ -152,7 +162,8 @@ impl AuditWriter for StderrWriter {
 
 impl AuditSink {
     /// Opens the target with [`DEFAULT_QUEUE_CAPACITY`]; a file is appended to, continuing the chain from its
-    /// last line (an unterminated last line, left by a crash mid-write, is cut off first).
+    /// last complete line (an unterminated last line, left by a crash mid-write, is moved aside to
+    /// `<file>.torn-<timestamp>` and recorded in the chain first; see `open_file`).
     pub fn open(target: &AuditTarget) -> Result<Self, AuditError> {
         Self::open_with_capacity(target, DEFAULT_QUEUE_CAPACITY)
     }
@@ -222,45 +233,132 @@ impl AuditSink {
     }
 }
 
-/// Opens `path` for appending: resumes the chain from its last complete line and cuts off an unterminated tail.
+/// Opens `path` for appending and resumes the chain from its last complete line. A tail without a newline (a crash
+/// in the middle of a write) is never appended to nor deleted: it is copied to `<file>.torn-<timestamp>` (synced),
+/// cut off, and an [`AUDIT_TORN_TAIL`](ward_policy::audit::AUDIT_TORN_TAIL) event naming that file, its size and
+/// SHA-256 is written as the next line of the chain before the sink starts. A last complete line that is not a
+/// sealed line is refused ([`AuditError::BrokenTail`], naming its line number) and nothing is changed.
 fn open_file(path: &Path) -> Result<(FileWriter, AuditChain), AuditError> {
     let io = |source| AuditError::Io { path: path.to_owned(), source };
     let file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
     let mut reader = std::io::BufReader::new(&file);
-    let mut offset = 0u64;
     let mut complete_len = 0u64;
-    let mut last: Option<String> = None;
+    // Lines of the file so far, blank ones included, so errors name the number an editor shows.
+    let mut line_count = 0usize;
+    // The last non-blank complete line and its number.
+    let mut last: Option<(String, usize)> = None;
+    let mut torn: Option<Vec<u8>> = None;
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        let n = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut buf).map_err(io)?;
         if n == 0 {
             break;
         }
-        offset += n as u64;
+        if n as u64 > MAX_LINE {
+            return Err(AuditError::LineTooLong { path: path.to_owned(), line: line_count + 1, limit: MAX_LINE });
+        }
         if buf.last() != Some(&b'\n') {
-            // A line without its newline is what a crash in the middle of a write leaves; it was never committed.
-            tracing::warn!(path = %path.display(), bytes = n, "cutting an unterminated last line off the audit log");
+            torn = Some(std::mem::take(&mut buf));
             break;
         }
-        complete_len = offset;
+        complete_len += n as u64;
+        line_count += 1;
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
         if !line.trim().is_empty() {
-            last = Some(line.to_owned());
+            last = Some((line.to_owned(), line_count));
         }
     }
     drop(reader);
-    if complete_len < offset {
-        file.set_len(complete_len).map_err(io)?;
-    }
-    let chain = match last {
+    let mut chain = match &last {
         None => AuditChain::new(),
-        Some(line) => {
-            AuditChain::resume(&line).map_err(|source| AuditError::BrokenTail { path: path.to_owned(), source })?
-        }
+        Some((line, number)) => AuditChain::resume_at(line, *number)
+            .map_err(|source| AuditError::BrokenTail { path: path.to_owned(), source })?,
     };
-    Ok((FileWriter { file, committed_len: complete_len }, chain))
+    let mut writer = FileWriter { file, committed_len: complete_len };
+    if let Some(torn) = torn {
+        let moved = move_aside(path, &torn).map_err(io)?;
+        writer.file.set_len(complete_len).map_err(io)?;
+        writer.file.sync_data().map_err(io)?;
+        let moved_name = moved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        tracing::warn!(
+            path = %path.display(),
+            moved_to = %moved.display(),
+            bytes = torn.len(),
+            after_line = line_count,
+            "the audit log ended in a torn line (a write cut short by a crash); moved it aside and recorded that in the chain"
+        );
+        // The app this log belongs to, as its last event says (the sink is not told its app id).
+        let callee = last
+            .as_ref()
+            .and_then(|(line, _)| ward_policy::audit::parse_line(line).ok())
+            .map(|event| event.callee)
+            .unwrap_or_default();
+        let event = AuditEvent::for_torn_tail(
+            crate::runtime::now_rfc3339(),
+            &callee,
+            &moved_name,
+            torn.len() as u64,
+            &ward_policy::audit::digest_hex(&torn),
+            line_count,
+        );
+        let sealed = chain.seal(&event);
+        let mut line = Vec::with_capacity(sealed.line().len() + 1);
+        line.extend_from_slice(sealed.line().as_bytes());
+        line.push(b'\n');
+        if let Err(err) = writer.append(&line) {
+            // Best effort: leave the file ending with its last complete line; the caller fails to start anyway.
+            let _ = writer.discard_partial();
+            return Err(io(err));
+        }
+        chain.commit(&sealed).map_err(|err| io(std::io::Error::other(err)))?;
+    }
+    Ok((writer, chain))
+}
+
+/// Copies `torn` to a new file `<path>.torn-<UTC timestamp>` next to `path` and syncs it (and, best effort, the
+/// directory) before anything is cut off, so the bytes survive a crash at any point. Never overwrites a file.
+fn move_aside(path: &Path, torn: &[u8]) -> std::io::Result<PathBuf> {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond()
+    );
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".torn-{stamp}"));
+    let base = PathBuf::from(name);
+    for attempt in 0..100u32 {
+        let candidate = if attempt == 0 {
+            base.clone()
+        } else {
+            let mut name = base.as_os_str().to_owned();
+            name.push(format!("-{attempt}"));
+            PathBuf::from(name)
+        };
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+            Ok(mut file) => {
+                file.write_all(torn)?;
+                file.sync_all()?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                    && let Ok(dir) = File::open(dir)
+                {
+                    // A directory fsync makes the new name durable; not every file system allows it.
+                    let _ = dir.sync_all();
+                }
+                return Ok(candidate);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free name for the torn audit tail"))
 }
 
 fn write_loop(rx: Receiver<AuditEvent>, mut writer: impl AuditWriter, mut chain: AuditChain, state: &State) {

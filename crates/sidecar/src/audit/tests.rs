@@ -91,24 +91,122 @@ fn full_queue_refuses() {
     assert_eq!(sink.refused_count(), refused as u64);
 }
 
-/// A file left with an unterminated last line (a crash mid-write) is cut back on open and the chain continues.
+/// Issue 24 defect 2: a file left with an unterminated last line (a crash mid-write) is not appended to and not cut
+/// away: the torn bytes go to `<file>.torn-<timestamp>`, an `AUDIT_TORN_TAIL` event naming that file continues the
+/// chain from the last whole line, and writing resumes after it.
 #[test]
-fn open_cuts_an_unterminated_tail() {
+fn open_moves_a_torn_tail_aside_and_records_it() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("audit.log");
     let mut chain = AuditChain::new();
     let first = chain.seal_and_commit(&event(0));
     let partial = chain.seal(&event(1));
     let half = partial.line().get(..40).unwrap_or_default();
-    std::fs::write(&path, format!("{first}\n{half}")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, format!("{first}\n\n{half}")).unwrap_or_else(|e| panic!("{e}"));
 
     let sink = AuditSink::open(&AuditTarget::File(path.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let moved: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit.log.torn-")))
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(std::fs::read(&moved[0]).unwrap_or_default(), half.as_bytes(), "the torn bytes, unchanged");
+
     assert_eq!(sink.record(event(2)), Ok(()));
-    wait_until(Duration::from_secs(10), "two lines", || {
-        std::fs::read_to_string(&path).is_ok_and(|t| complete_lines(&t).len() == 2 && t.ends_with('\n'))
+    wait_until(Duration::from_secs(10), "three lines", || {
+        std::fs::read_to_string(&path).is_ok_and(|t| complete_lines(&t).len() == 3 && t.ends_with('\n'))
     });
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(ward_policy::verify_chain(complete_lines(&text)).ok(), Some(2), "{text}");
+    let report = ward_policy::audit::verify_log(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!((report.lines, report.torn_tail), (3, None), "{text}");
+    let recorded = report.moved_tails.first().cloned().unwrap_or_else(|| panic!("no torn-tail event: {text}"));
+    let name = moved[0].file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    assert_eq!((recorded.operation.as_str(), recorded.callee.as_str()), (name, "callee"));
+    assert!(recorded.reason.contains("40 bytes") && recorded.reason.contains("after line 2"), "{recorded:?}");
+    let digest = ward_policy::audit::digest_hex(half.as_bytes());
+    assert!(recorded.reason.contains(&digest), "the event binds the moved bytes: {recorded:?}");
+    let operations: Vec<String> = complete_lines(&text)
+        .iter()
+        .filter_map(|l| ward_policy::audit::parse_line(l).ok())
+        .map(|e| e.operation)
+        .collect();
+    assert_eq!(operations, ["orders/0", name, "orders/2"]);
+
+    // A second crash leaves another torn tail: a second file, never overwriting the first.
+    drop(sink);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    bytes.extend_from_slice(b"{\"time\":");
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let _sink = AuditSink::open(&AuditTarget::File(path.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let torn_files = std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0) - 1;
+    assert_eq!(torn_files, 2);
+    assert_eq!(std::fs::read(&moved[0]).unwrap_or_default(), half.as_bytes(), "the first is untouched");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let report = ward_policy::audit::verify_log(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!((report.lines, report.moved_tails.len()), (4, 2));
+}
+
+/// A last complete line that is not a sealed line is refused with its real line number, and the file is left as
+/// it was (no torn file, no cut).
+#[test]
+fn open_refuses_a_broken_last_line_naming_its_number() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("audit.log");
+    let mut chain = AuditChain::new();
+    let lines: Vec<String> = (0..3).map(|n| chain.seal_and_commit(&event(n))).collect();
+    let contents = format!("{}\n{}\n\n{}\nnot a sealed line\n{{\"torn", lines[0], lines[1], lines[2]);
+    std::fs::write(&path, &contents).unwrap_or_else(|e| panic!("{e}"));
+    let err = AuditSink::open(&AuditTarget::File(path.clone())).err();
+    let Some(AuditError::BrokenTail { source, .. }) = &err else { panic!("{err:?}") };
+    assert_eq!(source.line, 5, "{err:?}");
+    assert!(err.as_ref().is_some_and(|e| e.to_string().contains("line 5")), "{err:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), contents, "untouched");
+    assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0), 1, "nothing moved aside");
+}
+
+/// A file whose "line" is longer than any sealed line (a wrong `--audit-log` path) is refused, not moved aside.
+#[test]
+fn open_refuses_an_overlong_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("not-an-audit.log");
+    let mut chain = AuditChain::new();
+    let first = chain.seal_and_commit(&event(0));
+    let contents = format!("{first}\n{}", "x".repeat(1 << 21));
+    std::fs::write(&path, &contents).unwrap_or_else(|e| panic!("{e}"));
+    let err = AuditSink::open(&AuditTarget::File(path.clone())).err();
+    assert!(matches!(err, Some(AuditError::LineTooLong { line: 2, .. })), "{err:?}");
+    assert_eq!(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0), contents.len() as u64, "untouched");
+    assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0), 1, "nothing moved aside");
+}
+
+/// Each line reaches the writer as one `append` of the JSON and its newline together (a crash can then only
+/// leave a torn tail, never a whole line without its newline followed by the next line's bytes).
+#[test]
+fn each_line_is_one_append_with_its_newline() {
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<Vec<u8>>>>);
+    impl AuditWriter for Recording {
+        fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.push(line.to_vec());
+            Ok(())
+        }
+        fn discard_partial(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let writer = Recording::default();
+    let sink = AuditSink::from_writer(writer.clone(), AuditChain::new(), 16).unwrap_or_else(|e| panic!("{e}"));
+    for n in 0..5 {
+        assert_eq!(sink.record(event(n)), Ok(()));
+    }
+    wait_until(Duration::from_secs(10), "five appends", || writer.0.lock().map(|w| w.len() == 5).unwrap_or(false));
+    let appends = writer.0.lock().map(|w| w.clone()).unwrap_or_default();
+    for append in &appends {
+        assert_eq!(append.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(append.last(), Some(&b'\n'));
+    }
 }
 
 /// The environment variable that turns [`fsize_child`] from a no-op into the child half of [`disk_full_episode`].
