@@ -26,6 +26,9 @@ pub(crate) struct Invoker {
     /// This app's namespace: the default for a target without `.namespace`.
     pub(crate) namespace: String,
     pub(crate) max_body_size: u64,
+    /// Wakes the certificate renewer when a call fails (it acts only while this sidecar's certificate is missing or
+    /// expiring), so recovery after an expiry does not wait out a retry pause.
+    pub(crate) renewal: Option<ward_sentry::client::RenewalWaker>,
 }
 
 /// A response from the callee (its app's answer, streaming).
@@ -109,6 +112,9 @@ impl Invoker {
                 tracing::warn!(callee = %callee, error = %chain, "invocation failed");
                 // The next call looks the app up again instead of retrying a cached dead address.
                 self.resolver.evict(app_id, namespace, &address);
+                if let Some(renewal) = &self.renewal {
+                    renewal.wake();
+                }
                 return Err(InvokeError::CalleeUnavailable(chain));
             }
         };

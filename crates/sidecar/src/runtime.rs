@@ -284,6 +284,7 @@ impl Sidecar {
             trust_domain: settings.trust_domain.clone(),
             namespace: options.namespace.clone(),
             max_body_size: settings.max_body_size,
+            renewal: supervisor.as_ref().map(|s| s.waker()),
         });
         let state_core = Arc::new(StateCore {
             components: components.clone(),
