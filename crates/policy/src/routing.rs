@@ -243,8 +243,13 @@ fn looks_like_healthz(raw_path: &str) -> bool {
             }
             other => kept.push(other),
         }
+        // Passing through `/v1*/healthz` at any point counts (`/v1.0/healthz%2F..` walks back out of it, but a
+        // server that resolves differently would not): nothing under healthz, in any spelling, is an invocation.
+        if matches!(kept.as_slice(), [version, "healthz", ..] if version.starts_with("v1")) {
+            return true;
+        }
     }
-    matches!(kept.as_slice(), [version, "healthz", ..] if version.starts_with("v1"))
+    false
 }
 
 /// Percent-decodes, keeping an invalid `%` sequence as it is and replacing invalid UTF-8 (the router's own

@@ -49,7 +49,7 @@ pub struct AuditSink {
 struct Handle {
     /// Unbounded channel, bounded by `State::queued`: a preallocated `sync_channel` of 10 000 events would cost
     /// every sidecar ~2.5 MB of resident memory for a queue that is nearly always empty.
-    tx: Sender<AuditEvent>,
+    tx: Sender<Queued>,
     state: Arc<State>,
     capacity: usize,
 }
@@ -115,7 +115,8 @@ const MAX_LINE: u64 = 1 << 20;
 
 /// A destination for sealed lines. Implemented for the audit file and stderr; tests inject failing ones.
 pub trait AuditWriter: Send + 'static {
-    /// Writes `line` (ending in `\n`) completely, or fails. A failure may leave part of the line behind.
+    /// Writes `lines` (one or more whole lines, each ending in `\n`) completely, or fails. A failure may leave part
+    /// of them behind.
     fn append(&mut self, line: &[u8]) -> std::io::Result<()>;
 
     /// Removes whatever failed [`AuditWriter::append`] calls left behind, so the destination ends with the last
@@ -160,6 +161,25 @@ impl AuditWriter for StderrWriter {
     }
 }
 
+/// One queued event, and who waits for it to reach the operating system.
+struct Queued {
+    event: AuditEvent,
+    written: Option<tokio::sync::oneshot::Sender<Result<(), AuditUnavailable>>>,
+}
+
+/// Resolves once an event's line has been handed to the operating system (it then survives a SIGKILL of the
+/// sidecar), or with the reason it was not. Lines are written in groups: one write for every event queued
+/// meanwhile, so each request waits for its own batch only.
+pub struct Written(tokio::sync::oneshot::Receiver<Result<(), AuditUnavailable>>);
+
+impl std::future::Future for Written {
+    type Output = Result<(), AuditUnavailable>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(AuditUnavailable::WriterStopped)))
+    }
+}
+
 impl AuditSink {
     /// Opens the target with [`DEFAULT_QUEUE_CAPACITY`]; a file is appended to, continuing the chain from its
     /// last complete line (an unterminated last line, left by a crash mid-write, is moved aside to
@@ -183,7 +203,7 @@ impl AuditSink {
     /// destinations other than a file.
     pub fn from_writer(writer: impl AuditWriter, chain: AuditChain, capacity: usize) -> Result<Self, AuditError> {
         let capacity = capacity.max(1);
-        let (tx, rx) = mpsc::channel::<AuditEvent>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         let state = Arc::new(State::default());
         let thread_state = state.clone();
         std::thread::Builder::new()
@@ -196,6 +216,18 @@ impl AuditSink {
     /// Queues one event. `Err` means the event will not be recorded: the caller must refuse the request it
     /// describes (fail closed). Never blocks.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        self.enqueue(Queued { event, written: None })
+    }
+
+    /// Queues one event and returns a [`Written`] to await before acting on the decision it records ("audit,
+    /// then forward"). `Err` as for [`AuditSink::record`].
+    pub fn record_written(&self, event: AuditEvent) -> Result<Written, AuditUnavailable> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(Queued { event, written: Some(tx) })?;
+        Ok(Written(rx))
+    }
+
+    fn enqueue(&self, queued: Queued) -> Result<(), AuditUnavailable> {
         let state = &self.handle.state;
         let refused = |why: AuditUnavailable| {
             state.refused.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +240,7 @@ impl AuditSink {
             state.queued.fetch_sub(1, Ordering::AcqRel);
             return refused(AuditUnavailable::QueueFull { capacity: self.handle.capacity });
         }
-        match self.handle.tx.send(event) {
+        match self.handle.tx.send(queued) {
             Ok(()) => Ok(()),
             Err(_) => {
                 state.queued.fetch_sub(1, Ordering::AcqRel);
@@ -361,24 +393,34 @@ fn move_aside(path: &Path, torn: &[u8]) -> std::io::Result<PathBuf> {
     Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free name for the torn audit tail"))
 }
 
-fn write_loop(rx: Receiver<AuditEvent>, mut writer: impl AuditWriter, mut chain: AuditChain, state: &State) {
-    while let Ok(event) = rx.recv() {
-        // Taken off the queue: room for one more (the event is still written, or retried, below).
-        state.queued.fetch_sub(1, Ordering::AcqRel);
-        let sealed = chain.seal(&event);
-        let mut line = Vec::with_capacity(sealed.line().len() + 1);
-        line.extend_from_slice(sealed.line().as_bytes());
-        line.push(b'\n');
+/// Most events written in one append.
+const MAX_BATCH: usize = 512;
+
+fn write_loop(rx: Receiver<Queued>, mut writer: impl AuditWriter, mut chain: AuditChain, state: &State) {
+    while let Ok(first) = rx.recv() {
+        // Group commit: everything queued meanwhile goes out in the same write.
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+        // Taken off the queue: room for as many more (the events are still written, or retried, below).
+        state.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        // Sealed on a copy of the chain: it advances only once the whole batch is written.
+        let mut next = chain.clone();
+        let mut bytes = Vec::new();
+        for queued in &batch {
+            bytes.extend_from_slice(next.seal_and_commit(&queued.event).as_bytes());
+            bytes.push(b'\n');
+        }
+        let mut waiters: Vec<_> = batch.into_iter().filter_map(|q| q.written).collect();
         let mut delay = Duration::from_millis(5);
         loop {
-            match writer.append(&line) {
+            match writer.append(&bytes) {
                 Ok(()) => {
-                    if let Err(err) = chain.commit(&sealed) {
-                        // Unreachable: this thread is the only one that seals and commits.
-                        tracing::error!(error = %err, "audit chain out of step");
-                    }
+                    chain = next;
                     if state.failing.swap(false, Ordering::AcqRel) {
                         tracing::warn!("audit log writable again; accepting events");
+                    }
+                    for waiter in waiters.drain(..) {
+                        let _ = waiter.send(Ok(()));
                     }
                     break;
                 }
@@ -386,6 +428,11 @@ fn write_loop(rx: Receiver<AuditEvent>, mut writer: impl AuditWriter, mut chain:
                     state.write_failures.fetch_add(1, Ordering::Relaxed);
                     if !state.failing.swap(true, Ordering::AcqRel) {
                         tracing::error!(error = %err, "writing an audit line failed; refusing new events until it works");
+                    }
+                    // Whoever waits for these lines is refused now (fail closed); the lines are still retried, so
+                    // the log keeps the decisions that were made.
+                    for waiter in waiters.drain(..) {
+                        let _ = waiter.send(Err(AuditUnavailable::WriteFailing));
                     }
                     if let Err(err) = writer.discard_partial() {
                         tracing::error!(error = %err, "cutting a partial audit line failed; will retry");

@@ -56,6 +56,8 @@ fn healthz_spellings() {
         case("both ends", "GET", "//v1.0/healthz//", H, nf(), false),
         case("encoded slash", "GET", "/v1.0%2Fhealthz", H, nf(), false),
         case("encoded trailing slash", "GET", "/v1.0/healthz%2F", H, nf(), false),
+        case("encoded slash then dot-dot (found by the property test)", "GET", "/v1.0/healthz%2F..", H, nf(), false),
+        case("dot-dot out of healthz", "GET", "/v1.0/healthz/../orders", H, nf(), false),
         case("dot segment", "GET", "/v1.0/./healthz", H, nf(), false),
         case("dotdot segment", "GET", "/x/../v1.0/healthz", H, nf(), false),
         case("encoded dot segment", "GET", "/v1.0/%2e/healthz", H, nf(), false),

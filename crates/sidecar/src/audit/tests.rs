@@ -181,10 +181,11 @@ fn open_refuses_an_overlong_line() {
     assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0), 1, "nothing moved aside");
 }
 
-/// Each line reaches the writer as one `append` of the JSON and its newline together (a crash can then only
-/// leave a torn tail, never a whole line without its newline followed by the next line's bytes).
+/// Lines reach the writer whole: each `append` is one or more complete lines (JSON and newline together; a group
+/// commit writes every queued line at once), so a crash can only leave a torn tail, never a line without its
+/// newline followed by the next line's bytes.
 #[test]
-fn each_line_is_one_append_with_its_newline() {
+fn appends_are_whole_lines() {
     #[derive(Clone, Default)]
     struct Recording(Arc<Mutex<Vec<Vec<u8>>>>);
     impl AuditWriter for Recording {
@@ -201,11 +202,14 @@ fn each_line_is_one_append_with_its_newline() {
     for n in 0..5 {
         assert_eq!(sink.record(event(n)), Ok(()));
     }
-    wait_until(Duration::from_secs(10), "five appends", || writer.0.lock().map(|w| w.len() == 5).unwrap_or(false));
+    let lines = |w: &Vec<Vec<u8>>| w.iter().flatten().filter(|b| **b == b'\n').count();
+    wait_until(Duration::from_secs(10), "five lines", || writer.0.lock().map(|w| lines(&w) == 5).unwrap_or(false));
     let appends = writer.0.lock().map(|w| w.clone()).unwrap_or_default();
     for append in &appends {
-        assert_eq!(append.iter().filter(|b| **b == b'\n').count(), 1);
-        assert_eq!(append.last(), Some(&b'\n'));
+        assert_eq!(append.last(), Some(&b'\n'), "an append ends with a whole line");
+        for line in append.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            assert!(serde_json::from_slice::<serde_json::Value>(line).is_ok(), "each line is whole JSON");
+        }
     }
 }
 

@@ -41,10 +41,14 @@ impl Check for AccessControlCheck {
             app_protocol: call.app_protocol,
         };
         let event = AuditEvent::for_acl(crate::runtime::now_rfc3339(), &self.app_id, &acl_request, &decision);
-        self.audit.record(event).map_err(|_| InboundError::AuditUnavailable)?;
         if decision.allowed {
+            // Audit, then forward: the barrier before the app channel waits for this line to be written.
+            let written = self.audit.record_written(event).map_err(|_| InboundError::AuditUnavailable)?;
+            request.extensions_mut().insert(super::audit_barrier::PendingAudit::new(written));
             return Ok(());
         }
+        // A denial goes no further, so nothing waits for its line; it is refused either way.
+        self.audit.record(event).map_err(|_| InboundError::AuditUnavailable)?;
         Err(InboundError::AclDenied {
             caller: caller.0.as_ref().map(ToString::to_string).unwrap_or_default(),
             operation: call.operation.as_str().to_owned(),

@@ -12,6 +12,7 @@
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
 //! (capabilities, MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
 //! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
+//! audit barrier    wait until the ACL's audit line is handed to the OS (group commit)        (audit_barrier.rs)
 //! concurrency      `--app-max-concurrency` calls in flight to the app; beyond, refused (429)  (concurrency.rs)
 //! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
 //! ```
@@ -19,6 +20,7 @@
 pub(crate) mod accept;
 pub(crate) mod acl;
 pub(crate) mod app_channel;
+pub(crate) mod audit_barrier;
 pub(crate) mod body_limit;
 pub(crate) mod check;
 pub(crate) mod concurrency;
@@ -91,6 +93,8 @@ pub(crate) fn stack(
         // Later: capability check, MCP tool rules, appHttpPipeline middleware.
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
+        // Audit, then forward: wait until the ACL's line for this call is written.
+        .layer(self::audit_barrier::AuditBarrierLayer)
         // `--app-max-concurrency`: calls beyond the bound are refused (429), not queued.
         .layer(self::concurrency::ConcurrencyLimitLayer(handles.app_permits.clone()))
         .service(handles.app_channel.clone())

@@ -185,3 +185,40 @@ fn identity_layer_strips_forged_headers_and_sets_verified_ones() {
     check.check(&mut request).expect("passes");
     assert!(request.headers().get(headers::CALLER_APP_ID).is_none());
 }
+
+fn harness_with_writer(writer: crate::audit::MemoryWriter) -> InboundHandles {
+    let mut h = harness(orders_acl()).handles;
+    h.audit = AuditSink::from_writer(writer, ward_policy::AuditChain::new(), 16).expect("sink");
+    h
+}
+
+async fn call_with(handles: &InboundHandles, caller: &str, method: &str, path: &str) -> http::Response<Body> {
+    let mut request = http::Request::builder().method(method).uri(path).body(Body::empty()).expect("request");
+    let peer = Arc::new(SpiffeId::parse(caller).expect("id"));
+    accept::identify(&handles.accept, Some(&peer), &mut request);
+    stack(handles).oneshot(request).await.expect("infallible")
+}
+
+/// Audit, then forward: when an allowed call reaches the app channel, its line is already written (no waiting on
+/// the writer thread afterwards).
+#[tokio::test]
+async fn an_allowed_call_reaches_the_app_only_after_its_line_is_written() {
+    let writer = crate::audit::MemoryWriter::default();
+    let handles = harness_with_writer(writer.clone());
+    let mut response = call_with(&handles, CHECKOUT, "POST", "/v1.0/internal/invoke/orders").await;
+    // `AppChannel::None` answers AppUnavailable: the call got past the barrier to the channel.
+    assert_eq!(refusal(&mut response), Some(RefusalKind::AppUnavailable));
+    let written = writer.contents();
+    assert_eq!(written.lines().count(), 1, "the line was on record before the app channel ran: {written}");
+    assert!(written.contains("\"decision\":\"allow\""), "{written}");
+}
+
+/// A line that cannot be written refuses the call: the app channel is never reached.
+#[tokio::test]
+async fn an_allowed_call_whose_line_cannot_be_written_is_refused() {
+    let writer = crate::audit::MemoryWriter::default();
+    writer.set_failing(true);
+    let handles = harness_with_writer(writer);
+    let mut response = call_with(&handles, CHECKOUT, "POST", "/v1.0/internal/invoke/orders").await;
+    assert_eq!(refusal(&mut response), Some(RefusalKind::AuditUnavailable));
+}
