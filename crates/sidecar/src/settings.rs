@@ -70,17 +70,17 @@ pub enum SettingsError {
     /// `spec.accessControl` does not compile. The policy error is a plain field, not `#[source]`: an error chain
     /// printed with `{:#}` would repeat its text, uncut, after this bounded line.
     #[error("{}: {resource}: spec.accessControl: {}", path.display(), ward_config::bounded(&reason.to_string()))]
-    Acl { path: PathBuf, resource: ResourceId, reason: ward_policy::AclError },
+    Acl { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::AclError> },
     /// `spec.api` does not compile (a plain field for the same reason as `Acl`).
     #[error("{}: {resource}: spec.api: {}", path.display(), ward_config::bounded(&reason.to_string()))]
-    ApiList { path: PathBuf, resource: ResourceId, reason: ward_policy::ApiListError },
+    ApiList { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::ApiListError> },
     /// `spec.accessControl.trustDomain` is not a trust domain. `value` is kept whole; the line echoes it cut.
     #[error(
         "{}: {resource}: spec.accessControl.trustDomain: {}: {reason}",
         path.display(),
         ward_config::quote_value(value)
     )]
-    TrustDomain { path: PathBuf, resource: ResourceId, value: String, reason: ward_identity::SpiffeIdError },
+    TrustDomain { path: PathBuf, resource: Box<ResourceId>, value: String, reason: Box<ward_identity::SpiffeIdError> },
     #[error("production mode (from {source_of}) requires mTLS (--enable-mtls with --sentry-address)")]
     ProductionWithoutMtls { source_of: String },
 }
@@ -173,12 +173,13 @@ pub struct Policies {
 /// Pure. Refusals that depend on flags or mode (production, mTLS) stay in `resolve`.
 pub fn compile_policies(configuration: Option<&Configuration>) -> Result<Policies, SettingsError> {
     let path = || configuration.map(|c| c.source.clone()).unwrap_or_default();
-    let resource = || ResourceId::configuration(configuration.map_or("", |c| c.name.as_str()));
+    // Boxed parts keep `Result<_, SettingsError>` small (clippy::result_large_err).
+    let resource = || Box::new(ResourceId::configuration(configuration.map_or("", |c| c.name.as_str())));
     let acl = match configuration.and_then(|c| c.access_control.as_ref()) {
         Some(spec) => AccessControl::compile(spec).map_err(|reason| SettingsError::Acl {
             path: path(),
             resource: resource(),
-            reason,
+            reason: Box::new(reason),
         })?,
         None => AccessControl::allow_all(),
     };
@@ -186,7 +187,7 @@ pub fn compile_policies(configuration: Option<&Configuration>) -> Result<Policie
         Some(spec) => ApiAllowList::compile(spec).map_err(|reason| SettingsError::ApiList {
             path: path(),
             resource: resource(),
-            reason,
+            reason: Box::new(reason),
         })?,
         None => ApiAllowList::allow_all(),
     };
@@ -199,7 +200,7 @@ pub fn compile_policies(configuration: Option<&Configuration>) -> Result<Policie
         path: path(),
         resource: resource(),
         value: td.to_owned(),
-        reason,
+        reason: Box::new(reason),
     })?;
     Ok(Policies { acl, api_list, trust_domain })
 }
