@@ -93,3 +93,47 @@ fn production_mode_refuses_to_start_without_mtls() {
     assert_ne!(code, 0);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// Issue 26 defect 3: a 300-character `accessControl.trustDomain` is refused by `ward policy check` and by the
+/// sidecar alike, with one line naming file, resource and field and a value cut to about 100 characters.
+#[test]
+fn an_over_long_trust_domain_is_refused_by_policy_check_and_sidecar_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_str().unwrap();
+    let config = dir.path().join("long-td.yaml");
+    std::fs::write(
+        &config,
+        CONFIG.replace(
+            "    trustDomain: public\n    policies",
+            &format!("    trustDomain: {}\n    policies", "a".repeat(300)),
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let check_line = |who: &str, code: i32, err: &str| {
+        assert_ne!(code, 0, "{who} accepted the file: {err}");
+        // Start-up logging may precede it; the error itself is exactly one line.
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("ward: error:")).collect();
+        assert_eq!(errors.len(), 1, "{who}: one error line: {err}");
+        let line = errors[0];
+        assert!(err.trim_end().ends_with(line), "{who}: nothing after the error line: {err}");
+        assert!(line.contains(c), "{who}: names the file: {line}");
+        assert!(line.contains("Configuration \"c\""), "{who}: names the resource: {line}");
+        assert!(line.contains("spec.accessControl.trustDomain"), "{who}: names the field: {line}");
+        assert!(line.contains(&format!("\"{}\"…", "a".repeat(100))), "{who}: value cut at 100: {line}");
+        assert!(!line.contains(&"a".repeat(101)), "{who}: value cut at 100: {line}");
+        assert!(line.len() < 300 + c.len(), "{who}: {} bytes: {line}", line.len());
+    };
+    let (code, _, err) = ward_output(
+        &["policy", "check", "--config", c, "--caller", "spiffe://public/ns/default/checkout", "--path", "/orders/1"],
+        &[],
+    );
+    check_line("policy check", code, &err);
+    let (code, _, err) = ward_output(&["policy", "lint", "--config", c], &[]);
+    check_line("policy lint", code, &err);
+    let (code, _, err) = ward_output(
+        &["sidecar", "--app-id", "x", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--config", c],
+        &[("WARD_HOME", home)],
+    );
+    check_line("sidecar", code, &err);
+}

@@ -624,3 +624,36 @@ fn jwks_validator_checks_issuer_and_lifetime_end_to_end() {
         assert!(refused(&err), "{why}: {err}");
     }
 }
+
+/// Issue 26 defect 1, on a real `ward sentry`: a namespace-wildcard join token for `default` does not buy
+/// `spiffe://public/ns/default/x/ns/prod/admin`, and the insecure validator does not sign namespace `a/b`; both are
+/// `InvalidArgument` naming the field, and the join token stays unspent.
+#[test]
+fn identities_with_a_slash_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "default/* default-ns-token-0123456789\n").unwrap();
+    let join = Sentry::start(
+        &dir.path().join("join"),
+        &["--token-validator", "join-token", "--join-tokens", path_str(&tokens)],
+    );
+    let rt = runtime();
+    let _guard = rt.enter();
+    let client = client_for(&join, "orders", None);
+    let err = rt
+        .block_on(client.grpc().sign_certificate(request("x/ns/prod/admin", "default-ns-token-0123456789", csr_pem())))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("invalid app_id"), "{}", err.message());
+    // The token was not spent by the refused request.
+    let ok = rt.block_on(client.grpc().sign_certificate(request("orders", "default-ns-token-0123456789", csr_pem())));
+    assert!(ok.is_ok(), "{ok:?}");
+
+    let insecure = Sentry::start(&dir.path().join("insecure"), &[]);
+    let client = client_for(&insecure, "orders", None);
+    let mut req = request("allowed-app", "", csr_pem());
+    req.namespace = "a/b".to_owned();
+    let err = rt.block_on(client.grpc().sign_certificate(req)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("invalid namespace"), "{}", err.message());
+}

@@ -4,6 +4,11 @@
 //! Every `Display` is one line that starts with the file, then names the resource and the field, so the binary can
 //! print it as is and exit. Owns the formatting of those lines; does not decide what is wrong (the parsing modules
 //! do) and never holds a metadata value or a secret: only names, paths and fixed phrases.
+//!
+//! Owns the bounds too, for every crate that reports a load error: an echoed value goes through [`quote_value`]
+//! (escaped, cut at [`MAX_ECHOED_CHARS`] characters with `…`), and every free-text part of a line (field path,
+//! message, a parser's or a policy compiler's description) through [`bounded`], so a 70 KB scalar or key can never
+//! make a 70 KB line.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -83,7 +88,7 @@ pub enum ConfigError {
     },
 
     /// The file is not YAML (syntax error, bad UTF-8, too large, alias budget exceeded, …).
-    #[error("{}{}: invalid YAML: {message}", path.display(), LocationSuffix(location))]
+    #[error("{}{}: invalid YAML: {}", path.display(), LocationSuffix(location), bounded(message))]
     Yaml {
         path: PathBuf,
         location: Option<Location>,
@@ -92,11 +97,11 @@ pub enum ConfigError {
     },
 
     /// A document whose kind could not be determined (no `kind`, or not a mapping).
-    #[error("{}: document {document}: {field}: {message}", path.display())]
+    #[error("{}: document {document}: {}: {}", path.display(), bounded_field(field), bounded(message))]
     Document { path: PathBuf, document: usize, field: String, message: String },
 
     /// A field of a resource has a wrong type or value.
-    #[error("{}: {resource}: {field}: {message}", path.display())]
+    #[error("{}: {resource}: {}: {}", path.display(), bounded_field(field), bounded(message))]
     Invalid {
         path: PathBuf,
         resource: ResourceId,
@@ -121,7 +126,7 @@ pub enum ConfigError {
 
     /// A Configuration asks for something ward does not do (an entry of `Configuration::unsupported`): the
     /// refusal in production, the warning text in development.
-    #[error("{}: Configuration {}: {field}", path.display(), quoted(name))]
+    #[error("{}: Configuration {}: {}", path.display(), quoted(name), bounded(&field.to_string()))]
     Unsupported {
         path: PathBuf,
         /// The Configuration's `metadata.name`.
@@ -257,14 +262,142 @@ impl ResolveError {
     }
 }
 
-/// Quote a name for an error line: escaped like a Rust string (so control characters cannot forge log lines) and
-/// cut to a sane length. Only for names and paths, never for values.
+impl ResourceId {
+    /// The Configuration named `name` (a Configuration file holds exactly one, so no document index is needed).
+    pub fn configuration(name: &str) -> ResourceId {
+        ResourceId { kind: ResourceKind::Configuration, name: Some(name.to_owned()), document: 1 }
+    }
+}
+
+/// How many characters of a value (or name) an error line echoes before cutting with `…`.
+pub const MAX_ECHOED_CHARS: usize = 100;
+/// How many characters of a free-text part (a message, a parser's description) an error line holds. Generous,
+/// because ward's own messages list alternatives; an embedded value is cut much earlier, word by word.
+pub const MAX_MESSAGE_CHARS: usize = 400;
+/// How many characters of a field path an error line holds (real ones are far shorter; an unknown 70 KB key is not).
+const MAX_FIELD_CHARS: usize = 120;
+
+/// Quote a value or name for an error line: escaped like a Rust string (so control characters cannot forge log
+/// lines) and cut after [`MAX_ECHOED_CHARS`] characters, marked with `…` after the closing quote. Never for a
+/// secret.
+pub fn quote_value(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHOED_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+    }
+}
+
 pub(crate) fn quoted(s: &str) -> String {
-    const MAX: usize = 100;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}…")
+    quote_value(s)
+}
+
+/// Bound a free-text part of an error line (a message that may embed a value its writer did not cut, e.g. from
+/// serde or a policy compiler): any run without whitespace longer than [`MAX_ECHOED_CHARS`] is cut with `…` (that
+/// is where an embedded value sits), the whole is cut after [`MAX_MESSAGE_CHARS`], and line breaks become spaces
+/// so the line stays one line.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    bound(text, MAX_MESSAGE_CHARS)
+}
+
+fn bounded_field(field: &str) -> std::borrow::Cow<'_, str> {
+    bound(field, MAX_FIELD_CHARS)
+}
+
+fn bound(text: &str, max_total: usize) -> std::borrow::Cow<'_, str> {
+    let mut run = 0usize;
+    let mut total = 0usize;
+    let mut needs_rewrite = false;
+    for ch in text.chars() {
+        total += 1;
+        run = if ch.is_whitespace() { 0 } else { run + 1 };
+        if ch == '\n' || ch == '\r' || run > MAX_ECHOED_CHARS || total > max_total {
+            needs_rewrite = true;
+            break;
+        }
+    }
+    if !needs_rewrite {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::new();
+    let (mut run, mut total) = (0usize, 0usize);
+    for ch in text.chars() {
+        if total >= max_total {
+            out.push('…');
+            break;
+        }
+        let ch = if ch == '\n' || ch == '\r' { ' ' } else { ch };
+        if ch.is_whitespace() {
+            run = 0;
+        } else {
+            run += 1;
+            if run == MAX_ECHOED_CHARS + 1 {
+                out.push('…');
+                total += 1;
+                continue;
+            }
+            if run > MAX_ECHOED_CHARS {
+                continue;
+            }
+        }
+        out.push(ch);
+        total += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_quoted_and_cut_at_100_characters() {
+        assert_eq!(quote_value("public"), "\"public\"");
+        assert_eq!(quote_value(&"a".repeat(100)), format!("\"{}\"", "a".repeat(100)));
+        assert_eq!(quote_value(&"a".repeat(70_000)), format!("\"{}\"…", "a".repeat(100)));
+        // Characters, not bytes: a multi-byte value is cut on a character boundary.
+        assert_eq!(quote_value(&"é".repeat(101)), format!("\"{}\"…", "é".repeat(100)));
+        assert_eq!(quote_value("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn messages_are_bounded_and_one_line() {
+        assert_eq!(bounded("short"), "short");
+        assert_eq!(bounded("two\nlines"), "two lines");
+        let long = bounded(&"x ".repeat(35_000)).into_owned();
+        assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(long.ends_with('…'));
+        // An embedded long value is cut word by word, the rest of the message kept.
+        let message = format!("unknown variant `{}`, expected one of `allow`, `deny`", "v".repeat(70_000));
+        let cut = bounded(&message).into_owned();
+        assert_eq!(cut, format!("unknown variant `{}… expected one of `allow`, `deny`", "v".repeat(99)));
+        // ward's own long messages (lists of alternatives) stay whole.
+        let list = "known keys here: accessControl, secrets, api, components, mtls, httpPipeline, appHttpPipeline";
+        assert_eq!(bounded(list), list);
+    }
+
+    #[test]
+    fn every_variant_with_free_text_stays_short() {
+        // One 70 KB value in any one place of a line (the resource name, the field path or the message).
+        let huge = "v".repeat(70_000);
+        let invalid = |name: &str, field: &str, message: &str| ConfigError::Invalid {
+            path: "f.yaml".into(),
+            resource: ResourceId { kind: ResourceKind::Component, name: Some(name.to_owned()), document: 1 },
+            field: field.to_owned(),
+            message: message.to_owned(),
+        };
+        let errors = [
+            ConfigError::Yaml { path: "f.yaml".into(), location: None, message: huge.clone() },
+            ConfigError::Document { path: "f.yaml".into(), document: 1, field: huge.clone(), message: "m".into() },
+            ConfigError::Document { path: "f.yaml".into(), document: 1, field: "kind".into(), message: huge.clone() },
+            invalid(&huge, "spec.type", "unknown"),
+            invalid("c", &huge, "unknown"),
+            invalid("c", "spec.type", &huge),
+            invalid("c", "spec.type", &format!("invalid type: string {huge:?}, expected a map")),
+        ];
+        for err in errors {
+            let line = err.to_string();
+            assert!(line.chars().count() < 300, "{} chars: {line}", line.chars().count());
+            assert!(!line.contains('\n'));
+        }
     }
 }

@@ -54,7 +54,10 @@ pub use configuration::{
     ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
     IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, WardSpec,
 };
-pub use error::{BoxError, ConfigError, Location, MetadataItemRef, ResolveError, ResourceId, ResourceKind};
+pub use error::{
+    BoxError, ConfigError, Location, MAX_ECHOED_CHARS, MAX_MESSAGE_CHARS, MetadataItemRef, ResolveError, ResourceId,
+    ResourceKind, bounded, quote_value,
+};
 pub use resources::{ResourceSet, configuration_from_yaml, fingerprint, load_configuration};
 pub use schema::{UnsupportedField, UnsupportedKind};
 pub use subscription::{RouteRule, SUBSCRIPTION_API_VERSIONS, Subscription};

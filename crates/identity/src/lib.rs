@@ -12,7 +12,10 @@ mod svid;
 mod verifier;
 
 pub use bundle::{BundleError, TrustBundle, TrustBundleHandle, pem_encode};
-pub use spiffe::{DaprIdentity, SpiffeId, SpiffeIdError, TrustDomain};
+pub use spiffe::{
+    DaprField, DaprIdentity, DaprNameError, MAX_DAPR_NAME_LEN, SpiffeId, SpiffeIdError, TrustDomain, validate_app_id,
+    validate_kubernetes_app_id, validate_kubernetes_namespace, validate_namespace,
+};
 pub use svid::{SvidError, SvidResolver, X509Svid, parse_certificates};
 pub use verifier::{
     Authorizer, ClientConfigResult, SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifyError, client_config,

@@ -119,8 +119,6 @@ impl std::fmt::Debug for Ca {
     }
 }
 
-const MAX_APP_ID_LEN: usize = 64;
-
 impl Ca {
     /// Loads (or, for an empty directory, generates) the CA material and prepares to sign.
     pub fn new(config: SentryConfig, validator: Validator) -> Result<Self, SentryError> {
@@ -213,22 +211,16 @@ impl Ca {
             return Err(Status::invalid_argument("the requested validator is not enabled"));
         }
         let app_id = request.id.as_str();
-        if app_id.is_empty() {
-            return Err(Status::invalid_argument("app ID is required"));
-        }
-        if app_id.contains('.') {
-            return Err(Status::invalid_argument("app ID must not contain a '.'"));
-        }
-        if app_id.len() > MAX_APP_ID_LEN {
-            return Err(Status::invalid_argument(format!("app ID must be at most {MAX_APP_ID_LEN} characters")));
-        }
-        if request.namespace.is_empty() {
-            return Err(Status::invalid_argument("namespace is required"));
-        }
+        // Each name must be one Dapr name segment before anything formats or looks it up: the message names the
+        // request field and never echoes the (caller-sized) value.
+        ward_identity::validate_app_id(app_id)
+            .map_err(|err| Status::invalid_argument(format!("invalid {}: {err}", err.field())))?;
+        ward_identity::validate_namespace(&request.namespace)
+            .map_err(|err| Status::invalid_argument(format!("invalid {}: {err}", err.field())))?;
         if !request.trust_domain.is_empty() && request.trust_domain != self.config.trust_domain.as_str() {
             return Err(Status::invalid_argument(format!(
-                "trust domain {:?} is not served by this sentry (it signs only for {:?})",
-                request.trust_domain,
+                "trust domain {} is not served by this sentry (it signs only for {:?})",
+                quote_truncated(&request.trust_domain),
                 self.config.trust_domain.as_str()
             )));
         }
@@ -340,6 +332,16 @@ impl Ca {
                 );
             }
         }
+    }
+}
+
+/// A caller-supplied value quoted for an error message, cut to 100 characters so a request cannot make sentry
+/// echo megabytes back (or into its log).
+fn quote_truncated(value: &str) -> String {
+    const MAX: usize = 100;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
     }
 }
 
@@ -672,5 +674,52 @@ mod tests {
         assert_eq!(tokens.used_count(), 0);
         ca.handle(&request("orders", TOKEN), None).expect("the token still works once");
         assert_eq!(tokens.used_count(), 1);
+    }
+
+    /// Issue 26 defect 1: an app id or namespace that is not one Dapr name segment is refused before any
+    /// validator runs, with `InvalidArgument` naming the field, whatever the validator (a namespace-wildcard join
+    /// token for `default` must not buy `spiffe://public/ns/default/x/ns/prod/admin`).
+    #[test]
+    fn identities_that_are_not_one_dapr_segment_are_refused_for_every_validator() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = crate::validator::JwksValidator::from_json(
+            r#"{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","use":"sig","alg":"ES256","kid":"k"}]}"#,
+            crate::validator::JwtRules::new("https://issuer.example", "public").unwrap(),
+        )
+        .unwrap();
+        let validators = [
+            ("insecure", Validator::Insecure),
+            ("join-token", Validator::JoinToken(JoinTokens::parse(&format!("default/* {TOKEN}\n")).unwrap())),
+            ("jwks", Validator::Jwks(jwks)),
+        ];
+        let bad: &[(&str, &str, &str)] = &[
+            ("x/ns/prod/admin", "default", "app_id"),
+            ("allowed-app", "a/b", "namespace"),
+            ("..", "default", "app_id"),
+            ("orders", "..", "namespace"),
+            ("orders", ".", "namespace"),
+            ("a%2Fb", "default", "app_id"),
+            ("orders", "a%2Fb", "namespace"),
+            ("", "default", "app_id"),
+            ("orders", "", "namespace"),
+            ("a.b", "default", "app_id"),
+            ("orders", &"n".repeat(65), "namespace"),
+            ("o\u{e9}", "default", "app_id"),
+            ("orders", "sp ace", "namespace"),
+        ];
+        for (name, validator) in validators {
+            let ca = ca(&dir.path().join(name), validator);
+            for (app_id, namespace, field) in bad {
+                let mut req = request(app_id, TOKEN);
+                req.namespace = (*namespace).to_owned();
+                let err = ca.handle(&req, None).unwrap_err();
+                assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {app_id:?} in {namespace:?}: {err:?}");
+                assert!(
+                    err.message().starts_with(&format!("invalid {field}")),
+                    "{name}: {app_id:?} in {namespace:?}: {:?}",
+                    err.message()
+                );
+            }
+        }
     }
 }

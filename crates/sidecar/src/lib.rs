@@ -31,4 +31,4 @@ pub(crate) mod transport;
 pub(crate) mod watcher;
 
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
-pub use settings::{Settings, SettingsError, Unhonoured, UnsupportedFlag};
+pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ward_config::Configuration;
+use ward_config::{Configuration, ResourceId};
 use ward_identity::TrustDomain;
 use ward_policy::{AccessControl, ApiAllowList};
 
@@ -65,27 +65,22 @@ pub struct UnsupportedFlag {
 pub enum SettingsError {
     #[error("{flag}: {why} (refused in production mode)")]
     UnsupportedFlag { flag: &'static str, why: &'static str },
-    #[error("{path}: {field}: {why}")]
+    #[error("{}: {}: {}", path.display(), ward_config::bounded(field), ward_config::bounded(why))]
     Unhonoured { path: PathBuf, field: String, why: String },
-    #[error("{path}: spec.accessControl: {source}")]
-    Acl {
-        path: PathBuf,
-        #[source]
-        source: ward_policy::AclError,
-    },
-    #[error("{path}: spec.api: {source}")]
-    ApiList {
-        path: PathBuf,
-        #[source]
-        source: ward_policy::ApiListError,
-    },
-    #[error("{path}: spec.accessControl.trustDomain: {value:?}: {source}")]
-    TrustDomain {
-        path: PathBuf,
-        value: String,
-        #[source]
-        source: ward_identity::SpiffeIdError,
-    },
+    /// `spec.accessControl` does not compile. The policy error is a plain field, not `#[source]`: an error chain
+    /// printed with `{:#}` would repeat its text, uncut, after this bounded line.
+    #[error("{}: {resource}: spec.accessControl: {}", path.display(), ward_config::bounded(&reason.to_string()))]
+    Acl { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::AclError> },
+    /// `spec.api` does not compile (a plain field for the same reason as `Acl`).
+    #[error("{}: {resource}: spec.api: {}", path.display(), ward_config::bounded(&reason.to_string()))]
+    ApiList { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::ApiListError> },
+    /// `spec.accessControl.trustDomain` is not a trust domain. `value` is kept whole; the line echoes it cut.
+    #[error(
+        "{}: {resource}: spec.accessControl.trustDomain: {}: {reason}",
+        path.display(),
+        ward_config::quote_value(value)
+    )]
+    TrustDomain { path: PathBuf, resource: Box<ResourceId>, value: String, reason: Box<ward_identity::SpiffeIdError> },
     #[error("production mode (from {source_of}) requires mTLS (--enable-mtls with --sentry-address)")]
     ProductionWithoutMtls { source_of: String },
 }
@@ -119,28 +114,7 @@ impl Settings {
             }
         }
 
-        let acl = match configuration.and_then(|c| c.access_control.as_ref()) {
-            Some(spec) => {
-                AccessControl::compile(spec).map_err(|source| SettingsError::Acl { path: path.clone(), source })?
-            }
-            None => AccessControl::allow_all(),
-        };
-        let api_list = match configuration.and_then(|c| c.api.as_ref()) {
-            Some(spec) => {
-                ApiAllowList::compile(spec).map_err(|source| SettingsError::ApiList { path: path.clone(), source })?
-            }
-            None => ApiAllowList::allow_all(),
-        };
-        let td = configuration
-            .and_then(|c| c.access_control.as_ref())
-            .and_then(|a| a.trust_domain.clone())
-            .filter(|td| !td.is_empty())
-            .unwrap_or_else(|| "public".to_owned());
-        let trust_domain = TrustDomain::new(&td).map_err(|source| SettingsError::TrustDomain {
-            path: path.clone(),
-            value: td.clone(),
-            source,
-        })?;
+        let Policies { acl, api_list, trust_domain } = compile_policies(configuration)?;
         let logging = configuration.map(|c| c.api_logging).unwrap_or_default();
         let api_log = ward_gate::ApiLogOptions {
             enabled: options.enable_api_logging.unwrap_or(logging.enabled),
@@ -183,6 +157,52 @@ impl Settings {
             );
         }
     }
+}
+
+/// What a sidecar compiles from a Configuration whatever its flags: the access-control policy, the API allow/deny
+/// lists and its trust domain.
+#[derive(Debug)]
+pub struct Policies {
+    pub acl: AccessControl,
+    pub api_list: ApiAllowList,
+    pub trust_domain: TrustDomain,
+}
+
+/// Compiles the policies of `configuration` (`None`: no `--config`) exactly as [`Settings::resolve`] does; it is
+/// the one validation path for them, so `ward policy check|lint` accept and refuse the same files as a sidecar.
+/// Pure. Refusals that depend on flags or mode (production, mTLS) stay in `resolve`.
+pub fn compile_policies(configuration: Option<&Configuration>) -> Result<Policies, SettingsError> {
+    let path = || configuration.map(|c| c.source.clone()).unwrap_or_default();
+    // Boxed parts keep `Result<_, SettingsError>` small (clippy::result_large_err).
+    let resource = || Box::new(ResourceId::configuration(configuration.map_or("", |c| c.name.as_str())));
+    let acl = match configuration.and_then(|c| c.access_control.as_ref()) {
+        Some(spec) => AccessControl::compile(spec).map_err(|reason| SettingsError::Acl {
+            path: path(),
+            resource: resource(),
+            reason: Box::new(reason),
+        })?,
+        None => AccessControl::allow_all(),
+    };
+    let api_list = match configuration.and_then(|c| c.api.as_ref()) {
+        Some(spec) => ApiAllowList::compile(spec).map_err(|reason| SettingsError::ApiList {
+            path: path(),
+            resource: resource(),
+            reason: Box::new(reason),
+        })?,
+        None => ApiAllowList::allow_all(),
+    };
+    let td = configuration
+        .and_then(|c| c.access_control.as_ref())
+        .and_then(|a| a.trust_domain.as_deref())
+        .filter(|td| !td.is_empty())
+        .unwrap_or("public");
+    let trust_domain = TrustDomain::new(td).map_err(|reason| SettingsError::TrustDomain {
+        path: path(),
+        resource: resource(),
+        value: td.to_owned(),
+        reason: Box::new(reason),
+    })?;
+    Ok(Policies { acl, api_list, trust_domain })
 }
 
 /// What `configuration` asks for that ward does not do.

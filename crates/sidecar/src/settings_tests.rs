@@ -132,7 +132,17 @@ fn acl_and_api_lists_are_compiled_or_refused() {
     assert_eq!(s.trust_domain.as_str(), "corp");
     let bad = config("  api:\n    allowed:\n    - name: state\n      version: v1\n      protocol: smtp\n");
     let err = refused(Settings::resolve(&options(false, false), Some(&bad)));
-    assert!(err.starts_with("config.yaml: spec.api"), "{err}");
+    assert!(err.starts_with("config.yaml: Configuration \"c\": spec.api: api.allowed[0].protocol"), "{err}");
+    // Issue 26 defect 3: file, resource and field named, the value cut at 100 characters.
+    let long = config(&format!("  accessControl:\n    trustDomain: {}\n", "a".repeat(300)));
+    let err = refused(Settings::resolve(&options(false, false), Some(&long)));
+    let cut = format!("\"{}\"…", "a".repeat(100));
+    assert_eq!(
+        err,
+        format!(
+            "config.yaml: Configuration \"c\": spec.accessControl.trustDomain: {cut}: trust domain is longer than 255 characters (300)"
+        )
+    );
 }
 
 #[test]

@@ -2,16 +2,16 @@
 //! `ward_policy::decide_invocation`, the function the callee sidecar's ACL layer calls, so refusals before the ACL
 //! (invalid method spelling, unsupported verb, reserved gRPC service), normalisation and matching are the same.
 //! `ward policy lint` warns about risky configurations. Both read a Configuration file and nothing else, so they fit
-//! in CI before a deploy.
+//! in CI before a deploy. Both load and compile it through the sidecar's own path (`ward_config::load_configuration`
+//! then `ward_sidecar::compile_policies`), so they accept and refuse exactly the files a sidecar does, with the
+//! same error line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ward_identity::SpiffeId;
-use ward_policy::{
-    AccessControl, AppProtocol, Caller, InvocationInput, InvocationMethod, InvocationOutcome, decide_invocation,
-};
+use ward_policy::{AppProtocol, Caller, InvocationInput, InvocationMethod, InvocationOutcome, decide_invocation};
 
 /// The callee app's protocol, as `--app-protocol` of the sidecar (grpc and grpcs are the same for matching).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,12 +55,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { config, caller, verb, path, grpc, app_protocol } => {
             let configuration = ward_config::load_configuration(&config)?;
-            let acl = match &configuration.access_control {
-                Some(spec) => {
-                    AccessControl::compile(spec).with_context(|| format!("{}: spec.accessControl", config.display()))?
-                }
-                None => AccessControl::allow_all(),
-            };
+            let acl = ward_sidecar::compile_policies(Some(&configuration))?.acl;
             let caller_id = caller.as_deref().map(SpiffeId::parse).transpose().context("--caller")?;
             let dapr = caller_id.as_ref().map(|id| id.dapr_identity()).transpose().context("--caller")?;
             let input = InvocationInput {
@@ -95,12 +90,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Lint { config } => {
             let configuration = ward_config::load_configuration(&config)?;
+            ward_sidecar::compile_policies(Some(&configuration))?;
             let mut warnings = Vec::new();
             match &configuration.access_control {
                 None => warnings.push("no spec.accessControl: every caller may invoke every method".to_owned()),
                 Some(spec) => {
-                    AccessControl::compile(spec)
-                        .with_context(|| format!("{}: spec.accessControl", config.display()))?;
                     let global = spec.default_action.as_deref().unwrap_or("");
                     if global.eq_ignore_ascii_case("allow") {
                         warnings.push(
