@@ -12,7 +12,7 @@ import sys
 
 IMPLEMENTED = {
     "invoke_service", "get_state", "get_bulk_state", "save_state", "delete_state", "delete_bulk_state",
-    "execute_state_transaction", "get_secret", "get_bulk_secret", "get_metadata",
+    "execute_state_transaction", "get_secret", "get_bulk_secret", "get_metadata", "set_metadata",
 }
 
 src = open(sys.argv[1]).read()

@@ -339,3 +339,27 @@ fn api_logging_covers_grpc_calls() {
         log.lines().any(|l| l.contains("/dapr.proto.runtime.v1.Dapr/GetMetadata")).then_some(())
     });
 }
+
+/// Metadata set (issue 19 row 6): `PUT /v1.0/metadata/{key}` and gRPC `SetMetadata` store a value shown under
+/// `extended`; ward's own keys cannot be overwritten (an app must not make its metadata claim another identity).
+#[test]
+fn apps_set_their_extended_metadata_over_http_and_grpc() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mesh = Mesh::start(&[]);
+    let sidecar = mesh.sidecar(SidecarSpec::new("meta", None));
+    let grpc_addr = support::field(&sidecar.process.stdout_text(), "grpc");
+    let http = Http::new();
+    assert_eq!(http.send("PUT", &sidecar.http, "/v1.0/metadata/team", &[], b"payments".to_vec()).status, 204);
+    let refused = http.send("PUT", &sidecar.http, "/v1.0/metadata/spiffeId", &[], b"spiffe://x/ns/y/admin".to_vec());
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    runtime.block_on(async {
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        dapr.set_metadata(rt::SetMetadataRequest { key: "tier".into(), value: "gold".into() }).await.unwrap();
+        let extended = dapr.get_metadata(rt::GetMetadataRequest {}).await.unwrap().into_inner().extended_metadata;
+        assert_eq!(extended.get("team").map(String::as_str), Some("payments"));
+        assert_eq!(extended.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(extended.get("spiffeId").map(String::as_str), Some("spiffe://public/ns/default/meta"));
+    });
+    let json = http.get(&sidecar.http, "/v1.0/metadata").json();
+    assert_eq!(json["extended"]["tier"], "gold");
+}

@@ -152,6 +152,7 @@ mod tests {
             .route("/v1.0/healthz", get(label("healthz")))
             .route("/v1.0/healthz/outbound", get(label("outbound")))
             .route("/v1.0/metadata", get(label("metadata")))
+            .route("/v1.0/metadata/{key}", axum::routing::put(label("metadata")))
             .route("/v1.0/state/{store}", post(label("state")))
             .route("/v1.0/state/{store}/bulk", post(label("state")))
             .route("/v1.0/state/{store}/transaction", post(label("state")))
@@ -177,6 +178,8 @@ mod tests {
             "/v1.0/healthzz",
             "/v1.0/metadata",
             "/v1.0/metadata/",
+            "/v1.0/metadata/k",
+            "/v1.0/metadata/k/x",
             "/v1.0/state/s",
             "/v1.0/state/s/",
             "/v1.0/state/",
@@ -223,7 +226,7 @@ mod tests {
                     (&class, routed),
                     (PublicRequest::Healthz, "healthz")
                         | (PublicRequest::HealthzOutbound, "outbound")
-                        | (PublicRequest::Metadata, "metadata")
+                        | (PublicRequest::Metadata | PublicRequest::MetadataSet { .. }, "metadata")
                         | (PublicRequest::State(_), "state")
                         | (PublicRequest::Secrets(_), "secrets")
                         | (PublicRequest::MethodNotAllowed { .. }, "405")

@@ -98,6 +98,10 @@ pub enum PublicRequest<'a> {
     HealthzOutbound,
     /// `GET|HEAD /v1.0/metadata`.
     Metadata,
+    /// `PUT /v1.0/metadata/{key}` (an app's own extended metadata); `key` is the raw path segment.
+    MetadataSet {
+        key: &'a str,
+    },
     State(StateRoute<'a>),
     Secrets(SecretsRoute<'a>),
     /// Service invocation. `target` is `app-id` or `app-id.namespace` (percent-decoded for the path form, as the
@@ -123,7 +127,7 @@ impl PublicRequest<'_> {
     pub fn api(&self) -> Option<PublicApi> {
         match self {
             PublicRequest::Healthz | PublicRequest::HealthzOutbound => Some(PublicApi::Healthz),
-            PublicRequest::Metadata => Some(PublicApi::Metadata),
+            PublicRequest::Metadata | PublicRequest::MetadataSet { .. } => Some(PublicApi::Metadata),
             PublicRequest::State(_) => Some(PublicApi::State),
             PublicRequest::Secrets(_) => Some(PublicApi::Secrets),
             PublicRequest::Invoke { .. } | PublicRequest::InvokeMissingAppId => Some(PublicApi::Invoke),
@@ -192,6 +196,12 @@ fn route<'a>(method: &str, raw_path: &'a str) -> Option<PublicRequest<'a>> {
         HEALTHZ_OUTBOUND_PATH => return pick(get, PublicRequest::HealthzOutbound, PublicApi::Healthz),
         "/v1.0/metadata" => return pick(get, PublicRequest::Metadata, PublicApi::Metadata),
         _ => {}
+    }
+    if let Some(key) = raw_path.strip_prefix("/v1.0/metadata/")
+        && !key.is_empty()
+        && !key.contains('/')
+    {
+        return pick(method == "PUT", PublicRequest::MetadataSet { key }, PublicApi::Metadata);
     }
     if let Some(rest) = raw_path.strip_prefix(STATE_PREFIX) {
         let post = method == "POST";

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use crate::components::Components;
 
+/// `extended` keys ward sets itself.
+const RESERVED_KEYS: &[&str] = &["appCommand", "daprRuntimeVersion", "spiffeId", "mtls"];
+
 /// ward's runtime version as Dapr's metadata shows it.
 pub(crate) const RUNTIME_VERSION: &str = concat!("ward-", env!("CARGO_PKG_VERSION"));
 
@@ -35,6 +38,22 @@ pub(crate) struct Metadata {
     pub(crate) extended: BTreeMap<String, String>,
 }
 
+/// At most this many keys an app may set in its extended metadata (memory stays bounded).
+pub(crate) const MAX_CUSTOM_KEYS: usize = 256;
+/// Longest key or value an app may set, in bytes.
+pub(crate) const MAX_CUSTOM_BYTES: usize = 4096;
+
+/// Why an app's metadata could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SetMetadataError {
+    #[error("metadata keys and values are at most {MAX_CUSTOM_BYTES} bytes")]
+    TooLong,
+    #[error("at most {MAX_CUSTOM_KEYS} metadata keys can be set")]
+    TooMany,
+    #[error("metadata key {0:?} is ward's own and cannot be set")]
+    Reserved(String),
+}
+
 /// What the metadata building block uses.
 pub(crate) struct MetadataCore {
     pub(crate) app_id: String,
@@ -42,9 +61,28 @@ pub(crate) struct MetadataCore {
     pub(crate) app_connection: AppConnection,
     pub(crate) spiffe_id: String,
     pub(crate) mtls: bool,
+    /// What the app set with `PUT /v1.0/metadata/{key}` / `SetMetadata` (Dapr shows it under `extended`).
+    pub(crate) custom: std::sync::RwLock<BTreeMap<String, String>>,
 }
 
 impl MetadataCore {
+    /// Stores one key of the app's extended metadata. ward's own keys (`spiffeId`, `mtls`, …) cannot be set: an app
+    /// must not be able to make its metadata claim another identity.
+    pub(crate) fn set(&self, key: String, value: String) -> Result<(), SetMetadataError> {
+        if key.len() > MAX_CUSTOM_BYTES || value.len() > MAX_CUSTOM_BYTES {
+            return Err(SetMetadataError::TooLong);
+        }
+        if RESERVED_KEYS.contains(&key.as_str()) {
+            return Err(SetMetadataError::Reserved(key));
+        }
+        let mut custom = self.custom.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if custom.len() >= MAX_CUSTOM_KEYS && !custom.contains_key(&key) {
+            return Err(SetMetadataError::TooMany);
+        }
+        custom.insert(key, value);
+        Ok(())
+    }
+
     pub(crate) fn metadata(&self) -> Metadata {
         let components = self
             .components
@@ -57,7 +95,8 @@ impl MetadataCore {
                 version: c.version.clone(),
             })
             .collect();
-        let extended = BTreeMap::from([
+        let mut extended = self.custom.read().map(|c| c.clone()).unwrap_or_default();
+        extended.extend([
             ("appCommand".to_owned(), String::new()),
             ("daprRuntimeVersion".to_owned(), RUNTIME_VERSION.to_owned()),
             ("spiffeId".to_owned(), self.spiffe_id.clone()),

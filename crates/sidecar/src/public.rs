@@ -81,6 +81,7 @@ pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: war
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz))
         .route("/v1.0/metadata", get(metadata))
+        .route("/v1.0/metadata/{key}", axum::routing::put(set_metadata))
         .merge(crate::state_api::router())
         .merge(crate::secrets_api::router())
         .fallback(invoke)
@@ -103,6 +104,19 @@ async fn healthz(State(readiness): State<Readiness>) -> Response {
 
 async fn metadata(State(core): State<Arc<MetadataCore>>) -> Response {
     axum::Json(core.metadata().to_json()).into_response()
+}
+
+/// `PUT /v1.0/metadata/{key}`: the body is the value (Dapr's API); shown under `extended`.
+async fn set_metadata(
+    State(core): State<Arc<MetadataCore>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let value = String::from_utf8_lossy(&body).into_owned();
+    match core.set(key, value) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => ApiError::Malformed { detail: err.to_string() }.into_response(),
+    }
 }
 
 /// Invocation routes: `/v1.0/invoke/{app-id}/method/{method…}` with any verb, or any path with a `dapr-app-id`

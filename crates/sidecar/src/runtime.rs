@@ -302,6 +302,7 @@ impl Sidecar {
             },
             spiffe_id: own_id.to_string(),
             mtls: mtls_on,
+            custom: Default::default(),
         });
         let readiness = Readiness::default();
         let inbound = InboundHandles {

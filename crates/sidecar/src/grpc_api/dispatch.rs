@@ -269,8 +269,7 @@ impl Dapr for GrpcApi {
         &self,
         request: tonic::Request<crate::grpc_api::pb::runtime::SetMetadataRequest>,
     ) -> Result<tonic::Response<()>, tonic::Status> {
-        let _ = request;
-        Err(unimplemented("SetMetadata"))
+        self.handle_set_metadata(request).await
     }
     async fn subtle_get_key_alpha1(
         &self,

@@ -228,6 +228,12 @@ impl GrpcApi {
         }))
     }
 
+    async fn handle_set_metadata(&self, request: Request<rt::SetMetadataRequest>) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        self.metadata.set(r.key, r.value).map_err(|err| ApiError::Malformed { detail: err.to_string() }.to_status())?;
+        Ok(Response::new(()))
+    }
+
     /// The deprecated unary invocation API: the same core as HTTP invocation, answering with the app's body
     /// (buffered, so bounded by `--max-body-size`).
     async fn handle_invoke_service(
