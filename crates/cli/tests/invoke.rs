@@ -437,3 +437,22 @@ async fn try_request(config: Arc<rustls::ClientConfig>, addr: std::net::SocketAd
         .map_err(|e| e.to_string())?;
     Ok(response.status().as_u16())
 }
+
+/// Issue 19 row 11: as daprd, `/v1.0/healthz` is ready only once the app listens; `/v1.0/healthz/outbound` (what the
+/// SDKs wait for before calling out) is ready as soon as the sidecar is.
+#[test]
+fn healthz_waits_for_the_app_and_outbound_does_not() {
+    let mesh = Mesh::start(&[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sidecar = mesh.sidecar(SidecarSpec::new("late", Some(port)));
+    let http = Http::new();
+    let reply = http.get(&sidecar.http, "/v1.0/healthz");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.json()["errorCode"], "ERR_HEALTH_NOT_READY");
+    assert_eq!(http.get(&sidecar.http, "/v1.0/healthz/outbound").status, 204);
+    // The app starts listening: the next health check sees it.
+    let _app = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    eventually(Duration::from_secs(5), "healthz once the app listens", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+}

@@ -24,16 +24,43 @@ use crate::invoke::Invoker;
 use crate::metadata::MetadataCore;
 use crate::state::StateCore;
 
-/// Whether the sidecar is ready (set once everything started, cleared at shutdown).
+/// Whether the sidecar is ready (set once everything started, cleared at shutdown), and whether its app has been
+/// seen listening. As daprd, `/v1.0/healthz` is ready only once the app is; `/v1.0/healthz/outbound` (what the SDKs
+/// wait for before calling out) is ready as soon as the sidecar is.
 #[derive(Clone, Default)]
-pub(crate) struct Readiness(pub(crate) Arc<AtomicBool>);
+pub(crate) struct Readiness {
+    sidecar: Arc<AtomicBool>,
+    app_seen: Arc<AtomicBool>,
+    /// `host:port` of the app, when it has one.
+    app: Option<Arc<str>>,
+}
 
 impl Readiness {
-    pub(crate) fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    pub(crate) fn new(app: Option<String>) -> Self {
+        Self { app: app.map(Arc::from), ..Self::default() }
     }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.sidecar.load(Ordering::Acquire)
+    }
+
     pub(crate) fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release)
+        self.sidecar.store(ready, Ordering::Release)
+    }
+
+    /// Whether the app accepts connections; checked on demand until it has once (a health check costs one
+    /// loopback connect while the app is starting, nothing after).
+    async fn app_is_up(&self) -> bool {
+        let Some(app) = &self.app else { return true };
+        if self.app_seen.load(Ordering::Acquire) {
+            return true;
+        }
+        let connect = tokio::net::TcpStream::connect(app.as_ref());
+        let up = matches!(tokio::time::timeout(std::time::Duration::from_millis(250), connect).await, Ok(Ok(_)));
+        if up {
+            self.app_seen.store(true, Ordering::Release);
+        }
+        up
     }
 }
 
@@ -79,7 +106,7 @@ pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: war
     let api_list = state.api_list.clone();
     Router::new()
         .route("/v1.0/healthz", get(healthz))
-        .route("/v1.0/healthz/outbound", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
         .route("/v1.0/metadata", get(metadata))
         .route("/v1.0/metadata/{key}", axum::routing::put(set_metadata))
         .merge(crate::state_api::router())
@@ -95,6 +122,16 @@ pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: war
 }
 
 async fn healthz(State(readiness): State<Readiness>) -> Response {
+    if !readiness.is_ready() {
+        return ApiError::NotReady { detail: "the sidecar is starting".to_owned() }.into_response();
+    }
+    if !readiness.app_is_up().await {
+        return ApiError::NotReady { detail: "the app is not listening yet".to_owned() }.into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn healthz_outbound(State(readiness): State<Readiness>) -> Response {
     if readiness.is_ready() {
         StatusCode::NO_CONTENT.into_response()
     } else {

@@ -304,7 +304,7 @@ impl Sidecar {
             mtls: mtls_on,
             custom: Default::default(),
         });
-        let readiness = Readiness::default();
+        let readiness = Readiness::new(options.app_port.map(|port| format!("{}:{port}", options.app_channel_address)));
         let inbound = InboundHandles {
             app_id: Arc::from(options.app_id.as_str()),
             accept,
