@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::mesh::{Http, Mesh, SidecarSpec};
-use support::{path_str, ward_output};
 
 const NOT_IMPLEMENTED: &[&str] = &[
     "--enable-app-health-check",
@@ -46,25 +45,9 @@ fn a_daprd_command_line_starts_and_every_unimplemented_flag_is_named() {
     }
 
     // Production refuses the first one, naming it.
-    let anchors = mesh.trust_anchors();
-    let home = path_str(&mesh.ward_home).to_owned();
-    let mut args = vec![
-        "sidecar",
-        "--app-id",
-        "prod",
-        "--dapr-http-port",
-        "0",
-        "--dapr-grpc-port",
-        "0",
-        "--dapr-internal-grpc-port",
-        "0",
-        "--enable-mtls",
-        "--sentry-address",
-        &mesh.sentry.grpc,
-        "--production",
-    ];
-    args.push("--placement-host-address=localhost:50005");
-    let (code, _, stderr) = ward_output(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home)]);
+    let mut spec = SidecarSpec::new("prod", None);
+    spec.extra = vec!["--production".into(), "--placement-host-address=localhost:50005".into()];
+    let (code, _, stderr) = mesh.sidecar_exit(spec);
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("--placement-host-address: ward has no actors or workflows"), "{stderr}");
 }

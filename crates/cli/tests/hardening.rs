@@ -268,26 +268,7 @@ fn unimplemented_settings_are_refused_in_production_and_warned_in_development() 
     let mut spec = SidecarSpec::new("prod", None);
     spec.config = Some(&config);
     spec.extra = vec!["--production".into()];
-    let args = [
-        "sidecar",
-        "--app-id",
-        "prod",
-        "--dapr-http-port",
-        "0",
-        "--dapr-grpc-port",
-        "0",
-        "--dapr-internal-grpc-port",
-        "0",
-        "--enable-mtls",
-        "--sentry-address",
-        &mesh.sentry.grpc,
-        "--config",
-        path_str(&config),
-        "--production",
-    ];
-    let anchors = mesh.trust_anchors();
-    let (code, _, stderr) =
-        ward_output(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", path_str(&mesh.ward_home))]);
+    let (code, _, stderr) = mesh.sidecar_exit(spec);
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("features.yaml: spec.features[0]"), "{stderr}");
 }

@@ -129,7 +129,8 @@ impl Mesh {
         String::from_utf8(self.sentry.roots_pem()).unwrap()
     }
 
-    pub fn sidecar(&self, spec: SidecarSpec<'_>) -> SidecarProcess {
+    /// The command line and environment of a `ward sidecar` with mTLS against this mesh's sentry.
+    fn sidecar_command(&self, spec: &SidecarSpec<'_>) -> (Vec<String>, Vec<(String, String)>) {
         let mut args: Vec<String> = vec![
             "sidecar".into(),
             "--app-id".into(),
@@ -151,16 +152,29 @@ impl Mesh {
             args.extend(["--config".into(), path_str(config).into()]);
         }
         args.extend(spec.extra.iter().cloned());
+        let mut env = vec![
+            ("DAPR_TRUST_ANCHORS".to_owned(), self.trust_anchors()),
+            ("WARD_HOME".to_owned(), path_str(&self.ward_home).to_owned()),
+        ];
+        env.extend(spec.env.iter().cloned());
+        (args, env)
+    }
+
+    pub fn sidecar(&self, spec: SidecarSpec<'_>) -> SidecarProcess {
+        let (args, env) = self.sidecar_command(&spec);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let anchors = self.trust_anchors();
-        let home = path_str(&self.ward_home).to_owned();
-        let mut env: Vec<(&str, &str)> = vec![("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home)];
-        for (k, v) in &spec.env {
-            env.push((k, v));
-        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut process = Ward::spawn(spec.app_id, &args, &env);
         let line = process.wait_stdout("ward sidecar ready:", Duration::from_secs(20));
         SidecarProcess { http: field(&line, "http"), internal: field(&line, "internal"), process }
+    }
+
+    /// Runs a sidecar that must refuse to start; (exit code, stdout, stderr), bounded like every `ward_output`.
+    pub fn sidecar_exit(&self, spec: SidecarSpec<'_>) -> (i32, String, String) {
+        let (args, env) = self.sidecar_command(&spec);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        super::ward_output(&args, &env)
     }
 
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
