@@ -246,7 +246,7 @@ fn cases() -> Vec<Case> {
             vec![("spec.mtls.tokenValidators[0].options", json!({"source": "https://issuer.example/jwks"}))],
             Listed("spec.mtls.tokenValidators", NotImplemented),
         ),
-        // pipelines: typed as HandlerSpec (the runtime refuses them until middleware is implemented)
+        // pipelines: typed as HandlerSpec (the sidecar resolves each handler against its middleware components)
         case(
             "spec.httpPipeline.handlers[].name",
             vec![

@@ -52,7 +52,8 @@ struct KeySource {
     url: String,
     keys: ArcSwap<KeySet>,
     algorithms: Option<Vec<Algorithm>>,
-    last_fetch: Mutex<Instant>,
+    /// When an unknown `kid` last caused a refresh.
+    last_kid_refresh: Mutex<Option<Instant>>,
 }
 
 impl KeySource {
@@ -60,36 +61,48 @@ impl KeySource {
         let bytes = ward_fetch::fetch(url, DOCUMENT_LIMIT, FETCH_TIMEOUT).await.map_err(|e| e.to_string())?;
         let keys = KeySet::parse(url, &bytes).map_err(|e| format!("{url}: {e}"))?;
         match algorithms {
-            Some(allowed) => keys.restrict(allowed).map_err(|_| {
-                format!("{url}: no key of the JWKS allows any of the algorithms listed in `algorithms`")
-            }),
+            Some(allowed) => keys
+                .restrict(allowed)
+                .map_err(|_| format!("{url}: no key of the JWKS allows any of the algorithms listed in `algorithms`")),
             None => Ok(keys),
         }
     }
 
     async fn start(url: String, algorithms: Option<Vec<Algorithm>>) -> Result<Arc<KeySource>, String> {
         let keys = Self::fetch(&url, algorithms.as_deref()).await?;
-        let source =
-            Arc::new(KeySource { url, keys: ArcSwap::from_pointee(keys), algorithms, last_fetch: Mutex::new(Instant::now()) });
+        let source = Arc::new(KeySource {
+            url,
+            keys: ArcSwap::from_pointee(keys),
+            algorithms,
+            last_kid_refresh: Mutex::new(None),
+        });
         tokio::spawn(refresh_periodically(Arc::downgrade(&source)));
         Ok(source)
     }
 
-    /// Fetches the keys again unless that happened less than `gap` ago. A failure keeps the cached keys.
-    async fn refresh(&self, gap: Duration) {
+    /// Fetches the keys again for a token with an unknown `kid`, unless an unknown `kid` did so less than
+    /// [`UNKNOWN_KID_REFRESH_GAP`] ago.
+    async fn refresh_for_unknown_kid(&self) {
         {
-            let mut last = self.last_fetch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if last.elapsed() < gap {
+            let mut last = self.last_kid_refresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFRESH_GAP) {
                 return;
             }
-            *last = Instant::now();
+            *last = Some(Instant::now());
         }
+        self.refresh().await;
+    }
+
+    /// Fetches the keys again. A failure keeps the cached keys.
+    async fn refresh(&self) {
         match Self::fetch(&self.url, self.algorithms.as_deref()).await {
             Ok(keys) => {
                 tracing::debug!(jwks = %self.url, keys = keys.len(), "bearer middleware: JWKS refreshed");
                 self.keys.store(Arc::new(keys));
             }
-            Err(err) => tracing::warn!(error = %err, "bearer middleware: refreshing the JWKS failed; keeping the cached keys"),
+            Err(err) => {
+                tracing::warn!(error = %err, "bearer middleware: refreshing the JWKS failed; keeping the cached keys")
+            }
         }
     }
 }
@@ -99,7 +112,7 @@ async fn refresh_periodically(source: Weak<KeySource>) {
     loop {
         tokio::time::sleep(REFRESH_EVERY).await;
         let Some(source) = source.upgrade() else { return };
-        source.refresh(Duration::ZERO).await;
+        source.refresh().await;
     }
 }
 
@@ -189,7 +202,7 @@ impl Bearer {
             other => return other,
         }
         // Perhaps the identity provider rotated its keys.
-        source.refresh(UNKNOWN_KID_REFRESH_GAP).await;
+        source.refresh_for_unknown_kid().await;
         source.keys.load().verify(token.as_bytes(), &self.validation)
     }
 }

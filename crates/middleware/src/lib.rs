@@ -29,9 +29,7 @@ use ward_components::{ComponentError, ComponentMetadata};
 /// A request as the pipelines see it.
 pub type Request = http::Request<axum::body::Body>;
 
-/// The middleware types this build implements, with the versions each accepts (Dapr's are all `v1`).
-pub const MIDDLEWARE_TYPES: &[(&str, &str)] =
-    &[("middleware.http.bearer", "v1"), ("middleware.http.opa", "v1"), ("middleware.http.ratelimit", "v1")];
+pub use ward_components::MIDDLEWARE_TYPES;
 
 /// One HTTP middleware: passes the request on (possibly changed) or refuses it.
 pub trait Middleware: Send + Sync + 'static {

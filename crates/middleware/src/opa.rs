@@ -78,7 +78,8 @@ impl Opa {
         }
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
         for name in &self.included_headers {
-            let values: Vec<&str> = parts.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+            let values: Vec<&str> =
+                parts.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
             if !values.is_empty() {
                 headers.insert(canonical_header_name(name), values.join(", "));
             }

@@ -36,7 +36,10 @@ impl RateLimit {
             Some(raw) => match raw.parse::<f64>() {
                 Ok(rate) if rate.is_finite() && rate > 0.0 => rate,
                 _ => {
-                    return Err(ComponentError::new("maxRequestsPerSecond", "expected a number of requests greater than 0"));
+                    return Err(ComponentError::new(
+                        "maxRequestsPerSecond",
+                        "expected a number of requests greater than 0",
+                    ));
                 }
             },
         };

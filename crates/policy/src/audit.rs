@@ -24,6 +24,9 @@ pub const AUTH_INTERNAL_ALLOW: &str = "AUTH_INTERNAL_ALLOW";
 /// Event name of a denied service invocation.
 pub const AUTH_INTERNAL_DENY: &str = "AUTH_INTERNAL_DENY";
 
+/// Event name of a request refused by a middleware of `spec.httpPipeline` or `spec.appHttpPipeline`.
+pub const MIDDLEWARE_DENY: &str = "MIDDLEWARE_DENY";
+
 /// Event name of the record a writer adds when it opens a log whose last line was torn by a crash mid-write: the
 /// torn bytes were moved to another file, named in `operation`.
 pub const AUDIT_TORN_TAIL: &str = "AUDIT_TORN_TAIL";
@@ -161,6 +164,30 @@ impl AuditEvent {
             decision: Decision::Deny,
             rule: format!("refused before accessControl: {}", refusal.as_str()),
             reason: escape(detail, true),
+        }
+    }
+
+    /// The event for a request a pipeline middleware refused: `rule` names the handler (e.g.
+    /// `spec.appHttpPipeline.handlers[0] bearer (middleware.http.bearer)`), `reason` says why without any token.
+    pub fn for_middleware(
+        time: impl Into<String>,
+        caller: Option<&str>,
+        callee: &str,
+        raw_operation: &str,
+        verb: Option<&str>,
+        rule: &str,
+        reason: &str,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: MIDDLEWARE_DENY.to_owned(),
+            caller: caller.map(str::to_owned),
+            callee: callee.to_owned(),
+            operation: escape_raw(raw_operation),
+            verb: verb.map(escape_raw),
+            decision: Decision::Deny,
+            rule: escape(rule, true),
+            reason: escape(reason, true),
         }
     }
 

@@ -189,6 +189,7 @@ impl Sidecar {
                     namespace: options.namespace.clone(),
                     data_dir: options.ward_home.clone(),
                     production: settings.production,
+                    max_body_size: settings.max_body_size,
                 },
                 configuration.as_ref(),
             )
@@ -305,6 +306,7 @@ impl Sidecar {
             custom: Default::default(),
         });
         let readiness = Readiness::new(options.app_port.map(|port| format!("{}:{port}", options.app_channel_address)));
+        let inbound_audit = audit.clone();
         let inbound = InboundHandles {
             app_id: Arc::from(options.app_id.as_str()),
             accept,
@@ -314,6 +316,7 @@ impl Sidecar {
             app_token: options.app_token.clone(),
             app_channel,
             app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            app_pipeline: components.pipelines().app.clone(),
         };
 
         // 6. Listeners (only now: everything above was valid).
@@ -341,7 +344,13 @@ impl Sidecar {
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
-            let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone());
+            let pipeline = crate::middleware::ApiPipeline {
+                pipeline: components.pipelines().api.clone(),
+                audit: inbound_audit.clone(),
+                app_id: Arc::from(options.app_id.as_str()),
+            };
+            let router =
+                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline);
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
                 router,

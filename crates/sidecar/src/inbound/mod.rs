@@ -10,8 +10,9 @@
 //!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
 //! body limit       `--max-body-size`, declared or streamed                                         (body_limit.rs)
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
-//! (capabilities, MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
+//! (capabilities, MCP tool rules: later issues insert their layers here)
 //! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
+//! app pipeline     `spec.appHttpPipeline` middleware on HTTP calls; a refusal is its own answer  (middleware.rs)
 //! audit barrier    wait until the ACL's audit line is handed to the OS (group commit)        (audit_barrier.rs)
 //! concurrency      `--app-max-concurrency` calls in flight to the app; beyond, refused (429)  (concurrency.rs)
 //! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
@@ -26,6 +27,7 @@ pub(crate) mod check;
 pub(crate) mod concurrency;
 pub(crate) mod identity;
 pub(crate) mod method;
+pub(crate) mod middleware;
 pub(crate) mod respond;
 
 use std::convert::Infallible;
@@ -62,6 +64,8 @@ pub(crate) struct InboundHandles {
     pub(crate) app_channel: AppChannel,
     /// `--app-max-concurrency`.
     pub(crate) app_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// `spec.appHttpPipeline`, swapped on reload.
+    pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
 }
 
 /// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
@@ -90,9 +94,15 @@ pub(crate) fn stack(
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
         }))
-        // Later: capability check, MCP tool rules, appHttpPipeline middleware.
+        // Later: capability check, MCP tool rules.
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
+        // appHttpPipeline: sees what the app will see; refusals are its own answers.
+        .layer(self::middleware::AppPipelineLayer {
+            pipeline: handles.app_pipeline.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+        })
         // Audit, then forward: wait until the ACL's line for this call is written.
         .layer(self::audit_barrier::AuditBarrierLayer)
         // `--app-max-concurrency`: calls beyond the bound are refused (429), not queued.
