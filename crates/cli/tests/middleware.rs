@@ -464,3 +464,42 @@ fn misconfigured_middleware_refuses_to_start() {
         assert!(stderr.contains(field), "{name}: expected {field:?} in:\n{stderr}");
     }
 }
+
+/// `examples/mcp-layering` (what `docs/middleware.md` tells users to copy), loaded unchanged: mTLS, then
+/// accessControl, then the bearer, then the per-tool OPA rule.
+#[test]
+fn the_mcp_layering_example_works_as_copied() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mcp-layering");
+    let idp = Idp::start();
+    let key = Key::rsa("rsa-1");
+    idp.publish(&[&key]);
+    let mesh = Mesh::start(&[]);
+    let ca = mesh.write("idp-ca.pem", &idp.ca_pem);
+    let server = TestApp::start();
+    let config = example.join("config.yaml");
+    let mut spec = SidecarSpec::new("mcp-server", Some(server.addr.port()));
+    spec.config = Some(&config);
+    spec.extra = vec!["--resources-path".into(), path_str(&example.join("components")).into()];
+    spec.env = vec![("SSL_CERT_FILE".into(), path_str(&ca).into()), ("OIDC_ISSUER".into(), idp.url.clone())];
+    let _server_sidecar = mesh.sidecar(spec);
+    let agent = mesh.sidecar(SidecarSpec::new("research-agent", None));
+    let intruder = mesh.sidecar(SidecarSpec::new("intruder", None));
+    let http = Http::new();
+    let auth = format!("Bearer {}", key.sign(&claims(&idp.url, "mcp-server", 300, -10)));
+    let tool = |name: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{name}","arguments":{{}}}}}}"#)
+    };
+    let post = |from: &str, headers: &[(&str, &str)], body: String| {
+        http.send("POST", from, "/v1.0/invoke/mcp-server/method/mcp", headers, body.into_bytes())
+    };
+
+    assert_eq!(post(&agent.http, &[("authorization", &auth)], tool("search_docs")).status, 200);
+    assert_eq!(server.seen().len(), 1);
+    server.clear();
+    assert_eq!(post(&agent.http, &[("authorization", &auth)], tool("delete_repo")).status, 403, "tool rule");
+    assert_eq!(post(&agent.http, &[], tool("search_docs")).status, 401, "bearer");
+    let denied = post(&intruder.http, &[("authorization", &auth)], tool("search_docs"));
+    assert_eq!(denied.status, 403, "accessControl");
+    assert_eq!(denied.json()["errorCode"], "ERR_DIRECT_INVOKE");
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+}
