@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use ward_policy::spec::{AccessControlSpec, ApiSpec, SecretsSpec};
+use ward_policy::spec::{AccessControlSpec, ApiSpec, McpSpec, SecretsSpec};
 
 use crate::error::{ConfigError, ResourceKind};
 use crate::meta::{Header, RawObjectMeta, check_configuration_name};
@@ -177,6 +177,9 @@ struct RawWardSpec {
     /// `"4Mi"` or a plain number of bytes.
     #[serde(default)]
     max_body_size: Option<Value>,
+    /// Tool rules for an MCP server (compiled by `ward-policy`).
+    #[serde(default)]
+    mcp: Option<McpSpec>,
 }
 
 /// A checked `kind: Configuration`.
@@ -275,6 +278,8 @@ pub struct WardSpec {
     pub audit_log: Option<PathBuf>,
     /// Request body limit in bytes, when set.
     pub max_body_size: Option<u64>,
+    /// `spec.ward.mcp`, unvalidated (`ward-policy` compiles it).
+    pub mcp: Option<McpSpec>,
 }
 
 /// `spec.components.deny`: component types that may not be loaded, each `type` (any version) or `type/version`.
@@ -500,6 +505,7 @@ impl Configuration {
             production_mode: raw_ward.production_mode.unwrap_or(false),
             audit_log: raw_ward.audit_log.filter(|p| !p.is_empty()).map(PathBuf::from),
             max_body_size,
+            mcp: raw_ward.mcp,
         };
 
         Ok(Configuration {

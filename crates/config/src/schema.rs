@@ -107,7 +107,15 @@ const MTLS: &[Key] = &[
 ];
 const NAME_RESOLUTION: &[Key] = &[applied("component"), applied("version"), applied("configuration")];
 const LOGGING: &[Key] = &[section("apiLogging", Shape::Map(API_LOGGING))];
-const WARD: &[Key] = &[applied("productionMode"), applied("auditLog"), applied("maxBodySize")];
+const MCP_RULE: &[Key] = &[applied("callers"), applied("allow"), applied("deny")];
+const MCP: &[Key] = &[
+    applied("endpoint"),
+    applied("defaultAction"),
+    section("rules", Shape::List(&Shape::Map(MCP_RULE))),
+    applied("passthroughUnknownMethods"),
+];
+const WARD: &[Key] =
+    &[applied("productionMode"), applied("auditLog"), applied("maxBodySize"), section("mcp", Shape::Map(MCP))];
 
 /// `spec` of a Configuration: every section of Dapr's `ConfigurationSpec`, plus `ward`.
 const SPEC: &[Key] = &[

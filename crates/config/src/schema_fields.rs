@@ -366,6 +366,36 @@ fn cases() -> Vec<Case> {
             vec![("spec.ward.maxBodySize", json!("1Mi"))],
             Typed(|c| c.ward.max_body_size == Some(1024 * 1024)),
         ),
+        case(
+            "spec.ward.mcp.endpoint",
+            vec![("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.endpoint == "/mcp")),
+        ),
+        case(
+            "spec.ward.mcp.defaultAction",
+            vec![("spec.ward.mcp.defaultAction", json!("allow")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.default_action.as_deref() == Some("allow"))),
+        ),
+        case(
+            "spec.ward.mcp.passthroughUnknownMethods",
+            vec![("spec.ward.mcp.passthroughUnknownMethods", json!(true)), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.passthrough_unknown_methods == Some(true))),
+        ),
+        case(
+            "spec.ward.mcp.rules[].callers",
+            vec![("spec.ward.mcp.rules[0].callers[0]", json!("agent")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].callers == ["agent"])),
+        ),
+        case(
+            "spec.ward.mcp.rules[].allow",
+            vec![("spec.ward.mcp.rules[0].allow[0]", json!("search")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].allow == ["search"])),
+        ),
+        case(
+            "spec.ward.mcp.rules[].deny",
+            vec![("spec.ward.mcp.rules[0].deny[0]", json!("delete_*")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].deny == ["delete_*"])),
+        ),
         // sections ward parses but does not implement
         case(
             "spec.tracing.samplingRate",

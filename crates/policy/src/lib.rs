@@ -11,6 +11,7 @@ pub mod acl;
 pub mod api;
 pub mod audit;
 pub mod invocation;
+pub mod mcp;
 pub mod path;
 pub mod routing;
 pub mod secrets;

@@ -271,6 +271,7 @@ impl Sidecar {
         })
         .map_err(StartError::AppChannel)?;
         let acl = Arc::new(ArcSwap::from_pointee(settings.acl));
+        let mcp = Arc::new(arc_swap::ArcSwapOption::from(settings.mcp.map(Arc::new)));
         let api_list = Arc::new(ArcSwap::from_pointee(settings.api_list));
         let api_log: ward_gate::ApiLogHandle = Arc::new(ArcSwap::from_pointee(settings.api_log));
         let mtls_on = matches!(transport, Transport::Mtls(_));
@@ -317,6 +318,7 @@ impl Sidecar {
             app_channel,
             app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             app_pipeline: components.pipelines().app.clone(),
+            mcp: mcp.clone(),
         };
 
         // 6. Listeners (only now: everything above was valid).
@@ -375,7 +377,7 @@ impl Sidecar {
                 options: options.clone(),
                 production: settings.production,
                 current: configuration,
-                targets: Reloadable { acl, api_list, api_log, components },
+                targets: Reloadable { acl, api_list, api_log, mcp, components },
             };
             tasks.push(tokio::spawn(watcher.run(stop_rx.clone())));
         }

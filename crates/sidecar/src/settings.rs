@@ -40,6 +40,8 @@ pub struct Settings {
     pub api_log: ward_gate::ApiLogOptions,
     /// `--audit-log`, else `spec.ward.auditLog`, else stderr.
     pub audit: AuditTarget,
+    /// `spec.ward.mcp`, compiled for this app's namespace and trust domain.
+    pub mcp: Option<ward_policy::mcp::McpPolicy>,
     /// What the configuration asks for that ward does not do, in development mode (already logged by the caller).
     pub unhonoured: Vec<Unhonoured>,
 }
@@ -83,6 +85,9 @@ pub enum SettingsError {
         ward_config::quote_value(value)
     )]
     TrustDomain { path: PathBuf, resource: Box<ResourceId>, value: String, reason: Box<ward_identity::SpiffeIdError> },
+    /// `spec.ward.mcp` does not compile.
+    #[error("{}: {resource}: {}", path.display(), ward_config::bounded(&reason.to_string()))]
+    Mcp { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::mcp::McpError> },
     #[error("production mode (from {source_of}) requires mTLS (--enable-mtls with --sentry-address)")]
     ProductionWithoutMtls { source_of: String },
 }
@@ -134,7 +139,30 @@ impl Settings {
             (AuditTarget::Stderr, Some(file)) => AuditTarget::File(file),
             (target, _) => target.clone(),
         };
-        Ok(Settings { production, max_body_size, clock_skew, trust_domain, acl, api_list, api_log, audit, unhonoured })
+        let mcp = match configuration.and_then(|c| c.ward.mcp.as_ref().map(|spec| (c, spec))) {
+            None => None,
+            Some((c, spec)) => {
+                Some(ward_policy::mcp::McpPolicy::compile(spec, trust_domain.as_str(), &options.namespace).map_err(
+                    |reason| SettingsError::Mcp {
+                        path: path.clone(),
+                        resource: Box::new(ResourceId::configuration(&c.name)),
+                        reason: Box::new(reason),
+                    },
+                )?)
+            }
+        };
+        Ok(Settings {
+            production,
+            max_body_size,
+            clock_skew,
+            trust_domain,
+            acl,
+            api_list,
+            api_log,
+            audit,
+            mcp,
+            unhonoured,
+        })
     }
 
     /// Logs one loud warning per unsupported flag (development mode; production refused them already).
@@ -228,6 +256,14 @@ pub fn unhonoured(configuration: &Configuration, mtls_on: bool, app_grpc: bool) 
                 );
             }
         }
+    }
+    if app_grpc && configuration.ward.mcp.is_some() {
+        push(
+            "spec.ward.mcp".to_owned(),
+            "the app speaks gRPC (--app-protocol grpc); MCP tool rules apply to a streamable-HTTP endpoint: calls to \
+             this app would not be checked",
+            false,
+        );
     }
     if app_grpc && !configuration.app_http_pipeline.is_empty() {
         push(

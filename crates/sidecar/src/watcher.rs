@@ -33,6 +33,7 @@ pub(crate) struct Reloadable {
     pub(crate) acl: Arc<ArcSwap<AccessControl>>,
     pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
     pub(crate) api_log: ward_gate::ApiLogHandle,
+    pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
     pub(crate) components: Arc<Components>,
 }
 
@@ -116,6 +117,7 @@ impl Watcher {
         self.targets.acl.store(Arc::new(settings.acl));
         self.targets.api_list.store(Arc::new(settings.api_list));
         self.targets.api_log.store(Arc::new(settings.api_log));
+        self.targets.mcp.store(settings.mcp.map(Arc::new));
         self.targets.components.install(registry);
         self.current = configuration;
         Ok(())

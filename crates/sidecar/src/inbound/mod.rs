@@ -10,7 +10,9 @@
 //!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
 //! body limit       `--max-body-size`, declared or streamed                                         (body_limit.rs)
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
-//! (capabilities, MCP tool rules: later issues insert their layers here)
+//! (capabilities: a later issue inserts its layer here)
+//! MCP tool rules   `spec.ward.mcp`: each JSON-RPC message at the endpoint judged for the caller; denied calls
+//!                  answered by the sidecar, `tools/list` answers filtered                                (mcp.rs)
 //! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
 //! app pipeline     `spec.appHttpPipeline` middleware on HTTP calls; a refusal is its own answer  (middleware.rs)
 //! audit barrier    wait until the ACL's audit line is handed to the OS (group commit)        (audit_barrier.rs)
@@ -26,6 +28,7 @@ pub(crate) mod body_limit;
 pub(crate) mod check;
 pub(crate) mod concurrency;
 pub(crate) mod identity;
+pub(crate) mod mcp;
 pub(crate) mod method;
 pub(crate) mod middleware;
 pub(crate) mod respond;
@@ -64,6 +67,8 @@ pub(crate) struct InboundHandles {
     pub(crate) app_channel: AppChannel,
     /// `--app-max-concurrency`.
     pub(crate) app_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// `spec.ward.mcp`, swapped on reload.
+    pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
     /// `spec.appHttpPipeline`, swapped on reload.
     pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
 }
@@ -94,7 +99,14 @@ pub(crate) fn stack(
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
         }))
-        // Later: capability check, MCP tool rules.
+        // Later: capability check.
+        // MCP tool rules, per JSON-RPC message at the server's endpoint.
+        .layer(self::mcp::McpLayer {
+            policy: handles.mcp.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+            max_body_size: handles.max_body_size,
+        })
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
         // appHttpPipeline: sees what the app will see; refusals are its own answers.

@@ -51,6 +51,7 @@ fn harness(acl: AccessControl) -> Harness {
         app_channel: AppChannel::None,
         app_permits: None,
         app_pipeline: Default::default(),
+        mcp: Default::default(),
     };
     Harness { handles, audit_path, _dir: dir }
 }
