@@ -357,3 +357,47 @@ fn batches_sse_lists_and_malformed_messages() {
     // Non-ASCII is percent-encoded in audit lines (nothing can forge a line or hide in look-alike characters).
     assert!(log.contains("\"tool\":\"%E6%A4%9C%E7%B4%A2\""), "{log}");
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `examples/mcp-agent` under `ward run -f`, as the docs tell users to run it (with the test's Python and a free
+/// port in place of `python3` and 6101).
+#[test]
+fn the_mcp_agent_example_runs_under_ward_run() {
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let example = dir.path().join("mcp-agent");
+    copy_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mcp-agent")), &example);
+    let run_file = example.join("dapr.yaml");
+    let text = std::fs::read_to_string(&run_file).unwrap();
+    let text =
+        text.replace("\"python3\"", &format!("\"{}\"", python.display())).replace("6101", &free_port().to_string());
+    std::fs::write(&run_file, text).unwrap();
+    let home = dir.path().join("home");
+    let mut run =
+        support::Ward::spawn("mcp-agent", &["run", "-f", path_str(&example)], &[("WARD_HOME", path_str(&home))]);
+    run.wait_stdout("== APP - research-agent == research-agent done", Duration::from_secs(90));
+    let out = run.stdout_text();
+    for expected in [
+        "tools I can see: ['read_file', 'search_docs']",
+        "search_docs: 3 pages mention sidecars",
+        "delete_repo refused: tool delete_repo is not permitted for spiffe://public/ns/default/research-agent",
+        "search_docs ran for 'sidecars'",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("delete_repo RAN"), "{out}");
+    run.terminate();
+    assert!(run.wait_exit(Duration::from_secs(30)).success());
+}
