@@ -33,6 +33,8 @@ pub struct BuildContext {
     /// Directory that relative paths in metadata are resolved against (e.g. `secretsFile`): the directory the
     /// sidecar runs from, or the resources directory, as the sidecar decides.
     pub base_dir: PathBuf,
+    /// The sidecar's working directory: daprd opens relative file paths in metadata (`secretsFile`) from here.
+    pub working_dir: PathBuf,
     /// This sidecar's app id.
     pub app_id: String,
     /// This sidecar's namespace (may be empty).

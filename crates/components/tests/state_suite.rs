@@ -26,7 +26,13 @@ pub struct Fixture {
 }
 
 fn ctx(data_dir: PathBuf) -> BuildContext {
-    BuildContext { base_dir: data_dir.clone(), data_dir, app_id: "app1".into(), namespace: String::new() }
+    BuildContext {
+        base_dir: data_dir.clone(),
+        working_dir: data_dir.clone(),
+        data_dir,
+        app_id: "app1".into(),
+        namespace: String::new(),
+    }
 }
 
 async fn build(ty: &str, md: ComponentMetadata, data_dir: PathBuf) -> Arc<dyn StateStore> {

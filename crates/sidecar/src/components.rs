@@ -331,11 +331,13 @@ fn info(component: &Component) -> ComponentInfo {
     }
 }
 
-/// Relative paths in metadata (e.g. `secretsFile`) are resolved against the directory the file came from.
+/// Relative paths in metadata (e.g. `secretsFile`) are opened from the working directory, as daprd does (with the
+/// component file's folder as a fallback, see `secretstores::local_file`).
 fn build_context(options: &RegistryOptions, component: &Component) -> BuildContext {
     BuildContext {
         data_dir: options.data_dir.clone(),
         base_dir: component.source().parent().map(Path::to_path_buf).unwrap_or_default(),
+        working_dir: std::env::current_dir().unwrap_or_default(),
         app_id: options.app_id.clone(),
         namespace: options.namespace.clone(),
     }
