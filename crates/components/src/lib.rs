@@ -23,7 +23,9 @@ mod sqlite_conn;
 use std::path::PathBuf;
 
 pub use metadata::{BoxError, ComponentError, ComponentMetadata};
-pub use support::{ComponentSupport, MIDDLEWARE_TYPES, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component};
+pub use support::{
+    ComponentSupport, MIDDLEWARE_TYPES, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component, component_capabilities,
+};
 
 /// What a factory needs to know about the sidecar that is building a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
