@@ -420,7 +420,7 @@ impl RefusalKind {
         Self::UnknownEndpoint,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::AclDenied => "acl-denied",
             Self::InvalidMethod => "invalid-method",
