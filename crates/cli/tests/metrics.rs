@@ -100,3 +100,33 @@ fn dapr_and_ward_metrics_move_with_calls_and_pass_promtool() {
     }
     let _ = path_str(&file);
 }
+
+/// `--log-as-json`: every log line is one JSON object with daprd's keys; API log lines too; no token in any line.
+#[test]
+fn log_as_json_lines_carry_daprds_keys() {
+    let mesh = Mesh::start(&[]);
+    let mut spec = SidecarSpec::new("jsonlogs", None);
+    spec.extra = vec!["--log-as-json".into(), "--enable-api-logging".into()];
+    spec.env = vec![("DAPR_API_TOKEN".into(), "json-log-secret-token".into())];
+    let sidecar = mesh.sidecar(spec);
+    let http = Http::new();
+    let reply =
+        http.send("GET", &sidecar.http, "/v1.0/metadata", &[("dapr-api-token", "json-log-secret-token")], vec![]);
+    assert_eq!(reply.status, 200);
+    support::eventually(std::time::Duration::from_secs(5), "an API log line", || {
+        sidecar.process.stderr_text().contains("/v1.0/metadata").then_some(())
+    });
+    let stderr = sidecar.process.stderr_text();
+    assert!(!stderr.contains("json-log-secret-token"), "a token reached the log");
+    let mut lines = 0;
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["time", "level", "msg", "scope", "type", "app_id", "instance", "ver"] {
+            assert!(value.get(key).is_some(), "no {key} in {line}");
+        }
+        assert_eq!(value["type"], "log");
+        assert_eq!(value["app_id"], "jsonlogs");
+        lines += 1;
+    }
+    assert!(lines >= 2, "{stderr}");
+}

@@ -102,7 +102,7 @@ fn unused_by_sentry(c: &ward_config::Configuration) -> Vec<String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    args.log.init()?;
+    args.log.init("dapr-sentry")?;
     let configuration = match &args.config {
         Some(path) => Some(ward_config::load_configuration(path)?),
         None => None,

@@ -285,7 +285,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    args.log.init()?;
+    args.log.init(&args.app_id)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         // Token files are watched by tasks, so options are built inside the runtime.
