@@ -99,6 +99,13 @@ fn dapr_and_ward_metrics_move_with_calls_and_pass_promtool() {
         assert!(dapr_suffix_lint, "promtool: {line}\n{report}");
     }
     let _ = path_str(&file);
+
+    // Sentry: Dapr's signing counters (two sidecars signed) and the issuer's expiry.
+    let sentry = http.get(&mesh.sentry.metrics, "/metrics").text();
+    assert!(sample(&sentry, "dapr_sentry_cert_sign_request_received_total").is_some_and(|n| n >= 2.0), "{sentry}");
+    assert!(sample(&sentry, "dapr_sentry_cert_sign_success_total").is_some_and(|n| n >= 2.0), "{sentry}");
+    assert!(sample(&sentry, "dapr_sentry_issuercert_expiry_timestamp").is_some_and(|t| t > 1.7e9), "{sentry}");
+    assert_eq!(http.get(&mesh.sentry.healthz, "/metrics").status, 404, "metrics only on the metrics listener");
 }
 
 /// `--log-as-json`: every log line is one JSON object with daprd's keys; API log lines too; no token in any line.

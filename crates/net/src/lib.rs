@@ -58,11 +58,13 @@
 mod body;
 mod conn;
 mod limits;
+mod metrics_listen;
 mod server;
 mod stats;
 
 pub use body::{BodyReadTimeout, ReadTimeoutBody};
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};
+pub use metrics_listen::MetricsListen;
 pub use server::{ConnectionInfo, Drain, Server, serve};
 pub use stats::ListenerStats;

@@ -130,6 +130,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             generated_ca_ttl: Duration::from_secs(365 * 24 * 3600),
             production: false,
             limits: ward_net::ListenerLimits::default(),
+            metrics: None,
         },
         Validator::JoinToken(tokens),
     )?);

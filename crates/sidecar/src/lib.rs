@@ -32,5 +32,6 @@ pub(crate) mod state_api;
 pub(crate) mod transport;
 pub(crate) mod watcher;
 
-pub use runtime::{MetricsListen, MtlsOptions, Sidecar, SidecarOptions, StartError};
+pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
 pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};
+pub use ward_net::MetricsListen;

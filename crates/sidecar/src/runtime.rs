@@ -70,16 +70,7 @@ pub struct SidecarOptions {
     /// Whether env `NAMESPACE` was set: as daprd, components are filtered by namespace only then.
     pub filter_namespace: bool,
     /// `/metrics` (`--enable-metrics`, `--metrics-port`, `--metrics-listen-address`); `None` when disabled.
-    pub metrics: Option<MetricsListen>,
-}
-
-/// Where `/metrics` is served.
-#[derive(Debug, Clone, Copy)]
-pub struct MetricsListen {
-    pub address: SocketAddr,
-    /// The port was given (`--metrics-port`): a port in use fails the start. The default (9090, as daprd) being
-    /// taken — by another sidecar on the same host — only costs the metrics, with a loud warning.
-    pub explicit: bool,
+    pub metrics: Option<ward_net::MetricsListen>,
 }
 
 /// How to obtain an SVID.
@@ -364,19 +355,7 @@ impl Sidecar {
         let grpc_listeners = bind_all(&options.listen_addresses, options.grpc_port).await?;
         let metrics_listener = match options.metrics {
             None => None,
-            Some(listen) => match TcpListener::bind(listen.address).await {
-                Ok(listener) => Some(listener),
-                Err(source) if listen.explicit => return Err(StartError::Bind { addr: listen.address, source }),
-                Err(err) => {
-                    tracing::warn!(
-                        address = %listen.address,
-                        error = %err,
-                        "METRICS NOT SERVED: the default metrics port is taken (another sidecar on this host?); \
-                         give --metrics-port (0 picks a free one)"
-                    );
-                    None
-                }
-            },
+            Some(listen) => listen.bind().await.map_err(|source| StartError::Bind { addr: listen.address, source })?,
         };
         let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
 
