@@ -137,3 +137,42 @@ fn log_as_json_lines_carry_daprds_keys() {
     }
     assert!(lines >= 2, "{stderr}");
 }
+
+/// The alert rules in `docs/grafana/alerts.yaml` load in Prometheus, and every metric the dashboard and the rules
+/// query is one ward exports.
+#[test]
+fn documented_alerts_and_dashboard_use_real_metrics() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/grafana");
+    let out = Command::new("promtool")
+        .args(["check", "rules", path_str(&docs.join("alerts.yaml"))])
+        .output()
+        .expect("promtool (apt-get install prometheus; .ci/run does) is needed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let dashboard = std::fs::read_to_string(docs.join("ward-dashboard.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let rules = std::fs::read_to_string(docs.join("alerts.yaml")).unwrap();
+    let exported = [
+        "dapr_runtime_service_invocation_req_sent_total",
+        "dapr_runtime_service_invocation_res_recv_latency_ms_bucket",
+        "dapr_runtime_acl_app_policy_action_blocked_total",
+        "dapr_runtime_acl_global_policy_action_blocked_total",
+        "dapr_http_server_request_count",
+        "ward_authz_decisions_total",
+        "ward_mcp_tool_decisions_total",
+        "ward_svid_expiry_timestamp_seconds",
+        "ward_audit_dropped_total",
+        "ward_config_reload_total",
+        "dapr_sentry_cert_sign_success_total",
+        "dapr_sentry_cert_sign_failure_total",
+        "dapr_sentry_issuercert_expiry_timestamp",
+    ];
+    for text in [&dashboard, &rules] {
+        for name in text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("dapr_") || w.starts_with("ward_"))
+        {
+            assert!(exported.contains(&name), "{name} is queried but not exported");
+        }
+    }
+}
