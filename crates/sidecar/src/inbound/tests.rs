@@ -222,3 +222,23 @@ async fn an_allowed_call_whose_line_cannot_be_written_is_refused() {
     let mut response = call_with(&handles, CHECKOUT, "POST", "/v1.0/internal/invoke/orders").await;
     assert_eq!(refusal(&mut response), Some(RefusalKind::AuditUnavailable));
 }
+
+/// Invariant 9 (issue 15): a development marker names a caller nobody verified, so it never matches an app policy;
+/// the global `defaultAction` decides, as in Dapr without mTLS.
+#[tokio::test]
+async fn a_development_marker_never_matches_an_app_policy() {
+    let mut h = harness(orders_acl());
+    h.handles.accept = AcceptMode::DevelopmentMarkers;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 10;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/orders")
+        .header(crate::transport::DEV_IDENTITY_HEADER, format!("{CHECKOUT};exp={exp}"))
+        .body(Body::empty())
+        .expect("request");
+    accept::identify(&h.handles.accept, None, &mut request);
+    let mut response = stack(&h.handles).oneshot(request).await.expect("infallible");
+    assert_eq!(refusal(&mut response), Some(RefusalKind::AclDenied), "the checkout policy must not apply");
+    let lines = h.audit_lines(1).await;
+    assert_eq!(lines[0]["rule"], "global defaultAction");
+}
