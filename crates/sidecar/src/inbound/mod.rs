@@ -10,8 +10,12 @@
 //!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
 //! body limit       `--max-body-size`, declared or streamed                                         (body_limit.rs)
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
-//! (capabilities, MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
-//! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
+//! capabilities     `spec.ward.capabilities`: an applying route's requirements must be held; one audit event
+//!                  when a route applies                                                        (capability.rs)
+//! (MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
+//! identity headers strip the caller's `dapr-caller-*` / token / `ward-provenance`; set them from the verified
+//!                  identity                                                                      (identity.rs)
+//! provenance       sign this request's `ward-provenance` token (when enabled)                   (provenance.rs)
 //! audit barrier    wait until the ACL's audit line is handed to the OS (group commit)        (audit_barrier.rs)
 //! concurrency      `--app-max-concurrency` calls in flight to the app; beyond, refused (429)  (concurrency.rs)
 //! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
@@ -22,10 +26,12 @@ pub(crate) mod acl;
 pub(crate) mod app_channel;
 pub(crate) mod audit_barrier;
 pub(crate) mod body_limit;
+pub(crate) mod capability;
 pub(crate) mod check;
 pub(crate) mod concurrency;
 pub(crate) mod identity;
 pub(crate) mod method;
+pub(crate) mod provenance;
 pub(crate) mod respond;
 
 use std::convert::Infallible;
@@ -35,7 +41,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use tower::{Service, ServiceBuilder};
 use ward_identity::SpiffeId;
-use ward_policy::AccessControl;
+use ward_policy::{AccessControl, Capabilities};
 
 use self::accept::AcceptMode;
 use self::acl::AccessControlCheck;
@@ -56,6 +62,10 @@ pub(crate) struct InboundHandles {
     pub(crate) app_id: Arc<str>,
     pub(crate) accept: AcceptMode,
     pub(crate) acl: Arc<ArcSwap<AccessControl>>,
+    /// `spec.ward.capabilities`, swapped by the watcher like the ACL.
+    pub(crate) capabilities: Arc<ArcSwap<Capabilities>>,
+    /// Signs the provenance token; `None` when `spec.ward.provenance.enabled` is off.
+    pub(crate) provenance: Option<Arc<crate::provenance::ProvenanceIssuer>>,
     pub(crate) audit: AuditSink,
     pub(crate) max_body_size: u64,
     pub(crate) app_token: ward_gate::AppToken,
@@ -90,9 +100,17 @@ pub(crate) fn stack(
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
         }))
-        // Later: capability check, MCP tool rules, appHttpPipeline middleware.
+        // Capabilities per route, audited (after the ACL allowed the call).
+        .layer(CheckLayer(self::capability::CapabilityCheck {
+            capabilities: handles.capabilities.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+        }))
+        // Later: MCP tool rules, appHttpPipeline middleware.
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
+        // This request's provenance token (after the strip above, so only this sidecar's copy reaches the app).
+        .layer(CheckLayer(self::provenance::ProvenanceToken { issuer: handles.provenance.clone() }))
         // Audit, then forward: wait until the ACL's line for this call is written.
         .layer(self::audit_barrier::AuditBarrierLayer)
         // `--app-max-concurrency`: calls beyond the bound are refused (429), not queued.
