@@ -220,6 +220,14 @@ impl Capabilities {
         self.routes.iter().map(|r| (r.index, &*r.name, r.verbs.as_slice(), r.requires.as_slice()))
     }
 
+    /// The routes that apply to `req`, as `(index, name, requires)`, for explanations.
+    pub fn applying<'s>(
+        &'s self,
+        req: &'s CapabilityRequest<'_>,
+    ) -> impl Iterator<Item = (usize, &'s str, &'s [Box<str>])> + 's {
+        self.routes.iter().filter(|r| r.applies(req)).map(|r| (r.index, &*r.name, r.requires.as_slice()))
+    }
+
     /// Every grant as `(spiffe id, capabilities)`, for lint.
     pub fn grants(&self) -> impl Iterator<Item = (String, &[Box<str>])> {
         self.grants.iter().flat_map(|(app_id, same)| {
