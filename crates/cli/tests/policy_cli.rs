@@ -214,3 +214,27 @@ fn policy_check_explains_capabilities_and_lint_finds_unused_ones() {
     assert_ne!(code, 0);
     assert!(err.contains("spec.ward.capabilities: routes[2].requires[0]: invalid capability name"), "{err}");
 }
+
+#[test]
+fn policy_check_explains_mcp_tool_decisions_and_lint_warns_about_unbounded_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp.yaml");
+    let mcp = "  ward:\n    mcp:\n      endpoint: /mcp\n      rules:\n      - callers: [checkout]\n        allow: [search, \"read_*\"]\n      - callers: [ops]\n        allow: [\"*\"]\n";
+    std::fs::write(&config, format!("{CONFIG}{mcp}")).unwrap();
+    let c = config.to_str().unwrap();
+    let check = |caller: &str, tool: &str| {
+        ward_output(&["policy", "check", "--config", c, "--mcp", "--caller", caller, "--tool", tool], &[])
+    };
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "read_file");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("allow") && out.contains("spec.ward.mcp.rules[0].allow[1]"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "delete_repo");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("deny") && out.contains("spec.ward.mcp.defaultAction"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/prod/checkout", "search");
+    assert_eq!(code, 1, "an app id matches only in the server's namespace: {out}");
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", c], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("spec.ward.mcp.rules[1]: allows every tool"), "{out}");
+    assert!(!out.contains("rules[0]"), "{out}");
+}

@@ -197,13 +197,15 @@ fn grants_and_routes_are_hot_reloaded() {
     });
 }
 
-/// The interpreter for the Python verifier: the SDK venv `.ci/run` prepares (it installs `cryptography` there), or
-/// `python3`, whichever can import `cryptography`.
+/// The interpreter for the Python verifier: `$WARD_TEST_PYTHON`, else the venv `scripts/test-venv.sh` prepares
+/// (it installs `cryptography`; `.ci/run` runs it first), else `python3`, whichever can import `cryptography`.
 fn python() -> String {
     let venv = std::env::var("WARD_SDK_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ward/sdk-venv"));
-    let candidates = [venv.join("bin/python").to_string_lossy().into_owned(), "python3".to_owned()];
+    let mut candidates: Vec<String> = std::env::var("WARD_TEST_PYTHON").into_iter().collect();
+    candidates.push(venv.join("bin/python").to_string_lossy().into_owned());
+    candidates.push("python3".to_owned());
     for candidate in candidates {
         let ok = std::process::Command::new(&candidate)
             .args(["-c", "import cryptography"])
@@ -215,7 +217,7 @@ fn python() -> String {
             return candidate;
         }
     }
-    panic!("no python3 with the `cryptography` package (pip install cryptography, or run .ci/run)");
+    panic!("no Python with the `cryptography` package: run scripts/test-venv.sh");
 }
 
 const PY_CHECKS: &str = r#"

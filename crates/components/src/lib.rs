@@ -2,7 +2,7 @@
 //! ([`secretstores`]) and the self-hosted name-resolution registry ([`nameresolution`]).
 //!
 //! [`classify_component`] says, before anything is built, whether a `spec.type` is a state store, a secret store,
-//! a Dapr building block ward does not implement yet, or refused (unknown types and `middleware.*`).
+//! an HTTP middleware, a Dapr building block ward does not implement yet, or refused (unknown types).
 //!
 //! The sidecar hands each component its type, version, name and already-resolved metadata
 //! ([`ComponentMetadata`]) plus a [`BuildContext`]; a factory returns a ready component or a [`ComponentError`]
@@ -23,7 +23,7 @@ mod sqlite_conn;
 use std::path::PathBuf;
 
 pub use metadata::{BoxError, ComponentError, ComponentMetadata};
-pub use support::{ComponentSupport, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component};
+pub use support::{ComponentSupport, MIDDLEWARE_TYPES, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component};
 
 /// What a factory needs to know about the sidecar that is building a component.
 #[derive(Debug, Clone, PartialEq, Eq)]

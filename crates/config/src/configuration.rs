@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use ward_policy::spec::{AccessControlSpec, ApiSpec, CapabilitiesSpec, SecretsSpec};
+use ward_policy::spec::{AccessControlSpec, ApiSpec, CapabilitiesSpec, McpSpec, SecretsSpec};
 
 use crate::error::{ConfigError, ResourceKind};
 use crate::meta::{Header, RawObjectMeta, check_configuration_name};
@@ -177,6 +177,9 @@ struct RawWardSpec {
     /// `"4Mi"` or a plain number of bytes.
     #[serde(default)]
     max_body_size: Option<Value>,
+    /// Tool rules for an MCP server (compiled by `ward-policy`).
+    #[serde(default)]
+    mcp: Option<McpSpec>,
     #[serde(default)]
     capabilities: Option<CapabilitiesSpec>,
     #[serde(default)]
@@ -290,6 +293,8 @@ pub struct WardSpec {
     pub capabilities: Option<CapabilitiesSpec>,
     /// `spec.ward.provenance.enabled`; `None` when absent (the sidecar's default: on with mTLS).
     pub provenance_enabled: Option<bool>,
+    /// `spec.ward.mcp`, unvalidated (`ward-policy` compiles it).
+    pub mcp: Option<McpSpec>,
 }
 
 /// `spec.components.deny`: component types that may not be loaded, each `type` (any version) or `type/version`.
@@ -525,6 +530,7 @@ impl Configuration {
             max_body_size,
             capabilities: raw_ward.capabilities,
             provenance_enabled: raw_ward.provenance.and_then(|p| p.enabled),
+            mcp: raw_ward.mcp,
         };
 
         Ok(Configuration {

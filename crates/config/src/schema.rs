@@ -114,10 +114,18 @@ const CAPABILITIES: &[Key] = &[
     section("routes", Shape::List(&Shape::Map(CAPABILITY_ROUTE))),
 ];
 const PROVENANCE: &[Key] = &[applied("enabled")];
+const MCP_RULE: &[Key] = &[applied("callers"), applied("allow"), applied("deny")];
+const MCP: &[Key] = &[
+    applied("endpoint"),
+    applied("defaultAction"),
+    section("rules", Shape::List(&Shape::Map(MCP_RULE))),
+    applied("passthroughUnknownMethods"),
+];
 const WARD: &[Key] = &[
     applied("productionMode"),
     applied("auditLog"),
     applied("maxBodySize"),
+    section("mcp", Shape::Map(MCP)),
     section("capabilities", Shape::Map(CAPABILITIES)),
     section("provenance", Shape::Map(PROVENANCE)),
 ];

@@ -246,7 +246,7 @@ fn cases() -> Vec<Case> {
             vec![("spec.mtls.tokenValidators[0].options", json!({"source": "https://issuer.example/jwks"}))],
             Listed("spec.mtls.tokenValidators", NotImplemented),
         ),
-        // pipelines: typed as HandlerSpec (the runtime refuses them until middleware is implemented)
+        // pipelines: typed as HandlerSpec (the sidecar resolves each handler against its middleware components)
         case(
             "spec.httpPipeline.handlers[].name",
             vec![
@@ -425,6 +425,36 @@ fn cases() -> Vec<Case> {
             "spec.ward.provenance.enabled",
             vec![("spec.ward.provenance.enabled", json!(false))],
             Typed(|c| c.ward.provenance_enabled == Some(false)),
+        ),
+        case(
+            "spec.ward.mcp.endpoint",
+            vec![("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.endpoint == "/mcp")),
+        ),
+        case(
+            "spec.ward.mcp.defaultAction",
+            vec![("spec.ward.mcp.defaultAction", json!("allow")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.default_action.as_deref() == Some("allow"))),
+        ),
+        case(
+            "spec.ward.mcp.passthroughUnknownMethods",
+            vec![("spec.ward.mcp.passthroughUnknownMethods", json!(true)), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.passthrough_unknown_methods == Some(true))),
+        ),
+        case(
+            "spec.ward.mcp.rules[].callers",
+            vec![("spec.ward.mcp.rules[0].callers[0]", json!("agent")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].callers == ["agent"])),
+        ),
+        case(
+            "spec.ward.mcp.rules[].allow",
+            vec![("spec.ward.mcp.rules[0].allow[0]", json!("search")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].allow == ["search"])),
+        ),
+        case(
+            "spec.ward.mcp.rules[].deny",
+            vec![("spec.ward.mcp.rules[0].deny[0]", json!("delete_*")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].deny == ["delete_*"])),
         ),
         // sections ward parses but does not implement
         case(

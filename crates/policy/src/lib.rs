@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod capabilities;
 pub mod invocation;
+pub mod mcp;
 pub mod path;
 pub mod routing;
 pub mod secrets;

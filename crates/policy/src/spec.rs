@@ -129,6 +129,38 @@ pub struct CapabilityRouteSpec {
     pub requires: Vec<String>,
 }
 
+/// `spec.ward.mcp`: tool-level rules for an MCP server behind this sidecar (ward's extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpSpec {
+    /// The server's streamable-HTTP path, e.g. `/mcp`.
+    #[serde(default)]
+    pub endpoint: String,
+    /// `allow` or `deny` for tools no rule names.
+    #[serde(default)]
+    pub default_action: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<McpRuleSpec>,
+    /// Forward JSON-RPC methods ward does not know instead of refusing them.
+    #[serde(default)]
+    pub passthrough_unknown_methods: Option<bool>,
+}
+
+/// One entry of `spec.ward.mcp.rules`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpRuleSpec {
+    /// App ids in the callee's namespace, or `spiffe://` IDs.
+    #[serde(default)]
+    pub callers: Vec<String>,
+    /// Tool names: exact, or a trailing-`*` prefix; `*` alone is every tool.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Same syntax; a deny wins over any allow.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

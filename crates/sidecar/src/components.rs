@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::middleware::{PipelineHandles, Pipelines};
 use arc_swap::ArcSwap;
 use ward_components::secretstores::{Secret, SecretStore, build_secret_store};
 use ward_components::state::{KeyPrefix, StateStore, build_state_store};
@@ -42,6 +43,8 @@ pub struct RegistryOptions {
     pub data_dir: PathBuf,
     /// A production sidecar refuses components it would otherwise skip.
     pub production: bool,
+    /// `--max-body-size`: the most an OPA middleware with `readBody` buffers.
+    pub max_body_size: u64,
 }
 
 /// Why a registry could not be built. `Display` is one line naming the file, the resource and the field; never a
@@ -93,6 +96,23 @@ pub struct SecretEntry {
     metadata: ComponentMetadata,
 }
 
+/// One loaded HTTP middleware component (a pipeline handler names it).
+pub struct MiddlewareEntry {
+    pub(crate) middleware: Arc<dyn ward_middleware::Middleware>,
+    component: Component,
+    metadata: ComponentMetadata,
+}
+
+impl MiddlewareEntry {
+    pub(crate) fn component_type(&self) -> &str {
+        self.component.component_type()
+    }
+
+    pub(crate) fn version(&self) -> &str {
+        self.component.version()
+    }
+}
+
 /// A lookup that found nothing. The two cases are Dapr's; both are chosen only from what *is* loaded, so an
 /// out-of-scope or denied component answers exactly like one that does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +136,9 @@ pub struct ComponentInfo {
 pub struct Registry {
     state: BTreeMap<String, StateEntry>,
     secrets: BTreeMap<String, SecretEntry>,
+    middleware: BTreeMap<String, MiddlewareEntry>,
+    /// `spec.httpPipeline` and `spec.appHttpPipeline`, resolved against `middleware`.
+    pipelines: Pipelines,
     secret_scopes: SecretScopes,
     listing: Vec<ComponentInfo>,
 }
@@ -190,6 +213,7 @@ impl Registry {
 
         let mut secret_components = Vec::new();
         let mut state_components = Vec::new();
+        let mut middleware_components = Vec::new();
         for component in resources.components_for(&options.app_id) {
             if let Some(configuration) = configuration
                 && configuration.component_denied(component.component_type(), component.version())
@@ -206,6 +230,7 @@ impl Registry {
             match ward_components::classify_component(component.component_type(), component.version()) {
                 Ok(ComponentSupport::State) => state_components.push(component),
                 Ok(ComponentSupport::SecretStore) => secret_components.push(component),
+                Ok(ComponentSupport::Middleware) => middleware_components.push(component),
                 Ok(ComponentSupport::NotImplemented { building_block }) if options.production => {
                     return Err(ConfigError::invalid_component(
                         component,
@@ -263,7 +288,38 @@ impl Registry {
                 StateEntry { store, prefix, component: component.clone(), metadata },
             );
         }
+        let middleware_options = ward_middleware::BuildOptions {
+            max_body_bytes: usize::try_from(options.max_body_size).unwrap_or(usize::MAX),
+        };
+        for component in middleware_components {
+            let secrets = fetch_secret_refs(&registry, component).await?;
+            let metadata = resolve(component, &secrets)?;
+            // An unchanged middleware keeps its state: a bearer its cached keys, a rate limit its bucket.
+            let reused = previous
+                .and_then(|p| p.middleware.get(component.name()))
+                .filter(|old| old.component == *component && old.metadata == metadata)
+                .map(|old| old.middleware.clone());
+            // A middleware is a control: `ignoreErrors` never turns a failed one into a skipped one.
+            let middleware = match reused {
+                Some(middleware) => middleware,
+                None => {
+                    let build = ward_middleware::build(component.component_type(), &metadata, &middleware_options);
+                    init(component, build).await?
+                }
+            };
+            registry.listing.push(info(component));
+            registry.middleware.insert(
+                component.name().to_owned(),
+                MiddlewareEntry { middleware, component: component.clone(), metadata },
+            );
+        }
+        registry.pipelines = crate::middleware::build_pipelines(configuration, &registry.middleware)?;
         Ok(registry)
+    }
+
+    /// The pipelines this registry's Configuration and middleware make.
+    pub(crate) fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
     }
 }
 
@@ -416,6 +472,8 @@ fn resolve(component: &Component, fetched: &Fetched) -> Result<ComponentMetadata
 pub struct Components {
     current: ArcSwap<Registry>,
     options: RegistryOptions,
+    /// The pipelines the request paths run; swapped with the registry.
+    pipelines: PipelineHandles,
 }
 
 impl std::fmt::Debug for Components {
@@ -434,7 +492,8 @@ impl Components {
         for c in registry.components() {
             tracing::info!(name = %c.name, r#type = %c.component_type, version = %c.version, "component loaded");
         }
-        Ok(Components { current: ArcSwap::from_pointee(registry), options })
+        let pipelines = PipelineHandles::new(registry.pipelines());
+        Ok(Components { current: ArcSwap::from_pointee(registry), options, pipelines })
     }
 
     /// The registry requests use now.
@@ -461,7 +520,13 @@ impl Components {
 
     /// Makes `registry` the one new requests use (a request in flight keeps the one it started with).
     pub(crate) fn install(&self, registry: Registry) {
+        self.pipelines.install(registry.pipelines());
         self.current.store(Arc::new(registry));
+    }
+
+    /// The live pipelines, for the public API and the inbound stack.
+    pub(crate) fn pipelines(&self) -> &PipelineHandles {
+        &self.pipelines
     }
 }
 
@@ -477,6 +542,7 @@ mod tests {
             namespace: "default".into(),
             data_dir: dir.join("home"),
             production: false,
+            max_body_size: 4 << 20,
         }
     }
 

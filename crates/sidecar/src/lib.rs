@@ -20,6 +20,7 @@ pub(crate) mod inbound;
 pub(crate) mod invoke;
 pub(crate) mod listeners;
 pub(crate) mod metadata;
+pub(crate) mod middleware;
 pub(crate) mod provenance;
 pub(crate) mod public;
 pub mod resolver;

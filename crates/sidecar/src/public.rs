@@ -104,7 +104,12 @@ impl FromRef<ApiState> for Readiness {
 }
 
 /// The public router with its layers.
-pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: ward_gate::ApiLogHandle) -> Router {
+pub(crate) fn router(
+    state: ApiState,
+    tokens: ward_gate::ApiTokens,
+    api_log: ward_gate::ApiLogHandle,
+    pipeline: crate::middleware::ApiPipeline,
+) -> Router {
     let api_list = state.api_list.clone();
     Router::new()
         .route("/v1.0/healthz", get(healthz))
@@ -117,6 +122,8 @@ pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: war
         .fallback(invoke)
         .layer(ApiListLayer::<crate::api_list::Http>::new(api_list))
         .with_state(state)
+        // httpPipeline: after the API token (below it in this list of layers means inside it).
+        .layer(axum::middleware::from_fn_with_state(pipeline, crate::middleware::api_pipeline))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(ward_gate::ApiLogLayer::reloadable(api_log))

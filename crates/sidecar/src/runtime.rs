@@ -192,6 +192,7 @@ impl Sidecar {
                     namespace: options.namespace.clone(),
                     data_dir: options.ward_home.clone(),
                     production: settings.production,
+                    max_body_size: settings.max_body_size,
                 },
                 configuration.as_ref(),
             )
@@ -294,6 +295,7 @@ impl Sidecar {
             }
             None
         };
+        let mcp = Arc::new(arc_swap::ArcSwapOption::from(settings.mcp.map(Arc::new)));
         let api_list = Arc::new(ArcSwap::from_pointee(settings.api_list));
         let api_log: ward_gate::ApiLogHandle = Arc::new(ArcSwap::from_pointee(settings.api_log));
         let mtls_on = matches!(transport, Transport::Mtls(_));
@@ -329,6 +331,7 @@ impl Sidecar {
             custom: Default::default(),
         });
         let readiness = Readiness::new(options.app_port.map(|port| format!("{}:{port}", options.app_channel_address)));
+        let inbound_audit = audit.clone();
         let inbound = InboundHandles {
             app_id: Arc::from(options.app_id.as_str()),
             accept,
@@ -340,6 +343,8 @@ impl Sidecar {
             app_token: options.app_token.clone(),
             app_channel,
             app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            app_pipeline: components.pipelines().app.clone(),
+            mcp: mcp.clone(),
         };
 
         // 6. Listeners (only now: everything above was valid).
@@ -368,7 +373,13 @@ impl Sidecar {
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
-            let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone());
+            let pipeline = crate::middleware::ApiPipeline {
+                pipeline: components.pipelines().api.clone(),
+                audit: inbound_audit.clone(),
+                app_id: Arc::from(options.app_id.as_str()),
+            };
+            let router =
+                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline);
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
                 router,
@@ -398,6 +409,7 @@ impl Sidecar {
                     capabilities,
                     api_list,
                     api_log,
+                    mcp,
                     components,
                     provenance: settings.provenance,
                 },

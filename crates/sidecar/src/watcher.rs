@@ -34,6 +34,7 @@ pub(crate) struct Reloadable {
     pub(crate) capabilities: Arc<ArcSwap<Capabilities>>,
     pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
     pub(crate) api_log: ward_gate::ApiLogHandle,
+    pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
     pub(crate) components: Arc<Components>,
     /// Whether this sidecar signs provenance tokens (fixed at start: the key lives as long as the process).
     pub(crate) provenance: bool,
@@ -127,6 +128,7 @@ impl Watcher {
         self.targets.capabilities.store(Arc::new(settings.capabilities));
         self.targets.api_list.store(Arc::new(settings.api_list));
         self.targets.api_log.store(Arc::new(settings.api_log));
+        self.targets.mcp.store(settings.mcp.map(Arc::new));
         self.targets.components.install(registry);
         self.current = configuration;
         Ok(())

@@ -36,9 +36,9 @@ pub enum Command {
         #[arg(long, default_value = "GET")]
         verb: String,
         /// The method path as the caller would send it (percent-encoding allowed), or /pkg.Service/Method with
-        /// --grpc.
-        #[arg(long)]
-        path: String,
+        /// --grpc. Not used with --mcp.
+        #[arg(long, required_unless_present = "mcp")]
+        path: Option<String>,
         /// The call is a proxied gRPC call: --path is the full gRPC method name.
         #[arg(long)]
         grpc: bool,
@@ -46,6 +46,15 @@ pub enum Command {
         /// operation names match case-sensitively, without verb).
         #[arg(long, value_enum, default_value = "http")]
         app_protocol: AppProtocolArg,
+        /// Decide an MCP `tools/call` under `spec.ward.mcp` instead (needs --tool).
+        #[arg(long, requires = "tool")]
+        mcp: bool,
+        /// The MCP tool name, with --mcp.
+        #[arg(long)]
+        tool: Option<String>,
+        /// The MCP server app's namespace, with --mcp (app ids in rules match callers in this namespace).
+        #[arg(long, default_value = "default")]
+        namespace: String,
     },
     /// Warn about risky access-control settings; exit 1 when there are warnings.
     Lint {
@@ -56,8 +65,12 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { config, caller, verb, path, grpc, app_protocol } => {
+        Command::Check { config, caller, verb, path, grpc, app_protocol, mcp, tool, namespace } => {
             let configuration = ward_config::load_configuration(&config)?;
+            if mcp {
+                return check_mcp(&configuration, caller.as_deref(), tool.as_deref().unwrap_or(""), &namespace);
+            }
+            let path = path.unwrap_or_default();
             let policies = ward_sidecar::compile_policies(Some(&configuration))?;
             let (acl, capabilities) = (policies.acl, policies.capabilities);
             let caller_id = caller.as_deref().map(SpiffeId::parse).transpose().context("--caller")?;
@@ -158,6 +171,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            if let Some(spec) = &configuration.ward.mcp {
+                let trust_domain = ward_sidecar::compile_policies(Some(&configuration))?.trust_domain;
+                let policy = ward_policy::mcp::McpPolicy::compile(spec, trust_domain.as_str(), "default")?;
+                for index in policy.unbounded_rules() {
+                    warnings.push(format!(
+                        "spec.ward.mcp.rules[{index}]: allows every tool (\"*\") without a deny list: a tool added to the \
+                         server later is callable at once"
+                    ));
+                }
+            }
             if warnings.is_empty() {
                 println!("{}: no warnings", config.display());
                 return Ok(ExitCode::SUCCESS);
@@ -201,4 +224,38 @@ fn explain_capabilities(
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `ward policy check --mcp`: one `tools/call` decision, as the MCP server's sidecar makes it.
+fn check_mcp(
+    configuration: &ward_config::Configuration,
+    caller: Option<&str>,
+    tool: &str,
+    namespace: &str,
+) -> anyhow::Result<ExitCode> {
+    let Some(spec) = &configuration.ward.mcp else {
+        anyhow::bail!(
+            "{}: no spec.ward.mcp: every tool is callable by whoever accessControl lets in",
+            configuration.source.display()
+        );
+    };
+    let trust_domain = ward_sidecar::compile_policies(Some(configuration))?.trust_domain;
+    let policy = ward_policy::mcp::McpPolicy::compile(spec, trust_domain.as_str(), namespace)?;
+    let caller_id = caller.map(SpiffeId::parse).transpose().context("--caller")?;
+    let dapr = caller_id.as_ref().map(|id| id.dapr_identity()).transpose().context("--caller")?;
+    let spiffe = caller_id.as_ref().map(ToString::to_string).unwrap_or_default();
+    let mcp_caller = dapr.map(|d| ward_policy::mcp::McpCaller {
+        spiffe_id: &spiffe,
+        trust_domain: d.trust_domain,
+        namespace: d.namespace,
+        app_id: d.app_id,
+    });
+    let decision = policy.decide_tool(mcp_caller.as_ref(), tool);
+    println!(
+        "{}: tool {tool:?} for {}: decided by {}",
+        if decision.allowed { "allow" } else { "deny" },
+        caller.unwrap_or("an unverified caller"),
+        decision.rule
+    );
+    Ok(if decision.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -12,10 +12,13 @@
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
 //! capabilities     `spec.ward.capabilities`: an applying route's requirements must be held; one audit event
 //!                  when a route applies                                                        (capability.rs)
-//! (MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
+//! MCP tool rules   `spec.ward.mcp`: each JSON-RPC message at the endpoint judged for the caller; denied calls
+//!                  answered by the sidecar, `tools/list` answers filtered                                (mcp.rs)
 //! identity headers strip the caller's `dapr-caller-*` / token / `ward-provenance`; set them from the verified
 //!                  identity                                                                      (identity.rs)
-//! provenance       sign this request's `ward-provenance` token (when enabled)                   (provenance.rs)
+//! app pipeline     `spec.appHttpPipeline` middleware on HTTP calls; a refusal is its own answer  (middleware.rs)
+//! provenance       sign this request's `ward-provenance` token (when enabled), once every check passed
+//!                                                                                              (provenance.rs)
 //! audit barrier    wait until the ACL's audit line is handed to the OS (group commit)        (audit_barrier.rs)
 //! concurrency      `--app-max-concurrency` calls in flight to the app; beyond, refused (429)  (concurrency.rs)
 //! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
@@ -30,7 +33,9 @@ pub(crate) mod capability;
 pub(crate) mod check;
 pub(crate) mod concurrency;
 pub(crate) mod identity;
+pub(crate) mod mcp;
 pub(crate) mod method;
+pub(crate) mod middleware;
 pub(crate) mod provenance;
 pub(crate) mod respond;
 
@@ -72,6 +77,10 @@ pub(crate) struct InboundHandles {
     pub(crate) app_channel: AppChannel,
     /// `--app-max-concurrency`.
     pub(crate) app_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// `spec.ward.mcp`, swapped on reload.
+    pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
+    /// `spec.appHttpPipeline`, swapped on reload.
+    pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
 }
 
 /// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
@@ -106,10 +115,22 @@ pub(crate) fn stack(
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
         }))
-        // Later: MCP tool rules, appHttpPipeline middleware.
+        // MCP tool rules, per JSON-RPC message at the server's endpoint.
+        .layer(self::mcp::McpLayer {
+            policy: handles.mcp.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+            max_body_size: handles.max_body_size,
+        })
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
-        // This request's provenance token (after the strip above, so only this sidecar's copy reaches the app).
+        // appHttpPipeline: sees what the app will see; refusals are its own answers.
+        .layer(self::middleware::AppPipelineLayer {
+            pipeline: handles.app_pipeline.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+        })
+        // This request's provenance token, once every check passed (the caller's copy was stripped above).
         .layer(CheckLayer(self::provenance::ProvenanceToken { issuer: handles.provenance.clone() }))
         // Audit, then forward: wait until the ACL's line for this call is written.
         .layer(self::audit_barrier::AuditBarrierLayer)

@@ -52,6 +52,8 @@ fn harness(acl: AccessControl) -> Harness {
         app_token: ward_gate::AppToken::from_env_value(Some("app-secret")).expect("token"),
         app_channel: AppChannel::None,
         app_permits: None,
+        app_pipeline: Default::default(),
+        mcp: Default::default(),
     };
     Harness { handles, audit_path, _dir: dir }
 }
