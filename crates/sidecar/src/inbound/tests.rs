@@ -365,3 +365,31 @@ async fn the_provenance_token_carries_the_judged_request() {
     assert_eq!(verified.claims.iss, "spiffe://public/ns/default/orders");
     assert!(verified.claims.exp - verified.claims.iat <= 60);
 }
+
+/// Invariant 9 for MCP tool rules: a development marker names no verified caller, so no `spec.ward.mcp` rule
+/// matches it; the default decides (here deny, answered by the sidecar).
+#[tokio::test]
+async fn a_development_marker_matches_no_mcp_rule() {
+    let mut h = harness(AccessControl::allow_all());
+    h.handles.accept = AcceptMode::DevelopmentMarkers;
+    let spec: ward_policy::spec::McpSpec = serde_saphyr::from_str(
+        "endpoint: /mcp\ndefaultAction: deny\nrules:\n- callers: [checkout]\n  allow: [search]\n",
+    )
+    .expect("spec");
+    let policy = ward_policy::mcp::McpPolicy::compile(&spec, "public", "default").expect("compiles");
+    h.handles.mcp.store(Some(Arc::new(policy)));
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 10;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/mcp")
+        .header("content-type", "application/json")
+        .header(crate::transport::DEV_IDENTITY_HEADER, format!("{CHECKOUT};exp={exp}"))
+        .body(Body::from(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#))
+        .expect("request");
+    accept::identify(&h.handles.accept, None, &mut request);
+    let mut response = stack(&h.handles).oneshot(request).await.expect("infallible");
+    assert_eq!(refusal(&mut response), None, "answered by the sidecar, not forwarded to the (absent) app");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("-32001"), "the tool call is denied for an unverified caller: {text}");
+}
