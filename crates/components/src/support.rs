@@ -42,6 +42,18 @@ pub enum ComponentSupport {
     },
 }
 
+/// The capabilities `/v1.0/metadata` lists for a component, in Dapr's names, limited to what ward's implementation
+/// of that type does: every state store ward has keeps ETags, transactions and TTLs (actors and the query API are
+/// not implemented, so they are never claimed); a file secret store with `multiValued` holds several keys per secret.
+pub fn component_capabilities(component_type: &str, multi_valued: bool) -> Vec<&'static str> {
+    let ty = normalize_type(component_type);
+    match ty.split_once('.').map_or(ty.as_str(), |(block, _)| block) {
+        "state" => vec!["ETAG", "TRANSACTIONAL", "TTL"],
+        "secretstores" if ty == "secretstores.local.file" && multi_valued => vec!["MULTIPLE_KEY_VALUES_PER_SECRET"],
+        _ => Vec::new(),
+    }
+}
+
 /// Classify a component by `spec.type` (matched case-insensitively, as Dapr) and `spec.version`.
 ///
 /// Errors (each names `spec.type` or `spec.version`; the sidecar adds file and resource):

@@ -129,6 +129,8 @@ pub struct ComponentInfo {
     pub name: String,
     pub component_type: String,
     pub version: String,
+    /// Dapr's capability names, for what ward's implementation does.
+    pub capabilities: Vec<&'static str>,
 }
 
 /// The components this app may use, immutable once built; reloads build a new one and swap it in.
@@ -264,7 +266,7 @@ impl Registry {
             let build =
                 build_secret_store(component.component_type(), component.version(), component.name(), &metadata, &ctx);
             let Some(store) = reuse_or_init(reused, component, build).await? else { continue };
-            registry.listing.push(info(component));
+            registry.listing.push(info(component, &metadata));
             registry
                 .secrets
                 .insert(component.name().to_owned(), SecretEntry { store, component: component.clone(), metadata });
@@ -282,7 +284,7 @@ impl Registry {
             let build =
                 build_state_store(component.component_type(), component.version(), component.name(), &metadata, &ctx);
             let Some(store) = reuse_or_init(reused, component, build).await? else { continue };
-            registry.listing.push(info(component));
+            registry.listing.push(info(component, &metadata));
             registry.state.insert(
                 component.name().to_owned(),
                 StateEntry { store, prefix, component: component.clone(), metadata },
@@ -307,7 +309,7 @@ impl Registry {
                     init(component, build).await?
                 }
             };
-            registry.listing.push(info(component));
+            registry.listing.push(info(component, &metadata));
             registry.middleware.insert(
                 component.name().to_owned(),
                 MiddlewareEntry { middleware, component: component.clone(), metadata },
@@ -323,19 +325,23 @@ impl Registry {
     }
 }
 
-fn info(component: &Component) -> ComponentInfo {
+fn info(component: &Component, metadata: &ComponentMetadata) -> ComponentInfo {
+    let multi_valued = metadata.get_bool("multiValued").ok().flatten().unwrap_or(false);
     ComponentInfo {
         name: component.name().to_owned(),
         component_type: component.component_type().to_owned(),
         version: component.version().to_owned(),
+        capabilities: ward_components::component_capabilities(component.component_type(), multi_valued),
     }
 }
 
-/// Relative paths in metadata (e.g. `secretsFile`) are resolved against the directory the file came from.
+/// Relative paths in metadata (e.g. `secretsFile`) are opened from the working directory, as daprd does (with the
+/// component file's folder as a fallback, see `secretstores::local_file`).
 fn build_context(options: &RegistryOptions, component: &Component) -> BuildContext {
     BuildContext {
         data_dir: options.data_dir.clone(),
         base_dir: component.source().parent().map(Path::to_path_buf).unwrap_or_default(),
+        working_dir: std::env::current_dir().unwrap_or_default(),
         app_id: options.app_id.clone(),
         namespace: options.namespace.clone(),
     }

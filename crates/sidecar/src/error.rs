@@ -423,7 +423,7 @@ impl RefusalKind {
         Self::UnknownEndpoint,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::AclDenied => "acl-denied",
             Self::CapabilityMissing => "capability-missing",

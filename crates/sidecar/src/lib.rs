@@ -20,6 +20,7 @@ pub(crate) mod inbound;
 pub(crate) mod invoke;
 pub(crate) mod listeners;
 pub(crate) mod metadata;
+pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub(crate) mod provenance;
 pub(crate) mod public;
@@ -32,5 +33,5 @@ pub(crate) mod state_api;
 pub(crate) mod transport;
 pub(crate) mod watcher;
 
-pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
+pub use runtime::{MetricsListen, MtlsOptions, Sidecar, SidecarOptions, StartError};
 pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};

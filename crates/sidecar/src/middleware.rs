@@ -128,6 +128,7 @@ fn pipeline(
 
 /// Records a refusal's audit event and returns the middleware's answer.
 pub(crate) fn refused(
+    metrics: &crate::metrics::Metrics,
     audit: &AuditSink,
     app_id: &str,
     caller: Option<&str>,
@@ -136,6 +137,7 @@ pub(crate) fn refused(
     refusal: PipelineRefusal,
 ) -> Response {
     let rule = format!("{} {} ({})", refusal.field, refusal.handler, refusal.component_type);
+    metrics.authz("middleware", false, &refusal.component_type);
     tracing::debug!(rule = %rule, reason = %refusal.refusal.reason, path, "request refused by middleware");
     let event = AuditEvent::for_middleware(
         crate::runtime::now_rfc3339(),
@@ -157,6 +159,7 @@ pub(crate) struct ApiPipeline {
     pub(crate) pipeline: Arc<ArcSwap<Pipeline>>,
     pub(crate) audit: AuditSink,
     pub(crate) app_id: Arc<str>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// `spec.httpPipeline` around the public HTTP API (an `axum::middleware::from_fn_with_state` step).
@@ -169,6 +172,6 @@ pub(crate) async fn api_pipeline(State(step): State<ApiPipeline>, request: Reque
     let path = request.uri().path().to_owned();
     match pipeline.run(request).await {
         Ok(request) => next.run(request).await,
-        Err(refusal) => refused(&step.audit, &step.app_id, None, &method, &path, refusal),
+        Err(refusal) => refused(&step.metrics, &step.audit, &step.app_id, None, &method, &path, refusal),
     }
 }

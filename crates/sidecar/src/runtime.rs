@@ -69,6 +69,17 @@ pub struct SidecarOptions {
     pub resources_paths: Vec<PathBuf>,
     /// Whether env `NAMESPACE` was set: as daprd, components are filtered by namespace only then.
     pub filter_namespace: bool,
+    /// `/metrics` (`--enable-metrics`, `--metrics-port`, `--metrics-listen-address`); `None` when disabled.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsListen {
+    pub address: SocketAddr,
+    /// The port was given (`--metrics-port`): a port in use fails the start. The default (9090, as daprd) being
+    /// taken — by another sidecar on the same host — only costs the metrics, with a loud warning.
+    pub explicit: bool,
 }
 
 /// How to obtain an SVID.
@@ -131,6 +142,8 @@ pub fn now_rfc3339() -> String {
 /// A started sidecar. Drop or call `shutdown` to stop it.
 pub struct Sidecar {
     pub http_addrs: Vec<SocketAddr>,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub grpc_addrs: Vec<SocketAddr>,
     pub internal_addr: SocketAddr,
     readiness: Readiness,
@@ -266,6 +279,24 @@ impl Sidecar {
 
         // 5. Audit, app channel, the handles each part uses.
         let audit = AuditSink::open(&settings.audit)?;
+        let metrics = crate::metrics::Metrics::new(&options.app_id);
+        metrics.set_sources(crate::metrics::Sources {
+            audit: audit.clone(),
+            svid_not_after: match &transport {
+                Transport::Mtls(mtls) => {
+                    let svid = mtls.svid.clone();
+                    Some(Box::new(move || svid.current().map(|s| s.not_after())))
+                }
+                Transport::Plaintext => None,
+            },
+            trust_roots: match &transport {
+                Transport::Mtls(mtls) => {
+                    let bundle = mtls.bundle.clone();
+                    Some(Box::new(move || bundle.load().roots().len()))
+                }
+                Transport::Plaintext => None,
+            },
+        });
         let app_channel = AppChannel::new(AppChannelOptions {
             address: &options.app_channel_address,
             port: options.app_port,
@@ -311,6 +342,7 @@ impl Sidecar {
             namespace: options.namespace.clone(),
             max_body_size: settings.max_body_size,
             renewal: supervisor.as_ref().map(|s| s.waker()),
+            metrics: metrics.clone(),
         });
         let state_core = Arc::new(StateCore {
             components: components.clone(),
@@ -345,6 +377,7 @@ impl Sidecar {
             app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             app_pipeline: components.pipelines().app.clone(),
             mcp: mcp.clone(),
+            metrics: metrics.clone(),
         };
 
         // 6. Listeners (only now: everything above was valid).
@@ -355,6 +388,23 @@ impl Sidecar {
         let internal_addr = local_addr(&internal)?;
         let public_listeners = bind_all(&options.listen_addresses, options.http_port).await?;
         let grpc_listeners = bind_all(&options.listen_addresses, options.grpc_port).await?;
+        let metrics_listener = match options.metrics {
+            None => None,
+            Some(listen) => match TcpListener::bind(listen.address).await {
+                Ok(listener) => Some(listener),
+                Err(source) if listen.explicit => return Err(StartError::Bind { addr: listen.address, source }),
+                Err(err) => {
+                    tracing::warn!(
+                        address = %listen.address,
+                        error = %err,
+                        "METRICS NOT SERVED: the default metrics port is taken (another sidecar on this host?); \
+                         give --metrics-port (0 picks a free one)"
+                    );
+                    None
+                }
+            },
+        };
+        let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let control =
@@ -377,9 +427,11 @@ impl Sidecar {
                 pipeline: components.pipelines().api.clone(),
                 audit: inbound_audit.clone(),
                 app_id: Arc::from(options.app_id.as_str()),
+                metrics: metrics.clone(),
             };
             let router =
-                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline);
+                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline)
+                    .layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::metrics::record_public));
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
                 router,
@@ -399,6 +451,14 @@ impl Sidecar {
             let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), api_log.clone());
             tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
         }
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(crate::listeners::serve_public(
+                listener,
+                crate::metrics::router(metrics.clone()),
+                0,
+                control.clone(),
+            )));
+        }
         if options.config_path.is_some() || !options.resources_paths.is_empty() {
             let watcher = Watcher {
                 options: options.clone(),
@@ -413,6 +473,7 @@ impl Sidecar {
                     components,
                     provenance: settings.provenance,
                 },
+                metrics: metrics.clone(),
             };
             tasks.push(tokio::spawn(watcher.run(stop_rx.clone())));
         }
@@ -437,6 +498,7 @@ impl Sidecar {
         );
         Ok(Sidecar {
             http_addrs,
+            metrics_addr,
             grpc_addrs,
             internal_addr,
             readiness,

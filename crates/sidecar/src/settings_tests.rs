@@ -40,6 +40,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         app_max_concurrency: None,
         resources_paths: Vec::new(),
         filter_namespace: false,
+        metrics: None,
     }
 }
 

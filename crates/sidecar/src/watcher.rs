@@ -46,6 +46,7 @@ pub(crate) struct Watcher {
     pub(crate) production: bool,
     pub(crate) current: Option<Configuration>,
     pub(crate) targets: Reloadable,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a reload was not applied.
@@ -79,8 +80,14 @@ impl Watcher {
             }
             last = current;
             match self.reload().await {
-                Ok(()) => tracing::info!("configuration or resources changed; reloaded"),
-                Err(err) => tracing::error!("reload refused, keeping the previous configuration: {err}"),
+                Ok(()) => {
+                    self.metrics.reload(true);
+                    tracing::info!("configuration or resources changed; reloaded")
+                }
+                Err(err) => {
+                    self.metrics.reload(false);
+                    tracing::error!("reload refused, keeping the previous configuration: {err}")
+                }
             }
         }
     }

@@ -40,6 +40,7 @@ pub(crate) struct McpLayer {
     pub(crate) audit: AuditSink,
     pub(crate) app_id: Arc<str>,
     pub(crate) max_body_size: u64,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl<S> tower::Layer<S> for McpLayer {
@@ -152,6 +153,7 @@ where
                 &err.to_string(),
             );
             let _ = step.audit.record(event);
+            step.metrics.authz("mcp", false, "malformed or unknown message");
             return Ok(json_answer(http::StatusCode::BAD_REQUEST, &error_response(None, err.code(), &err.to_string())));
         }
     };
@@ -163,6 +165,7 @@ where
     for (index, message) in body.messages.iter().enumerate() {
         let MessageKind::Request { tool: Some(tool), .. } = &message.kind else { continue };
         let decision = policy.decide_tool(caller.as_ref(), tool);
+        step.metrics.mcp_tool(who.name(), tool, decision.allowed, &decision.rule);
         let id = message.id.as_ref().map(Value::to_string);
         let event = AuditEvent::for_mcp_tool(
             crate::runtime::now_rfc3339(),

@@ -24,6 +24,7 @@ pub(crate) struct AppPipelineLayer {
     pub(crate) pipeline: Arc<ArcSwap<Pipeline>>,
     pub(crate) audit: AuditSink,
     pub(crate) app_id: Arc<str>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl<S> tower::Layer<S> for AppPipelineLayer {
@@ -77,8 +78,15 @@ where
                 Ok(request) => inner.call(request).await,
                 Err(refusal) => {
                     let caller = caller.map(|c| c.to_string());
-                    let response =
-                        crate::middleware::refused(&step.audit, &step.app_id, caller.as_deref(), &verb, &path, refusal);
+                    let response = crate::middleware::refused(
+                        &step.metrics,
+                        &step.audit,
+                        &step.app_id,
+                        caller.as_deref(),
+                        &verb,
+                        &path,
+                        refusal,
+                    );
                     Ok(response)
                 }
             }

@@ -32,6 +32,7 @@ pub(crate) mod body_limit;
 pub(crate) mod capability;
 pub(crate) mod check;
 pub(crate) mod concurrency;
+pub(crate) mod count;
 pub(crate) mod identity;
 pub(crate) mod mcp;
 pub(crate) mod method;
@@ -79,6 +80,7 @@ pub(crate) struct InboundHandles {
     pub(crate) app_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// `spec.ward.mcp`, swapped on reload.
     pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// `spec.appHttpPipeline`, swapped on reload.
     pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
 }
@@ -97,6 +99,8 @@ pub(crate) fn stack(
         },
     };
     ServiceBuilder::new()
+        // Dapr's received/sent counters, for every outcome.
+        .layer(self::count::CountLayer(handles.metrics.clone()))
         // Errors → answers (and audit of early refusals): outermost, so it sees every refusal below.
         .layer(RespondLayer { audit: handles.audit.clone(), app_id: handles.app_id.clone() })
         // Normalise the method once.
@@ -108,6 +112,7 @@ pub(crate) fn stack(
             acl: handles.acl.clone(),
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
+            metrics: handles.metrics.clone(),
         }))
         // Capabilities per route, audited (after the ACL allowed the call).
         .layer(CheckLayer(self::capability::CapabilityCheck {
@@ -121,6 +126,7 @@ pub(crate) fn stack(
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
             max_body_size: handles.max_body_size,
+            metrics: handles.metrics.clone(),
         })
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
@@ -129,6 +135,7 @@ pub(crate) fn stack(
             pipeline: handles.app_pipeline.clone(),
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
+            metrics: handles.metrics.clone(),
         })
         // This request's provenance token, once every check passed (the caller's copy was stripped above).
         .layer(CheckLayer(self::provenance::ProvenanceToken { issuer: handles.provenance.clone() }))

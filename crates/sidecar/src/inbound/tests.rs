@@ -54,6 +54,7 @@ fn harness(acl: AccessControl) -> Harness {
         app_permits: None,
         app_pipeline: Default::default(),
         mcp: Default::default(),
+        metrics: crate::metrics::Metrics::new("orders"),
     };
     Harness { handles, audit_path, _dir: dir }
 }
