@@ -699,5 +699,35 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern.get(p..).is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
 }
 
+/// One operation name compiled on its own and matched exactly as an `accessControl` operation is: same syntax
+/// (`*`, `**`, Dapr's prefix rule), same load-time checks, ASCII case folding for HTTP apps. The capability routes
+/// ([`crate::capabilities`]) use it so that the two layers never disagree on what a name covers; this type is their
+/// only coupling to the matcher's internals.
+#[derive(Debug, Clone)]
+pub(crate) struct OperationPattern {
+    http: Node,
+    grpc: Node,
+}
+
+impl OperationPattern {
+    /// Checks `name` as an operation name (`field` names it in the error) and compiles it.
+    pub(crate) fn compile(name: &str, field: &dyn Fn() -> String) -> Result<Self, AclError> {
+        check_operation_name(name, field)?;
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let mut pattern = Self { http: Node::default(), grpc: Node::default() };
+        pattern.grpc.insert(name, 0);
+        pattern.http.insert(&name.to_ascii_lowercase(), 0);
+        Ok(pattern)
+    }
+
+    /// Whether the normalised `operation` falls under this name for an app speaking `protocol`.
+    pub(crate) fn matches(&self, operation: &str, protocol: AppProtocol) -> bool {
+        match protocol {
+            AppProtocol::Http => self.http.search(&lower_case(operation)).is_some(),
+            AppProtocol::Grpc => self.grpc.search(operation).is_some(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

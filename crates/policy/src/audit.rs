@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::acl::{AclDecision, AclRequest, AppProtocol, Caller};
+use crate::capabilities::{CapabilityDecision, CapabilityRequest, RouteList};
 use crate::invocation::{InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation};
 
 /// Event name of an allowed service invocation.
@@ -107,6 +108,48 @@ impl AuditEvent {
             tool: None,
             jsonrpc_id: None,
         }
+    }
+}
+
+impl AuditEvent {
+    /// The event for one capability decision (issue 15), after the ACL allowed the call; `None` when no route
+    /// applied (the ACL's event is the whole record then). A denial's `reason` is `missing capability <name>` and
+    /// its `rule` the route that required it; an allow's `reason` lists the capabilities used (never the caller's
+    /// whole grant set).
+    pub fn for_capability(
+        time: impl Into<String>,
+        callee: &str,
+        req: &CapabilityRequest<'_>,
+        decision: &CapabilityDecision<'_>,
+    ) -> Option<Self> {
+        let (event, outcome, rule, reason) = match decision {
+            CapabilityDecision::NoRoute => return None,
+            CapabilityDecision::Allowed { routes, used } => (
+                AUTH_INTERNAL_ALLOW,
+                Decision::Allow,
+                RouteList(routes).to_string(),
+                format!("capabilities used: {}", used.join(", ")),
+            ),
+            CapabilityDecision::Missing { route, route_name, capability } => (
+                AUTH_INTERNAL_DENY,
+                Decision::Deny,
+                format!("spec.ward.capabilities.routes[{route}] ({})", escape_raw(route_name)),
+                format!("missing capability {capability}"),
+            ),
+        };
+        Some(Self {
+            time: time.into(),
+            event: event.to_owned(),
+            caller: req.caller.map(spiffe_id),
+            callee: callee.to_owned(),
+            operation: req.operation.to_owned(),
+            verb: req.verb.map(|v| v.as_str().to_owned()),
+            decision: outcome,
+            rule,
+            reason,
+            tool: None,
+            jsonrpc_id: None,
+        })
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod listeners;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
+pub(crate) mod provenance;
 pub(crate) mod public;
 pub mod resolver;
 pub mod runtime;

@@ -113,6 +113,9 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error("--app-channel-address: {0}")]
     AppChannel(String),
+    /// The provenance signing key could not be made.
+    #[error("provenance key: {0}")]
+    Provenance(String),
     #[error("--dapr-listen-addresses: {0}")]
     Exposure(#[from] ward_gate::ListenError),
     #[error(transparent)]
@@ -293,6 +296,27 @@ impl Sidecar {
         })
         .map_err(StartError::AppChannel)?;
         let acl = Arc::new(ArcSwap::from_pointee(settings.acl));
+        let capabilities = Arc::new(ArcSwap::from_pointee(settings.capabilities));
+        // Layer four: a signing key that exists only in this process, rotated with the SVID.
+        let provenance = if settings.provenance {
+            let svid = supervisor.as_ref().map(|s| s.resolver());
+            let issuer = crate::provenance::ProvenanceIssuer::new(
+                own_id.to_string(),
+                options.app_id.clone(),
+                !matches!(transport, Transport::Mtls(_)),
+                svid,
+            )
+            .map_err(|err| StartError::Provenance(err.to_string()))?;
+            Some(Arc::new(issuer))
+        } else {
+            if matches!(transport, Transport::Mtls(_)) {
+                tracing::warn!(
+                    "spec.ward.provenance.enabled is false: the app gets no ward-provenance token and cannot tell a \
+                     request from its sidecar from one sent straight to its port"
+                );
+            }
+            None
+        };
         let mcp = Arc::new(arc_swap::ArcSwapOption::from(settings.mcp.map(Arc::new)));
         let api_list = Arc::new(ArcSwap::from_pointee(settings.api_list));
         let api_log: ward_gate::ApiLogHandle = Arc::new(ArcSwap::from_pointee(settings.api_log));
@@ -335,6 +359,8 @@ impl Sidecar {
             app_id: Arc::from(options.app_id.as_str()),
             accept,
             acl: acl.clone(),
+            capabilities: capabilities.clone(),
+            provenance: provenance.clone(),
             audit,
             max_body_size: settings.max_body_size,
             app_token: options.app_token.clone(),
@@ -371,6 +397,7 @@ impl Sidecar {
             metadata: metadata.clone(),
             readiness: readiness.clone(),
             api_list: api_list.clone(),
+            provenance: provenance.clone(),
         };
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
@@ -416,7 +443,15 @@ impl Sidecar {
                 options: options.clone(),
                 production: settings.production,
                 current: configuration,
-                targets: Reloadable { acl, api_list, api_log, mcp, components },
+                targets: Reloadable {
+                    acl,
+                    capabilities,
+                    api_list,
+                    api_log,
+                    mcp,
+                    components,
+                    provenance: settings.provenance,
+                },
                 metrics: metrics.clone(),
             };
             tasks.push(tokio::spawn(watcher.run(stop_rx.clone())));

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ward_config::{Configuration, ResourceId};
 use ward_identity::TrustDomain;
-use ward_policy::{AccessControl, ApiAllowList};
+use ward_policy::{AccessControl, ApiAllowList, Capabilities};
 
 use crate::audit::AuditTarget;
 use crate::runtime::SidecarOptions;
@@ -36,6 +36,10 @@ pub struct Settings {
     pub clock_skew: Duration,
     pub trust_domain: TrustDomain,
     pub acl: AccessControl,
+    /// `spec.ward.capabilities`, compiled (none: every request is left to the ACL).
+    pub capabilities: Capabilities,
+    /// `spec.ward.provenance.enabled`, else on exactly when mTLS is.
+    pub provenance: bool,
     pub api_list: ApiAllowList,
     pub api_log: ward_gate::ApiLogOptions,
     /// `--audit-log`, else `spec.ward.auditLog`, else stderr.
@@ -75,6 +79,9 @@ pub enum SettingsError {
     /// printed with `{:#}` would repeat its text, uncut, after this bounded line.
     #[error("{}: {resource}: spec.accessControl: {}", path.display(), ward_config::bounded(&reason.to_string()))]
     Acl { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::AclError> },
+    /// `spec.ward.capabilities` does not compile (a plain field for the same reason as `Acl`).
+    #[error("{}: {resource}: spec.ward.capabilities: {}", path.display(), ward_config::bounded(&reason.to_string()))]
+    Capabilities { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::CapabilityError> },
     /// `spec.api` does not compile (a plain field for the same reason as `Acl`).
     #[error("{}: {resource}: spec.api: {}", path.display(), ward_config::bounded(&reason.to_string()))]
     ApiList { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::ApiListError> },
@@ -122,7 +129,8 @@ impl Settings {
             }
         }
 
-        let Policies { acl, api_list, trust_domain } = compile_policies(configuration)?;
+        let Policies { acl, capabilities, api_list, trust_domain } = compile_policies(configuration)?;
+        let provenance = configuration.and_then(|c| c.ward.provenance_enabled).unwrap_or(options.mtls.is_some());
         let logging = configuration.map(|c| c.api_logging).unwrap_or_default();
         let api_log = ward_gate::ApiLogOptions {
             enabled: options.enable_api_logging.unwrap_or(logging.enabled),
@@ -157,6 +165,8 @@ impl Settings {
             clock_skew,
             trust_domain,
             acl,
+            capabilities,
+            provenance,
             api_list,
             api_log,
             audit,
@@ -190,11 +200,12 @@ impl Settings {
     }
 }
 
-/// What a sidecar compiles from a Configuration whatever its flags: the access-control policy, the API allow/deny
-/// lists and its trust domain.
+/// What a sidecar compiles from a Configuration whatever its flags: the access-control policy, the capability
+/// routes and grants, the API allow/deny lists and its trust domain.
 #[derive(Debug)]
 pub struct Policies {
     pub acl: AccessControl,
+    pub capabilities: Capabilities,
     pub api_list: ApiAllowList,
     pub trust_domain: TrustDomain,
 }
@@ -233,7 +244,14 @@ pub fn compile_policies(configuration: Option<&Configuration>) -> Result<Policie
         value: td.to_owned(),
         reason: Box::new(reason),
     })?;
-    Ok(Policies { acl, api_list, trust_domain })
+    // Callers named by appId + namespace are in this sidecar's own trust domain, as for accessControl.
+    let capabilities = match configuration.and_then(|c| c.ward.capabilities.as_ref()) {
+        Some(spec) => Capabilities::compile(spec, trust_domain.as_str()).map_err(|reason| {
+            SettingsError::Capabilities { path: path(), resource: resource(), reason: Box::new(reason) }
+        })?,
+        None => Capabilities::none(),
+    };
+    Ok(Policies { acl, capabilities, api_list, trust_domain })
 }
 
 /// What `configuration` asks for that ward does not do.

@@ -49,7 +49,8 @@ impl Check for AccessControlCheck {
         // Both are set by earlier layers of the same stack; their absence is a wiring bug, refused all the same.
         let caller = extensions.get::<CallerIdentity>().ok_or(InboundError::Unverified)?;
         let call = extensions.get::<PreparedInvocation>().ok_or(InboundError::UnknownEndpoint)?;
-        let dapr_caller = caller.0.as_ref().and_then(|id| id.dapr_identity().ok());
+        // Only a verified caller can match an app policy (a development marker cannot: invariant 9).
+        let dapr_caller = caller.for_policy(extensions).and_then(|id| id.dapr_identity().ok());
         let caller_ref =
             dapr_caller.map(|d| Caller { trust_domain: d.trust_domain, namespace: d.namespace, app_id: d.app_id });
         // The second half of `ward_policy::decide_invocation` (the first ran in the normalisation layer).

@@ -95,7 +95,9 @@ struct Who {
 
 impl Who {
     fn of(request: &InboundRequest) -> Who {
-        let id = request.extensions().get::<CallerIdentity>().and_then(|c| c.0.clone());
+        // Only a verified caller can match a rule: a development marker names nobody (invariant 9).
+        let extensions = request.extensions();
+        let id = extensions.get::<CallerIdentity>().and_then(|c| c.for_policy(extensions).cloned());
         let dapr = id.as_ref().and_then(|id| {
             id.dapr_identity().ok().map(|d| (d.trust_domain.to_owned(), d.namespace.to_owned(), d.app_id.to_owned()))
         });
