@@ -4,7 +4,11 @@
 //!
 //! Run: `cargo build --release -p ward && cargo run --release -p ward --example invoke_bench -- [seconds]`
 //! It starts `ward sentry` and two `ward sidecar` processes (from target/release/ward), and an in-process echo app.
-//! `WARD_BENCH_CALLEE_CONFIG=<file>` gives the callee sidecar a Configuration (`--config`).
+//! `WARD_BENCH_CALLEE_CONFIG=<file>` gives the callee sidecar a Configuration (`--config`) and
+//! `WARD_BENCH_CALLEE_RESOURCES=<dir>` its resources (`--resources-path`, e.g. middleware components);
+//! `WARD_BENCH_PATH` (default `orders`), `WARD_BENCH_BODY` (default `{"order":1}`) and `WARD_BENCH_HEADER`
+//! (`name: value`, e.g. an `authorization` bearer token) shape the request, and `WARD_BENCH_APP_REPLY=<file>` makes
+//! the app answer that file (JSON) instead of echoing, so pipelines (middleware, MCP rules) can be compared.
 
 #[path = "common/mod.rs"]
 mod bench;
@@ -71,9 +75,31 @@ fn rss_kib(pid: u32) -> u64 {
 
 type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
+/// The request body (`WARD_BENCH_BODY`).
+fn body() -> &'static Bytes {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| Bytes::from(std::env::var("WARD_BENCH_BODY").unwrap_or_else(|_| "{\"order\":1}".into())))
+}
+
+/// One extra request header (`WARD_BENCH_HEADER=name: value`).
+fn extra_header() -> Option<&'static (String, String)> {
+    static HEADER: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    HEADER
+        .get_or_init(|| {
+            let raw = std::env::var("WARD_BENCH_HEADER").ok()?;
+            let (name, value) = raw.split_once(':')?;
+            Some((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .as_ref()
+}
+
 async fn one(client: &Client, url: &str) -> Duration {
     let t = Instant::now();
-    let request = hyper::Request::post(url).body(Full::new(Bytes::from_static(b"{\"order\":1}"))).expect("request");
+    let mut builder = hyper::Request::post(url).header("content-type", "application/json");
+    if let Some((name, value)) = extra_header() {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let request = builder.body(Full::new(body().clone())).expect("request");
     let response = client.request(request).await.expect("response");
     assert!(response.status().is_success(), "status {}", response.status());
     response.into_body().collect().await.expect("body");
@@ -141,7 +167,17 @@ fn main() {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                         let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+                        // `WARD_BENCH_APP_REPLY`: a fixed JSON answer (e.g. a 200-tool MCP list) instead of the echo.
+                        let reply = match std::env::var("WARD_BENCH_APP_REPLY") {
+                            Ok(file) => Bytes::from(std::fs::read(file).unwrap_or_default()),
+                            Err(_) => body,
+                        };
+                        let mut response = hyper::Response::new(Full::new(reply));
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(response)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
@@ -161,6 +197,8 @@ fn main() {
             "--port",
             "0",
             "--healthz-port",
+            "0",
+            "--metrics-port",
             "0",
             "--log-level",
             "warn",
@@ -183,6 +221,8 @@ fn main() {
             "--enable-mtls".into(),
             "--sentry-address".into(),
             field(&sentry.ready, "grpc"),
+            "--metrics-port".into(),
+            "0".into(),
             "--log-level".into(),
             "warn".into(),
             "--audit-log".into(),
@@ -193,6 +233,9 @@ fn main() {
             // The callee's Configuration, to compare pipelines (e.g. capability routes and provenance on / off).
             if let Ok(config) = std::env::var("WARD_BENCH_CALLEE_CONFIG") {
                 args.extend(["--config".into(), config]);
+            }
+            if let Ok(resources) = std::env::var("WARD_BENCH_CALLEE_RESOURCES") {
+                args.extend(["--resources-path".into(), resources]);
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -208,8 +251,9 @@ fn main() {
             c.set_nodelay(true);
             c
         });
-    let direct = format!("http://{app_addr}/orders");
-    let mesh = format!("http://{}/v1.0/invoke/callee/method/orders", field(&caller.ready, "http"));
+    let path = std::env::var("WARD_BENCH_PATH").unwrap_or_else(|_| "orders".into());
+    let direct = format!("http://{app_addr}/{path}");
+    let mesh = format!("http://{}/v1.0/invoke/callee/method/{path}", field(&caller.ready, "http"));
 
     let report = |name: &str, d: &Stats, m: &Stats| {
         println!(
