@@ -166,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             header_read_timeout: args.header_read_timeout,
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections,
+            ..ward_net::ListenerLimits::default()
         },
     };
     // Refused before anything starts: a zero timeout or cap would switch a protection off.
