@@ -29,9 +29,9 @@ pub fn response_header_size(headers: &HeaderMap) -> usize {
 }
 
 fn fields_size(headers: &HeaderMap) -> usize {
-    headers.iter().fold(0usize, |sum, (name, value)| {
-        sum.saturating_add(name.as_str().len() + value.len() + FIELD_OVERHEAD)
-    })
+    headers
+        .iter()
+        .fold(0usize, |sum, (name, value)| sum.saturating_add(name.as_str().len() + value.len() + FIELD_OVERHEAD))
 }
 
 /// A request whose headers are over the listener's limit.
@@ -42,6 +42,13 @@ pub struct HeadersTooLarge {
     pub size: usize,
     /// The listener's [`crate::ListenerLimits::max_header_bytes`].
     pub limit: usize,
+}
+
+impl HeadersTooLarge {
+    /// For tests of a [`HeaderRefusal`] outside this crate (the type is `non_exhaustive`).
+    pub fn new(size: usize, limit: usize) -> Self {
+        Self { size, limit }
+    }
 }
 
 /// Builds the answer to a request over the header limit. The request's service is never called; the answer

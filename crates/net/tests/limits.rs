@@ -804,8 +804,7 @@ async fn an_oversized_header_on_http2_ends_only_its_own_stream() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // ...while one request carries 150 KB of headers: ten HEADERS/CONTINUATION frames, which hyper's defaults
         // answered with a GOAWAY that failed the five.
-        let request =
-            Request::get("http://test/").header("x-big", "a".repeat(150 * 1024)).body(Empty::new()).unwrap();
+        let request = Request::get("http://test/").header("x-big", "a".repeat(150 * 1024)).body(Empty::new()).unwrap();
         let response = sender.clone().send_request(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         let body = response.into_body().collect().await.unwrap().to_bytes();
