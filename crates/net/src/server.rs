@@ -302,7 +302,10 @@ async fn connection<M, S, B>(
     let ended = match &shared.tls {
         None => {
             let info = ConnectionInfo { remote, local, peer_certificates: None, alpn_protocol: None };
-            serve_io(&shared, tcp, &info).await
+            // Boxed, like the TLS branch below: the task then holds only the state of the branch it runs (a
+            // plaintext connection does not carry room for a TLS session), which is most of an idle connection's
+            // memory (issue 25, defect 4).
+            Box::pin(serve_io(&shared, tcp, &info)).await
         }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
@@ -338,7 +341,7 @@ async fn connection<M, S, B>(
                     .map(|chain| chain.iter().map(|cert| cert.clone().into_owned()).collect()),
                 alpn_protocol: session.alpn_protocol().map(<[u8]>::to_vec),
             };
-            serve_io(&shared, tls, &info).await
+            Box::pin(serve_io(&shared, tls, &info)).await
         }
     };
     match ended {

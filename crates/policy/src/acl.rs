@@ -24,6 +24,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::spec::{AccessControlSpec, AppPolicySpec, OperationSpec};
 
@@ -301,31 +302,35 @@ pub struct AccessControl {
     compiled: Option<Compiled>,
 }
 
+/// Compact on purpose (issue 25, defect 4: 10,000 policies must fit a small sidecar): every list is a boxed slice
+/// of exactly its length, namespaces and trust domains are interned (shared `Arc<str>`), and a policy keeps one
+/// trie when its HTTP (lower-cased) and gRPC names are the same, which is the common case.
 #[derive(Debug, Clone)]
 struct Compiled {
     default_allow: bool,
     trust_domain: String,
     /// Policies by `appId`; each app-id usually has one entry, several only across namespaces.
-    by_app_id: HashMap<String, Vec<Policy>>,
+    by_app_id: HashMap<Box<str>, Box<[Policy]>>,
 }
 
 #[derive(Debug, Clone)]
 struct Policy {
     index: usize,
-    namespace: String,
-    trust_domain: String,
+    namespace: Arc<str>,
+    trust_domain: Arc<str>,
     default_allow: Option<bool>,
-    operations: Vec<Operation>,
+    operations: Box<[Operation]>,
     /// Names with ASCII letters lower-cased (Dapr lower-cases with full Unicode rules; see [`lower_case`]).
     http_trie: Node,
-    /// Names as written, for gRPC apps.
-    grpc_trie: Node,
+    /// Names as written, for gRPC apps; `None` when no name has an upper-case ASCII letter (then it would be
+    /// `http_trie` again).
+    grpc_trie: Option<Node>,
 }
 
 #[derive(Debug, Clone)]
 struct Operation {
     allow: bool,
-    verbs: Vec<VerbRule>,
+    verbs: Box<[VerbRule]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -333,6 +338,21 @@ struct VerbRule {
     index: usize,
     /// `None` is `*`.
     verb: Option<HttpVerb>,
+}
+
+/// One `Arc<str>` per distinct value, for strings most policies repeat (namespace, trust domain).
+#[derive(Default)]
+struct Interner(HashMap<Box<str>, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, value: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(value);
+        self.0.insert(value.into(), shared.clone());
+        shared
+    }
 }
 
 const DEFAULT_TRUST_DOMAIN: &str = "public";
@@ -363,11 +383,12 @@ impl AccessControl {
         let specs = policies.unwrap_or_default();
         check_required_fields(specs)?;
 
-        let mut by_app_id: HashMap<String, Vec<Policy>> = HashMap::new();
+        let mut by_app_id: HashMap<&str, Vec<Policy>> = HashMap::with_capacity(specs.len());
+        let mut interner = Interner::default();
         for (index, p) in specs.iter().enumerate() {
-            let policy = compile_policy(index, p)?;
-            let same_app = by_app_id.entry(p.app_id.clone()).or_default();
-            if let Some(first) = same_app.iter().find(|q| q.namespace == p.namespace) {
+            let policy = compile_policy(index, p, &mut interner)?;
+            let same_app = by_app_id.entry(p.app_id.as_str()).or_default();
+            if let Some(first) = same_app.iter().find(|q| *q.namespace == *p.namespace) {
                 return Err(AclError::DuplicatePolicy {
                     first: first.index,
                     second: index,
@@ -382,7 +403,7 @@ impl AccessControl {
             compiled: Some(Compiled {
                 default_allow,
                 trust_domain: if trust_domain.is_empty() { DEFAULT_TRUST_DOMAIN } else { trust_domain }.to_owned(),
-                by_app_id,
+                by_app_id: by_app_id.into_iter().map(|(app_id, same_app)| (app_id.into(), same_app.into())).collect(),
             }),
         })
     }
@@ -415,10 +436,10 @@ impl AccessControl {
         let Some(same_app) = c.by_app_id.get(caller.app_id) else {
             return global(GlobalDefaultCause::NoPolicyForCaller);
         };
-        let Some(policy) = same_app.iter().find(|p| p.namespace == caller.namespace) else {
+        let Some(policy) = same_app.iter().find(|p| *p.namespace == *caller.namespace) else {
             return global(GlobalDefaultCause::NamespaceMismatch);
         };
-        if policy.trust_domain != caller.trust_domain {
+        if *policy.trust_domain != *caller.trust_domain {
             return global(GlobalDefaultCause::TrustDomainMismatch { policy: policy.index });
         }
 
@@ -434,7 +455,7 @@ impl AccessControl {
 
         let (trie, operation) = match req.app_protocol {
             AppProtocol::Http => (&policy.http_trie, lower_case(req.operation)),
-            AppProtocol::Grpc => (&policy.grpc_trie, Cow::Borrowed(req.operation)),
+            AppProtocol::Grpc => (policy.grpc_trie.as_ref().unwrap_or(&policy.http_trie), Cow::Borrowed(req.operation)),
         };
         let Some((op_index, op)) = trie.search(&operation).and_then(|i| policy.operations.get(i).map(|op| (i, op)))
         else {
@@ -540,18 +561,13 @@ fn check_required_fields(specs: &[AppPolicySpec]) -> Result<(), AclError> {
     if missing.is_empty() { Ok(()) } else { Err(AclError::MissingPolicyFields { missing }) }
 }
 
-fn compile_policy(index: usize, p: &AppPolicySpec) -> Result<Policy, AclError> {
+fn compile_policy(index: usize, p: &AppPolicySpec, interner: &mut Interner) -> Result<Policy, AclError> {
     let default_allow = parse_action(p.default_action.as_deref(), || format!("policies[{index}].defaultAction"))?;
-    let mut policy = Policy {
-        index,
-        namespace: p.namespace.clone(),
-        trust_domain: p.trust_domain.clone(),
-        default_allow,
-        operations: Vec::with_capacity(p.operations.len()),
-        http_trie: Node::default(),
-        grpc_trie: Node::default(),
-    };
-    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut operations = Vec::with_capacity(p.operations.len());
+    let mut http_trie = Node::default();
+    let mut grpc_trie = Node::default();
+    let mut mixed_case = false;
+    let mut names: HashMap<&str, usize> = HashMap::with_capacity(p.operations.len());
     for (op_index, op) in p.operations.iter().enumerate() {
         let field = || format!("policies[{index}].operations[{op_index}]");
         let compiled = compile_operation(op, &field)?;
@@ -563,11 +579,26 @@ fn compile_policy(index: usize, p: &AppPolicySpec) -> Result<Policy, AclError> {
         }
         names.insert(name, op_index);
 
-        policy.grpc_trie.insert(name, op_index);
-        policy.http_trie.insert(&name.to_ascii_lowercase(), op_index);
-        policy.operations.push(compiled);
+        grpc_trie.insert(name, op_index);
+        let lower = lower_case(name);
+        mixed_case |= matches!(lower, Cow::Owned(_));
+        http_trie.insert(&lower, op_index);
+        operations.push(compiled);
     }
-    Ok(policy)
+    http_trie.shrink();
+    Ok(Policy {
+        index,
+        namespace: interner.get(&p.namespace),
+        trust_domain: interner.get(&p.trust_domain),
+        default_allow,
+        operations: operations.into_boxed_slice(),
+        http_trie,
+        // Same insertions in the same order give the same trie: keep one.
+        grpc_trie: mixed_case.then(|| {
+            grpc_trie.shrink();
+            grpc_trie
+        }),
+    })
 }
 
 fn compile_operation(op: &OperationSpec, field: &dyn Fn() -> String) -> Result<Operation, AclError> {

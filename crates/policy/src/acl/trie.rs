@@ -51,6 +51,17 @@ impl Node {
         }
     }
 
+    /// Drops the spare capacity of every list once the trie is built (it is never changed afterwards).
+    /// Iterative: a name may have very many segments, and the trie is as deep as that.
+    pub(super) fn shrink(&mut self) {
+        let mut stack = vec![self];
+        while let Some(node) = stack.pop() {
+            node.children.shrink_to_fit();
+            node.wildcards.shrink_to_fit();
+            stack.extend(node.children.iter_mut());
+        }
+    }
+
     /// Port of Dapr's `Trie.Search` (DAPR-FACTS §3.3): returns the operation index that applies, if any.
     pub(super) fn search(&self, operation: &str) -> Option<usize> {
         let operation = operation.strip_prefix('/').unwrap_or(operation);
