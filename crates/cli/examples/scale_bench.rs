@@ -478,7 +478,8 @@ async fn register_fake_apps(home: &Path, count: usize) -> Vec<ward_components::n
 
 fn main() {
     let opts = Options::parse();
-    let build = if opts.ward.to_string_lossy().contains("/debug/") { "DEBUG build: shape only" } else { "release?" };
+    // Named by its path: a debug build shows the shape of each table, only a release build the numbers to publish.
+    let build = if opts.ward.to_string_lossy().contains("debug") { "a DEBUG build: shape only" } else { "release" };
     println!("# ward scale benchmark: {} ({build}), {} s per phase, fixed rate {} req/s\n", opts.ward.display(), opts.seconds, opts.rate);
     let env = Env::start(opts);
     let direct_url = format!("http://{}/orders", env.app);
