@@ -151,7 +151,9 @@ fn proc_status(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
 }
@@ -471,7 +473,12 @@ async fn register_fake_apps(home: &Path, count: usize) -> Vec<ward_components::n
     let registry = ward_components::nameresolution::SqliteRegistry::open(options).await.expect("registry");
     let mut rows = Vec::with_capacity(count);
     for n in 0..count {
-        rows.push(registry.register(&format!("app-{n}"), "default", &format!("127.0.0.1:{}", 20000 + n % 1000)).await.expect("register"));
+        rows.push(
+            registry
+                .register(&format!("app-{n}"), "default", &format!("127.0.0.1:{}", 20000 + n % 1000))
+                .await
+                .expect("register"),
+        );
     }
     rows
 }
@@ -480,7 +487,12 @@ fn main() {
     let opts = Options::parse();
     // Named by its path: a debug build shows the shape of each table, only a release build the numbers to publish.
     let build = if opts.ward.to_string_lossy().contains("debug") { "a DEBUG build: shape only" } else { "release" };
-    println!("# ward scale benchmark: {} ({build}), {} s per phase, fixed rate {} req/s\n", opts.ward.display(), opts.seconds, opts.rate);
+    println!(
+        "# ward scale benchmark: {} ({build}), {} s per phase, fixed rate {} req/s\n",
+        opts.ward.display(),
+        opts.seconds,
+        opts.rate
+    );
     let env = Env::start(opts);
     let direct_url = format!("http://{}/orders", env.app);
     let small = Bytes::from_static(b"{\"order\":1}");
@@ -528,7 +540,9 @@ fn main() {
 
 fn connections(env: &Env, direct: &Stats) {
     println!("## Client connections (keep-alive, to the caller's API; the fixed rate spread over them)\n");
-    println!("| connections | added p50 / p99 | caller RSS before → with the connections | per connection |\n|---|---|---|---|");
+    println!(
+        "| connections | added p50 / p99 | caller RSS before → with the connections | per connection |\n|---|---|---|---|"
+    );
     for n in env.opts.steps(&[16, 64, 256, 1_024]) {
         let home = env.home(&format!("home-conn{n}"));
         let callee = env.sidecar("callee", &home, Some(env.app.port()), None);
@@ -568,7 +582,9 @@ fn connections(env: &Env, direct: &Stats) {
 
 fn bodies(env: &Env) {
     println!("## Body sizes (POST, 4 requests in flight)\n");
-    println!("| body | direct p50 / p99 | via the pair p50 / p99 | via the pair req/s | MB/s | ratio to direct |\n|---|---|---|---|---|---|");
+    println!(
+        "| body | direct p50 / p99 | via the pair p50 / p99 | via the pair req/s | MB/s | ratio to direct |\n|---|---|---|---|---|---|"
+    );
     let home = env.home("home-bodies");
     let callee = env.sidecar("callee", &home, Some(env.app.port()), None);
     let caller = env.sidecar("caller", &home, None, None);
