@@ -1,6 +1,7 @@
 //! One oversized header must not abort other calls (issue 26, defect 2): while five slow, allowed calls from the
 //! caller's app to the callee are in flight on the HTTP/2 connection the two sidecars share, a call with a 150 KB
-//! header is answered 431 with a Dapr error body, and none of the five fails.
+//! header is answered 431 with a Dapr error body, and none of the five fails. Likewise in the other direction: an
+//! app answer with a 150 KB header is refused by the callee's sidecar instead of being relayed.
 
 mod support;
 
@@ -36,9 +37,17 @@ impl SlowApp {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let counter = counter.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         counter.fetch_add(1, Ordering::SeqCst);
+                        let big_answer = req.uri().path() == "/big-answer";
                         async move {
+                            if big_answer {
+                                let response = hyper::Response::builder()
+                                    .header("x-big", "b".repeat(150 * 1024))
+                                    .body(Full::new(Bytes::from_static(b"big")))
+                                    .unwrap();
+                                return Ok::<_, Infallible>(response);
+                            }
                             tokio::time::sleep(SLOW).await;
                             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"slow done"))))
                         }
@@ -97,4 +106,40 @@ fn an_oversized_header_is_431_and_aborts_no_other_call() {
         assert!(failed.is_empty(), "round {round}: collateral failures: {failed:?}");
     }
     assert_eq!(app.received.load(Ordering::SeqCst), 11, "the oversized call never reached the app");
+}
+
+#[test]
+fn an_app_answer_with_an_oversized_header_aborts_no_other_call() {
+    let mesh = Mesh::start(&[]);
+    let app = SlowApp::start();
+    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let caller = Arc::new(mesh.sidecar(SidecarSpec::new("caller", None)));
+    let http = Http::new();
+    assert_eq!(http.get(&caller.http, "/v1.0/invoke/callee/method/slow").status, 200);
+
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            let caller = caller.clone();
+            std::thread::spawn(move || {
+                let reply = Http::new().get(&caller.http, "/v1.0/invoke/callee/method/slow");
+                (reply.status, reply.text())
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.received.load(Ordering::SeqCst) < 6 {
+        assert!(std::time::Instant::now() < deadline, "the slow calls did not reach the app");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The app answers at once with 150 KB of headers: the callee's sidecar must not relay that to the caller's.
+    let reply = http.get(&caller.http, "/v1.0/invoke/callee/method/big-answer");
+    assert_ne!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["errorCode"].as_str().is_some(), "a Dapr error body: {}", reply.text());
+
+    let failed: Vec<_> = slow
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|(status, text)| *status != 200 || text != "slow done")
+        .collect();
+    assert!(failed.is_empty(), "collateral failures: {failed:?}");
 }
