@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo build --release -p ward && cargo run --release -p ward --example invoke_bench -- [seconds]`
 //! It starts `ward sentry` and two `ward sidecar` processes (from target/release/ward), and an in-process echo app.
+//! `WARD_BENCH_CALLEE_CONFIG=<file>` gives the callee sidecar a Configuration (`--config`).
 
 #[path = "common/mod.rs"]
 mod bench;
@@ -189,6 +190,10 @@ fn main() {
         ];
         if let Some(port) = app_port {
             args.extend(["--app-port".into(), port.to_string()]);
+            // The callee's Configuration, to compare pipelines (e.g. capability routes and provenance on / off).
+            if let Ok(config) = std::env::var("WARD_BENCH_CALLEE_CONFIG") {
+                args.extend(["--config".into(), config]);
+            }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         spawn(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home_s)], "ward sidecar ready:")

@@ -18,8 +18,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--scheduler-host-address=localhost:50006",
     "--dapr-http-read-buffer-size=4",
     "--dapr-block-shutdown-duration=5s",
-    "--enable-metrics",
-    "--metrics-port=9099",
     "--dapr-public-port=3501",
     "--unix-domain-socket=/tmp",
     "--enable-profiling",
@@ -31,8 +29,13 @@ fn a_daprd_command_line_starts_and_every_unimplemented_flag_is_named() {
     let mut spec = SidecarSpec::new("daprd-style", None);
     spec.extra = NOT_IMPLEMENTED.iter().map(|s| s.to_string()).collect();
     spec.extra.extend(
-        ["--app-max-concurrency=-1", "--dapr-http-max-request-size=8", "--dapr-graceful-shutdown-seconds=2"]
-            .map(String::from),
+        [
+            "--app-max-concurrency=-1",
+            "--dapr-http-max-request-size=8",
+            "--dapr-graceful-shutdown-seconds=2",
+            "--enable-metrics",
+        ]
+        .map(String::from),
     );
     let sidecar = mesh.sidecar(spec);
     let stderr = sidecar.process.stderr_text();
@@ -40,7 +43,13 @@ fn a_daprd_command_line_starts_and_every_unimplemented_flag_is_named() {
         let name = flag.split('=').next().unwrap_or(flag);
         assert!(stderr.contains(&format!("{name}: NOT APPLIED")), "{name} not named:\n{stderr}");
     }
-    for applied in ["--app-max-concurrency", "--dapr-http-max-request-size", "--dapr-graceful-shutdown-seconds"] {
+    for applied in [
+        "--app-max-concurrency",
+        "--dapr-http-max-request-size",
+        "--dapr-graceful-shutdown-seconds",
+        "--enable-metrics",
+        "--metrics-port",
+    ] {
         assert!(!stderr.contains(&format!("{applied}: NOT APPLIED")), "{applied} is applied:\n{stderr}");
     }
 

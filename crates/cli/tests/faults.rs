@@ -117,6 +117,8 @@ fn event(n: usize) -> AuditEvent {
         decision: Decision::Allow,
         rule: "no accessControl".into(),
         reason: "test".into(),
+        tool: None,
+        jsonrpc_id: None,
     }
 }
 

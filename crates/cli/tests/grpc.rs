@@ -363,3 +363,71 @@ fn apps_set_their_extended_metadata_over_http_and_grpc() {
     let json = http.get(&sidecar.http, "/v1.0/metadata").json();
     assert_eq!(json["extended"]["tier"], "gold");
 }
+
+/// Issue 15, layer four on gRPC app channels: the callee's sidecar sets `ward-provenance` as gRPC metadata on a
+/// proxied call and on `AppCallback/OnInvoke`, and it verifies against the callee's JWKS with the full method path
+/// (proxy) or the invoked method (OnInvoke) and `POST`.
+#[test]
+fn the_provenance_token_reaches_grpc_apps_as_metadata() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let callback = Callback::default();
+    let proxied: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (record, app_callback) = (proxied.clone(), callback.clone());
+    runtime.spawn(async move {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let health = tonic::service::interceptor::InterceptedService::new(health, move |request: Request<()>| {
+            let token = request.metadata().get("ward-provenance").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            record.lock().unwrap().push(token);
+            Ok(request)
+        });
+        tonic::transport::Server::builder()
+            .add_service(AppCallbackServer::new(app_callback))
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let mesh = Mesh::start(&[]);
+    let mut callee = SidecarSpec::new("callee", Some(port));
+    callee.extra = vec!["--app-protocol".into(), "grpc".into()];
+    let callee = mesh.sidecar(callee);
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let grpc_addr = support::field(&caller.process.stdout_text(), "grpc");
+    let reply = Http::new().get(&callee.http, "/v1.0-alpha1/ward/provenance/jwks");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let jwks: ward_provenance::Jwks = serde_json::from_slice(&reply.body).unwrap();
+
+    runtime.block_on(async {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&grpc_addr).await);
+        let mut request = Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        request.metadata_mut().insert("dapr-app-id", "callee".parse().unwrap());
+        request.metadata_mut().insert("ward-provenance", "forged.by.caller".parse().unwrap());
+        health.check(request).await.expect("proxied");
+        let mut dapr = rt::dapr_client::DaprClient::new(channel(&grpc_addr).await);
+        let invoke = rt::InvokeServiceRequest {
+            id: "callee".into(),
+            message: Some(common::InvokeRequest {
+                method: "hello".into(),
+                data: None,
+                content_type: String::new(),
+                http_extension: Some(common::HttpExtension {
+                    verb: common::http_extension::Verb::Post as i32,
+                    querystring: String::new(),
+                }),
+            }),
+        };
+        dapr.invoke_service(Request::new(invoke)).await.expect("invoke");
+    });
+    let token = proxied.lock().unwrap().last().cloned().flatten().expect("the proxied call carries a token");
+    let v = ward_provenance::verify(Some(&token), "POST", "/grpc.health.v1.Health/Check", "callee", &jwks, true)
+        .expect("the proxy-path token verifies");
+    assert_eq!(v.caller, "spiffe://public/ns/default/caller");
+    let seen = callback.seen.lock().unwrap().clone();
+    let token = seen.last().and_then(|m| m.get("ward-provenance").cloned()).expect("OnInvoke carries a token");
+    let v = ward_provenance::verify(Some(&token), "POST", "/hello", "callee", &jwks, true).expect("verifies");
+    assert_eq!(v.caller, "spiffe://public/ns/default/caller");
+    assert!(v.capabilities.is_empty());
+}

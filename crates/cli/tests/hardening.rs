@@ -200,7 +200,7 @@ fn finding_11_a_denied_head_is_403_like_get() {
 }
 
 #[test]
-fn a_configured_pipeline_is_refused_until_ward_has_middleware() {
+fn a_pipeline_handler_naming_no_loaded_middleware_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pipeline.yaml");
     std::fs::write(
@@ -210,7 +210,8 @@ fn a_configured_pipeline_is_refused_until_ward_has_middleware() {
     .unwrap();
     let (code, _, stderr) = plaintext_sidecar_once("a", &config, dir.path());
     assert_ne!(code, 0, "{stderr}");
-    assert!(stderr.contains("pipeline.yaml: spec.appHttpPipeline.handlers[0]"), "{stderr}");
+    assert!(stderr.contains("pipeline.yaml") && stderr.contains("spec.appHttpPipeline.handlers[0].name"), "{stderr}");
+    assert!(stderr.contains("no middleware component named \"bearer\""), "{stderr}");
 }
 
 #[test]

@@ -137,3 +137,104 @@ fn an_over_long_trust_domain_is_refused_by_policy_check_and_sidecar_alike() {
     );
     check_line("sidecar", code, &err);
 }
+
+const CAPABILITIES: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: tables
+spec:
+  accessControl:
+    defaultAction: allow
+  ward:
+    capabilities:
+      grants:
+      - appId: workflow-runtime
+        namespace: default
+        capabilities: ["managed-table:agent-create", "secrets:internal"]
+      - appId: analytics
+        namespace: default
+        capabilities: ["managed-table:read", "managed-table:export"]
+      routes:
+      - name: /tables/agent/**
+        httpVerb: [POST]
+        requires: ["managed-table:agent-create"]
+      - name: /tables/*/rows
+        httpVerb: [GET]
+        requires: ["managed-table:read"]
+      - name: /vault/**
+        requires: ["vault:open"]
+"#;
+
+#[test]
+fn policy_check_explains_capabilities_and_lint_finds_unused_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tables.yaml");
+    std::fs::write(&config, CAPABILITIES).unwrap();
+    let c = config.to_str().unwrap();
+    let check = |caller: &str, verb: &str, path: &str| {
+        ward_output(&["policy", "check", "--config", c, "--caller", caller, "--verb", verb, "--path", path], &[])
+    };
+    let (code, out, _) = check("spiffe://public/ns/default/analytics", "POST", "/tables/agent/new");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("accessControl: allow"), "{out}");
+    assert!(out.contains("routes[0] (/tables/agent/**) requires [managed-table:agent-create]"), "{out}");
+    assert!(out.contains("caller holds [managed-table:read, managed-table:export]"), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("deny: missing capability managed-table:agent-create (spec.ward.capabilities.routes[0])"),
+        "{out}"
+    );
+
+    let (code, out, _) = check("spiffe://public/ns/default/analytics", "GET", "/tables/t1/rows");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.trim_end().ends_with("allow"), "{out}");
+
+    let (code, out, _) = check("spiffe://public/ns/default/analytics", "GET", "/health");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no route applies"), "{out}");
+
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", c], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("routes[2] (/vault/**): requires \"vault:open\", which no grant holds"), "{out}");
+    assert!(
+        out.contains("(spiffe://public/ns/default/analytics): capability \"managed-table:export\" is never required"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "(spiffe://public/ns/default/workflow-runtime): capability \"secrets:internal\" is never required"
+        ),
+        "{out}"
+    );
+
+    // A bad capability name is a load error naming the field, for the CLI as for a sidecar.
+    std::fs::write(&config, CAPABILITIES.replace("vault:open", "Vault:Open")).unwrap();
+    let (code, _, err) = ward_output(&["policy", "lint", "--config", c], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("spec.ward.capabilities: routes[2].requires[0]: invalid capability name"), "{err}");
+}
+
+#[test]
+fn policy_check_explains_mcp_tool_decisions_and_lint_warns_about_unbounded_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp.yaml");
+    let mcp = "  ward:\n    mcp:\n      endpoint: /mcp\n      rules:\n      - callers: [checkout]\n        allow: [search, \"read_*\"]\n      - callers: [ops]\n        allow: [\"*\"]\n";
+    std::fs::write(&config, format!("{CONFIG}{mcp}")).unwrap();
+    let c = config.to_str().unwrap();
+    let check = |caller: &str, tool: &str| {
+        ward_output(&["policy", "check", "--config", c, "--mcp", "--caller", caller, "--tool", tool], &[])
+    };
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "read_file");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("allow") && out.contains("spec.ward.mcp.rules[0].allow[1]"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/default/checkout", "delete_repo");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("deny") && out.contains("spec.ward.mcp.defaultAction"), "{out}");
+    let (code, out, _) = check("spiffe://public/ns/prod/checkout", "search");
+    assert_eq!(code, 1, "an app id matches only in the server's namespace: {out}");
+    let (code, out, _) = ward_output(&["policy", "lint", "--config", c], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("spec.ward.mcp.rules[1]: allows every tool"), "{out}");
+    assert!(!out.contains("rules[0]"), "{out}");
+}

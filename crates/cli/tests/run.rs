@@ -190,12 +190,15 @@ fn the_quickstart_shows_allowed_and_refused_calls() {
         "== APP - checkout == order 3: 200 {\"saved\": 3}",
         "GET orders/admin (not allowed by orders' ACL): 403",
         "operation: admin verb: GET",
+        "POST orders/refund (ACL allows, capability orders:refund not granted): 403",
+        "desc = access denied: missing capability orders:refund",
         "(store scoped to orders): 500 {\"errorCode\":\"ERR_STATE_STORE_NOT_CONFIGURED\"",
         "wrong API token: 401 {\"errorCode\":\"ERR_UNAUTHORIZED\"",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
     assert!(!out.contains("admin page served"), "the ACL let the admin call through:\n{out}");
+    assert!(!out.contains("refund served"), "the capability check let the refund through:\n{out}");
     run.terminate();
     assert!(run.wait_exit(Duration::from_secs(30)).success());
     let (code, verify, _) = ward_output(&["audit", "verify", &format!("{home}/audit/orders.log")], &[]);

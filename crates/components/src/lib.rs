@@ -2,7 +2,7 @@
 //! ([`secretstores`]) and the self-hosted name-resolution registry ([`nameresolution`]).
 //!
 //! [`classify_component`] says, before anything is built, whether a `spec.type` is a state store, a secret store,
-//! a Dapr building block ward does not implement yet, or refused (unknown types and `middleware.*`).
+//! an HTTP middleware, a Dapr building block ward does not implement yet, or refused (unknown types).
 //!
 //! The sidecar hands each component its type, version, name and already-resolved metadata
 //! ([`ComponentMetadata`]) plus a [`BuildContext`]; a factory returns a ready component or a [`ComponentError`]
@@ -23,7 +23,9 @@ mod sqlite_conn;
 use std::path::PathBuf;
 
 pub use metadata::{BoxError, ComponentError, ComponentMetadata};
-pub use support::{ComponentSupport, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component};
+pub use support::{
+    ComponentSupport, MIDDLEWARE_TYPES, NOT_IMPLEMENTED_BUILDING_BLOCKS, classify_component, component_capabilities,
+};
 
 /// What a factory needs to know about the sidecar that is building a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub struct BuildContext {
     /// Directory that relative paths in metadata are resolved against (e.g. `secretsFile`): the directory the
     /// sidecar runs from, or the resources directory, as the sidecar decides.
     pub base_dir: PathBuf,
+    /// The sidecar's working directory: daprd opens relative file paths in metadata (`secretsFile`) from here.
+    pub working_dir: PathBuf,
     /// This sidecar's app id.
     pub app_id: String,
     /// This sidecar's namespace (may be empty).

@@ -16,6 +16,7 @@ fn ctx() -> BuildContext {
     BuildContext {
         data_dir: std::env::temp_dir(),
         base_dir: std::env::temp_dir(),
+        working_dir: std::env::temp_dir(),
         app_id: "app1".into(),
         namespace: String::new(),
     }

@@ -27,6 +27,7 @@ fn ctx(base: &std::path::Path) -> BuildContext {
     BuildContext {
         data_dir: base.to_owned(),
         base_dir: base.to_owned(),
+        working_dir: base.to_owned(),
         app_id: "app1".into(),
         namespace: String::new(),
     }
@@ -268,4 +269,24 @@ async fn local_env_reads_the_real_environment() {
     .unwrap();
     assert!(status.success(), "child failed:\n{out}");
     assert!(out.contains("ENV-CHILD-OK"), "child did not run its checks:\n{out}");
+}
+
+/// Issue 19 row 3: a relative `secretsFile` is opened from the working directory, as daprd does; the component's
+/// folder is used only when the file exists there and not in the working directory.
+#[test]
+fn relative_secrets_file_is_taken_from_the_working_directory_first() {
+    use ward_components::secretstores::LocalFileOptions;
+    let cwd = tempfile::tempdir().unwrap();
+    let components = tempfile::tempdir().unwrap();
+    let mut md = ComponentMetadata::new();
+    md.insert("secretsFile", "secrets.json");
+    std::fs::write(components.path().join("secrets.json"), "{}").unwrap();
+    let only_beside = LocalFileOptions::from_metadata(&md, cwd.path(), components.path()).unwrap();
+    assert_eq!(only_beside.secrets_file, components.path().join("secrets.json"));
+    std::fs::write(cwd.path().join("secrets.json"), "{}").unwrap();
+    let both = LocalFileOptions::from_metadata(&md, cwd.path(), components.path()).unwrap();
+    assert_eq!(both.secrets_file, cwd.path().join("secrets.json"), "daprd's rule wins");
+    md.insert("secretsFile", "missing.json");
+    let neither = LocalFileOptions::from_metadata(&md, cwd.path(), components.path()).unwrap();
+    assert_eq!(neither.secrets_file, cwd.path().join("missing.json"), "the error names daprd's path");
 }

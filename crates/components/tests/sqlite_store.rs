@@ -181,6 +181,7 @@ async fn factory_defaults_to_a_private_file_under_ward_home() {
         let ctx = BuildContext {
             data_dir: home.path().to_owned(),
             base_dir: home.path().to_owned(),
+            working_dir: home.path().to_owned(),
             app_id: "app1".into(),
             namespace: String::new(),
         };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use ward_policy::spec::{AccessControlSpec, ApiSpec, SecretsSpec};
+use ward_policy::spec::{AccessControlSpec, ApiSpec, CapabilitiesSpec, McpSpec, SecretsSpec};
 
 use crate::error::{ConfigError, ResourceKind};
 use crate::meta::{Header, RawObjectMeta, check_configuration_name};
@@ -177,6 +177,20 @@ struct RawWardSpec {
     /// `"4Mi"` or a plain number of bytes.
     #[serde(default)]
     max_body_size: Option<Value>,
+    /// Tool rules for an MCP server (compiled by `ward-policy`).
+    #[serde(default)]
+    mcp: Option<McpSpec>,
+    #[serde(default)]
+    capabilities: Option<CapabilitiesSpec>,
+    #[serde(default)]
+    provenance: Option<RawProvenance>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProvenance {
+    #[serde(default)]
+    enabled: Option<bool>,
 }
 
 /// A checked `kind: Configuration`.
@@ -275,6 +289,12 @@ pub struct WardSpec {
     pub audit_log: Option<PathBuf>,
     /// Request body limit in bytes, when set.
     pub max_body_size: Option<u64>,
+    /// `spec.ward.capabilities`, unvalidated (ward-policy compiles it). `None` when absent.
+    pub capabilities: Option<CapabilitiesSpec>,
+    /// `spec.ward.provenance.enabled`; `None` when absent (the sidecar's default: on with mTLS).
+    pub provenance_enabled: Option<bool>,
+    /// `spec.ward.mcp`, unvalidated (`ward-policy` compiles it).
+    pub mcp: Option<McpSpec>,
 }
 
 /// `spec.components.deny`: component types that may not be loaded, each `type` (any version) or `type/version`.
@@ -333,7 +353,8 @@ impl Configuration {
     /// The security controls `previous` had that `self` no longer has, as field paths: a whole section removed
     /// (`spec.accessControl`, `spec.secrets`, `spec.api`), a list emptied (`spec.components.deny`,
     /// `spec.httpPipeline`, `spec.appHttpPipeline`), or a switch turned off (`spec.ward.productionMode`,
-    /// `spec.mtls.enabled`). A reload that removes a control may be a half-written file as easily as a decision, so
+    /// `spec.mtls.enabled`), capability routes emptied (`spec.ward.capabilities.routes`) or provenance turned off
+    /// (`spec.ward.provenance.enabled`). A reload that removes a control may be a half-written file as easily as a decision, so
     /// the configuration watcher refuses it in production (the old snapshot stays until a restart) and applies it
     /// with a warning naming the file and these fields in development (issue 12, row 10). Tightening is never listed.
     pub fn security_controls_removed(&self, previous: &Configuration) -> Vec<&'static str> {
@@ -350,6 +371,13 @@ impl Configuration {
         check("spec.httpPipeline", !previous.http_pipeline.is_empty(), !self.http_pipeline.is_empty());
         check("spec.appHttpPipeline", !previous.app_http_pipeline.is_empty(), !self.app_http_pipeline.is_empty());
         check("spec.ward.productionMode", previous.ward.production_mode, self.ward.production_mode);
+        let routes = |c: &Configuration| c.ward.capabilities.as_ref().is_some_and(|caps| !caps.routes.is_empty());
+        check("spec.ward.capabilities.routes", routes(previous), routes(self));
+        check(
+            "spec.ward.provenance.enabled",
+            previous.ward.provenance_enabled != Some(false),
+            self.ward.provenance_enabled != Some(false),
+        );
         check("spec.mtls.enabled", previous.mtls.enabled == Some(true), self.mtls.enabled == Some(true));
         removed
     }
@@ -500,6 +528,9 @@ impl Configuration {
             production_mode: raw_ward.production_mode.unwrap_or(false),
             audit_log: raw_ward.audit_log.filter(|p| !p.is_empty()).map(PathBuf::from),
             max_body_size,
+            capabilities: raw_ward.capabilities,
+            provenance_enabled: raw_ward.provenance.and_then(|p| p.enabled),
+            mcp: raw_ward.mcp,
         };
 
         Ok(Configuration {

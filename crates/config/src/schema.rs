@@ -107,7 +107,28 @@ const MTLS: &[Key] = &[
 ];
 const NAME_RESOLUTION: &[Key] = &[applied("component"), applied("version"), applied("configuration")];
 const LOGGING: &[Key] = &[section("apiLogging", Shape::Map(API_LOGGING))];
-const WARD: &[Key] = &[applied("productionMode"), applied("auditLog"), applied("maxBodySize")];
+const GRANT: &[Key] = &[applied("appId"), applied("namespace"), applied("spiffeId"), applied("capabilities")];
+const CAPABILITY_ROUTE: &[Key] = &[applied("name"), applied("httpVerb"), applied("requires")];
+const CAPABILITIES: &[Key] = &[
+    section("grants", Shape::List(&Shape::Map(GRANT))),
+    section("routes", Shape::List(&Shape::Map(CAPABILITY_ROUTE))),
+];
+const PROVENANCE: &[Key] = &[applied("enabled")];
+const MCP_RULE: &[Key] = &[applied("callers"), applied("allow"), applied("deny")];
+const MCP: &[Key] = &[
+    applied("endpoint"),
+    applied("defaultAction"),
+    section("rules", Shape::List(&Shape::Map(MCP_RULE))),
+    applied("passthroughUnknownMethods"),
+];
+const WARD: &[Key] = &[
+    applied("productionMode"),
+    applied("auditLog"),
+    applied("maxBodySize"),
+    section("mcp", Shape::Map(MCP)),
+    section("capabilities", Shape::Map(CAPABILITIES)),
+    section("provenance", Shape::Map(PROVENANCE)),
+];
 
 /// `spec` of a Configuration: every section of Dapr's `ConfigurationSpec`, plus `ward`.
 const SPEC: &[Key] = &[

@@ -246,7 +246,7 @@ fn cases() -> Vec<Case> {
             vec![("spec.mtls.tokenValidators[0].options", json!({"source": "https://issuer.example/jwks"}))],
             Listed("spec.mtls.tokenValidators", NotImplemented),
         ),
-        // pipelines: typed as HandlerSpec (the runtime refuses them until middleware is implemented)
+        // pipelines: typed as HandlerSpec (the sidecar resolves each handler against its middleware components)
         case(
             "spec.httpPipeline.handlers[].name",
             vec![
@@ -365,6 +365,96 @@ fn cases() -> Vec<Case> {
             "spec.ward.maxBodySize",
             vec![("spec.ward.maxBodySize", json!("1Mi"))],
             Typed(|c| c.ward.max_body_size == Some(1024 * 1024)),
+        ),
+        case(
+            "spec.ward.capabilities.grants[].appId",
+            vec![
+                ("spec.ward.capabilities.grants[0].appId", json!("analytics")),
+                ("spec.ward.capabilities.grants[0].namespace", json!("default")),
+                ("spec.ward.capabilities.grants[0].capabilities", json!(["managed-table:read"])),
+            ],
+            Typed(|c| grant(c).is_some_and(|g| g.app_id.as_deref() == Some("analytics"))),
+        ),
+        case(
+            "spec.ward.capabilities.grants[].namespace",
+            vec![
+                ("spec.ward.capabilities.grants[0].namespace", json!("prod")),
+                ("spec.ward.capabilities.grants[0].appId", json!("analytics")),
+            ],
+            Typed(|c| grant(c).is_some_and(|g| g.namespace.as_deref() == Some("prod"))),
+        ),
+        case(
+            "spec.ward.capabilities.grants[].spiffeId",
+            vec![("spec.ward.capabilities.grants[0].spiffeId", json!("spiffe://td/ns/n/a"))],
+            Typed(|c| {
+                c.ward.capabilities.as_ref().is_some_and(|caps| {
+                    caps.grants.iter().any(|g| g.spiffe_id.as_deref() == Some("spiffe://td/ns/n/a"))
+                })
+            }),
+        ),
+        case(
+            "spec.ward.capabilities.grants[].capabilities",
+            vec![("spec.ward.capabilities.grants[0].capabilities", json!(["a:b"]))],
+            Typed(|c| grant(c).is_some_and(|g| g.capabilities.iter().any(|x| x == "a:b"))),
+        ),
+        case(
+            "spec.ward.capabilities.routes[].name",
+            vec![
+                ("spec.ward.capabilities.routes[0].name", json!("/tables/*/rows")),
+                ("spec.ward.capabilities.routes[0].requires", json!(["managed-table:read"])),
+            ],
+            Typed(|c| route(c).is_some_and(|r| r.name == "/tables/*/rows")),
+        ),
+        case(
+            "spec.ward.capabilities.routes[].httpVerb",
+            vec![
+                ("spec.ward.capabilities.routes[0].httpVerb", json!(["GET"])),
+                ("spec.ward.capabilities.routes[0].name", json!("/tables/*/rows")),
+            ],
+            Typed(|c| route(c).is_some_and(|r| r.http_verb == ["GET"])),
+        ),
+        case(
+            "spec.ward.capabilities.routes[].requires",
+            vec![
+                ("spec.ward.capabilities.routes[0].requires", json!(["managed-table:read"])),
+                ("spec.ward.capabilities.routes[0].name", json!("/tables/*/rows")),
+            ],
+            Typed(|c| route(c).is_some_and(|r| r.requires == ["managed-table:read"])),
+        ),
+        case(
+            "spec.ward.provenance.enabled",
+            vec![("spec.ward.provenance.enabled", json!(false))],
+            Typed(|c| c.ward.provenance_enabled == Some(false)),
+        ),
+        case(
+            "spec.ward.mcp.endpoint",
+            vec![("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.endpoint == "/mcp")),
+        ),
+        case(
+            "spec.ward.mcp.defaultAction",
+            vec![("spec.ward.mcp.defaultAction", json!("allow")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.default_action.as_deref() == Some("allow"))),
+        ),
+        case(
+            "spec.ward.mcp.passthroughUnknownMethods",
+            vec![("spec.ward.mcp.passthroughUnknownMethods", json!(true)), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.passthrough_unknown_methods == Some(true))),
+        ),
+        case(
+            "spec.ward.mcp.rules[].callers",
+            vec![("spec.ward.mcp.rules[0].callers[0]", json!("agent")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].callers == ["agent"])),
+        ),
+        case(
+            "spec.ward.mcp.rules[].allow",
+            vec![("spec.ward.mcp.rules[0].allow[0]", json!("search")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].allow == ["search"])),
+        ),
+        case(
+            "spec.ward.mcp.rules[].deny",
+            vec![("spec.ward.mcp.rules[0].deny[0]", json!("delete_*")), ("spec.ward.mcp.endpoint", json!("/mcp"))],
+            Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].deny == ["delete_*"])),
         ),
         // sections ward parses but does not implement
         case(
@@ -501,6 +591,14 @@ fn metric_cases(section: &'static str) -> Vec<Case> {
             case(field, vec![(path, value)], Listed(listed, NotImplemented))
         })
         .collect()
+}
+
+fn grant(c: &Configuration) -> Option<&ward_policy::spec::GrantSpec> {
+    c.ward.capabilities.as_ref()?.grants.first()
+}
+
+fn route(c: &Configuration) -> Option<&ward_policy::spec::CapabilityRouteSpec> {
+    c.ward.capabilities.as_ref()?.routes.first()
 }
 
 fn policy(c: &Configuration) -> Option<&ward_policy::spec::AppPolicySpec> {
@@ -661,6 +759,24 @@ fn unknown_keys_are_listed_outside_security_sections_and_refused_inside() {
             "spec.ward.prodMode",
             vec![("spec.ward.prodMode", json!(true))],
             Error("spec.ward.prodMode: unknown field"),
+        ),
+        case(
+            "spec.ward.capabilities.grant",
+            vec![("spec.ward.capabilities.grant", json!([]))],
+            Error("spec.ward.capabilities.grant: unknown field"),
+        ),
+        case(
+            "spec.ward.capabilities.routes[].require",
+            vec![
+                ("spec.ward.capabilities.routes[0].require", json!(["x"])),
+                ("spec.ward.capabilities.routes[0].name", json!("/x")),
+            ],
+            Error("spec.ward.capabilities.routes[0].require: unknown field"),
+        ),
+        case(
+            "spec.ward.provenance.enable",
+            vec![("spec.ward.provenance.enable", json!(true))],
+            Error("spec.ward.provenance.enable: unknown field"),
         ),
         case(
             "spec.accessControl.policies[].defaultActon",

@@ -315,4 +315,14 @@ fn removed_security_controls_are_named() {
     assert!(full.security_controls_removed(&full).is_empty());
     let empty = load("  mtls:\n    enabled: false\n");
     assert_eq!(empty.security_controls_removed(&half_written), ["spec.secrets"]);
+    // Issue 15: emptying the capability routes, or turning provenance off, removes a control too.
+    let chain = load(
+        "  ward:\n    capabilities:\n      routes:\n      - {name: /x, requires: [a]}\n    provenance:\n      enabled: true\n",
+    );
+    let off = load("  ward:\n    capabilities:\n      routes: []\n    provenance:\n      enabled: false\n");
+    assert_eq!(
+        off.security_controls_removed(&chain),
+        ["spec.ward.capabilities.routes", "spec.ward.provenance.enabled"]
+    );
+    assert!(chain.security_controls_removed(&off).is_empty());
 }

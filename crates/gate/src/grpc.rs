@@ -2,11 +2,13 @@
 //! `http` types), using the same [`ApiTokens::check_grpc_metadata`] as everything else.
 //!
 //! Owned here: the `Unauthenticated` answer (a trailers-only response built by hand, so this crate does not depend
-//! on tonic) and removing the token from the metadata before the service sees it. There are no exempt methods.
+//! on tonic) with Dapr's `google.rpc.ErrorInfo` detail (`grpc-status-details-bin`: reason `Unauthorized`, domain
+//! `dapr.io`, `http.code` and `http.error_message`), and removing the token from the metadata before the service
+//! sees it. There are no exempt methods. The three protobuf messages of the detail are declared here with prost
+//! (a handful of fields; no generated code or extra crate needed).
 //!
-//! Not owned here: the check itself (`tokens`), gRPC routing, error details. Dapr also attaches a
-//! `google.rpc.ErrorInfo` detail (`grpc-status-details-bin`); ward sends only code and message, which is what
-//! clients act on, and keeps the reason for its own log (response extension [`TokenRejection`]).
+//! Not owned here: the check itself (`tokens`), gRPC routing. The precise reason stays in ward's own log (response
+//! extension [`TokenRejection`]); the client gets only Dapr's two texts.
 
 use std::task::{Context, Poll};
 
@@ -19,14 +21,79 @@ use crate::tokens::{ApiTokens, TokenRejection, strip_token};
 /// The gRPC status code `Unauthenticated`.
 pub const GRPC_UNAUTHENTICATED: &str = "16";
 
-/// A trailers-only gRPC answer: HTTP 200, `grpc-status: 16`, `grpc-message: Unauthorized` (Dapr's message), the
-/// reason in the response extensions. `B::default()` must be an empty body (true of tonic's and axum's bodies).
+/// `google.rpc.Status`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.ErrorInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ErrorInfo {
+    #[prost(string, tag = "1")]
+    reason: String,
+    #[prost(string, tag = "2")]
+    domain: String,
+    #[prost(btree_map = "string, string", tag = "3")]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Dapr's `http.error_message` for a refusal: whether a token was presented, never why a presented one failed.
+fn error_message(rejection: &TokenRejection) -> &'static str {
+    match rejection {
+        TokenRejection::Missing => "missing api token in request metadata",
+        _ => "authentication error: api token mismatch",
+    }
+}
+
+/// The `grpc-status-details-bin` value for `detail` (base64 of a `google.rpc.Status` with one `ErrorInfo`).
+fn status_details(detail: &str) -> HeaderValue {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let info = ErrorInfo {
+        reason: "Unauthorized".to_owned(),
+        domain: "dapr.io".to_owned(),
+        metadata: [("http.code".to_owned(), "401".to_owned()), ("http.error_message".to_owned(), detail.to_owned())]
+            .into_iter()
+            .collect(),
+    };
+    let status = RpcStatus {
+        code: 16,
+        message: "Unauthorized".to_owned(),
+        details: vec![ProtoAny {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo".to_owned(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec());
+    // Base64 is always a valid header value.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A trailers-only gRPC answer: HTTP 200, `grpc-status: 16`, `grpc-message: Unauthorized` and Dapr's `ErrorInfo`
+/// detail, the reason in the response extensions. `B::default()` must be an empty body (true of tonic's and axum's
+/// bodies).
 pub fn unauthenticated_response<B: Default>(rejection: TokenRejection) -> Response<B> {
     let mut response = Response::new(B::default());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAUTHENTICATED));
     headers.insert("grpc-message", HeaderValue::from_static("Unauthorized"));
+    headers.insert("grpc-status-details-bin", status_details(error_message(&rejection)));
     response.extensions_mut().insert(rejection);
     response
 }
@@ -118,9 +185,25 @@ mod tests {
     }
 
     fn assert_unauthenticated(headers: &HeaderMap) {
+        use base64::Engine as _;
+        use prost::Message as _;
         assert_eq!(headers.get("grpc-status").unwrap(), "16");
         assert_eq!(headers.get("grpc-message").unwrap(), "Unauthorized");
         assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/grpc");
+        let details = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(headers.get("grpc-status-details-bin").expect("Dapr's ErrorInfo detail"))
+            .unwrap();
+        let status = RpcStatus::decode(details.as_slice()).unwrap();
+        assert_eq!((status.code, status.message.as_str()), (16, "Unauthorized"));
+        assert_eq!(status.details[0].type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+        let info = ErrorInfo::decode(status.details[0].value.as_slice()).unwrap();
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("Unauthorized", "dapr.io"));
+        assert_eq!(info.metadata["http.code"], "401");
+        let message = info.metadata["http.error_message"].as_str();
+        assert!(
+            ["missing api token in request metadata", "authentication error: api token mismatch"].contains(&message),
+            "{message}"
+        );
     }
 
     #[tokio::test]

@@ -159,6 +159,7 @@ mod tests {
             .route("/v1.0/state/{store}/{key}", get(label("state")).delete(label("state")))
             .route("/v1.0/secrets/{store}/bulk", get(label("secrets")))
             .route("/v1.0/secrets/{store}/{name}", get(label("secrets")))
+            .route("/v1.0-alpha1/ward/provenance/jwks", get(label("jwks")))
             .route("/unused/{*rest}", any(label("unused")))
             .fallback(label("fallback"));
         let paths = [
@@ -200,6 +201,9 @@ mod tests {
             "/v1.0/state//",
             "/v1.0/state//transaction/",
             "/v1.0/invoke/a/method/b",
+            "/v1.0-alpha1/ward/provenance/jwks",
+            "/v1.0-alpha1/ward/provenance/jwks/",
+            "/v1.0-alpha1/ward/provenance",
             "/orders",
             "/",
         ];
@@ -229,6 +233,7 @@ mod tests {
                         | (PublicRequest::Metadata | PublicRequest::MetadataSet { .. }, "metadata")
                         | (PublicRequest::State(_), "state")
                         | (PublicRequest::Secrets(_), "secrets")
+                        | (PublicRequest::ProvenanceJwks, "jwks")
                         | (PublicRequest::MethodNotAllowed { .. }, "405")
                         | (
                             PublicRequest::Invoke { .. } | PublicRequest::InvokeMissingAppId | PublicRequest::NotFound,

@@ -1,28 +1,20 @@
 //! JWT mode for the app → sidecar API token (`--dapr-api-token-jwks`, `--dapr-api-token-issuer`,
 //! `--dapr-api-token-audience`): the app presents a short-lived JWT instead of a shared static secret.
 //!
-//! Owned here: loading a JWKS file (watched and reloaded like a token file), deriving the allowed algorithms
-//! from the key types present, and verifying signature, `exp`/`nbf` (60 s leeway), `iss` and `aud`.
-//! Not owned here: static tokens and the decision of what a failure looks like on the wire (`tokens`, adapters).
-//!
-//! Algorithms come from the keys, never from the token: RSA → RS256/384/512 and PS256/384/512, EC P-256 → ES256,
-//! EC P-384 → ES384, OKP Ed25519 → EdDSA. `none` and HMAC are never accepted: a JWKS is public, so an HMAC
-//! "secret" taken from it would let anyone mint tokens (the classic key-confusion attack). `oct` keys are ignored.
-//! Fetching a JWKS from an `http(s)://` URL is not implemented yet and is refused at start.
+//! Owned here: loading a JWKS file (watched and reloaded like a token file) or URL (refreshed), and the
+//! validation settings: `exp`/`nbf` (60 s leeway), `iss` and `aud`. Which keys and algorithms verify a token is
+//! `jwks.rs`'s. Not owned here: static tokens and what a failure looks like on the wire (`tokens`, adapters).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 
+pub use crate::jwks::JwtReason;
+use crate::jwks::{JwksError, KeySet};
 use crate::{GateError, watch};
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -30,67 +22,6 @@ pub const LEEWAY: Duration = Duration::from_secs(60);
 
 /// A JWKS is a few keys; a megabyte is generous.
 const JWKS_FILE_LIMIT: u64 = 1024 * 1024;
-
-/// RSA keys below this size are ignored (NIST SP 800-131A).
-const MIN_RSA_BITS: usize = 2048;
-
-const RSA_ALGS: &[Algorithm] =
-    &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
-
-/// Why a JWT was refused; stable short strings for logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum JwtReason {
-    /// Not three base64url parts with a JSON header, or claims that are not JSON.
-    Malformed,
-    /// `alg` is `none`, HMAC, unknown, or not allowed for the selected key.
-    AlgNotAllowed,
-    /// The header names a `kid` the JWKS does not hold.
-    UnknownKid,
-    /// The signature does not verify with any candidate key.
-    BadSignature,
-    /// `exp` is more than the leeway in the past.
-    Expired,
-    /// `nbf` is more than the leeway in the future.
-    NotYetValid,
-    /// `iss` is not the configured issuer.
-    WrongIssuer,
-    /// `aud` does not contain the configured audience.
-    WrongAudience,
-    /// `exp`, `iss` or `aud` is absent, or has the wrong type.
-    MissingClaim,
-}
-
-impl JwtReason {
-    /// A stable short string for logs.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Malformed => "jwt_malformed",
-            Self::AlgNotAllowed => "jwt_alg_not_allowed",
-            Self::UnknownKid => "jwt_unknown_kid",
-            Self::BadSignature => "jwt_bad_signature",
-            Self::Expired => "jwt_expired",
-            Self::NotYetValid => "jwt_not_yet_valid",
-            Self::WrongIssuer => "jwt_wrong_issuer",
-            Self::WrongAudience => "jwt_wrong_audience",
-            Self::MissingClaim => "jwt_missing_claim",
-        }
-    }
-
-    /// Which failure says most: one past the signature check beats a signature failure (it proves the key).
-    fn rank(&self) -> u8 {
-        match self {
-            Self::BadSignature | Self::AlgNotAllowed => 0,
-            _ => 1,
-        }
-    }
-}
-
-impl fmt::Display for JwtReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The three settings of JWT mode, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,17 +32,6 @@ pub struct JwtConfig {
     pub issuer: String,
     /// The `aud` value required (the token's `aud` may be a string or contain it in an array).
     pub audience: String,
-}
-
-/// One usable public key.
-struct VerifyKey {
-    kid: Option<String>,
-    algs: Vec<Algorithm>,
-    key: DecodingKey,
-}
-
-struct KeySet {
-    keys: Vec<VerifyKey>,
 }
 
 /// Verifies JWT API tokens against a watched JWKS file. Cheap to clone.
@@ -127,7 +47,7 @@ impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("jwks", &self.path)
-            .field("keys", &self.keys.load().keys.len())
+            .field("keys", &self.keys.load().len())
             .field("issuer", &self.template.iss)
             .field("audience", &self.template.aud)
             .finish()
@@ -170,81 +90,10 @@ impl JwtVerifier {
 
     /// Verifies one presented token.
     pub fn verify(&self, token: &[u8]) -> Result<(), JwtReason> {
-        let (alg, kid) = read_header(token)?;
-        let keys = self.keys.load();
-        let candidates = keys.keys.iter().filter(|k| match (&kid, &k.kid) {
-            (Some(wanted), Some(have)) => wanted == have,
-            (Some(_), None) => false,
-            (None, _) => true,
-        });
-        let mut best: Option<JwtReason> = None;
-        let mut any_kid_match = false;
-        for key in candidates {
-            any_kid_match = true;
-            if !key.algs.contains(&alg) {
-                best = Some(best.unwrap_or(JwtReason::AlgNotAllowed));
-                continue;
-            }
-            let mut validation = (*self.template).clone();
-            validation.algorithms = vec![alg];
-            match jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key.key, &validation) {
-                Ok(_) => return Ok(()),
-                Err(err) => {
-                    let reason = map_error(err.kind());
-                    if best.is_none_or(|b| reason.rank() >= b.rank()) {
-                        best = Some(reason);
-                    }
-                }
-            }
-        }
-        if kid.is_some() && !any_kid_match {
-            return Err(JwtReason::UnknownKid);
-        }
-        Err(best.unwrap_or(JwtReason::AlgNotAllowed))
+        self.keys.load().verify(token, &self.template)
     }
 }
 
-/// Reads `alg` and `kid` from the header ourselves, so `none`, HMAC and unknown algorithms are refused by name
-/// before any library decides what they mean.
-fn read_header(token: &[u8]) -> Result<(Algorithm, Option<String>), JwtReason> {
-    let mut parts = token.split(|b| *b == b'.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtReason::Malformed);
-    };
-    let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| JwtReason::Malformed)?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| JwtReason::Malformed)?;
-    let alg = header.get("alg").and_then(serde_json::Value::as_str).ok_or(JwtReason::Malformed)?;
-    if alg.eq_ignore_ascii_case("none") || alg.starts_with("HS") {
-        return Err(JwtReason::AlgNotAllowed);
-    }
-    let alg = Algorithm::from_str(alg).map_err(|_| JwtReason::AlgNotAllowed)?;
-    let kid = match header.get("kid") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
-        Some(_) => return Err(JwtReason::Malformed),
-    };
-    Ok((alg, kid))
-}
-
-fn map_error(kind: &ErrorKind) -> JwtReason {
-    match kind {
-        ErrorKind::ExpiredSignature => JwtReason::Expired,
-        ErrorKind::ImmatureSignature => JwtReason::NotYetValid,
-        ErrorKind::InvalidIssuer => JwtReason::WrongIssuer,
-        ErrorKind::InvalidAudience => JwtReason::WrongAudience,
-        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => JwtReason::MissingClaim,
-        ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => JwtReason::AlgNotAllowed,
-        ErrorKind::InvalidSignature
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey
-        | ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidKeyFormat => JwtReason::BadSignature,
-        _ => JwtReason::Malformed,
-    }
-}
-
-/// Parses a JWKS, keeping only keys that may verify a token. One odd key is skipped with a warning rather than
-/// failing the set (JWKS endpoints often carry encryption keys too); a set with no usable key is an error.
 /// How often a JWKS fetched from a URL is fetched again (key rotation at the identity provider).
 pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -293,83 +142,25 @@ async fn refresh(url: String, target: std::sync::Weak<ArcSwap<KeySet>>) {
     }
 }
 
+/// The JWKS file or URL `path` as a key set; errors name it.
 fn parse_jwks(path: &Path, bytes: &[u8]) -> Result<(KeySet, usize), GateError> {
-    #[derive(serde::Deserialize)]
-    struct RawSet {
-        keys: Vec<serde_json::Value>,
+    match KeySet::parse(&path.display().to_string(), bytes) {
+        Ok(keys) => {
+            let count = keys.len();
+            Ok((keys, count))
+        }
+        Err(JwksError::Parse(source)) => Err(GateError::JwksParse { path: path.to_path_buf(), source }),
+        Err(JwksError::NoUsableKey) => Err(GateError::JwksNoUsableKey { path: path.to_path_buf() }),
     }
-    let raw: RawSet =
-        serde_json::from_slice(bytes).map_err(|source| GateError::JwksParse { path: path.to_path_buf(), source })?;
-    let mut keys = Vec::new();
-    for (index, raw_key) in raw.keys.into_iter().enumerate() {
-        match usable_key(raw_key) {
-            Ok(key) => keys.push(key),
-            Err(why) => tracing::warn!(path = %path.display(), index, why, "ignoring JWKS key"),
-        }
-    }
-    if keys.is_empty() {
-        return Err(GateError::JwksNoUsableKey { path: path.to_path_buf() });
-    }
-    let count = keys.len();
-    Ok((KeySet { keys }, count))
-}
-
-fn usable_key(raw: serde_json::Value) -> Result<VerifyKey, &'static str> {
-    let jwk: Jwk = serde_json::from_value(raw).map_err(|_| "not a JWK")?;
-    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-        return Err("use is enc");
-    }
-    let family_algs: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(rsa) => {
-            let n = URL_SAFE_NO_PAD.decode(&rsa.n).map_err(|_| "bad RSA modulus")?;
-            let bits = n.iter().position(|b| *b != 0).map_or(0, |first| {
-                let rest = n.len() - first - 1;
-                rest * 8 + (8 - n[first].leading_zeros() as usize)
-            });
-            if bits < MIN_RSA_BITS {
-                return Err("RSA key shorter than 2048 bits");
-            }
-            RSA_ALGS.to_vec()
-        }
-        AlgorithmParameters::EllipticCurve(ec) => {
-            let x = URL_SAFE_NO_PAD.decode(&ec.x).map_err(|_| "bad EC x")?;
-            let y = URL_SAFE_NO_PAD.decode(&ec.y).map_err(|_| "bad EC y")?;
-            match (&ec.curve, x.len(), y.len()) {
-                (EllipticCurve::P256, 32, 32) => vec![Algorithm::ES256],
-                (EllipticCurve::P384, 48, 48) => vec![Algorithm::ES384],
-                _ => return Err("unsupported EC curve or bad coordinates"),
-            }
-        }
-        AlgorithmParameters::OctetKeyPair(okp) => {
-            let x = URL_SAFE_NO_PAD.decode(&okp.x).map_err(|_| "bad OKP x")?;
-            match (&okp.curve, x.len()) {
-                (EllipticCurve::Ed25519, 32) => vec![Algorithm::EdDSA],
-                _ => return Err("unsupported OKP curve"),
-            }
-        }
-        AlgorithmParameters::OctetKey(_) => return Err("oct (HMAC) key: a public JWKS cannot hold a shared secret"),
-        _ => return Err("unsupported key type"),
-    };
-    // A key that names its algorithm is limited to it (RFC 7517 §4.4), if that fits the key type.
-    let algs = match jwk.common.key_algorithm {
-        None => family_algs,
-        Some(KeyAlgorithm::UNKNOWN_ALGORITHM) => return Err("unknown alg"),
-        Some(named) => {
-            let named = Algorithm::try_from(named).map_err(|_| "alg not usable for signatures")?;
-            if !family_algs.contains(&named) {
-                return Err("alg does not fit the key type");
-            }
-            vec![named]
-        }
-    };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key material rejected")?;
-    Ok(VerifyKey { kid: jwk.common.key_id, algs, key })
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 

@@ -12,6 +12,7 @@
 pub mod apilog;
 pub mod grpc;
 pub mod http;
+pub mod jwks;
 pub mod jwt;
 pub mod listen;
 pub mod tokens;

@@ -62,6 +62,7 @@ mod body;
 mod conn;
 mod headers;
 mod limits;
+mod metrics_listen;
 mod server;
 mod stats;
 
@@ -69,5 +70,6 @@ pub use body::{BodyReadTimeout, ReadTimeoutBody};
 pub use headers::{FIELD_OVERHEAD, HeaderRefusal, HeadersTooLarge, request_header_size, response_header_size};
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};
+pub use metrics_listen::MetricsListen;
 pub use server::{ConnectionInfo, Drain, Server, serve};
 pub use stats::ListenerStats;

@@ -33,9 +33,10 @@ mod scan;
 mod trie;
 
 use self::trie::Node;
-/// The path-pattern matcher of operation names (`*` within a segment), for other modules matching Dapr patterns.
-#[allow(unused_imports, reason = "kept at this path for the capabilities module; used by the tests meanwhile")]
-pub(crate) use self::trie::glob_match;
+/// The glob matcher of one segment (`*` within a segment), for the tests and the scan oracle; other modules match
+/// whole operation names through [`OperationPattern`].
+#[cfg(test)]
+use self::trie::glob_match;
 
 /// Why an access-control configuration was refused. Field paths are relative to `spec.accessControl`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -661,6 +662,36 @@ impl Operation {
     fn lookup(&self, verb: HttpVerb) -> Option<VerbEntry> {
         let exact = self.verbs.iter().find(|r| r.verb == Some(verb)).map(|r| VerbEntry::Verb { index: r.index, verb });
         exact.or_else(|| self.verbs.iter().find(|r| r.verb.is_none()).map(|r| VerbEntry::Wildcard { index: r.index }))
+    }
+}
+
+/// One operation name compiled on its own and matched exactly as an `accessControl` operation is: same syntax
+/// (`*`, `**`, Dapr's prefix rule), same load-time checks, ASCII case folding for HTTP apps. The capability routes
+/// ([`crate::capabilities`]) use it so that the two layers never disagree on what a name covers; this type is their
+/// only coupling to the matcher's internals.
+#[derive(Debug, Clone)]
+pub(crate) struct OperationPattern {
+    http: Node,
+    grpc: Node,
+}
+
+impl OperationPattern {
+    /// Checks `name` as an operation name (`field` names it in the error) and compiles it.
+    pub(crate) fn compile(name: &str, field: &dyn Fn() -> String) -> Result<Self, AclError> {
+        check_operation_name(name, field)?;
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let mut pattern = Self { http: Node::default(), grpc: Node::default() };
+        pattern.grpc.insert(name, 0);
+        pattern.http.insert(&name.to_ascii_lowercase(), 0);
+        Ok(pattern)
+    }
+
+    /// Whether the normalised `operation` falls under this name for an app speaking `protocol`.
+    pub(crate) fn matches(&self, operation: &str, protocol: AppProtocol) -> bool {
+        match protocol {
+            AppProtocol::Http => self.http.search(&lower_case(operation)).is_some(),
+            AppProtocol::Grpc => self.grpc.search(operation).is_some(),
+        }
     }
 }
 

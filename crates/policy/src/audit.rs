@@ -17,12 +17,22 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::acl::{AclDecision, AclRequest, AppProtocol, Caller};
+use crate::capabilities::{CapabilityDecision, CapabilityRequest, RouteList};
 use crate::invocation::{InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation};
 
 /// Event name of an allowed service invocation.
 pub const AUTH_INTERNAL_ALLOW: &str = "AUTH_INTERNAL_ALLOW";
 /// Event name of a denied service invocation.
 pub const AUTH_INTERNAL_DENY: &str = "AUTH_INTERNAL_DENY";
+
+/// Event name of a request refused by a middleware of `spec.httpPipeline` or `spec.appHttpPipeline`.
+pub const MIDDLEWARE_DENY: &str = "MIDDLEWARE_DENY";
+
+/// Event names of MCP `tools/call` decisions and of MCP messages refused before any decision (malformed, unknown
+/// method, routing headers that disagree with the body).
+pub const MCP_TOOL_ALLOW: &str = "MCP_TOOL_ALLOW";
+pub const MCP_TOOL_DENY: &str = "MCP_TOOL_DENY";
+pub const MCP_MESSAGE_REFUSED: &str = "MCP_MESSAGE_REFUSED";
 
 /// Event name of the record a writer adds when it opens a log whose last line was torn by a crash mid-write: the
 /// torn bytes were moved to another file, named in `operation`.
@@ -69,6 +79,12 @@ pub struct AuditEvent {
     /// The rule that decided, e.g. `policies[0].operations[1].httpVerb[0]` or `global defaultAction`.
     pub rule: String,
     pub reason: String,
+    /// The MCP tool of a `tools/call` decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The JSON-RPC id of the message an MCP decision was about (as JSON text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_id: Option<String>,
 }
 
 impl AuditEvent {
@@ -89,7 +105,51 @@ impl AuditEvent {
             decision: outcome,
             rule: decision.rule.to_string(),
             reason: decision.reason.to_owned(),
+            tool: None,
+            jsonrpc_id: None,
         }
+    }
+}
+
+impl AuditEvent {
+    /// The event for one capability decision (issue 15), after the ACL allowed the call; `None` when no route
+    /// applied (the ACL's event is the whole record then). A denial's `reason` is `missing capability <name>` and
+    /// its `rule` the route that required it; an allow's `reason` lists the capabilities used (never the caller's
+    /// whole grant set).
+    pub fn for_capability(
+        time: impl Into<String>,
+        callee: &str,
+        req: &CapabilityRequest<'_>,
+        decision: &CapabilityDecision<'_>,
+    ) -> Option<Self> {
+        let (event, outcome, rule, reason) = match decision {
+            CapabilityDecision::NoRoute => return None,
+            CapabilityDecision::Allowed { routes, used } => (
+                AUTH_INTERNAL_ALLOW,
+                Decision::Allow,
+                RouteList(routes).to_string(),
+                format!("capabilities used: {}", used.join(", ")),
+            ),
+            CapabilityDecision::Missing { route, route_name, capability } => (
+                AUTH_INTERNAL_DENY,
+                Decision::Deny,
+                format!("spec.ward.capabilities.routes[{route}] ({})", escape_raw(route_name)),
+                format!("missing capability {capability}"),
+            ),
+        };
+        Some(Self {
+            time: time.into(),
+            event: event.to_owned(),
+            caller: req.caller.map(spiffe_id),
+            callee: callee.to_owned(),
+            operation: req.operation.to_owned(),
+            verb: req.verb.map(|v| v.as_str().to_owned()),
+            decision: outcome,
+            rule,
+            reason,
+            tool: None,
+            jsonrpc_id: None,
+        })
     }
 }
 
@@ -161,6 +221,84 @@ impl AuditEvent {
             decision: Decision::Deny,
             rule: format!("refused before accessControl: {}", refusal.as_str()),
             reason: escape(detail, true),
+            tool: None,
+            jsonrpc_id: None,
+        }
+    }
+
+    /// The event for a request a pipeline middleware refused: `rule` names the handler (e.g.
+    /// `spec.appHttpPipeline.handlers[0] bearer (middleware.http.bearer)`), `reason` says why without any token.
+    pub fn for_middleware(
+        time: impl Into<String>,
+        caller: Option<&str>,
+        callee: &str,
+        raw_operation: &str,
+        verb: Option<&str>,
+        rule: &str,
+        reason: &str,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: MIDDLEWARE_DENY.to_owned(),
+            caller: caller.map(str::to_owned),
+            callee: callee.to_owned(),
+            operation: escape_raw(raw_operation),
+            verb: verb.map(escape_raw),
+            decision: Decision::Deny,
+            rule: escape(rule, true),
+            reason: escape(reason, true),
+            tool: None,
+            jsonrpc_id: None,
+        }
+    }
+
+    /// The event for one MCP `tools/call` decision (never the arguments).
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_mcp_tool(
+        time: impl Into<String>,
+        caller: Option<&str>,
+        callee: &str,
+        operation: &str,
+        tool: &str,
+        jsonrpc_id: Option<&str>,
+        allowed: bool,
+        rule: &str,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: if allowed { MCP_TOOL_ALLOW } else { MCP_TOOL_DENY }.to_owned(),
+            caller: caller.map(str::to_owned),
+            callee: callee.to_owned(),
+            operation: escape_raw(operation),
+            verb: Some("POST".to_owned()),
+            decision: if allowed { Decision::Allow } else { Decision::Deny },
+            rule: rule.to_owned(),
+            reason: if allowed { String::new() } else { format!("tool {} is not permitted", escape(tool, true)) },
+            tool: Some(escape(tool, true)),
+            jsonrpc_id: jsonrpc_id.map(|id| escape(id, true)),
+        }
+    }
+
+    /// The event for an MCP message refused before any tool decision.
+    pub fn for_mcp_refusal(
+        time: impl Into<String>,
+        caller: Option<&str>,
+        callee: &str,
+        operation: &str,
+        reason: &str,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: MCP_MESSAGE_REFUSED.to_owned(),
+            caller: caller.map(str::to_owned),
+            callee: callee.to_owned(),
+            operation: escape_raw(operation),
+            verb: Some("POST".to_owned()),
+            decision: Decision::Deny,
+            rule: "spec.ward.mcp".to_owned(),
+            reason: escape(reason, true),
+            tool: None,
+            jsonrpc_id: None,
         }
     }
 
@@ -221,6 +359,8 @@ impl AuditEvent {
                 ),
                 true,
             ),
+            tool: None,
+            jsonrpc_id: None,
         }
     }
 }
@@ -345,6 +485,13 @@ impl AuditChain {
         map.insert("decision".into(), Value::String(event.decision.as_str().to_owned()));
         map.insert("rule".into(), Value::String(event.rule.clone()));
         map.insert("reason".into(), Value::String(event.reason.clone()));
+        // Present only on the events that have them, so every other line reads exactly as before.
+        if let Some(tool) = &event.tool {
+            map.insert("tool".into(), Value::String(tool.clone()));
+        }
+        if let Some(id) = &event.jsonrpc_id {
+            map.insert("jsonrpc_id".into(), Value::String(id.clone()));
+        }
         map.insert("prev".into(), Value::String(self.prev.clone()));
         // Built from a `Value`, whose Display cannot fail, rather than `to_string(event)`, which returns a Result.
         let line = Value::Object(map).to_string();
@@ -514,6 +661,8 @@ mod tests {
             decision,
             rule: "policies[0].operations[0].httpVerb[0]".into(),
             reason: "operation and HTTP verb matched".into(),
+            tool: None,
+            jsonrpc_id: None,
         }
     }
 

@@ -10,7 +10,9 @@
 pub mod acl;
 pub mod api;
 pub mod audit;
+pub mod capabilities;
 pub mod invocation;
+pub mod mcp;
 pub mod path;
 pub mod routing;
 pub mod secrets;
@@ -25,6 +27,7 @@ pub use audit::{
     AuditChain, AuditEvent, ChainError, ChainErrorKind, Decision, PreAclRefusal, SealedLine, StaleSeal, verify_chain,
     verify_chain_to,
 };
+pub use capabilities::{Capabilities, CapabilityDecision, CapabilityError, CapabilityRequest, RouteList};
 pub use invocation::{
     InvocationDecision, InvocationInput, InvocationMethod, InvocationOutcome, InvocationRefusal, Operation,
     PreparedInvocation, decide_invocation, is_reserved_grpc_service, prepare_invocation,

@@ -4,7 +4,7 @@
 //! three cannot drift apart (issue 12 rows 3 and 4, the class of CVE-2023-37918).
 //!
 //! Owns: the path grammar of the routes ward serves (`/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/metadata`,
-//! `/v1.0/state/…`, `/v1.0/secrets/…`, `/v1.0/invoke/{id}/method/{m}`) and the `dapr-app-id` fallback (any other
+//! `/v1.0/state/…`, `/v1.0/secrets/…`, `/v1.0/invoke/{id}/method/{m}`, ward's `/v1.0-alpha1/ward/provenance/jwks`) and the `dapr-app-id` fallback (any other
 //! path with that header is an invocation whose method is the whole path).
 //!
 //! Does not own: serving the routes, the token check itself (`ward-gate`), or normalising an invocation method
@@ -27,6 +27,8 @@ use std::borrow::Cow;
 pub const HEALTHZ_PATH: &str = "/v1.0/healthz";
 /// The exact outbound healthz path.
 pub const HEALTHZ_OUTBOUND_PATH: &str = "/v1.0/healthz/outbound";
+/// Where an app fetches the keys that verify its provenance tokens (issue 15).
+pub const PROVENANCE_JWKS_PATH: &str = "/v1.0-alpha1/ward/provenance/jwks";
 
 const INVOKE_PREFIX: &str = "/v1.0/invoke/";
 const STATE_PREFIX: &str = "/v1.0/state/";
@@ -41,6 +43,8 @@ pub enum PublicApi {
     Secrets,
     /// Service invocation, in either form.
     Invoke,
+    /// ward's provenance keys (the JWKS an app verifies its `ward-provenance` tokens with).
+    Provenance,
 }
 
 impl PublicApi {
@@ -52,6 +56,7 @@ impl PublicApi {
             PublicApi::State => "state",
             PublicApi::Secrets => "secrets",
             PublicApi::Invoke => "invoke",
+            PublicApi::Provenance => "provenance",
         }
     }
 }
@@ -98,6 +103,8 @@ pub enum PublicRequest<'a> {
     HealthzOutbound,
     /// `GET|HEAD /v1.0/metadata`.
     Metadata,
+    /// `GET|HEAD /v1.0-alpha1/ward/provenance/jwks`.
+    ProvenanceJwks,
     /// `PUT /v1.0/metadata/{key}` (an app's own extended metadata); `key` is the raw path segment.
     MetadataSet {
         key: &'a str,
@@ -129,6 +136,7 @@ impl PublicRequest<'_> {
             PublicRequest::Healthz | PublicRequest::HealthzOutbound => Some(PublicApi::Healthz),
             PublicRequest::Metadata | PublicRequest::MetadataSet { .. } => Some(PublicApi::Metadata),
             PublicRequest::State(_) => Some(PublicApi::State),
+            PublicRequest::ProvenanceJwks => Some(PublicApi::Provenance),
             PublicRequest::Secrets(_) => Some(PublicApi::Secrets),
             PublicRequest::Invoke { .. } | PublicRequest::InvokeMissingAppId => Some(PublicApi::Invoke),
             PublicRequest::MethodNotAllowed { api } => Some(*api),
@@ -195,6 +203,7 @@ fn route<'a>(method: &str, raw_path: &'a str) -> Option<PublicRequest<'a>> {
         HEALTHZ_PATH => return pick(get, PublicRequest::Healthz, PublicApi::Healthz),
         HEALTHZ_OUTBOUND_PATH => return pick(get, PublicRequest::HealthzOutbound, PublicApi::Healthz),
         "/v1.0/metadata" => return pick(get, PublicRequest::Metadata, PublicApi::Metadata),
+        PROVENANCE_JWKS_PATH => return pick(get, PublicRequest::ProvenanceJwks, PublicApi::Provenance),
         _ => {}
     }
     if let Some(key) = raw_path.strip_prefix("/v1.0/metadata/")

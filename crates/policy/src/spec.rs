@@ -93,6 +93,74 @@ pub struct ApiRuleSpec {
     pub protocol: String,
 }
 
+/// `spec.ward.capabilities` (issue 15): who holds which capability, and what each route of this app requires.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapabilitiesSpec {
+    #[serde(default)]
+    pub grants: Vec<GrantSpec>,
+    #[serde(default)]
+    pub routes: Vec<CapabilityRouteSpec>,
+}
+
+/// One entry of `spec.ward.capabilities.grants`: a caller (`appId` + `namespace`, or `spiffeId`) and what it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantSpec {
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// One entry of `spec.ward.capabilities.routes`: an operation name (accessControl syntax), optional verbs, and the
+/// capabilities a caller must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapabilityRouteSpec {
+    pub name: String,
+    #[serde(default)]
+    pub http_verb: Vec<String>,
+    #[serde(default)]
+    pub requires: Vec<String>,
+}
+
+/// `spec.ward.mcp`: tool-level rules for an MCP server behind this sidecar (ward's extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpSpec {
+    /// The server's streamable-HTTP path, e.g. `/mcp`.
+    #[serde(default)]
+    pub endpoint: String,
+    /// `allow` or `deny` for tools no rule names.
+    #[serde(default)]
+    pub default_action: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<McpRuleSpec>,
+    /// Forward JSON-RPC methods ward does not know instead of refusing them.
+    #[serde(default)]
+    pub passthrough_unknown_methods: Option<bool>,
+}
+
+/// One entry of `spec.ward.mcp.rules`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpRuleSpec {
+    /// App ids in the callee's namespace, or `spiffe://` IDs.
+    #[serde(default)]
+    pub callers: Vec<String>,
+    /// Tool names: exact, or a trailing-`*` prefix; `*` alone is every tool.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Same syntax; a deny wins over any allow.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +182,10 @@ mod tests {
         assert!(serde_saphyr::from_str::<SecretsSpec>("scope: []\n").is_err());
         assert!(serde_saphyr::from_str::<ApiSpec>("denyed:\n- name: invoke\n").is_err());
         assert!(serde_saphyr::from_str::<ApiSpec>("denied:\n- name: invoke\n  protocl: grpc\n").is_err());
+        let caps = |yaml: &str| serde_saphyr::from_str::<CapabilitiesSpec>(yaml).map(|_| ());
+        assert!(caps("grants:\n- appId: a\n  namespace: n\n  capabilities: [x]\n").is_ok());
+        assert!(caps("grant: []\n").is_err());
+        assert!(caps("grants:\n- appId: a\n  capabilites: [x]\n").is_err());
+        assert!(caps("routes:\n- name: /x\n  require: [x]\n").is_err());
     }
 }

@@ -130,6 +130,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             generated_ca_ttl: Duration::from_secs(365 * 24 * 3600),
             production: false,
             limits: ward_net::ListenerLimits::default(),
+            metrics: None,
         },
         Validator::JoinToken(tokens),
     )?);
@@ -296,9 +297,9 @@ impl SidecarLaunch<'_> {
                 command.args([flag, value]);
             }
         }
-        if let Some(metrics) = app.metrics_port {
-            command.args(["--metrics-port", &metrics.to_string()]);
-        }
+        // Without a port in the run file, a free one: several sidecars on one host cannot all have daprd's 9090.
+        let metrics = app.metrics_port.unwrap_or(0);
+        command.args(["--metrics-port", &metrics.to_string()]);
         if let Some(enabled) = app.enable_api_logging {
             command.arg(format!("--enable-api-logging={enabled}"));
         }

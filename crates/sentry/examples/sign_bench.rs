@@ -36,6 +36,7 @@ async fn bench(requests: usize, concurrency: usize) {
                 generated_ca_ttl: Duration::from_secs(86400),
                 production: false,
                 limits: ward_net::ListenerLimits::default(),
+                metrics: None,
             },
             Validator::Insecure,
         )

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod material;
+pub mod metrics;
 pub mod server;
 pub mod signer;
 pub mod validator;

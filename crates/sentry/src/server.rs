@@ -53,8 +53,10 @@ pub struct SentryConfig {
     /// Lifetime of generated CA material when the directory is empty.
     pub generated_ca_ttl: Duration,
     pub production: bool,
-    /// Limits of both listeners (gRPC and healthz).
+    /// Limits of the listeners (gRPC, healthz, metrics).
     pub limits: ward_net::ListenerLimits,
+    /// `/metrics` (`--metrics-port`, `--metrics-listen-address`); `None`: not served.
+    pub metrics: Option<ward_net::MetricsListen>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,7 @@ pub struct Ca {
     validator: Validator,
     signing: ArcSwap<Signing>,
     own_id: SpiffeId,
+    metrics: crate::metrics::SentryMetrics,
 }
 
 impl std::fmt::Debug for Ca {
@@ -138,7 +141,9 @@ impl Ca {
         let own_id = SpiffeId::dapr(&config.trust_domain, &config.namespace, SENTRY_APP_ID)
             .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
         let signing = Signing::new(loaded, &config.trust_domain, &config.issuer_dir)?;
-        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id })
+        let metrics = crate::metrics::SentryMetrics::default();
+        metrics.set_issuer_expiry(signing.material.issuer_not_after);
+        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id, metrics })
     }
 
     pub fn own_id(&self) -> &SpiffeId {
@@ -164,6 +169,7 @@ impl Ca {
     pub fn reload(&self) -> Result<(), SentryError> {
         let loaded = CaMaterial::load(&CaFiles::in_dir(&self.config.issuer_dir))?;
         let signing = Signing::new(loaded, &self.config.trust_domain, &self.config.issuer_dir)?;
+        self.metrics.set_issuer_expiry(signing.material.issuer_not_after);
         self.signing.store(Arc::new(signing));
         Ok(())
     }
@@ -363,10 +369,13 @@ impl CaService for GrpcCa {
         let peer = peer_certificates(&request);
         let request = request.into_inner();
         // Key generation and signing are CPU work; keep them off the reactor threads.
-        tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
+        let counted = ca.clone();
+        let result = tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
             .await
-            .map_err(|_| Status::internal("failed to sign certificate"))?
-            .map(Response::new)
+            .map_err(|_| Status::internal("failed to sign certificate"))
+            .and_then(|r| r);
+        counted.metrics.signed(result.as_ref().map(|_| ()).map_err(Status::code));
+        result.map(Response::new)
     }
 }
 
@@ -454,6 +463,8 @@ fn server_tls(
 pub struct BoundAddrs {
     pub grpc: SocketAddr,
     pub healthz: SocketAddr,
+    /// Where `/metrics` is served, when it is.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Runs sentry until `shutdown` resolves. `on_ready` receives the bound addresses once both ports listen.
@@ -481,15 +492,24 @@ pub async fn run(
     let healthz = TcpListener::bind(ca.config.healthz_listen)
         .await
         .map_err(|source| SentryError::Bind { addr: ca.config.healthz_listen, source })?;
+    let metrics = match ca.config.metrics {
+        None => None,
+        Some(listen) => listen.bind().await.map_err(|source| SentryError::Bind { addr: listen.address, source })?,
+    };
     let addrs = BoundAddrs {
         grpc: listener.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.listen, source })?,
         healthz: healthz.local_addr().map_err(|source| SentryError::Bind { addr: ca.config.healthz_listen, source })?,
+        metrics: metrics.as_ref().and_then(|l| l.local_addr().ok()),
     };
     let limits = ca.config.limits;
     let grpc_server = ward_net::Server::new(listener, limits)?
         .with_tls(tokio_rustls::TlsAcceptor::from(tls))
         .with_name("sentry-grpc");
     let health_server = ward_net::Server::new(healthz, limits)?.with_name("sentry-healthz");
+    let metrics_server = match metrics {
+        Some(listener) => Some(ward_net::Server::new(listener, limits)?.with_name("sentry-metrics")),
+        None => None,
+    };
     tracing::info!(grpc = %addrs.grpc, healthz = %addrs.healthz, id = %ca.own_id, ?limits, "sentry listening");
 
     let maintenance_task = tokio::spawn(maintain(ca.clone(), resolver, bundle));
@@ -515,19 +535,38 @@ pub async fn run(
         stopped(stop_rx.clone()),
     );
     let health_ca = ca.clone();
-    let health =
-        health_server.serve(move |_: &ward_net::ConnectionInfo| healthz_service(health_ca.clone()), stopped(stop_rx));
+    let health = health_server
+        .serve(move |_: &ward_net::ConnectionInfo| healthz_service(health_ca.clone(), false), stopped(stop_rx.clone()));
+    let metrics_ca = ca.clone();
+    let metrics = async move {
+        match metrics_server {
+            Some(server) => Some(
+                server
+                    .serve(
+                        move |_: &ward_net::ConnectionInfo| healthz_service(metrics_ca.clone(), true),
+                        stopped(stop_rx),
+                    )
+                    .await,
+            ),
+            None => None,
+        }
+    };
     on_ready(addrs);
-    let serving = async { tokio::join!(grpc, health) };
+    let serving = async { tokio::join!(grpc, health, metrics) };
     let mut serving = std::pin::pin!(serving);
-    let (grpc_drain, health_drain) = tokio::select! {
+    let (grpc_drain, health_drain, metrics_drain) = tokio::select! {
         drains = &mut serving => drains,
         () = shutdown => {
             let _ = stop_tx.send(true);
             serving.await
         }
     };
-    tokio::join!(grpc_drain.drain(DRAIN_TIMEOUT), health_drain.drain(DRAIN_TIMEOUT));
+    let metrics_drain = async move {
+        if let Some(drain) = metrics_drain {
+            drain.drain(DRAIN_TIMEOUT).await;
+        }
+    };
+    tokio::join!(grpc_drain.drain(DRAIN_TIMEOUT), health_drain.drain(DRAIN_TIMEOUT), metrics_drain);
     maintenance_task.abort();
     Ok(())
 }
@@ -571,9 +610,11 @@ async fn maintain(ca: Arc<Ca>, resolver: Arc<SvidResolver>, bundle: TrustBundleH
     }
 }
 
-/// `GET /healthz`: 200 while the issuer can sign, 503 after; anything else 404.
+/// `GET /healthz`: 200 while the issuer can sign, 503 after; on the metrics listener (`serve_metrics`) also
+/// `GET /metrics`, the Prometheus exposition; anything else 404.
 fn healthz_service(
     ca: Arc<Ca>,
+    serve_metrics: bool,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<Full<Bytes>>,
@@ -583,7 +624,16 @@ fn healthz_service(
 + 'static {
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let healthy = ca.healthy();
+        let ca = ca.clone();
         async move {
+            if serve_metrics && req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                let mut response = hyper::Response::new(Full::new(Bytes::from(ca.metrics.render())));
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                return Ok::<_, Infallible>(response);
+            }
             let status = match (req.method(), req.uri().path()) {
                 (&hyper::Method::GET, "/healthz") if healthy => hyper::StatusCode::OK,
                 (&hyper::Method::GET, "/healthz") => hyper::StatusCode::SERVICE_UNAVAILABLE,
@@ -614,6 +664,7 @@ mod tests {
                 generated_ca_ttl: Duration::from_secs(86400),
                 production: false,
                 limits: ward_net::ListenerLimits::default(),
+                metrics: None,
             },
             validator,
         )

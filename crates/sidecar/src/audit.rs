@@ -63,6 +63,8 @@ struct State {
     closed: AtomicBool,
     /// [`AuditSink::record`] calls refused.
     refused: AtomicU64,
+    /// Events accepted for writing.
+    accepted: AtomicU64,
     /// Failed write attempts.
     write_failures: AtomicU64,
     /// Events queued and not yet taken by the writer.
@@ -241,7 +243,10 @@ impl AuditSink {
             return refused(AuditUnavailable::QueueFull { capacity: self.handle.capacity });
         }
         match self.handle.tx.send(queued) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                state.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Err(_) => {
                 state.queued.fetch_sub(1, Ordering::AcqRel);
                 refused(AuditUnavailable::WriterStopped)
@@ -252,6 +257,11 @@ impl AuditSink {
     /// How many [`AuditSink::record`] calls were refused so far (for a metric).
     pub fn refused_count(&self) -> u64 {
         self.handle.state.refused.load(Ordering::Relaxed)
+    }
+
+    /// How many events were accepted for writing so far (for a metric).
+    pub fn accepted_count(&self) -> u64 {
+        self.handle.state.accepted.load(Ordering::Relaxed)
     }
 
     /// How many write attempts failed so far (for a metric).

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::middleware::{PipelineHandles, Pipelines};
 use arc_swap::ArcSwap;
 use ward_components::secretstores::{Secret, SecretStore, build_secret_store};
 use ward_components::state::{KeyPrefix, StateStore, build_state_store};
@@ -42,6 +43,8 @@ pub struct RegistryOptions {
     pub data_dir: PathBuf,
     /// A production sidecar refuses components it would otherwise skip.
     pub production: bool,
+    /// `--max-body-size`: the most an OPA middleware with `readBody` buffers.
+    pub max_body_size: u64,
 }
 
 /// Why a registry could not be built. `Display` is one line naming the file, the resource and the field; never a
@@ -93,6 +96,23 @@ pub struct SecretEntry {
     metadata: ComponentMetadata,
 }
 
+/// One loaded HTTP middleware component (a pipeline handler names it).
+pub struct MiddlewareEntry {
+    pub(crate) middleware: Arc<dyn ward_middleware::Middleware>,
+    component: Component,
+    metadata: ComponentMetadata,
+}
+
+impl MiddlewareEntry {
+    pub(crate) fn component_type(&self) -> &str {
+        self.component.component_type()
+    }
+
+    pub(crate) fn version(&self) -> &str {
+        self.component.version()
+    }
+}
+
 /// A lookup that found nothing. The two cases are Dapr's; both are chosen only from what *is* loaded, so an
 /// out-of-scope or denied component answers exactly like one that does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +129,8 @@ pub struct ComponentInfo {
     pub name: String,
     pub component_type: String,
     pub version: String,
+    /// Dapr's capability names, for what ward's implementation does.
+    pub capabilities: Vec<&'static str>,
 }
 
 /// The components this app may use, immutable once built; reloads build a new one and swap it in.
@@ -116,6 +138,9 @@ pub struct ComponentInfo {
 pub struct Registry {
     state: BTreeMap<String, StateEntry>,
     secrets: BTreeMap<String, SecretEntry>,
+    middleware: BTreeMap<String, MiddlewareEntry>,
+    /// `spec.httpPipeline` and `spec.appHttpPipeline`, resolved against `middleware`.
+    pipelines: Pipelines,
     secret_scopes: SecretScopes,
     listing: Vec<ComponentInfo>,
 }
@@ -190,6 +215,7 @@ impl Registry {
 
         let mut secret_components = Vec::new();
         let mut state_components = Vec::new();
+        let mut middleware_components = Vec::new();
         for component in resources.components_for(&options.app_id) {
             if let Some(configuration) = configuration
                 && configuration.component_denied(component.component_type(), component.version())
@@ -206,6 +232,7 @@ impl Registry {
             match ward_components::classify_component(component.component_type(), component.version()) {
                 Ok(ComponentSupport::State) => state_components.push(component),
                 Ok(ComponentSupport::SecretStore) => secret_components.push(component),
+                Ok(ComponentSupport::Middleware) => middleware_components.push(component),
                 Ok(ComponentSupport::NotImplemented { building_block }) if options.production => {
                     return Err(ConfigError::invalid_component(
                         component,
@@ -239,7 +266,7 @@ impl Registry {
             let build =
                 build_secret_store(component.component_type(), component.version(), component.name(), &metadata, &ctx);
             let Some(store) = reuse_or_init(reused, component, build).await? else { continue };
-            registry.listing.push(info(component));
+            registry.listing.push(info(component, &metadata));
             registry
                 .secrets
                 .insert(component.name().to_owned(), SecretEntry { store, component: component.clone(), metadata });
@@ -257,29 +284,64 @@ impl Registry {
             let build =
                 build_state_store(component.component_type(), component.version(), component.name(), &metadata, &ctx);
             let Some(store) = reuse_or_init(reused, component, build).await? else { continue };
-            registry.listing.push(info(component));
+            registry.listing.push(info(component, &metadata));
             registry.state.insert(
                 component.name().to_owned(),
                 StateEntry { store, prefix, component: component.clone(), metadata },
             );
         }
+        let middleware_options = ward_middleware::BuildOptions {
+            max_body_bytes: usize::try_from(options.max_body_size).unwrap_or(usize::MAX),
+        };
+        for component in middleware_components {
+            let secrets = fetch_secret_refs(&registry, component).await?;
+            let metadata = resolve(component, &secrets)?;
+            // An unchanged middleware keeps its state: a bearer its cached keys, a rate limit its bucket.
+            let reused = previous
+                .and_then(|p| p.middleware.get(component.name()))
+                .filter(|old| old.component == *component && old.metadata == metadata)
+                .map(|old| old.middleware.clone());
+            // A middleware is a control: `ignoreErrors` never turns a failed one into a skipped one.
+            let middleware = match reused {
+                Some(middleware) => middleware,
+                None => {
+                    let build = ward_middleware::build(component.component_type(), &metadata, &middleware_options);
+                    init(component, build).await?
+                }
+            };
+            registry.listing.push(info(component, &metadata));
+            registry.middleware.insert(
+                component.name().to_owned(),
+                MiddlewareEntry { middleware, component: component.clone(), metadata },
+            );
+        }
+        registry.pipelines = crate::middleware::build_pipelines(configuration, &registry.middleware)?;
         Ok(registry)
+    }
+
+    /// The pipelines this registry's Configuration and middleware make.
+    pub(crate) fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
     }
 }
 
-fn info(component: &Component) -> ComponentInfo {
+fn info(component: &Component, metadata: &ComponentMetadata) -> ComponentInfo {
+    let multi_valued = metadata.get_bool("multiValued").ok().flatten().unwrap_or(false);
     ComponentInfo {
         name: component.name().to_owned(),
         component_type: component.component_type().to_owned(),
         version: component.version().to_owned(),
+        capabilities: ward_components::component_capabilities(component.component_type(), multi_valued),
     }
 }
 
-/// Relative paths in metadata (e.g. `secretsFile`) are resolved against the directory the file came from.
+/// Relative paths in metadata (e.g. `secretsFile`) are opened from the working directory, as daprd does (with the
+/// component file's folder as a fallback, see `secretstores::local_file`).
 fn build_context(options: &RegistryOptions, component: &Component) -> BuildContext {
     BuildContext {
         data_dir: options.data_dir.clone(),
         base_dir: component.source().parent().map(Path::to_path_buf).unwrap_or_default(),
+        working_dir: std::env::current_dir().unwrap_or_default(),
         app_id: options.app_id.clone(),
         namespace: options.namespace.clone(),
     }
@@ -416,6 +478,8 @@ fn resolve(component: &Component, fetched: &Fetched) -> Result<ComponentMetadata
 pub struct Components {
     current: ArcSwap<Registry>,
     options: RegistryOptions,
+    /// The pipelines the request paths run; swapped with the registry.
+    pipelines: PipelineHandles,
 }
 
 impl std::fmt::Debug for Components {
@@ -434,7 +498,8 @@ impl Components {
         for c in registry.components() {
             tracing::info!(name = %c.name, r#type = %c.component_type, version = %c.version, "component loaded");
         }
-        Ok(Components { current: ArcSwap::from_pointee(registry), options })
+        let pipelines = PipelineHandles::new(registry.pipelines());
+        Ok(Components { current: ArcSwap::from_pointee(registry), options, pipelines })
     }
 
     /// The registry requests use now.
@@ -461,7 +526,13 @@ impl Components {
 
     /// Makes `registry` the one new requests use (a request in flight keeps the one it started with).
     pub(crate) fn install(&self, registry: Registry) {
+        self.pipelines.install(registry.pipelines());
         self.current.store(Arc::new(registry));
+    }
+
+    /// The live pipelines, for the public API and the inbound stack.
+    pub(crate) fn pipelines(&self) -> &PipelineHandles {
+        &self.pipelines
     }
 }
 
@@ -477,6 +548,7 @@ mod tests {
             namespace: "default".into(),
             data_dir: dir.join("home"),
             production: false,
+            max_body_size: 4 << 20,
         }
     }
 

@@ -464,6 +464,8 @@ impl InvokeError {
 pub enum RefusalKind {
     /// accessControl denied the call.
     AclDenied,
+    /// The caller lacks a capability a matching `spec.ward.capabilities` route requires.
+    CapabilityMissing,
     /// The method path is invalid or ambiguous (encoded `/`, escaping `..`, look-alike Unicode, …).
     InvalidMethod,
     /// An HTTP method outside the nine standard ones.
@@ -487,8 +489,9 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    const ALL: [RefusalKind; 11] = [
+    const ALL: [RefusalKind; 12] = [
         Self::AclDenied,
+        Self::CapabilityMissing,
         Self::InvalidMethod,
         Self::UnsupportedVerb,
         Self::Unverified,
@@ -501,9 +504,10 @@ impl RefusalKind {
         Self::UnknownEndpoint,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::AclDenied => "acl-denied",
+            Self::CapabilityMissing => "capability-missing",
             Self::InvalidMethod => "invalid-method",
             Self::UnsupportedVerb => "unsupported-verb",
             Self::Unverified => "unverified",
@@ -525,7 +529,9 @@ impl RefusalKind {
     pub fn grpc_code(self) -> tonic::Code {
         use tonic::Code;
         match self {
-            Self::AclDenied | Self::Unverified | Self::ReservedService => Code::PermissionDenied,
+            Self::AclDenied | Self::CapabilityMissing | Self::Unverified | Self::ReservedService => {
+                Code::PermissionDenied
+            }
             Self::InvalidMethod | Self::UnsupportedVerb => Code::InvalidArgument,
             Self::BodyTooLarge | Self::HeadersTooLarge | Self::AppBusy => Code::ResourceExhausted,
             Self::AppUnavailable | Self::AuditUnavailable => Code::Unavailable,
@@ -535,7 +541,9 @@ impl RefusalKind {
 
     fn http_status(self) -> StatusCode {
         match self {
-            Self::AclDenied | Self::Unverified | Self::ReservedService => StatusCode::FORBIDDEN,
+            Self::AclDenied | Self::CapabilityMissing | Self::Unverified | Self::ReservedService => {
+                StatusCode::FORBIDDEN
+            }
             Self::InvalidMethod => StatusCode::BAD_REQUEST,
             Self::UnsupportedVerb => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -631,6 +639,13 @@ pub enum InboundError {
         operation: String,
         verb: String,
     },
+    /// A `spec.ward.capabilities` route applies and the caller lacks `capability` (the audit event names the route;
+    /// the answer names only the capability, never what the caller holds).
+    CapabilityMissing {
+        capability: String,
+    },
+    /// The provenance token could not be signed: the app is not called without one.
+    ProvenanceUnavailable,
     AuditUnavailable,
     AppUnavailable(String),
     AppBusy,
@@ -662,6 +677,12 @@ impl InboundError {
                 RefusalKind::AclDenied,
                 format!("access control policy has denied access to id: {caller} operation: {operation} verb: {verb}"),
             ),
+            Self::CapabilityMissing { capability } => {
+                (RefusalKind::CapabilityMissing, format!("access denied: missing capability {capability}"))
+            }
+            Self::ProvenanceUnavailable => {
+                (RefusalKind::AppUnavailable, "the callee could not sign a provenance token".to_owned())
+            }
             Self::AuditUnavailable => {
                 (RefusalKind::AuditUnavailable, "the callee could not record its decision".to_owned())
             }
@@ -687,6 +708,8 @@ impl InboundError {
             Self::AclDenied { .. }
             | Self::HeadersTooLarge { .. }
             | Self::AppAnswerHeadersTooLarge { .. }
+            | Self::CapabilityMissing { .. }
+            | Self::ProvenanceUnavailable
             | Self::AuditUnavailable
             | Self::AppUnavailable(_)
             | Self::AppBusy => None,
@@ -720,6 +743,7 @@ mod tests {
         let invoke = |error| ApiError::Invoke { app_id: "orders".to_owned(), error };
         let cases: Vec<(ApiError, u16, &str, tonic::Code)> = vec![
             (invoke(refused(RefusalKind::AclDenied)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
+            (invoke(refused(RefusalKind::CapabilityMissing)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::Unverified)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::ReservedService)), 403, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::InvalidMethod)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),

@@ -9,9 +9,11 @@ pub const CALLER_NAMESPACE: &str = "dapr-caller-namespace";
 pub const CALLEE_APP_ID: &str = "dapr-callee-app-id";
 pub const APP_ID: &str = "dapr-app-id";
 pub const API_TOKEN: &str = "dapr-api-token";
+/// The provenance token the callee's sidecar sets for its app (issue 15); a caller's copy is never forwarded.
+pub const PROVENANCE: &str = ward_provenance::HEADER;
 
 /// Headers a caller may claim but only a sidecar may set.
-const IDENTITY_HEADERS: &[&str] = &[CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, API_TOKEN];
+const IDENTITY_HEADERS: &[&str] = &[CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, API_TOKEN, PROVENANCE];
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -52,6 +54,8 @@ mod tests {
         headers.append("Dapr-Caller-App-Id", "admin2".parse().unwrap());
         headers.insert(CALLER_NAMESPACE, "kube-system".parse().unwrap());
         headers.insert(API_TOKEN, "stolen".parse().unwrap());
+        headers.insert(PROVENANCE, "forged.token.here".parse().unwrap());
+        headers.append("Ward-Provenance", "forged2".parse().unwrap());
         headers.insert("x-custom", "kept".parse().unwrap());
         headers.insert("connection", "close".parse().unwrap());
         strip_untrusted(&mut headers);

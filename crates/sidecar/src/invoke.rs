@@ -32,6 +32,7 @@ pub(crate) struct Invoker {
     /// Wakes the certificate renewer when a call fails (it acts only while this sidecar's certificate is missing or
     /// expiring), so recovery after an expiry does not wait out a retry pause.
     pub(crate) renewal: Option<ward_sentry::client::RenewalWaker>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A response from the callee (its app's answer, streaming).
@@ -73,9 +74,31 @@ impl Invoker {
         self.send(target, format!("{INTERNAL_GRPC_PREFIX}{}", full_method.trim_start_matches('/')), parts, body).await
     }
 
+    /// [`Self::send_once`], counted in Dapr's service-invocation metrics. The destination label is the target only
+    /// when it resolved (an app cannot mint label values by invoking made-up names).
+    async fn send(
+        &self,
+        target: &str,
+        internal_path: String,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Result<CalleeResponse, InvokeError> {
+        let started = std::time::Instant::now();
+        let kind = if internal_path.starts_with(INTERNAL_GRPC_PREFIX) { "streaming" } else { "unary" };
+        let result = self.send_once(target, internal_path, parts, body).await;
+        let (dst, status) = match &result {
+            Ok(response) => (self.split_target(target).0, response.status().as_str().to_owned()),
+            Err(InvokeError::InvalidTarget(_) | InvokeError::CalleeNotFound(_)) => ("_unknown", "error".to_owned()),
+            Err(InvokeError::Refused(refusal)) => (self.split_target(target).0, refusal.kind.as_str().to_owned()),
+            Err(_) => (self.split_target(target).0, "error".to_owned()),
+        };
+        self.metrics.invocation_sent(dst, kind, &status, started.elapsed().as_secs_f64() * 1000.0);
+        result
+    }
+
     /// Resolves an instance, strips identity claims and tokens, streams the body (bounded by `--max-body-size`),
     /// and returns the callee sidecar's answer or its typed refusal.
-    async fn send(
+    async fn send_once(
         &self,
         target: &str,
         internal_path: String,

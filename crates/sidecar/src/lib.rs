@@ -20,6 +20,9 @@ pub(crate) mod inbound;
 pub(crate) mod invoke;
 pub(crate) mod listeners;
 pub(crate) mod metadata;
+pub(crate) mod metrics;
+pub(crate) mod middleware;
+pub(crate) mod provenance;
 pub(crate) mod public;
 pub mod resolver;
 pub mod runtime;
@@ -32,3 +35,4 @@ pub(crate) mod watcher;
 
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
 pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};
+pub use ward_net::MetricsListen;

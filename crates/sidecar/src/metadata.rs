@@ -26,6 +26,7 @@ pub(crate) struct ComponentMetadata {
     pub(crate) name: String,
     pub(crate) component_type: String,
     pub(crate) version: String,
+    pub(crate) capabilities: Vec<&'static str>,
 }
 
 /// What `GET /v1.0/metadata` and gRPC `GetMetadata` answer.
@@ -93,6 +94,7 @@ impl MetadataCore {
                 name: c.name.clone(),
                 component_type: c.component_type.clone(),
                 version: c.version.clone(),
+                capabilities: c.capabilities.clone(),
             })
             .collect();
         let mut extended = self.custom.read().map(|c| c.clone()).unwrap_or_default();
@@ -118,7 +120,7 @@ impl Metadata {
                 "name": c.name,
                 "type": c.component_type,
                 "version": c.version,
-                "capabilities": [],
+                "capabilities": c.capabilities,
             })).collect::<Vec<_>>(),
             "subscriptions": [],
             "httpEndpoints": [],

@@ -73,6 +73,8 @@ pub(crate) struct ApiState {
     pub(crate) metadata: Arc<MetadataCore>,
     pub(crate) readiness: Readiness,
     pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
+    /// The provenance issuer, for its JWKS; `None` when provenance is off.
+    pub(crate) provenance: Option<Arc<crate::provenance::ProvenanceIssuer>>,
 }
 
 impl FromRef<ApiState> for Arc<Invoker> {
@@ -102,18 +104,26 @@ impl FromRef<ApiState> for Readiness {
 }
 
 /// The public router with its layers.
-pub(crate) fn router(state: ApiState, tokens: ward_gate::ApiTokens, api_log: ward_gate::ApiLogHandle) -> Router {
+pub(crate) fn router(
+    state: ApiState,
+    tokens: ward_gate::ApiTokens,
+    api_log: ward_gate::ApiLogHandle,
+    pipeline: crate::middleware::ApiPipeline,
+) -> Router {
     let api_list = state.api_list.clone();
     Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
         .route("/v1.0/metadata", get(metadata))
         .route("/v1.0/metadata/{key}", axum::routing::put(set_metadata))
+        .route(ward_policy::routing::PROVENANCE_JWKS_PATH, get(provenance_jwks))
         .merge(crate::state_api::router())
         .merge(crate::secrets_api::router())
         .fallback(invoke)
         .layer(ApiListLayer::<crate::api_list::Http>::new(api_list))
         .with_state(state)
+        // httpPipeline: after the API token (below it in this list of layers means inside it).
+        .layer(axum::middleware::from_fn_with_state(pipeline, crate::middleware::api_pipeline))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(ward_gate::ApiLogLayer::reloadable(api_log))
@@ -153,6 +163,19 @@ async fn set_metadata(
     match core.set(key, value) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => ApiError::Malformed { detail: err.to_string() }.into_response(),
+    }
+}
+
+/// `GET /v1.0-alpha1/ward/provenance/jwks`: the public keys the app verifies its `ward-provenance` tokens with
+/// (issue 15). Behind the API token like every route; 404 when provenance is off.
+async fn provenance_jwks(State(state): State<ApiState>) -> Response {
+    let Some(issuer) = &state.provenance else { return ApiError::NotFound.into_response() };
+    match issuer.jwks() {
+        Ok(jwks) => axum::Json(jwks).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "provenance JWKS unavailable");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
 }
 

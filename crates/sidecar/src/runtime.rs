@@ -69,6 +69,8 @@ pub struct SidecarOptions {
     pub resources_paths: Vec<PathBuf>,
     /// Whether env `NAMESPACE` was set: as daprd, components are filtered by namespace only then.
     pub filter_namespace: bool,
+    /// `/metrics` (`--enable-metrics`, `--metrics-port`, `--metrics-listen-address`); `None` when disabled.
+    pub metrics: Option<ward_net::MetricsListen>,
 }
 
 /// How to obtain an SVID.
@@ -111,6 +113,9 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error("--app-channel-address: {0}")]
     AppChannel(String),
+    /// The provenance signing key could not be made.
+    #[error("provenance key: {0}")]
+    Provenance(String),
     #[error("--dapr-listen-addresses: {0}")]
     Exposure(#[from] ward_gate::ListenError),
     #[error(transparent)]
@@ -128,6 +133,8 @@ pub fn now_rfc3339() -> String {
 /// A started sidecar. Drop or call `shutdown` to stop it.
 pub struct Sidecar {
     pub http_addrs: Vec<SocketAddr>,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub grpc_addrs: Vec<SocketAddr>,
     pub internal_addr: SocketAddr,
     readiness: Readiness,
@@ -189,6 +196,7 @@ impl Sidecar {
                     namespace: options.namespace.clone(),
                     data_dir: options.ward_home.clone(),
                     production: settings.production,
+                    max_body_size: settings.max_body_size,
                 },
                 configuration.as_ref(),
             )
@@ -262,6 +270,24 @@ impl Sidecar {
 
         // 5. Audit, app channel, the handles each part uses.
         let audit = AuditSink::open(&settings.audit)?;
+        let metrics = crate::metrics::Metrics::new(&options.app_id);
+        metrics.set_sources(crate::metrics::Sources {
+            audit: audit.clone(),
+            svid_not_after: match &transport {
+                Transport::Mtls(mtls) => {
+                    let svid = mtls.svid.clone();
+                    Some(Box::new(move || svid.current().map(|s| s.not_after())))
+                }
+                Transport::Plaintext => None,
+            },
+            trust_roots: match &transport {
+                Transport::Mtls(mtls) => {
+                    let bundle = mtls.bundle.clone();
+                    Some(Box::new(move || bundle.load().roots().len()))
+                }
+                Transport::Plaintext => None,
+            },
+        });
         let app_channel = AppChannel::new(AppChannelOptions {
             address: &options.app_channel_address,
             port: options.app_port,
@@ -270,6 +296,28 @@ impl Sidecar {
         })
         .map_err(StartError::AppChannel)?;
         let acl = Arc::new(ArcSwap::from_pointee(settings.acl));
+        let capabilities = Arc::new(ArcSwap::from_pointee(settings.capabilities));
+        // Layer four: a signing key that exists only in this process, rotated with the SVID.
+        let provenance = if settings.provenance {
+            let svid = supervisor.as_ref().map(|s| s.resolver());
+            let issuer = crate::provenance::ProvenanceIssuer::new(
+                own_id.to_string(),
+                options.app_id.clone(),
+                !matches!(transport, Transport::Mtls(_)),
+                svid,
+            )
+            .map_err(|err| StartError::Provenance(err.to_string()))?;
+            Some(Arc::new(issuer))
+        } else {
+            if matches!(transport, Transport::Mtls(_)) {
+                tracing::warn!(
+                    "spec.ward.provenance.enabled is false: the app gets no ward-provenance token and cannot tell a \
+                     request from its sidecar from one sent straight to its port"
+                );
+            }
+            None
+        };
+        let mcp = Arc::new(arc_swap::ArcSwapOption::from(settings.mcp.map(Arc::new)));
         let api_list = Arc::new(ArcSwap::from_pointee(settings.api_list));
         let api_log: ward_gate::ApiLogHandle = Arc::new(ArcSwap::from_pointee(settings.api_log));
         let mtls_on = matches!(transport, Transport::Mtls(_));
@@ -286,6 +334,7 @@ impl Sidecar {
             max_body_size: settings.max_body_size,
             max_header_bytes: options.listener_limits.max_header_bytes,
             renewal: supervisor.as_ref().map(|s| s.waker()),
+            metrics: metrics.clone(),
         });
         let state_core = Arc::new(StateCore {
             components: components.clone(),
@@ -306,15 +355,21 @@ impl Sidecar {
             custom: Default::default(),
         });
         let readiness = Readiness::new(options.app_port.map(|port| format!("{}:{port}", options.app_channel_address)));
+        let inbound_audit = audit.clone();
         let inbound = InboundHandles {
             app_id: Arc::from(options.app_id.as_str()),
             accept,
             acl: acl.clone(),
+            capabilities: capabilities.clone(),
+            provenance: provenance.clone(),
             audit,
             max_body_size: settings.max_body_size,
             app_token: options.app_token.clone(),
             app_channel,
             app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            app_pipeline: components.pipelines().app.clone(),
+            mcp: mcp.clone(),
+            metrics: metrics.clone(),
         };
 
         // 6. Listeners (only now: everything above was valid).
@@ -325,6 +380,11 @@ impl Sidecar {
         let internal_addr = local_addr(&internal)?;
         let public_listeners = bind_all(&options.listen_addresses, options.http_port).await?;
         let grpc_listeners = bind_all(&options.listen_addresses, options.grpc_port).await?;
+        let metrics_listener = match options.metrics {
+            None => None,
+            Some(listen) => listen.bind().await.map_err(|source| StartError::Bind { addr: listen.address, source })?,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let control =
@@ -338,11 +398,20 @@ impl Sidecar {
             metadata: metadata.clone(),
             readiness: readiness.clone(),
             api_list: api_list.clone(),
+            provenance: provenance.clone(),
         };
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
-            let router = crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone());
+            let pipeline = crate::middleware::ApiPipeline {
+                pipeline: components.pipelines().api.clone(),
+                audit: inbound_audit.clone(),
+                app_id: Arc::from(options.app_id.as_str()),
+                metrics: metrics.clone(),
+            };
+            let router =
+                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline)
+                    .layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::metrics::record_public));
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
                 router,
@@ -362,12 +431,29 @@ impl Sidecar {
             let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), api_log.clone());
             tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
         }
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(crate::listeners::serve_public(
+                listener,
+                crate::metrics::router(metrics.clone()),
+                0,
+                control.clone(),
+            )));
+        }
         if options.config_path.is_some() || !options.resources_paths.is_empty() {
             let watcher = Watcher {
                 options: options.clone(),
                 production: settings.production,
                 current: configuration,
-                targets: Reloadable { acl, api_list, api_log, components },
+                targets: Reloadable {
+                    acl,
+                    capabilities,
+                    api_list,
+                    api_log,
+                    mcp,
+                    components,
+                    provenance: settings.provenance,
+                },
+                metrics: metrics.clone(),
             };
             tasks.push(tokio::spawn(watcher.run(stop_rx.clone())));
         }
@@ -392,6 +478,7 @@ impl Sidecar {
         );
         Ok(Sidecar {
             http_addrs,
+            metrics_addr,
             grpc_addrs,
             internal_addr,
             readiness,

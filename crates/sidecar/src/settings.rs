@@ -5,7 +5,9 @@
 //! The rules for what ward cannot honour (nothing configured is ever silently ignored):
 //! - a section or feature ward parses but does not implement, or an unknown key outside the security sections →
 //!   refused in production (one line naming file and field), one loud warning per field in development;
-//! - a configured middleware pipeline (until ward has middleware) or `spec.mtls.enabled: true` without mTLS on →
+//! - a pipeline handler with a `selector`, or an `appHttpPipeline` for a gRPC app (pipelines wrap HTTP only) →
+//!   refused in production, warned about in development;
+//! - `spec.mtls.enabled: true` without mTLS on →
 //!   refused in every mode: each is an explicit request for a control ward would otherwise not apply.
 //!
 //! Unknown keys inside the security sections are load errors already (`ward-config`).
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use ward_config::{Configuration, ResourceId};
 use ward_identity::TrustDomain;
-use ward_policy::{AccessControl, ApiAllowList};
+use ward_policy::{AccessControl, ApiAllowList, Capabilities};
 
 use crate::audit::AuditTarget;
 use crate::runtime::SidecarOptions;
@@ -34,10 +36,16 @@ pub struct Settings {
     pub clock_skew: Duration,
     pub trust_domain: TrustDomain,
     pub acl: AccessControl,
+    /// `spec.ward.capabilities`, compiled (none: every request is left to the ACL).
+    pub capabilities: Capabilities,
+    /// `spec.ward.provenance.enabled`, else on exactly when mTLS is.
+    pub provenance: bool,
     pub api_list: ApiAllowList,
     pub api_log: ward_gate::ApiLogOptions,
     /// `--audit-log`, else `spec.ward.auditLog`, else stderr.
     pub audit: AuditTarget,
+    /// `spec.ward.mcp`, compiled for this app's namespace and trust domain.
+    pub mcp: Option<ward_policy::mcp::McpPolicy>,
     /// What the configuration asks for that ward does not do, in development mode (already logged by the caller).
     pub unhonoured: Vec<Unhonoured>,
 }
@@ -71,6 +79,9 @@ pub enum SettingsError {
     /// printed with `{:#}` would repeat its text, uncut, after this bounded line.
     #[error("{}: {resource}: spec.accessControl: {}", path.display(), ward_config::bounded(&reason.to_string()))]
     Acl { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::AclError> },
+    /// `spec.ward.capabilities` does not compile (a plain field for the same reason as `Acl`).
+    #[error("{}: {resource}: spec.ward.capabilities: {}", path.display(), ward_config::bounded(&reason.to_string()))]
+    Capabilities { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::CapabilityError> },
     /// `spec.api` does not compile (a plain field for the same reason as `Acl`).
     #[error("{}: {resource}: spec.api: {}", path.display(), ward_config::bounded(&reason.to_string()))]
     ApiList { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::ApiListError> },
@@ -81,6 +92,9 @@ pub enum SettingsError {
         ward_config::quote_value(value)
     )]
     TrustDomain { path: PathBuf, resource: Box<ResourceId>, value: String, reason: Box<ward_identity::SpiffeIdError> },
+    /// `spec.ward.mcp` does not compile.
+    #[error("{}: {resource}: {}", path.display(), ward_config::bounded(&reason.to_string()))]
+    Mcp { path: PathBuf, resource: Box<ResourceId>, reason: Box<ward_policy::mcp::McpError> },
     #[error("production mode (from {source_of}) requires mTLS (--enable-mtls with --sentry-address)")]
     ProductionWithoutMtls { source_of: String },
 }
@@ -103,7 +117,8 @@ impl Settings {
         if production && let Some(flag) = options.unsupported_flags.first() {
             return Err(SettingsError::UnsupportedFlag { flag: flag.flag, why: flag.why });
         }
-        let unhonoured = configuration.map(|c| unhonoured(c, options.mtls.is_some())).unwrap_or_default();
+        let unhonoured =
+            configuration.map(|c| unhonoured(c, options.mtls.is_some(), options.app_protocol_grpc)).unwrap_or_default();
         for item in &unhonoured {
             if production || item.always_refused {
                 return Err(SettingsError::Unhonoured {
@@ -114,7 +129,8 @@ impl Settings {
             }
         }
 
-        let Policies { acl, api_list, trust_domain } = compile_policies(configuration)?;
+        let Policies { acl, capabilities, api_list, trust_domain } = compile_policies(configuration)?;
+        let provenance = configuration.and_then(|c| c.ward.provenance_enabled).unwrap_or(options.mtls.is_some());
         let logging = configuration.map(|c| c.api_logging).unwrap_or_default();
         let api_log = ward_gate::ApiLogOptions {
             enabled: options.enable_api_logging.unwrap_or(logging.enabled),
@@ -131,7 +147,32 @@ impl Settings {
             (AuditTarget::Stderr, Some(file)) => AuditTarget::File(file),
             (target, _) => target.clone(),
         };
-        Ok(Settings { production, max_body_size, clock_skew, trust_domain, acl, api_list, api_log, audit, unhonoured })
+        let mcp = match configuration.and_then(|c| c.ward.mcp.as_ref().map(|spec| (c, spec))) {
+            None => None,
+            Some((c, spec)) => {
+                Some(ward_policy::mcp::McpPolicy::compile(spec, trust_domain.as_str(), &options.namespace).map_err(
+                    |reason| SettingsError::Mcp {
+                        path: path.clone(),
+                        resource: Box::new(ResourceId::configuration(&c.name)),
+                        reason: Box::new(reason),
+                    },
+                )?)
+            }
+        };
+        Ok(Settings {
+            production,
+            max_body_size,
+            clock_skew,
+            trust_domain,
+            acl,
+            capabilities,
+            provenance,
+            api_list,
+            api_log,
+            audit,
+            mcp,
+            unhonoured,
+        })
     }
 
     /// Logs one loud warning per unsupported flag (development mode; production refused them already).
@@ -159,11 +200,12 @@ impl Settings {
     }
 }
 
-/// What a sidecar compiles from a Configuration whatever its flags: the access-control policy, the API allow/deny
-/// lists and its trust domain.
+/// What a sidecar compiles from a Configuration whatever its flags: the access-control policy, the capability
+/// routes and grants, the API allow/deny lists and its trust domain.
 #[derive(Debug)]
 pub struct Policies {
     pub acl: AccessControl,
+    pub capabilities: Capabilities,
     pub api_list: ApiAllowList,
     pub trust_domain: TrustDomain,
 }
@@ -202,11 +244,18 @@ pub fn compile_policies(configuration: Option<&Configuration>) -> Result<Policie
         value: td.to_owned(),
         reason: Box::new(reason),
     })?;
-    Ok(Policies { acl, api_list, trust_domain })
+    // Callers named by appId + namespace are in this sidecar's own trust domain, as for accessControl.
+    let capabilities = match configuration.and_then(|c| c.ward.capabilities.as_ref()) {
+        Some(spec) => Capabilities::compile(spec, trust_domain.as_str()).map_err(|reason| {
+            SettingsError::Capabilities { path: path(), resource: resource(), reason: Box::new(reason) }
+        })?,
+        None => Capabilities::none(),
+    };
+    Ok(Policies { acl, capabilities, api_list, trust_domain })
 }
 
 /// What `configuration` asks for that ward does not do.
-pub fn unhonoured(configuration: &Configuration, mtls_on: bool) -> Vec<Unhonoured> {
+pub fn unhonoured(configuration: &Configuration, mtls_on: bool, app_grpc: bool) -> Vec<Unhonoured> {
     let mut out = Vec::new();
     let mut push = |field: String, why: &str, always_refused: bool| {
         out.push(Unhonoured { field, why: why.to_owned(), always_refused })
@@ -216,12 +265,31 @@ pub fn unhonoured(configuration: &Configuration, mtls_on: bool) -> Vec<Unhonoure
         ("spec.appHttpPipeline", &configuration.app_http_pipeline),
     ] {
         for (i, handler) in handlers.iter().enumerate() {
-            push(
-                format!("{section}.handlers[{i}] ({} {})", handler.name, handler.type_),
-                "ward does not run middleware pipelines yet; refusing rather than serving without this control",
-                true,
-            );
+            if !handler.selector.is_empty() {
+                push(
+                    format!("{section}.handlers[{i}].selector"),
+                    "handler selectors are not applied (Dapr parses them but does not apply them either); the \
+                     middleware would run on every request, not only the selected ones",
+                    false,
+                );
+            }
         }
+    }
+    if app_grpc && configuration.ward.mcp.is_some() {
+        push(
+            "spec.ward.mcp".to_owned(),
+            "the app speaks gRPC (--app-protocol grpc); MCP tool rules apply to a streamable-HTTP endpoint: calls to \
+             this app would not be checked",
+            false,
+        );
+    }
+    if app_grpc && !configuration.app_http_pipeline.is_empty() {
+        push(
+            "spec.appHttpPipeline".to_owned(),
+            "the app speaks gRPC (--app-protocol grpc) and middleware pipelines wrap HTTP calls only (as in Dapr): \
+             calls to this app would not pass through its middleware",
+            false,
+        );
     }
     if configuration.mtls.enabled == Some(true) && !mtls_on {
         push(

@@ -40,6 +40,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         app_max_concurrency: None,
         resources_paths: Vec::new(),
         filter_namespace: false,
+        metrics: None,
     }
 }
 
@@ -92,16 +93,20 @@ fn clock_skew_logging_and_audit_come_from_the_file() {
 }
 
 #[test]
-fn pipelines_are_refused_in_every_mode() {
-    for spec in [
-        "  appHttpPipeline:\n    handlers:\n    - name: bearer\n      type: middleware.http.bearer\n",
-        "  httpPipeline:\n    handlers:\n    - name: ratelimit\n      type: middleware.http.ratelimit\n",
-    ] {
-        for (production, mtls) in [(false, false), (true, true)] {
-            let err = refused(Settings::resolve(&options(production, mtls), Some(&config(spec))));
-            assert!(err.contains("Pipeline.handlers[0]") && err.contains("middleware"), "{err}");
-        }
-    }
+fn pipelines_resolve_here_and_what_they_cannot_apply_is_refused_in_production() {
+    // A plain pipeline is the component registry's business (handlers resolve against loaded middleware).
+    let plain = "  appHttpPipeline:\n    handlers:\n    - name: bearer\n      type: middleware.http.bearer\n";
+    assert!(Settings::resolve(&options(true, true), Some(&config(plain))).is_ok());
+    let selector = "  httpPipeline:\n    handlers:\n    - name: limit\n      type: middleware.http.ratelimit\n      \
+                    selector:\n        fields:\n        - field: path\n          value: /v1.0/state\n";
+    let err = refused(Settings::resolve(&options(true, true), Some(&config(selector))));
+    assert!(err.contains("spec.httpPipeline.handlers[0].selector"), "{err}");
+    assert!(Settings::resolve(&options(false, false), Some(&config(selector))).is_ok(), "development: warned");
+    // Pipelines wrap HTTP only: an appHttpPipeline in front of a gRPC app would never run.
+    let mut grpc_app = options(true, true);
+    grpc_app.app_protocol_grpc = true;
+    let err = refused(Settings::resolve(&grpc_app, Some(&config(plain))));
+    assert!(err.contains("spec.appHttpPipeline") && err.contains("gRPC"), "{err}");
 }
 
 #[test]

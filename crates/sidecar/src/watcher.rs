@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ward_config::Configuration;
-use ward_policy::{AccessControl, ApiAllowList};
+use ward_policy::{AccessControl, ApiAllowList, Capabilities};
 
 use crate::components::Components;
 use crate::runtime::SidecarOptions;
@@ -31,9 +31,13 @@ const SETTLE: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub(crate) struct Reloadable {
     pub(crate) acl: Arc<ArcSwap<AccessControl>>,
+    pub(crate) capabilities: Arc<ArcSwap<Capabilities>>,
     pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
     pub(crate) api_log: ward_gate::ApiLogHandle,
+    pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
     pub(crate) components: Arc<Components>,
+    /// Whether this sidecar signs provenance tokens (fixed at start: the key lives as long as the process).
+    pub(crate) provenance: bool,
 }
 
 /// The watcher's inputs: the flags (settings are resolved again on every reload) and the running configuration.
@@ -42,6 +46,7 @@ pub(crate) struct Watcher {
     pub(crate) production: bool,
     pub(crate) current: Option<Configuration>,
     pub(crate) targets: Reloadable,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a reload was not applied.
@@ -75,8 +80,14 @@ impl Watcher {
             }
             last = current;
             match self.reload().await {
-                Ok(()) => tracing::info!("configuration or resources changed; reloaded"),
-                Err(err) => tracing::error!("reload refused, keeping the previous configuration: {err}"),
+                Ok(()) => {
+                    self.metrics.reload(true);
+                    tracing::info!("configuration or resources changed; reloaded")
+                }
+                Err(err) => {
+                    self.metrics.reload(false);
+                    tracing::error!("reload refused, keeping the previous configuration: {err}")
+                }
             }
         }
     }
@@ -113,9 +124,18 @@ impl Watcher {
         }
         let registry = self.targets.components.rebuild(configuration.as_ref()).await?;
         settings.warn_unhonoured(&path);
+        if settings.provenance != self.targets.provenance {
+            tracing::warn!(
+                "{}: spec.ward.provenance.enabled changed to {}: NOT APPLIED until the sidecar restarts",
+                path.display(),
+                settings.provenance
+            );
+        }
         self.targets.acl.store(Arc::new(settings.acl));
+        self.targets.capabilities.store(Arc::new(settings.capabilities));
         self.targets.api_list.store(Arc::new(settings.api_list));
         self.targets.api_log.store(Arc::new(settings.api_log));
+        self.targets.mcp.store(settings.mcp.map(Arc::new));
         self.targets.components.install(registry);
         self.current = configuration;
         Ok(())

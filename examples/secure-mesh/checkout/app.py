@@ -1,4 +1,4 @@
-"""checkout: places three orders with orders (allowed by its ACL), then tries two things the controls refuse.
+"""checkout: places three orders with orders (allowed by its ACL), then tries things the controls refuse.
 
 Standard library only. Every call goes to this app's own sidecar on 127.0.0.1 with its API token.
 """
@@ -40,6 +40,9 @@ for order_id in (1, 2, 3):
 
 status, body = call("GET", "/v1.0/invoke/orders/method/admin")
 print(f"GET orders/admin (not allowed by orders' ACL): {status} {body}")
+
+status, body = call("POST", "/v1.0/invoke/orders/method/orders/refund", {"id": 1})
+print(f"POST orders/refund (ACL allows, capability orders:refund not granted): {status} {body}")
 
 status, body = call("GET", "/v1.0/state/orders-store/order-1")
 print(f"read orders-store from checkout (store scoped to orders): {status} {body}")

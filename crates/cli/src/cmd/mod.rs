@@ -1,6 +1,7 @@
 //! One module per `ward` subcommand, plus the small helpers they share.
 
 pub mod audit;
+mod logjson;
 pub mod mtls;
 pub mod policy;
 pub mod run;
@@ -65,7 +66,8 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    pub fn init(&self) -> anyhow::Result<()> {
+    /// `app_id` is the `app_id` of every JSON line (`dapr-sentry` for sentry).
+    pub fn init(&self, app_id: &str) -> anyhow::Result<()> {
         let filter =
             tracing_subscriber::EnvFilter::try_new(format!("{},h2=warn,hyper=warn,rustls=warn", self.log_level))
                 .map_err(|err| anyhow::anyhow!("--log-level {:?}: {err}", self.log_level))?;
@@ -75,8 +77,12 @@ impl LogArgs {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal());
-        if self.log_as_json { builder.json().try_init() } else { builder.try_init() }
-            .map_err(|err| anyhow::anyhow!("initialising logs: {err}"))
+        if self.log_as_json {
+            builder.event_format(logjson::DaprJson::new(app_id)).try_init()
+        } else {
+            builder.try_init()
+        }
+        .map_err(|err| anyhow::anyhow!("initialising logs: {err}"))
     }
 }
 

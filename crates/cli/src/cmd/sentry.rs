@@ -26,6 +26,16 @@ pub struct Args {
     listen_address: IpAddr,
     #[arg(long, default_value = "127.0.0.1")]
     healthz_listen_address: IpAddr,
+    /// Prometheus `/metrics` port (daprd's default 9090; 0 picks a free port). With the default, a port in use
+    /// only costs the metrics (a warning); a port given here must be free.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// Where `/metrics` listens: loopback by default.
+    #[arg(long, default_value = "127.0.0.1")]
+    metrics_listen_address: IpAddr,
+    /// `--enable-metrics=false` serves no `/metrics`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    enable_metrics: bool,
     /// Lifetime of workload certificates (default: the Configuration's spec.mtls.workloadCertTTL, else 24h).
     #[arg(long, value_parser = super::parse_duration)]
     workload_cert_ttl: Option<Duration>,
@@ -102,7 +112,7 @@ fn unused_by_sentry(c: &ward_config::Configuration) -> Vec<String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    args.log.init()?;
+    args.log.init("dapr-sentry")?;
     let configuration = match &args.config {
         Some(path) => Some(ward_config::load_configuration(path)?),
         None => None,
@@ -168,6 +178,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             ..ward_net::ListenerLimits::default()
         },
+        metrics: args.enable_metrics.then(|| ward_net::MetricsListen {
+            address: SocketAddr::new(args.metrics_listen_address, args.metrics_port.unwrap_or(9090)),
+            explicit: args.metrics_port.is_some(),
+        }),
     };
     // Refused before anything starts: a zero timeout or cap would switch a protection off.
     config.limits.validate().context("--handshake-timeout/--header-read-timeout/--idle-timeout/--max-connections")?;
@@ -175,7 +189,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         ward_sentry::run(ca, shutdown_signal(), |addrs| {
             // One machine-readable line on stdout, so scripts and tests can find ports chosen with 0.
-            println!("ward sentry ready: grpc={} healthz={}", addrs.grpc, addrs.healthz);
+            let metrics = addrs.metrics.map(|a| format!(" metrics={a}")).unwrap_or_default();
+            println!("ward sentry ready: grpc={} healthz={}{metrics}", addrs.grpc, addrs.healthz);
         })
         .await
     })?;

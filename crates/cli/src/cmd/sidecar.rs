@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ward_identity::TrustDomain;
 use ward_sidecar::audit::AuditTarget;
-use ward_sidecar::{MtlsOptions, Sidecar, SidecarOptions, UnsupportedFlag};
+use ward_sidecar::{MetricsListen, MtlsOptions, Sidecar, SidecarOptions, UnsupportedFlag};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,10 +33,13 @@ pub struct Args {
     /// ward's default is loopback; use 0.0.0.0 when sidecars on other hosts must reach this one.
     #[arg(long, default_value = "127.0.0.1")]
     dapr_internal_grpc_listen_address: IpAddr,
-    /// daprd's metrics port. ward does not serve metrics yet: giving it (or `--enable-metrics`) is refused in
-    /// production and warned about in development.
+    /// Prometheus `/metrics` port (daprd's default 9090; 0 picks a free port). With the default, a port another
+    /// sidecar on this host holds only costs the metrics (a warning); a port given here must be free.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Where `/metrics` listens: loopback by default, like the API.
+    #[arg(long, default_value = "127.0.0.1")]
+    metrics_listen_address: IpAddr,
     /// Comma-separated IPs for the public API. ward's default is loopback only (daprd's is all interfaces).
     #[arg(long, default_value = "127.0.0.1")]
     dapr_listen_addresses: String,
@@ -144,7 +147,7 @@ struct DaprdFlags {
 
 impl DaprdFlags {
     /// The flags given that ward does not implement, each with the reason.
-    fn unsupported(&self, metrics_port: Option<u16>) -> Vec<UnsupportedFlag> {
+    fn unsupported(&self) -> Vec<UnsupportedFlag> {
         let health = "ward does not probe the app's health yet";
         let mut out = Vec::new();
         let mut push = |given: bool, flag: &'static str, why: &'static str| {
@@ -173,8 +176,6 @@ impl DaprdFlags {
             "--dapr-block-shutdown-duration",
             "ward does not block shutdown waiting for the app",
         );
-        push(self.enable_metrics == Some(true), "--enable-metrics", "ward does not serve metrics yet");
-        push(metrics_port.is_some(), "--metrics-port", "ward does not serve metrics yet");
         push(self.dapr_public_port.is_some(), "--dapr-public-port", "ward serves health on its API port only");
         push(self.unix_domain_socket.is_some(), "--unix-domain-socket", "ward listens on TCP only");
         push(self.enable_profiling == Some(true), "--enable-profiling", "ward has no profiling endpoint");
@@ -269,17 +270,22 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         app_token,
         enable_api_logging: args.enable_api_logging,
         drain_timeout,
-        unsupported_flags: args.daprd.unsupported(args.metrics_port),
+        unsupported_flags: args.daprd.unsupported(),
         app_max_concurrency,
         listener_limits: args.listeners.limits()?,
         resources_paths: args.resources_path.clone(),
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
         filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),
+        // daprd serves metrics unless --enable-metrics=false.
+        metrics: (args.daprd.enable_metrics != Some(false)).then(|| MetricsListen {
+            address: std::net::SocketAddr::new(args.metrics_listen_address, args.metrics_port.unwrap_or(9090)),
+            explicit: args.metrics_port.is_some(),
+        }),
     })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    args.log.init()?;
+    args.log.init(&args.app_id)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         // Token files are watched by tasks, so options are built inside the runtime.
@@ -287,8 +293,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sidecar = Sidecar::start(options).await?;
         let http = sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let grpc = sidecar.grpc_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let metrics = sidecar.metrics_addr.map(|a| format!(" metrics={a}")).unwrap_or_default();
         println!(
-            "ward sidecar ready: app-id={} http={http} grpc={grpc} internal={} elapsed-ms={}",
+            "ward sidecar ready: app-id={} http={http} grpc={grpc} internal={}{metrics} elapsed-ms={}",
             args.app_id,
             sidecar.internal_addr,
             sidecar.started().elapsed().as_millis()

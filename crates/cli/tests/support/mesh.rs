@@ -93,6 +93,7 @@ pub struct SidecarProcess {
     pub process: Ward,
     pub http: String,
     pub internal: String,
+    pub metrics: String,
 }
 
 pub struct SidecarSpec<'a> {
@@ -141,6 +142,8 @@ impl Mesh {
             "0".into(),
             "--dapr-grpc-port".into(),
             "0".into(),
+            "--metrics-port".into(),
+            "0".into(),
             "--enable-mtls".into(),
             "--sentry-address".into(),
             self.sentry.grpc.clone(),
@@ -166,7 +169,12 @@ impl Mesh {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut process = Ward::spawn(spec.app_id, &args, &env);
         let line = process.wait_stdout("ward sidecar ready:", Duration::from_secs(20));
-        SidecarProcess { http: field(&line, "http"), internal: field(&line, "internal"), process }
+        SidecarProcess {
+            http: field(&line, "http"),
+            internal: field(&line, "internal"),
+            metrics: field(&line, "metrics"),
+            process,
+        }
     }
 
     /// Runs a sidecar that must refuse to start; (exit code, stdout, stderr), bounded like every `ward_output`.

@@ -173,15 +173,32 @@ pub struct Sentry {
     pub dir: PathBuf,
     pub grpc: String,
     pub healthz: String,
+    pub metrics: String,
 }
 
 impl Sentry {
     pub fn start(dir: &Path, extra: &[&str]) -> Sentry {
-        let mut args = vec!["sentry", "--issuer-credentials", path_str(dir), "--port", "0", "--healthz-port", "0"];
+        let mut args = vec![
+            "sentry",
+            "--issuer-credentials",
+            path_str(dir),
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ];
         args.extend_from_slice(extra);
         let mut process = Ward::spawn("sentry", &args, &[]);
         let line = process.wait_stdout("ward sentry ready:", Duration::from_secs(20));
-        Sentry { grpc: field(&line, "grpc"), healthz: field(&line, "healthz"), process, dir: dir.to_owned() }
+        Sentry {
+            grpc: field(&line, "grpc"),
+            healthz: field(&line, "healthz"),
+            metrics: field(&line, "metrics"),
+            process,
+            dir: dir.to_owned(),
+        }
     }
 
     pub fn roots_pem(&self) -> Vec<u8> {

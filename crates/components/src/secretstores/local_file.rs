@@ -13,8 +13,12 @@
 //! null become their JSON text (`1`, `true`, empty for null) where Dapr prints Go's `%!s(float64=1)`; two entries
 //! that flatten to the same name are a load error where Dapr silently keeps a partial result.
 //!
-//! Does not: watch the file for changes, or write it. Relative `secretsFile` paths are resolved against
-//! [`crate::BuildContext::base_dir`].
+//! Does not: watch the file for changes, or write it.
+//!
+//! A relative `secretsFile` is opened relative to the sidecar's working directory, as daprd does (`os.Open`), so
+//! Dapr's files work unchanged. Earlier ward releases resolved it against the component file's folder
+//! ([`crate::BuildContext::base_dir`]); when the file does not exist relative to the working directory but does
+//! there, that one is used, with a warning.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,10 +41,31 @@ pub struct LocalFileOptions {
 }
 
 impl LocalFileOptions {
-    /// Reads `secretsFile` (required), `nestedSeparator`, `multiValued`.
-    pub fn from_metadata(md: &ComponentMetadata, base_dir: &Path) -> Result<Self, ComponentError> {
+    /// Reads `secretsFile` (required), `nestedSeparator`, `multiValued`. A relative `secretsFile` is taken from
+    /// `working_dir` (daprd's rule), else from `component_dir` if it exists only there.
+    pub fn from_metadata(
+        md: &ComponentMetadata,
+        working_dir: &Path,
+        component_dir: &Path,
+    ) -> Result<Self, ComponentError> {
         let file = PathBuf::from(md.require("secretsFile")?.trim());
-        let secrets_file = if file.is_absolute() { file } else { base_dir.join(file) };
+        let secrets_file = if file.is_absolute() {
+            file
+        } else {
+            let from_cwd = working_dir.join(&file);
+            let beside_component = component_dir.join(&file);
+            if !from_cwd.exists() && beside_component.exists() {
+                tracing::warn!(
+                    secrets_file = %file.display(),
+                    used = %beside_component.display(),
+                    "secretsFile is not found relative to the working directory (where daprd looks); using the one \
+                     beside the component file"
+                );
+                beside_component
+            } else {
+                from_cwd
+            }
+        };
         Ok(Self {
             secrets_file,
             nested_separator: md.get_or("nestedSeparator", ":").to_owned(),

@@ -79,7 +79,7 @@ pub async fn build_secret_store(
     check_version(secret_store_types(), &ty, version, "secret store")?;
     match ty.as_str() {
         "secretstores.local.file" => {
-            let opts = LocalFileOptions::from_metadata(metadata, &ctx.base_dir)?;
+            let opts = LocalFileOptions::from_metadata(metadata, &ctx.working_dir, &ctx.base_dir)?;
             Ok(Arc::new(LocalFileSecretStore::load(&opts).await?))
         }
         "secretstores.local.env" => Ok(Arc::new(LocalEnvSecretStore::from_metadata(metadata))),

@@ -48,14 +48,6 @@ impl std::fmt::Debug for InMemoryStateStore {
     }
 }
 
-/// ETags issued here are UUIDs; anything else cannot match and is reported as invalid, not as a mismatch.
-pub(crate) fn check_uuid_etag(key: &str, etag: Option<&str>) -> Result<(), StateError> {
-    match etag {
-        Some(e) if uuid::Uuid::try_parse(e).is_err() => Err(StateError::InvalidEtag { key: key.to_owned() }),
-        _ => Ok(()),
-    }
-}
-
 pub(crate) fn new_uuid_etag() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -170,9 +162,6 @@ impl StateStore for InMemoryStateStore {
     }
 
     async fn transact(&self, ops: Vec<TransactionOp>) -> Result<(), StateError> {
-        for op in &ops {
-            check_uuid_etag(op.key(), op.etag())?;
-        }
         // Check and apply under one lock so no other writer can slip in between.
         let now = Instant::now();
         let mut inner = self.lock();

@@ -313,6 +313,7 @@ mod tests {
         let ctx = BuildContext {
             data_dir: PathBuf::from("/home/u/.ward"),
             base_dir: PathBuf::from("/"),
+            working_dir: PathBuf::from("/"),
             app_id: "a".into(),
             namespace: String::new(),
         };
@@ -343,6 +344,7 @@ mod tests {
         let ctx = BuildContext {
             data_dir: std::env::temp_dir(),
             base_dir: std::env::temp_dir(),
+            working_dir: std::env::temp_dir(),
             app_id: "a".into(),
             namespace: String::new(),
         };

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::memory::{check_uuid_etag, new_uuid_etag};
+use super::memory::new_uuid_etag;
 use super::{
     Concurrency, DeleteRequest, OperationTimedOut, SetRequest, StateError, StateItem, StateStore, TransactionOp,
 };
@@ -475,9 +475,6 @@ impl StateStore for SqliteStateStore {
     }
 
     async fn transact(&self, ops: Vec<TransactionOp>) -> Result<(), StateError> {
-        for op in &ops {
-            check_uuid_etag(op.key(), op.etag())?;
-        }
         if ops.is_empty() {
             return Ok(());
         }

@@ -242,12 +242,23 @@ fn api_of_each_request() {
     assert_eq!(classify_public("GET", "/x", Some("a")).api(), Some(PublicApi::Invoke));
     assert_eq!(classify_public("GET", "/v1.0/invoke", None).api(), Some(PublicApi::Invoke));
     assert_eq!(classify_public("GET", "/x", None).api(), None);
-    let names: Vec<&str> =
-        [PublicApi::Healthz, PublicApi::Metadata, PublicApi::State, PublicApi::Secrets, PublicApi::Invoke]
-            .iter()
-            .map(|a| a.name())
-            .collect();
-    assert_eq!(names, ["healthz", "metadata", "state", "secrets", "invoke"]);
+    let names: Vec<&str> = [
+        PublicApi::Healthz,
+        PublicApi::Metadata,
+        PublicApi::State,
+        PublicApi::Secrets,
+        PublicApi::Invoke,
+        PublicApi::Provenance,
+    ]
+    .iter()
+    .map(|a| a.name())
+    .collect();
+    assert_eq!(names, ["healthz", "metadata", "state", "secrets", "invoke", "provenance"]);
+    assert_eq!(classify_public("GET", "/v1.0-alpha1/ward/provenance/jwks", Some("a")), PublicRequest::ProvenanceJwks);
+    assert_eq!(
+        classify_public("POST", "/v1.0-alpha1/ward/provenance/jwks", None),
+        PublicRequest::MethodNotAllowed { api: PublicApi::Provenance }
+    );
 }
 
 #[test]

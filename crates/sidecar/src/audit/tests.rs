@@ -20,6 +20,8 @@ fn event(n: usize) -> AuditEvent {
         decision: Decision::Allow,
         rule: "no accessControl".into(),
         reason: "padding so that one line is a few hundred bytes long ......................................".into(),
+        tool: None,
+        jsonrpc_id: None,
     }
 }
 

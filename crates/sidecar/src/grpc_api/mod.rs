@@ -213,7 +213,7 @@ impl GrpcApi {
                     name: c.name,
                     r#type: c.component_type,
                     version: c.version,
-                    capabilities: Vec::new(),
+                    capabilities: c.capabilities.iter().map(|c| (*c).to_owned()).collect(),
                 })
                 .collect(),
             extended_metadata: metadata.extended.into_iter().collect(),

@@ -16,6 +16,22 @@ use crate::transport::{DEV_IDENTITY_HEADER, parse_dev_marker};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CallerIdentity(pub Option<Arc<SpiffeId>>);
 
+/// Whether [`CallerIdentity`] was verified (an mTLS peer certificate). A development marker names a caller nobody
+/// verified: it is shown to the app (`dapr-caller-app-id`, a `dev:` provenance subject) but never matches an
+/// `accessControl` app policy or a capability grant (invariant 9); the global `defaultAction` decides instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verified(pub bool);
+
+impl CallerIdentity {
+    /// The caller policies may match: the identity only if it was verified.
+    pub(crate) fn for_policy<'a>(&'a self, extensions: &http::Extensions) -> Option<&'a Arc<SpiffeId>> {
+        match extensions.get::<Verified>() {
+            Some(Verified(true)) => self.0.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// How callers prove who they are on this sidecar's internal port.
 #[derive(Debug, Clone)]
 pub(crate) enum AcceptMode {
@@ -41,6 +57,7 @@ pub(crate) fn identify(mode: &AcceptMode, peer: Option<&Arc<SpiffeId>>, request:
             .map(Arc::new),
         AcceptMode::Unverified => None,
     };
+    request.extensions_mut().insert(Verified(matches!(mode, AcceptMode::Mtls) && caller.is_some()));
     request.extensions_mut().insert(CallerIdentity(caller));
 }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use ward_policy::{AccessControl, AclRequest, AuditEvent, Caller, PreparedInvocation};
+use ward_policy::{AccessControl, AclDecision, AclRequest, AuditEvent, Caller, PreparedInvocation};
+
+use crate::metrics::AclScope;
 
 use super::InboundRequest;
 use super::accept::CallerIdentity;
@@ -21,6 +23,24 @@ pub(crate) struct AccessControlCheck {
     pub(crate) audit: AuditSink,
     /// This sidecar's app id (the callee in audit events).
     pub(crate) app_id: Arc<str>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl AccessControlCheck {
+    /// Dapr's ACL counters: the caller's labels, the matched operation (never the requested path), the verb.
+    fn count(&self, decision: &AclDecision, caller: Option<Caller<'_>>, verb: Option<ward_policy::HttpVerb>) {
+        use ward_policy::MatchedRule;
+        let (scope, operation) = match decision.rule {
+            MatchedRule::Operation { policy, operation, .. } => {
+                (AclScope::App, format!("policies[{policy}].operations[{operation}]"))
+            }
+            MatchedRule::AppDefault { .. } => (AclScope::App, "_other".to_owned()),
+            MatchedRule::NoPolicy | MatchedRule::GlobalDefault(_) => (AclScope::Global, "_other".to_owned()),
+        };
+        let who = caller.map_or(("_unverified", "", ""), |c| (c.app_id, c.trust_domain, c.namespace));
+        let verb = verb.map_or("NONE", |v| v.as_str());
+        self.metrics.acl(scope, decision.allowed, who, &operation, verb, decision.reason);
+    }
 }
 
 impl Check for AccessControlCheck {
@@ -29,7 +49,8 @@ impl Check for AccessControlCheck {
         // Both are set by earlier layers of the same stack; their absence is a wiring bug, refused all the same.
         let caller = extensions.get::<CallerIdentity>().ok_or(InboundError::Unverified)?;
         let call = extensions.get::<PreparedInvocation>().ok_or(InboundError::UnknownEndpoint)?;
-        let dapr_caller = caller.0.as_ref().and_then(|id| id.dapr_identity().ok());
+        // Only a verified caller can match an app policy (a development marker cannot: invariant 9).
+        let dapr_caller = caller.for_policy(extensions).and_then(|id| id.dapr_identity().ok());
         let caller_ref =
             dapr_caller.map(|d| Caller { trust_domain: d.trust_domain, namespace: d.namespace, app_id: d.app_id });
         // The second half of `ward_policy::decide_invocation` (the first ran in the normalisation layer).
@@ -41,6 +62,7 @@ impl Check for AccessControlCheck {
             app_protocol: call.app_protocol,
         };
         let event = AuditEvent::for_acl(crate::runtime::now_rfc3339(), &self.app_id, &acl_request, &decision);
+        self.count(&decision, caller_ref, call.verb);
         if decision.allowed {
             // Audit, then forward: the barrier before the app channel waits for this line to be written.
             let written = self.audit.record_written(event).map_err(|_| InboundError::AuditUnavailable)?;

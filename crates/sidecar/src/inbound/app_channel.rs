@@ -193,7 +193,13 @@ async fn on_invoke(app: &GrpcApp, method: &str, request: InboundRequest) -> Resu
             querystring: parts.uri.query().unwrap_or_default().to_owned(),
         }),
     });
-    for name in [headers::API_TOKEN, headers::CALLER_APP_ID, headers::CALLER_NAMESPACE, headers::CALLEE_APP_ID] {
+    for name in [
+        headers::API_TOKEN,
+        headers::CALLER_APP_ID,
+        headers::CALLER_NAMESPACE,
+        headers::CALLEE_APP_ID,
+        headers::PROVENANCE,
+    ] {
         if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok())
             && let Ok(value) = value.parse()
         {

@@ -12,17 +12,30 @@ use super::{InboundRequest, InboundResponse};
 use crate::audit::Written;
 use crate::error::InboundError;
 
-/// The allowed call's pending audit line, in the request extensions (extensions must be `Clone`; taken once).
+/// The allowed call's pending audit lines (the ACL's, and the capability check's when a route applied), in the
+/// request extensions (extensions must be `Clone`; taken once).
 #[derive(Clone)]
-pub(crate) struct PendingAudit(Arc<Mutex<Option<Written>>>);
+pub(crate) struct PendingAudit(Arc<Mutex<Vec<Written>>>);
 
 impl PendingAudit {
     pub(crate) fn new(written: Written) -> Self {
-        Self(Arc::new(Mutex::new(Some(written))))
+        Self(Arc::new(Mutex::new(vec![written])))
     }
 
-    fn take(&self) -> Option<Written> {
-        self.0.lock().ok()?.take()
+    /// Adds another line to wait for; `false` if that is impossible (the caller refuses the call).
+    pub(crate) fn add(&self, written: Written) -> bool {
+        match self.0.lock() {
+            Ok(mut pending) => {
+                pending.push(written);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn take(&self) -> Option<Vec<Written>> {
+        let pending = std::mem::take(&mut *self.0.lock().ok()?);
+        (!pending.is_empty()).then_some(pending)
     }
 }
 
@@ -56,12 +69,14 @@ where
 
     fn call(&mut self, request: InboundRequest) -> Self::Future {
         // Without a pending line the call never passed access control: a wiring error, refused.
-        let Some(written) = request.extensions().get::<PendingAudit>().and_then(PendingAudit::take) else {
+        let Some(pending) = request.extensions().get::<PendingAudit>().and_then(PendingAudit::take) else {
             return futures_util::future::ready(Err(InboundError::AuditUnavailable)).boxed();
         };
         let mut inner = self.inner.clone();
         async move {
-            written.await.map_err(|_| InboundError::AuditUnavailable)?;
+            for written in pending {
+                written.await.map_err(|_| InboundError::AuditUnavailable)?;
+            }
             inner.call(request).await
         }
         .boxed()

@@ -10,8 +10,15 @@
 //!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
 //! body limit       `--max-body-size`, declared or streamed                                         (body_limit.rs)
 //! access control   `accessControl` on the verified caller + normalised operation; one audit event      (acl.rs)
-//! (capabilities, MCP tool rules, appHttpPipeline middleware: later issues insert their layers here)
-//! identity headers strip the caller's `dapr-caller-*` / token; set them from the verified identity  (identity.rs)
+//! capabilities     `spec.ward.capabilities`: an applying route's requirements must be held; one audit event
+//!                  when a route applies                                                        (capability.rs)
+//! MCP tool rules   `spec.ward.mcp`: each JSON-RPC message at the endpoint judged for the caller; denied calls
+//!                  answered by the sidecar, `tools/list` answers filtered                                (mcp.rs)
+//! identity headers strip the caller's `dapr-caller-*` / token / `ward-provenance`; set them from the verified
+//!                  identity                                                                      (identity.rs)
+//! app pipeline     `spec.appHttpPipeline` middleware on HTTP calls; a refusal is its own answer  (middleware.rs)
+//! provenance       sign this request's `ward-provenance` token (when enabled), once every check passed
+//!                                                                                              (provenance.rs)
 //! audit barrier    wait until the ACL's audit line is handed to the OS (group commit)        (audit_barrier.rs)
 //! concurrency      `--app-max-concurrency` calls in flight to the app; beyond, refused (429)  (concurrency.rs)
 //! app channel      HTTP | AppCallback/OnInvoke | gRPC proxy, chosen once at start                  (app_channel.rs)
@@ -22,10 +29,15 @@ pub(crate) mod acl;
 pub(crate) mod app_channel;
 pub(crate) mod audit_barrier;
 pub(crate) mod body_limit;
+pub(crate) mod capability;
 pub(crate) mod check;
 pub(crate) mod concurrency;
+pub(crate) mod count;
 pub(crate) mod identity;
+pub(crate) mod mcp;
 pub(crate) mod method;
+pub(crate) mod middleware;
+pub(crate) mod provenance;
 pub(crate) mod respond;
 
 use std::convert::Infallible;
@@ -35,7 +47,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use tower::{Service, ServiceBuilder};
 use ward_identity::SpiffeId;
-use ward_policy::AccessControl;
+use ward_policy::{AccessControl, Capabilities};
 
 use self::accept::AcceptMode;
 use self::acl::AccessControlCheck;
@@ -56,12 +68,21 @@ pub(crate) struct InboundHandles {
     pub(crate) app_id: Arc<str>,
     pub(crate) accept: AcceptMode,
     pub(crate) acl: Arc<ArcSwap<AccessControl>>,
+    /// `spec.ward.capabilities`, swapped by the watcher like the ACL.
+    pub(crate) capabilities: Arc<ArcSwap<Capabilities>>,
+    /// Signs the provenance token; `None` when `spec.ward.provenance.enabled` is off.
+    pub(crate) provenance: Option<Arc<crate::provenance::ProvenanceIssuer>>,
     pub(crate) audit: AuditSink,
     pub(crate) max_body_size: u64,
     pub(crate) app_token: ward_gate::AppToken,
     pub(crate) app_channel: AppChannel,
     /// `--app-max-concurrency`.
     pub(crate) app_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// `spec.ward.mcp`, swapped on reload.
+    pub(crate) mcp: Arc<arc_swap::ArcSwapOption<ward_policy::mcp::McpPolicy>>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// `spec.appHttpPipeline`, swapped on reload.
+    pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
 }
 
 /// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
@@ -78,6 +99,8 @@ pub(crate) fn stack(
         },
     };
     ServiceBuilder::new()
+        // Dapr's received/sent counters, for every outcome.
+        .layer(self::count::CountLayer(handles.metrics.clone()))
         // Errors → answers (and audit of early refusals): outermost, so it sees every refusal below.
         .layer(RespondLayer { audit: handles.audit.clone(), app_id: handles.app_id.clone() })
         // Normalise the method once.
@@ -89,10 +112,33 @@ pub(crate) fn stack(
             acl: handles.acl.clone(),
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
+            metrics: handles.metrics.clone(),
         }))
-        // Later: capability check, MCP tool rules, appHttpPipeline middleware.
+        // Capabilities per route, audited (after the ACL allowed the call).
+        .layer(CheckLayer(self::capability::CapabilityCheck {
+            capabilities: handles.capabilities.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+        }))
+        // MCP tool rules, per JSON-RPC message at the server's endpoint.
+        .layer(self::mcp::McpLayer {
+            policy: handles.mcp.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+            max_body_size: handles.max_body_size,
+            metrics: handles.metrics.clone(),
+        })
         // Identity headers and this sidecar's own app token; the caller's copies are removed.
         .layer(CheckLayer(IdentityHeaders { app_id: handles.app_id.clone(), app_token: handles.app_token.clone() }))
+        // appHttpPipeline: sees what the app will see; refusals are its own answers.
+        .layer(self::middleware::AppPipelineLayer {
+            pipeline: handles.app_pipeline.clone(),
+            audit: handles.audit.clone(),
+            app_id: handles.app_id.clone(),
+            metrics: handles.metrics.clone(),
+        })
+        // This request's provenance token, once every check passed (the caller's copy was stripped above).
+        .layer(CheckLayer(self::provenance::ProvenanceToken { issuer: handles.provenance.clone() }))
         // Audit, then forward: wait until the ACL's line for this call is written.
         .layer(self::audit_barrier::AuditBarrierLayer)
         // `--app-max-concurrency`: calls beyond the bound are refused (429), not queued.

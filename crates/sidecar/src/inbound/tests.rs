@@ -45,11 +45,16 @@ fn harness(acl: AccessControl) -> Harness {
         app_id: Arc::from("orders"),
         accept: AcceptMode::Mtls,
         acl: Arc::new(ArcSwap::from_pointee(acl)),
+        capabilities: Arc::new(ArcSwap::from_pointee(ward_policy::Capabilities::none())),
+        provenance: None,
         audit,
         max_body_size: 1024,
         app_token: ward_gate::AppToken::from_env_value(Some("app-secret")).expect("token"),
         app_channel: AppChannel::None,
         app_permits: None,
+        app_pipeline: Default::default(),
+        mcp: Default::default(),
+        metrics: crate::metrics::Metrics::new("orders"),
     };
     Harness { handles, audit_path, _dir: dir }
 }
@@ -221,4 +226,171 @@ async fn an_allowed_call_whose_line_cannot_be_written_is_refused() {
     let handles = harness_with_writer(writer);
     let mut response = call_with(&handles, CHECKOUT, "POST", "/v1.0/internal/invoke/orders").await;
     assert_eq!(refusal(&mut response), Some(RefusalKind::AuditUnavailable));
+}
+
+/// Invariant 9 (issue 15): a development marker names a caller nobody verified, so it never matches an app policy;
+/// the global `defaultAction` decides, as in Dapr without mTLS.
+#[tokio::test]
+async fn a_development_marker_never_matches_an_app_policy() {
+    let mut h = harness(orders_acl());
+    h.handles.accept = AcceptMode::DevelopmentMarkers;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 10;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/orders")
+        .header(crate::transport::DEV_IDENTITY_HEADER, format!("{CHECKOUT};exp={exp}"))
+        .body(Body::empty())
+        .expect("request");
+    accept::identify(&h.handles.accept, None, &mut request);
+    let mut response = stack(&h.handles).oneshot(request).await.expect("infallible");
+    assert_eq!(refusal(&mut response), Some(RefusalKind::AclDenied), "the checkout policy must not apply");
+    let lines = h.audit_lines(1).await;
+    assert_eq!(lines[0]["rule"], "global defaultAction");
+}
+
+fn capabilities(yaml: &str) -> ward_policy::Capabilities {
+    let spec: ward_policy::spec::CapabilitiesSpec = serde_saphyr::from_str(yaml).expect("spec");
+    ward_policy::Capabilities::compile(&spec, "public").expect("compiles")
+}
+
+const ORDERS_CAPABILITIES: &str = "grants:\n- appId: checkout\n  namespace: default\n  capabilities: [orders:write]\n\
+routes:\n- name: /orders/**\n  httpVerb: [POST]\n  requires: [orders:write]\n- name: /admin\n  requires: [orders:admin]\n";
+
+/// Layer three: the ACL allows everything here; the capability routes still decide, each decision audited.
+#[tokio::test]
+async fn capability_layer_denies_a_missing_capability_after_the_acl_and_audits_it() {
+    let h = harness(AccessControl::allow_all());
+    h.handles.capabilities.store(Arc::new(capabilities(ORDERS_CAPABILITIES)));
+    // Held: passes on to the app channel, with the ACL's and the capability check's allow lines.
+    let mut allowed = h.call(Some(CHECKOUT), "POST", "/v1.0/internal/invoke/orders/1").await;
+    assert_eq!(refusal(&mut allowed), Some(RefusalKind::AppUnavailable));
+    // Not held: refused, naming only the missing capability.
+    let mut denied = h.call(Some(CHECKOUT), "GET", "/v1.0/internal/invoke/admin").await;
+    let refused = PeerRefusal::take_from(denied.headers_mut()).expect("refusal");
+    assert_eq!(refused.kind, RefusalKind::CapabilityMissing);
+    assert_eq!(refused.message, "access denied: missing capability orders:admin");
+    assert_eq!(denied.status(), http::StatusCode::FORBIDDEN);
+    // No route: the ACL alone.
+    let mut free = h.call(Some(CHECKOUT), "GET", "/v1.0/internal/invoke/orders/1").await;
+    assert_eq!(refusal(&mut free), Some(RefusalKind::AppUnavailable));
+
+    let lines = h.audit_lines(5).await;
+    let summary: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap_or("").to_owned(),
+                l["rule"].as_str().unwrap_or("").to_owned(),
+                l["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary[1],
+        (
+            "AUTH_INTERNAL_ALLOW".into(),
+            "spec.ward.capabilities.routes[0]".into(),
+            "capabilities used: orders:write".into()
+        )
+    );
+    assert_eq!(
+        summary[3],
+        (
+            "AUTH_INTERNAL_DENY".into(),
+            "spec.ward.capabilities.routes[1] (/admin)".into(),
+            "missing capability orders:admin".into()
+        )
+    );
+    assert_eq!(lines.len(), 5, "the call no route applies to adds only the ACL's line: {summary:?}");
+}
+
+/// A development marker holds no grant (invariant 9).
+#[tokio::test]
+async fn a_development_marker_holds_no_capability() {
+    let mut h = harness(AccessControl::allow_all());
+    h.handles.accept = AcceptMode::DevelopmentMarkers;
+    h.handles.capabilities.store(Arc::new(capabilities(ORDERS_CAPABILITIES)));
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 10;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/orders/1")
+        .header(crate::transport::DEV_IDENTITY_HEADER, format!("{CHECKOUT};exp={exp}"))
+        .body(Body::empty())
+        .expect("request");
+    accept::identify(&h.handles.accept, None, &mut request);
+    let mut response = stack(&h.handles).oneshot(request).await.expect("infallible");
+    assert_eq!(refusal(&mut response), Some(RefusalKind::CapabilityMissing));
+}
+
+/// Layer four: the token the app gets says who called, for what, with which capabilities, and verifies against the
+/// sidecar's JWKS; a caller's own `ward-provenance` is gone.
+#[tokio::test]
+async fn the_provenance_token_carries_the_judged_request() {
+    let issuer = Arc::new(
+        crate::provenance::ProvenanceIssuer::new(
+            "spiffe://public/ns/default/orders".into(),
+            "orders".into(),
+            false,
+            None,
+        )
+        .expect("issuer"),
+    );
+    let check = super::provenance::ProvenanceToken { issuer: Some(issuer.clone()) };
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/orders/1")
+        .header(headers::PROVENANCE, "forged.by.caller")
+        .body(Body::empty())
+        .expect("request");
+    accept::identify(&AcceptMode::Mtls, Some(&Arc::new(SpiffeId::parse(CHECKOUT).expect("id"))), &mut request);
+    let prepared = ward_policy::prepare_invocation(
+        &ward_policy::InvocationMethod::Http { raw: "orders/1", verb: "POST" },
+        ward_policy::AppProtocol::Http,
+    )
+    .expect("prepared");
+    request.extensions_mut().insert(prepared);
+    request.extensions_mut().insert(super::capability::UsedCapabilities(vec!["orders:write".into()]));
+    IdentityHeaders { app_id: Arc::from("orders"), app_token: ward_gate::AppToken::from_env_value(None).expect("t") }
+        .check(&mut request)
+        .expect("identity headers");
+    check.check(&mut request).expect("minted");
+    let tokens: Vec<_> = request.headers().get_all(headers::PROVENANCE).iter().collect();
+    assert_eq!(tokens.len(), 1);
+    let token = tokens[0].to_str().expect("ascii");
+    assert_ne!(token, "forged.by.caller");
+    let jwks = issuer.jwks().expect("jwks");
+    let verified = ward_provenance::verify(Some(token), "POST", "/orders/1", "orders", &jwks, true).expect("verifies");
+    assert_eq!(verified.caller, CHECKOUT);
+    assert_eq!(verified.capabilities, ["orders:write"]);
+    assert!(!verified.dev);
+    assert_eq!(verified.claims.iss, "spiffe://public/ns/default/orders");
+    assert!(verified.claims.exp - verified.claims.iat <= 60);
+}
+
+/// Invariant 9 for MCP tool rules: a development marker names no verified caller, so no `spec.ward.mcp` rule
+/// matches it; the default decides (here deny, answered by the sidecar).
+#[tokio::test]
+async fn a_development_marker_matches_no_mcp_rule() {
+    let mut h = harness(AccessControl::allow_all());
+    h.handles.accept = AcceptMode::DevelopmentMarkers;
+    let spec: ward_policy::spec::McpSpec = serde_saphyr::from_str(
+        "endpoint: /mcp\ndefaultAction: deny\nrules:\n- callers: [checkout]\n  allow: [search]\n",
+    )
+    .expect("spec");
+    let policy = ward_policy::mcp::McpPolicy::compile(&spec, "public", "default").expect("compiles");
+    h.handles.mcp.store(Some(Arc::new(policy)));
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 10;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/v1.0/internal/invoke/mcp")
+        .header("content-type", "application/json")
+        .header(crate::transport::DEV_IDENTITY_HEADER, format!("{CHECKOUT};exp={exp}"))
+        .body(Body::from(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#))
+        .expect("request");
+    accept::identify(&h.handles.accept, None, &mut request);
+    let mut response = stack(&h.handles).oneshot(request).await.expect("infallible");
+    assert_eq!(refusal(&mut response), None, "answered by the sidecar, not forwarded to the (absent) app");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("-32001"), "the tool call is denied for an unverified caller: {text}");
 }

@@ -1,0 +1,379 @@
+//! The sidecar's Prometheus metrics, served on `--metrics-port` at `/metrics` (loopback by default).
+//!
+//! Owns: the registry, every metric's name, help and labels — Dapr's names spelled exactly as daprd exports them
+//! (`dapr_http_server_request_count`, `dapr_runtime_service_invocation_req_sent_total`, …; dashboards and alerts
+//! match on them) for what ward implements, plus ward's own (`ward_authz_decisions_total`,
+//! `ward_mcp_tool_decisions_total`, audit, certificate and reload metrics) — and the exposition.
+//!
+//! Cardinality is bounded by construction: a `path` label is an API family of the public API or `_other`, an
+//! `operation` label names the matched rule of the configuration, never a raw path; app ids, tool names and
+//! reasons come from the configuration or are verified identities. No token, secret or argument is ever a label.
+//!
+//! The crate is `prometheus` (tikv), which writes counter names as given; `prometheus-client` would append
+//! `_total` to Dapr's `…_count` counters.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::audit::AuditSink;
+
+/// Dapr's latency buckets in milliseconds.
+const LATENCY_BUCKETS_MS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 30.0, 40.0, 50.0, 65.0, 80.0, 100.0, 130.0, 160.0,
+    200.0, 250.0, 300.0, 400.0, 500.0, 650.0, 800.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0, 100000.0,
+];
+
+/// Reads at scrape time what other parts keep as plain numbers.
+pub(crate) struct Sources {
+    pub(crate) audit: AuditSink,
+    /// The current workload certificate's `not_after`, when mTLS is on.
+    pub(crate) svid_not_after: Option<Box<dyn Fn() -> Option<SystemTime> + Send + Sync>>,
+    pub(crate) trust_roots: Option<Box<dyn Fn() -> usize + Send + Sync>>,
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    app_id: String,
+    http_server_request_count: IntCounterVec,
+    http_server_latency: HistogramVec,
+    invocation_req_sent: IntCounterVec,
+    invocation_res_recv: IntCounterVec,
+    invocation_res_recv_latency: HistogramVec,
+    invocation_req_recv: IntCounterVec,
+    invocation_res_sent: IntCounterVec,
+    acl_app_allowed: IntCounterVec,
+    acl_app_blocked: IntCounterVec,
+    acl_global_allowed: IntCounterVec,
+    acl_global_blocked: IntCounterVec,
+    authz: IntCounterVec,
+    mcp_tools: IntCounterVec,
+    config_reload: IntCounterVec,
+    audit_events: IntCounter,
+    audit_dropped: IntCounter,
+    svid_expiry: Gauge,
+    trust_roots: IntGauge,
+    sources: std::sync::Mutex<Option<Sources>>,
+}
+
+/// Which policy of `accessControl` decided (Dapr splits its ACL counters this way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AclScope {
+    /// An app policy (`policies[i]`) decided.
+    App,
+    /// The global `defaultAction` (or no access control) decided.
+    Global,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS_MS.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+impl Metrics {
+    pub(crate) fn new(app_id: &str) -> Arc<Metrics> {
+        let registry = Registry::new();
+        let r = &registry;
+        let audit_events = IntCounter::new("ward_audit_events_total", "Audit events accepted for the log.")
+            .expect("valid metric definition");
+        let audit_dropped = IntCounter::new(
+            "ward_audit_dropped_total",
+            "Audit events that could not be recorded (the decision they record was refused).",
+        )
+        .expect("valid metric definition");
+        let svid_expiry = Gauge::new(
+            "ward_svid_expiry_timestamp_seconds",
+            "When the sidecar's workload certificate expires (Unix seconds; 0 without mTLS).",
+        )
+        .expect("valid metric definition");
+        let trust_roots =
+            IntGauge::new("ward_trust_bundle_roots", "Roots in the trust bundle.").expect("valid metric definition");
+        let build_info = IntGaugeVec::new(Opts::new("ward_build_info", "ward's version (always 1)."), &["version"])
+            .expect("valid metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for metric in [&audit_events, &audit_dropped] {
+            r.register(Box::new(metric.clone())).expect("each metric is registered once");
+        }
+        r.register(Box::new(svid_expiry.clone())).expect("each metric is registered once");
+        r.register(Box::new(trust_roots.clone())).expect("each metric is registered once");
+        r.register(Box::new(build_info)).expect("each metric is registered once");
+        let acl_labels = ["app_id", "trust_domain", "namespace", "operation", "httpverb", "policy_action"];
+        Arc::new(Metrics {
+            app_id: app_id.to_owned(),
+            http_server_request_count: counter(
+                r,
+                "dapr_http_server_request_count",
+                "Number of HTTP requests started in server.",
+                &["app_id", "method", "path", "status"],
+            ),
+            http_server_latency: histogram(
+                r,
+                "dapr_http_server_latency",
+                "HTTP request end-to-end latency in server (ms).",
+                &["app_id", "method", "path", "status"],
+            ),
+            invocation_req_sent: counter(
+                r,
+                "dapr_runtime_service_invocation_req_sent_total",
+                "Number of requests sent to a remote app.",
+                &["app_id", "dst_app_id", "type"],
+            ),
+            invocation_res_recv: counter(
+                r,
+                "dapr_runtime_service_invocation_res_recv_total",
+                "Number of responses received from a remote app.",
+                &["app_id", "dst_app_id", "status", "type"],
+            ),
+            invocation_res_recv_latency: histogram(
+                r,
+                "dapr_runtime_service_invocation_res_recv_latency_ms",
+                "Duration from sending a request to receiving the response (ms).",
+                &["app_id", "dst_app_id", "status"],
+            ),
+            invocation_req_recv: counter(
+                r,
+                "dapr_runtime_service_invocation_req_recv_total",
+                "Number of requests received from a remote app.",
+                &["app_id", "src_app_id"],
+            ),
+            invocation_res_sent: counter(
+                r,
+                "dapr_runtime_service_invocation_res_sent_total",
+                "Number of responses sent to a remote app.",
+                &["app_id", "src_app_id", "status"],
+            ),
+            acl_app_allowed: counter(
+                r,
+                "dapr_runtime_acl_app_policy_action_allowed_total",
+                "Requests allowed by an app policy.",
+                &acl_labels,
+            ),
+            acl_app_blocked: counter(
+                r,
+                "dapr_runtime_acl_app_policy_action_blocked_total",
+                "Requests blocked by an app policy.",
+                &acl_labels,
+            ),
+            acl_global_allowed: counter(
+                r,
+                "dapr_runtime_acl_global_policy_action_allowed_total",
+                "Requests allowed by the global default action.",
+                &acl_labels,
+            ),
+            acl_global_blocked: counter(
+                r,
+                "dapr_runtime_acl_global_policy_action_blocked_total",
+                "Requests blocked by the global default action.",
+                &acl_labels,
+            ),
+            authz: counter(
+                r,
+                "ward_authz_decisions_total",
+                "Authorization decisions by layer (acl, middleware, mcp, ...), decision and reason.",
+                &["layer", "decision", "reason"],
+            ),
+            mcp_tools: counter(
+                r,
+                "ward_mcp_tool_decisions_total",
+                "MCP tools/call decisions by verified caller, tool and decision.",
+                &["caller", "tool", "decision"],
+            ),
+            config_reload: counter(
+                r,
+                "ward_config_reload_total",
+                "Configuration and resource reloads by result (applied, refused).",
+                &["result"],
+            ),
+            audit_events,
+            audit_dropped,
+            svid_expiry,
+            trust_roots,
+            sources: std::sync::Mutex::new(None),
+            registry,
+        })
+    }
+
+    /// Where the scrape-time numbers come from (set once the parts exist).
+    pub(crate) fn set_sources(&self, sources: Sources) {
+        if let Ok(mut slot) = self.sources.lock() {
+            *slot = Some(sources);
+        }
+    }
+
+    /// One answer of the public HTTP API.
+    pub(crate) fn http_server(&self, method: &str, path: &str, status: u16, millis: f64) {
+        let status = status.to_string();
+        let labels = [self.app_id.as_str(), method, path, status.as_str()];
+        self.http_server_request_count.with_label_values(&labels).inc();
+        self.http_server_latency.with_label_values(&labels).observe(millis);
+    }
+
+    /// One invocation this sidecar sent to `dst` (caller side), and its answer's status.
+    pub(crate) fn invocation_sent(&self, dst: &str, kind: &str, status: &str, millis: f64) {
+        self.invocation_req_sent.with_label_values(&[self.app_id.as_str(), dst, kind]).inc();
+        self.invocation_res_recv.with_label_values(&[self.app_id.as_str(), dst, status, kind]).inc();
+        self.invocation_res_recv_latency.with_label_values(&[self.app_id.as_str(), dst, status]).observe(millis);
+    }
+
+    /// One invocation received from `src` (callee side), answered with `status`.
+    pub(crate) fn invocation_received(&self, src: &str, status: u16) {
+        self.invocation_req_recv.with_label_values(&[self.app_id.as_str(), src]).inc();
+        self.invocation_res_sent.with_label_values(&[self.app_id.as_str(), src, &status.to_string()]).inc();
+    }
+
+    /// One `accessControl` decision: Dapr's counters (labels of the caller) and ward's.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn acl(
+        &self,
+        scope: AclScope,
+        allowed: bool,
+        caller: (&str, &str, &str),
+        operation: &str,
+        verb: &str,
+        reason: &str,
+    ) {
+        let (app_id, trust_domain, namespace) = caller;
+        let action = if allowed { "allow" } else { "deny" };
+        let labels = [app_id, trust_domain, namespace, operation, verb, action];
+        let family = match (scope, allowed) {
+            (AclScope::App, true) => &self.acl_app_allowed,
+            (AclScope::App, false) => &self.acl_app_blocked,
+            (AclScope::Global, true) => &self.acl_global_allowed,
+            (AclScope::Global, false) => &self.acl_global_blocked,
+        };
+        family.with_label_values(&labels).inc();
+        self.authz("acl", allowed, reason);
+    }
+
+    /// One decision of any layer (`acl`, `middleware`, `mcp`, …).
+    pub(crate) fn authz(&self, layer: &str, allowed: bool, reason: &str) {
+        let decision = if allowed { "allow" } else { "deny" };
+        self.authz.with_label_values(&[layer, decision, reason]).inc();
+    }
+
+    /// One MCP `tools/call` decision.
+    pub(crate) fn mcp_tool(&self, caller: &str, tool: &str, allowed: bool, rule: &str) {
+        let decision = if allowed { "allow" } else { "deny" };
+        self.mcp_tools.with_label_values(&[caller, tool, decision]).inc();
+        self.authz("mcp", allowed, rule);
+    }
+
+    /// One reload attempt.
+    pub(crate) fn reload(&self, applied: bool) {
+        self.config_reload.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    }
+
+    /// The text exposition (Prometheus text format 0.0.4).
+    pub(crate) fn render(&self) -> String {
+        if let Ok(slot) = self.sources.lock()
+            && let Some(sources) = slot.as_ref()
+        {
+            let catch_up = |counter: &IntCounter, now: u64| counter.inc_by(now.saturating_sub(counter.get()));
+            catch_up(&self.audit_events, sources.audit.accepted_count());
+            catch_up(&self.audit_dropped, sources.audit.refused_count());
+            if let Some(not_after) = sources.svid_not_after.as_ref().and_then(|f| f()) {
+                let secs = not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                self.svid_expiry.set(secs);
+            }
+            if let Some(roots) = sources.trust_roots.as_ref() {
+                self.trust_roots.set(i64::try_from(roots()).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The `path` label of a public API request: the API family, never the raw path.
+pub(crate) fn public_path_label(path: &str) -> &'static str {
+    const FAMILIES: &[&str] = &[
+        "/v1.0/healthz/outbound",
+        "/v1.0/healthz",
+        "/v1.0/invoke",
+        "/v1.0/state",
+        "/v1.0/secrets",
+        "/v1.0/metadata",
+        "/v1.0/publish",
+        "/v1.0-alpha1/ward",
+    ];
+    FAMILIES
+        .iter()
+        .find(|family| path == **family || path.strip_prefix(**family).is_some_and(|rest| rest.starts_with('/')))
+        .copied()
+        .unwrap_or("_other")
+}
+
+/// `spec.metrics` / `--metrics-port` router: `GET /metrics` only.
+pub(crate) fn router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    metrics.render(),
+                )
+            }
+        }),
+    )
+}
+
+/// Records every public API answer (an `axum::middleware::from_fn_with_state` step, outermost).
+pub(crate) async fn record_public(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let path = public_path_label(request.uri().path());
+    let response = next.run(request).await;
+    metrics.http_server(&method, path, response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dapr_spelled_and_paths_bounded() {
+        let m = Metrics::new("orders");
+        m.http_server("GET", public_path_label("/v1.0/state/store/key-with-customer-id-123"), 200, 1.5);
+        m.http_server("GET", public_path_label("/anything/else"), 404, 1.0);
+        m.invocation_sent("payments", "unary", "200", 2.0);
+        m.acl(AclScope::App, false, ("checkout", "public", "default"), "policies[0].operations[1]", "GET", "x");
+        m.mcp_tool("spiffe://public/ns/default/agent", "delete_repo", false, "spec.ward.mcp.defaultAction");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "dapr_http_server_request_count{app_id=\"orders\",method=\"GET\",path=\"/v1.0/state\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("dapr_http_server_request_count_total"), "no _total appended");
+        assert!(text.contains("path=\"_other\""));
+        assert!(!text.contains("customer-id"), "raw paths never become labels");
+        assert!(text.contains(
+            "dapr_runtime_service_invocation_req_sent_total{app_id=\"orders\",dst_app_id=\"payments\",type=\"unary\"} 1"
+        ));
+        assert!(text.contains("dapr_runtime_acl_app_policy_action_blocked_total{app_id=\"checkout\""));
+        assert!(text.contains("ward_mcp_tool_decisions_total{caller=\"spiffe://public/ns/default/agent\",decision=\"deny\",tool=\"delete_repo\"} 1"), "{text}");
+        assert!(text.contains("ward_build_info{version="));
+    }
+}
