@@ -87,7 +87,33 @@ pub enum ConfigError {
         source: std::io::Error,
     },
 
-    /// The file is not YAML (syntax error, bad UTF-8, too large, alias budget exceeded, …).
+    /// The file is larger than the resource-file cap ([`crate::DEFAULT_MAX_FILE_BYTES`] unless raised with
+    /// [`crate::MAX_FILE_BYTES_ENV`]).
+    #[error(
+        "{}: the file is {size} bytes, over the limit of {limit} bytes for a resource file; raise the limit with the \
+         environment variable {} (e.g. {}=16Mi), or split the resources over several files",
+        path.display(), crate::MAX_FILE_BYTES_ENV, crate::MAX_FILE_BYTES_ENV
+    )]
+    FileTooLarge { path: PathBuf, size: u64, limit: u64 },
+
+    /// The file is within the size cap but over one of the parser's budgets (nodes, nesting, aliases, …), which
+    /// protect against alias bombs: `limit` names the budget, `value` is what the file reached, `max` the budget.
+    #[error("{}{}: invalid YAML: {limit} reached {value}, over the limit of {max}; {hint}", path.display(), LocationSuffix(location))]
+    YamlBudget {
+        path: PathBuf,
+        location: Option<Location>,
+        limit: &'static str,
+        value: u64,
+        max: u64,
+        /// How to get under (or raise) the limit.
+        hint: &'static str,
+    },
+
+    /// [`crate::MAX_FILE_BYTES_ENV`] is set to something that is not a size in range.
+    #[error("{}: environment variable {variable}={}: {message}", path.display(), quote_value(value))]
+    InvalidLimit { path: PathBuf, variable: &'static str, value: String, message: String },
+
+    /// The file is not YAML (syntax error, bad UTF-8, alias budget exceeded, …).
     #[error("{}{}: invalid YAML: {}", path.display(), LocationSuffix(location), bounded(message))]
     Yaml {
         path: PathBuf,
@@ -161,6 +187,9 @@ impl ConfigError {
         match self {
             ConfigError::Io { path, .. }
             | ConfigError::Yaml { path, .. }
+            | ConfigError::FileTooLarge { path, .. }
+            | ConfigError::YamlBudget { path, .. }
+            | ConfigError::InvalidLimit { path, .. }
             | ConfigError::Document { path, .. }
             | ConfigError::Invalid { path, .. }
             | ConfigError::Duplicate { path, .. }

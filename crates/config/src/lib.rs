@@ -64,3 +64,4 @@ pub use subscription::{RouteRule, SUBSCRIPTION_API_VERSIONS, Subscription};
 pub use units::{parse_byte_quantity, parse_go_duration};
 /// The raw policy sections a [`Configuration`] carries, re-exported for convenience.
 pub use ward_policy::spec::{AccessControlSpec, ApiSpec, SecretsSpec};
+pub use yaml::{DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES_ENV};

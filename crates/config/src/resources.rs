@@ -39,11 +39,7 @@ impl ResourceSet {
     pub fn load(dirs: &[PathBuf], namespace: Option<&str>) -> Result<ResourceSet, ConfigError> {
         let mut set = ResourceSet::default();
         for file in resource_files(dirs)? {
-            let bytes = std::fs::read(&file).map_err(|source| ConfigError::Io {
-                path: file.clone(),
-                action: "cannot read file",
-                source,
-            })?;
+            let bytes = crate::yaml::read_file(&file)?;
             set.add_file(&file, &bytes, namespace)?;
         }
         set.check_duplicates()?;
@@ -130,11 +126,7 @@ impl ResourceSet {
 /// Load the sidecar's `--config` file: the one `kind: Configuration` document in it (other kinds are ignored; none
 /// or several is an error naming the file). Namespaces are not filtered: the file was named explicitly.
 pub fn load_configuration(path: &Path) -> Result<Configuration, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        action: "cannot read file",
-        source,
-    })?;
+    let bytes = crate::yaml::read_file(path)?;
     configuration_from_yaml(path, &bytes)
 }
 

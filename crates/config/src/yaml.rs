@@ -6,8 +6,9 @@
 //! mirrors Dapr, which converts YAML to JSON before decoding, so scalar values get the same string form
 //! (`1.50` → `1.5`).
 //!
-//! Owns: the parser options (no snippets of the file in errors, duplicate keys refused, alias budget), redaction of
-//! values from serde's messages, the scalar→string rule. Does not know any resource's schema.
+//! Owns: the parser options (no snippets of the file in errors, duplicate keys refused, alias budget), the size cap
+//! on resource files and the parser budgets sized from each file's size, redaction of values from serde's messages,
+//! the scalar→string rule. Does not know any resource's schema.
 
 use std::path::Path;
 
@@ -16,8 +17,57 @@ use serde_json::{Map, Value};
 
 use crate::error::{ConfigError, Location, ResourceId};
 
-/// Resource files are small hand-written YAML; anything this big is a mistake (or an attack on memory).
-pub(crate) const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// The default cap on one resource file: 4 MiB holds a Configuration with 10,000 policies of 3 operations (3 MB)
+/// and refuses what is a mistake or an attack on memory. Raised with [`MAX_FILE_BYTES_ENV`].
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// The environment variable that raises (or lowers) the cap: a size such as `16Mi` or `20000000`.
+pub const MAX_FILE_BYTES_ENV: &str = "WARD_MAX_CONFIG_FILE_BYTES";
+/// The largest cap the variable may set: the parser's budgets grow with a file's size, so memory does too.
+const MAX_FILE_BYTES_CEILING: u64 = 256 * 1024 * 1024;
+
+/// The parser's node budget (sequences, mappings and scalars, aliases expanded) is at least serde-saphyr's default,
+/// which every file that loaded before still gets, and otherwise one node per [`BYTES_PER_NODE`] bytes of the file:
+/// the most a file of that size can hold without aliases (`[a,a,…]`). So aliases can at most double what a file of
+/// the same size could hold anyway, and an alias bomb is refused as before.
+const MIN_NODES: usize = 250_000;
+const BYTES_PER_NODE: usize = 2;
+/// Parser events likewise: at least serde-saphyr's default, else one per byte.
+const MIN_EVENTS: usize = 1_000_000;
+
+/// The cap on one resource file: [`DEFAULT_MAX_FILE_BYTES`], or [`MAX_FILE_BYTES_ENV`] when set. `path` labels the
+/// error when the variable is invalid.
+pub(crate) fn max_file_bytes(path: &Path) -> Result<u64, ConfigError> {
+    let Some(raw) = std::env::var_os(MAX_FILE_BYTES_ENV) else {
+        return Ok(DEFAULT_MAX_FILE_BYTES);
+    };
+    let invalid = |message: String| ConfigError::InvalidLimit {
+        path: path.to_path_buf(),
+        variable: MAX_FILE_BYTES_ENV,
+        value: raw.to_string_lossy().into_owned(),
+        message,
+    };
+    let text = raw.to_str().ok_or_else(|| invalid("not UTF-8".to_owned()))?;
+    let bytes = crate::units::parse_byte_quantity(text).map_err(&invalid)?;
+    if bytes == 0 || bytes > MAX_FILE_BYTES_CEILING {
+        return Err(invalid(format!("must be between 1 byte and {MAX_FILE_BYTES_CEILING} bytes (256Mi)")));
+    }
+    Ok(bytes)
+}
+
+/// Reads a resource file, never more than the cap (plus one byte, to tell that it is over).
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let limit = max_file_bytes(path)?;
+    let io = |source| ConfigError::Io { path: path.to_path_buf(), action: "cannot read file", source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
+        return Err(ConfigError::FileTooLarge { path: path.to_path_buf(), size, limit });
+    }
+    Ok(bytes)
+}
 
 /// One non-empty YAML document of a file.
 #[derive(Debug)]
@@ -29,9 +79,11 @@ pub(crate) struct Document {
 
 /// Parse all documents of `text`. Errors name `path` and, when the parser knows it, the line and column.
 pub(crate) fn parse_documents(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, ConfigError> {
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(yaml_error(path, None, format!("file is larger than {} bytes", MAX_FILE_BYTES)));
+    let limit = max_file_bytes(path)?;
+    if bytes.len() as u64 > limit {
+        return Err(ConfigError::FileTooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit });
     }
+    let budget = budget_for(bytes.len());
     let text = std::str::from_utf8(bytes)
         .map_err(|e| yaml_error(path, None, format!("not valid UTF-8 after byte {}", e.valid_up_to())))?;
     let options = serde_saphyr::options! {
@@ -41,12 +93,68 @@ pub(crate) fn parse_documents(path: &Path, bytes: &[u8]) -> Result<Vec<Document>
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
         // Keep `0123` as the text the user wrote rather than guessing a number (a PIN or password may start with 0).
         leading_zero_numbers_as_strings: true,
+        budget: Some(budget.clone()),
     };
     let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
         let location = e.location().filter(|l| l.line() > 0).map(|l| Location { line: l.line(), column: l.column() });
-        yaml_error(path, location, parser_message(&e, location))
+        budget_error(path, location, &e, &budget)
+            .unwrap_or_else(|| yaml_error(path, location, parser_message(&e, location)))
     })?;
     Ok(values.into_iter().enumerate().map(|(i, value)| Document { index: i + 1, value }).collect())
+}
+
+/// serde-saphyr's budget with the node and event budgets sized to this file (see [`MIN_NODES`]); the alias, anchor,
+/// depth and document budgets stay at their defaults.
+fn budget_for(file_bytes: usize) -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = MIN_NODES.max(file_bytes / BYTES_PER_NODE + 1);
+    budget.max_events = MIN_EVENTS.max(file_bytes.saturating_add(1));
+    budget
+}
+
+/// A budget breach as one sentence naming the budget, the value reached, the limit and what to do.
+fn budget_error(
+    path: &Path,
+    location: Option<Location>,
+    e: &serde_saphyr::Error,
+    budget: &serde_saphyr::Budget,
+) -> Option<ConfigError> {
+    use serde_saphyr::budget::BudgetBreach as B;
+    // A breach while expanding an alias arrives wrapped with the alias's locations.
+    let mut inner = e;
+    while let serde_saphyr::Error::AliasError { error, .. } | serde_saphyr::Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let serde_saphyr::Error::Budget { breach, .. } = inner else { return None };
+    let sized = "the limit is one per 2 bytes of the file (at least the parser default), so only aliases (*name) expanding to much more than the file holds go over it: expand fewer or smaller ones";
+    let aliases =
+        "a protection against alias bombs, not a setting: write the repeated parts out instead of aliasing them";
+    let (limit, value, max, hint): (&'static str, usize, usize, &'static str) = match *breach {
+        B::Nodes { nodes } => ("YAML nodes (aliases expanded)", nodes, budget.max_nodes, sized),
+        B::Events { events } => ("parser events (aliases expanded)", events, budget.max_events, sized),
+        B::Aliases { aliases: n } => ("aliases", n, budget.max_aliases, aliases),
+        B::Anchors { anchors } => ("anchors", anchors, budget.max_anchors, aliases),
+        B::Depth { depth } => ("nesting depth", depth, budget.max_depth, "flatten the structure"),
+        B::Documents { documents } => {
+            ("documents", documents, budget.max_documents, "split the documents over several files")
+        }
+        B::MergeKeys { merge_keys } => ("merge keys (<<)", merge_keys, budget.max_merge_keys, aliases),
+        _ => {
+            return Some(yaml_error(
+                path,
+                location,
+                format!("over a parser limit against alias bombs ({breach:?}); {aliases}"),
+            ));
+        }
+    };
+    Some(ConfigError::YamlBudget {
+        path: path.to_path_buf(),
+        location,
+        limit,
+        value: value as u64,
+        max: max as u64,
+        hint,
+    })
 }
 
 fn yaml_error(path: &Path, location: Option<Location>, message: String) -> ConfigError {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ListenerLimits;
+use crate::headers::{HeaderRefusal, HeadersTooLarge, request_header_size};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -213,49 +215,93 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 }
 
-/// The caller's service, counting requests in flight.
+/// The caller's service, counting requests in flight, behind the header limit: a request over it is answered by
+/// the listener's [`HeaderRefusal`] and never reaches the service.
 pub(crate) struct InFlight<S> {
     inner: S,
     state: Arc<ConnState>,
+    max_header_bytes: usize,
+    refusal: HeaderRefusal,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for InFlight<S>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    B: Body,
+    B::Data: From<Bytes>,
 {
     type Response = Response<GuardedBody<B>>;
     type Error = S::Error;
-    type Future = InFlightFuture<S::Future>;
+    type Future = InFlightFuture<S::Future, B>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = self.state.start_request();
-        InFlightFuture { inner: self.inner.call(request), guard: Some(guard) }
+        let size = request_header_size(request.method(), request.uri(), request.headers());
+        if size > self.max_header_bytes {
+            // The request (and its unread body) is dropped here: on HTTP/2 only its own stream ends; a client that
+            // keeps within the limit (ward's sidecars check before sending) never gets here.
+            let refusal = (self.refusal)(HeadersTooLarge { size, limit: self.max_header_bytes });
+            let response = refusal.map(|bytes| GuardedBody {
+                inner: Answer::Refusal { data: (!bytes.is_empty()).then_some(bytes) },
+                guard: Some(guard),
+            });
+            return InFlightFuture::Refused { response: Some(response) };
+        }
+        InFlightFuture::Called { inner: self.inner.call(request), guard: Some(guard) }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The service's future; hands the request guard to the response body.
-    pub(crate) struct InFlightFuture<F> {
-        #[pin]
-        inner: F,
-        guard: Option<RequestGuard>,
+    /// The service's future (handing the request guard to the response body), or a refusal ready at once.
+    #[project = InFlightProj]
+    pub(crate) enum InFlightFuture<F, B> {
+        Called {
+            #[pin]
+            inner: F,
+            guard: Option<RequestGuard>,
+        },
+        Refused {
+            response: Option<Response<GuardedBody<B>>>,
+        },
     }
 }
 
-impl<F, B, E> Future for InFlightFuture<F>
+impl<F, B, E> Future for InFlightFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
     type Output = Result<Response<GuardedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        // On error the guard stays here and ends the request when this future drops.
-        Poll::Ready(result.map(|response| {
-            let guard = this.guard.take();
-            response.map(|inner| GuardedBody { inner, guard })
-        }))
+        match self.project() {
+            InFlightProj::Called { inner, guard } => {
+                let result = ready!(inner.poll(cx));
+                // On error the guard stays here and ends the request when this future drops.
+                Poll::Ready(result.map(|response| {
+                    let guard = guard.take();
+                    response.map(|inner| GuardedBody { inner: Answer::Service { inner }, guard })
+                }))
+            }
+            // Polled once; a second poll of a finished future is a caller bug, answered with a pending future.
+            InFlightProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What a response body is: the service's, or the header refusal's single frame.
+    #[project = AnswerProj]
+    pub(crate) enum Answer<B> {
+        Service {
+            #[pin]
+            inner: B,
+        },
+        Refusal {
+            data: Option<Bytes>,
+        },
     }
 }
 
@@ -263,18 +309,25 @@ pin_project_lite::pin_project! {
     /// A response body that ends its request (for the idle timer) when it finishes, fails or drops.
     pub(crate) struct GuardedBody<B> {
         #[pin]
-        inner: B,
+        inner: Answer<B>,
         guard: Option<RequestGuard>,
     }
 }
 
-impl<B: Body> Body for GuardedBody<B> {
+impl<B> Body for GuardedBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let frame = match this.inner.project() {
+            AnswerProj::Service { inner } => ready!(inner.poll_frame(cx)),
+            AnswerProj::Refusal { data } => data.take().map(|data| Ok(Frame::data(B::Data::from(data)))),
+        };
         if !matches!(frame, Some(Ok(_))) {
             this.guard.take();
         }
@@ -282,11 +335,17 @@ impl<B: Body> Body for GuardedBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Answer::Service { inner } => inner.is_end_stream(),
+            Answer::Refusal { data } => data.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Answer::Service { inner } => inner.size_hint(),
+            Answer::Refusal { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
     }
 }
 
@@ -302,12 +361,18 @@ pub(crate) enum Ended {
 }
 
 /// Builds the hyper connection builder every connection of a listener uses.
-/// hyper's HTTP/2 defaults are relied on: 200 concurrent streams, a 16 KiB header list, reset-flood limits.
-pub(crate) fn builder(http2_only: bool) -> auto::Builder<TokioExecutor> {
+/// hyper's HTTP/2 defaults are relied on for the rest: 200 concurrent streams, reset-flood limits.
+pub(crate) fn builder(http2_only: bool, limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if http2_only {
         builder = builder.http2_only();
     }
+    // Both protocols accept headers up to the ceiling, so that a request over the limit but under the ceiling
+    // reaches [`InFlight`] and gets the listener's own 431 (on HTTP/2 ending only its stream); see
+    // `ListenerLimits::header_ceiling`. HTTP/1.1's read buffer cannot go below hyper's 8 KiB minimum.
+    let ceiling = limits.header_ceiling();
+    builder.http1().max_buf_size(ceiling.max(8192));
+    builder.http2().max_header_list_size(u32::try_from(ceiling).unwrap_or(u32::MAX));
     // hyper's own HTTP/1.1 header timer starts as soon as the previous response is written, so it would close
     // an idle keep-alive connection at the header timeout instead of the idle timeout; [`drive`] enforces both
     // (header time counted from the first byte of a request, as Go's ReadHeaderTimeout does).
@@ -325,6 +390,7 @@ pub(crate) async fn drive<T, S, B>(
     limits: &ListenerLimits,
     graceful: &CancellationToken,
     force: &CancellationToken,
+    refusal: &HeaderRefusal,
     on_idle: impl Fn(),
 ) -> Ended
 where
@@ -333,11 +399,16 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<Bytes>,
     B::Error: Into<BoxError>,
 {
     let io = TokioIo::new(TrackedIo::new(io, state.clone()));
-    let service = InFlight { inner: service, state: state.clone() };
+    let service = InFlight {
+        inner: service,
+        state: state.clone(),
+        max_header_bytes: limits.max_header_bytes,
+        refusal: refusal.clone(),
+    };
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut graceful = pin!(graceful.cancelled());
     let mut force = pin!(force.cancelled());

@@ -13,6 +13,9 @@
 //!   request in flight, however slow its body, is never cut by this timer;
 //! - at most [`ListenerLimits::max_connections`] open connections; beyond that a new connection is closed at
 //!   accept and counted in [`ListenerStats`];
+//! - a request whose headers are over [`ListenerLimits::max_header_bytes`] (measured as HTTP/2 measures a header
+//!   list, on both protocols: [`request_header_size`]) is answered by the listener's [`HeaderRefusal`] (431)
+//!   before any service sees it; hyper itself accepts up to [`ListenerLimits::header_ceiling`];
 //! - graceful shutdown: [`Drain`] stops the listener and drains connections within a caller-chosen bound.
 //!
 //! HTTP/1.1 and HTTP/2 are detected per connection (hyper-util's `auto` builder). Services are hyper services;
@@ -57,12 +60,14 @@
 
 mod body;
 mod conn;
+mod headers;
 mod limits;
 mod metrics_listen;
 mod server;
 mod stats;
 
 pub use body::{BodyReadTimeout, ReadTimeoutBody};
+pub use headers::{FIELD_OVERHEAD, HeaderRefusal, HeadersTooLarge, request_header_size, response_header_size};
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};
 pub use metrics_listen::MetricsListen;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Hard limits for one listener. [`Default`] gives ward's defaults (10 s, 10 s, 30 s, 4096).
+/// Hard limits for one listener. [`Default`] gives ward's defaults (10 s, 10 s, 30 s, 4096, 64 KiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
     /// A TLS handshake must complete within this time after accept, else the connection is dropped.
@@ -15,6 +15,11 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
     /// At most this many connections are open at once; a connection beyond is closed at accept and counted.
     pub max_connections: usize,
+    /// The largest total size of one request's headers, counted as HTTP/2 counts a header list (RFC 9113
+    /// §6.5.2: name + value + 32 per field, the pseudo-headers `:method` and `:path` included) whatever the
+    /// protocol. A request over it is answered by the listener's [`crate::HeaderRefusal`] (431) before any service
+    /// sees it. See [`ListenerLimits::header_ceiling`] for what the protocol layers themselves accept.
+    pub max_header_bytes: usize,
 }
 
 impl ListenerLimits {
@@ -22,6 +27,13 @@ impl ListenerLimits {
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// 64 KiB: room for large bearer tokens and cookies, far below what hurts a shared HTTP/2 connection.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// The smallest header limit accepted: below it ordinary requests would be refused.
+    pub const MIN_HEADER_BYTES: usize = 4 * 1024;
+    /// The largest header limit accepted (its [`ListenerLimits::header_ceiling`] must fit HTTP/2's 32-bit
+    /// setting with room to spare).
+    pub const MAX_HEADER_BYTES_LIMIT: usize = 16 * 1024 * 1024;
     /// The largest connection cap accepted (tokio's semaphore bound).
     pub const MAX_CONNECTIONS_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
@@ -40,7 +52,26 @@ impl ListenerLimits {
         if self.max_connections == 0 || self.max_connections > Self::MAX_CONNECTIONS_LIMIT {
             return Err(LimitsError::MaxConnections { value: self.max_connections, max: Self::MAX_CONNECTIONS_LIMIT });
         }
+        if !(Self::MIN_HEADER_BYTES..=Self::MAX_HEADER_BYTES_LIMIT).contains(&self.max_header_bytes) {
+            return Err(LimitsError::MaxHeaderBytes {
+                value: self.max_header_bytes,
+                min: Self::MIN_HEADER_BYTES,
+                max: Self::MAX_HEADER_BYTES_LIMIT,
+            });
+        }
         Ok(())
+    }
+
+    /// What hyper itself accepts before a request reaches ward's exact check: 4 × [`Self::max_header_bytes`], as
+    /// HTTP/1.1's read buffer and as HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    ///
+    /// Why a margin, and why 4: a request between the limit and the ceiling gets ward's 431 with a body (and on
+    /// HTTP/2 only its own stream ends); past the ceiling hyper answers a bare 431, and h2 ends the whole
+    /// connection (GOAWAY) once a header block needs more CONTINUATION frames than the ceiling implies. HPACK
+    /// always Huffman-codes, which can grow a value to 3.75× its size (bytes 0x80–0xFF), so a client that keeps
+    /// its requests within the limit (ward's own sidecars check before sending) never comes near that.
+    pub fn header_ceiling(&self) -> usize {
+        self.max_header_bytes.saturating_mul(4)
     }
 }
 
@@ -51,6 +82,7 @@ impl Default for ListenerLimits {
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -62,6 +94,8 @@ pub enum LimitsError {
     ZeroTimeout { limit: &'static str },
     #[error("the listener connection cap must be between 1 and {max}, got {value}")]
     MaxConnections { value: usize, max: usize },
+    #[error("the listener header limit must be between {min} and {max} bytes, got {value}")]
+    MaxHeaderBytes { value: usize, min: usize, max: usize },
 }
 
 #[cfg(test)]
@@ -75,6 +109,8 @@ mod tests {
         assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
         assert_eq!(limits.idle_timeout, Duration::from_secs(30));
         assert_eq!(limits.max_connections, 4096);
+        assert_eq!(limits.max_header_bytes, 64 * 1024);
+        assert_eq!(limits.header_ceiling(), 256 * 1024);
         assert_eq!(limits.validate(), Ok(()));
     }
 
@@ -112,6 +148,16 @@ mod tests {
                 name: "more connections than a semaphore holds",
                 limits: ListenerLimits { max_connections: max + 1, ..base },
                 expected: LimitsError::MaxConnections { value: max + 1, max },
+            },
+            Case {
+                name: "a header limit too small for ordinary requests",
+                limits: ListenerLimits { max_header_bytes: 1024, ..base },
+                expected: LimitsError::MaxHeaderBytes { value: 1024, min: 4096, max: 16 * 1024 * 1024 },
+            },
+            Case {
+                name: "a header limit whose ceiling would not fit HTTP/2's setting",
+                limits: ListenerLimits { max_header_bytes: usize::MAX, ..base },
+                expected: LimitsError::MaxHeaderBytes { value: usize::MAX, min: 4096, max: 16 * 1024 * 1024 },
             },
         ];
         for case in cases {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -17,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::conn::{self, BoxError, ConnState, Ended, Expiry};
+use crate::headers::{HeaderRefusal, bare_431};
 use crate::stats::Throttle;
 use crate::{LimitsError, ListenerLimits, ListenerStats};
 
@@ -46,6 +48,7 @@ pub struct Server {
     stats: ListenerStats,
     name: Arc<str>,
     http2_only: bool,
+    refusal: HeaderRefusal,
 }
 
 impl std::fmt::Debug for Server {
@@ -71,6 +74,7 @@ impl Server {
             stats: ListenerStats::default(),
             name: Arc::from("listener"),
             http2_only: false,
+            refusal: Arc::new(bare_431),
         })
     }
 
@@ -91,6 +95,13 @@ impl Server {
     /// are never reached over a protocol they were not written for.
     pub fn with_http2_only(mut self) -> Self {
         self.http2_only = true;
+        self
+    }
+
+    /// What this listener answers to a request whose headers are over [`ListenerLimits::max_header_bytes`]
+    /// (default: a bare 431). The request's service is never called.
+    pub fn with_header_refusal(mut self, refusal: HeaderRefusal) -> Self {
+        self.refusal = refusal;
         self
     }
 
@@ -115,11 +126,11 @@ impl Server {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,
-        B::Data: Send,
+        B::Data: Send + From<Bytes>,
         B::Error: Into<BoxError>,
         F: Future<Output = ()> + Send,
     {
-        let Server { listener, limits, tls, stats, name, http2_only } = self;
+        let Server { listener, limits, tls, stats, name, http2_only, refusal } = self;
         let listen_addr = listener.local_addr().ok();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         // Every connection task holds a sender; the receiver sees the channel close when the last task ends.
@@ -133,7 +144,8 @@ impl Server {
             tls,
             stats: stats.clone(),
             name: name.clone(),
-            builder: conn::builder(http2_only),
+            builder: conn::builder(http2_only, &limits),
+            refusal,
             make_service,
             graceful: graceful.clone(),
             force: force_token,
@@ -207,7 +219,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<Bytes>,
     B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send,
 {
@@ -257,6 +269,7 @@ struct Shared<M> {
     stats: ListenerStats,
     name: Arc<str>,
     builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    refusal: HeaderRefusal,
     make_service: M,
     graceful: CancellationToken,
     force: CancellationToken,
@@ -276,7 +289,7 @@ async fn connection<M, S, B>(
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<Bytes>,
     B::Error: Into<BoxError>,
 {
     let _alive = alive;
@@ -289,7 +302,10 @@ async fn connection<M, S, B>(
     let ended = match &shared.tls {
         None => {
             let info = ConnectionInfo { remote, local, peer_certificates: None, alpn_protocol: None };
-            serve_io(&shared, tcp, &info).await
+            // Boxed, like the TLS branch below: the task then holds only the state of the branch it runs (a
+            // plaintext connection does not carry room for a TLS session), which is most of an idle connection's
+            // memory (issue 25, defect 4).
+            Box::pin(serve_io(&shared, tcp, &info)).await
         }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
@@ -325,7 +341,7 @@ async fn connection<M, S, B>(
                     .map(|chain| chain.iter().map(|cert| cert.clone().into_owned()).collect()),
                 alpn_protocol: session.alpn_protocol().map(<[u8]>::to_vec),
             };
-            serve_io(&shared, tls, &info).await
+            Box::pin(serve_io(&shared, tls, &info)).await
         }
     };
     match ended {
@@ -350,15 +366,23 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<Bytes>,
     B::Error: Into<BoxError>,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // The header deadline counts from here: after accept for plaintext, after the handshake for TLS.
     let state = ConnState::new();
     let service = (shared.make_service)(info);
-    conn::drive(io, state, service, &shared.builder, &shared.limits, &shared.graceful, &shared.force, || {
-        shared.stats.count_idle_close()
-    })
+    conn::drive(
+        io,
+        state,
+        service,
+        &shared.builder,
+        &shared.limits,
+        &shared.graceful,
+        &shared.force,
+        &shared.refusal,
+        || shared.stats.count_idle_close(),
+    )
     .await
 }

@@ -45,7 +45,13 @@ async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 fn limits(handshake: Duration, header: Duration, idle: Duration, max_connections: usize) -> ListenerLimits {
-    ListenerLimits { handshake_timeout: handshake, header_read_timeout: header, idle_timeout: idle, max_connections }
+    ListenerLimits {
+        handshake_timeout: handshake,
+        header_read_timeout: header,
+        idle_timeout: idle,
+        max_connections,
+        ..ListenerLimits::default()
+    }
 }
 
 type TestBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -136,7 +142,7 @@ impl Running {
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
+        B::Data: Send + From<bytes::Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         Self::start_configured(limits, tls, false, make_service).await
@@ -154,7 +160,7 @@ impl Running {
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
+        B::Data: Send + From<bytes::Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -759,6 +765,84 @@ async fn limits_that_switch_a_protection_off_are_refused() {
         )
         .await;
         assert!(matches!(result, Err(LimitsError::MaxConnections { value: 0, .. })), "{result:?}");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Header limit (issue 26, defect 2)
+
+/// Serves `test_service` with a header refusal that says who answered.
+async fn start_with_header_refusal(limits: ListenerLimits) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refusal: ward_net::HeaderRefusal = Arc::new(|too_large: ward_net::HeadersTooLarge| {
+        let mut response = Response::new(Bytes::from(format!("too large: {} > {}", too_large.size, too_large.limit)));
+        *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        response
+    });
+    let server = Server::new(listener, limits).unwrap().with_header_refusal(refusal);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(test_service, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn an_oversized_header_on_http2_ends_only_its_own_stream() {
+    bounded("test", async {
+        let (addr, _stop) = start_with_header_refusal(ListenerLimits::default()).await;
+        let (sender, conn) = h2_client(TcpStream::connect(addr).await.unwrap()).await;
+        // Five slow streams in flight on the connection (a second each)...
+        let slow: Vec<_> = (0..5)
+            .map(|_| {
+                let mut sender = sender.clone();
+                tokio::spawn(async move { h2_get(&mut sender, "/slow").await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // ...while one request carries 150 KB of headers: ten HEADERS/CONTINUATION frames, which hyper's defaults
+        // answered with a GOAWAY that failed the five.
+        let request = Request::get("http://test/").header("x-big", "a".repeat(150 * 1024)).body(Empty::new()).unwrap();
+        let response = sender.clone().send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).starts_with("too large: "), "{body:?}");
+        for stream in slow {
+            assert_eq!(stream.await.unwrap(), (StatusCode::OK, "x".repeat(10)));
+        }
+        assert!(!conn.is_finished(), "the connection survived");
+        assert_eq!(h2_get(&mut sender.clone(), "/").await, (StatusCode::OK, "hello".to_owned()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http1_headers_are_limited_by_the_same_measure() {
+    bounded("test", async {
+        let limits = ListenerLimits { max_header_bytes: 8 * 1024, ..ListenerLimits::default() };
+        let (addr, _stop) = start_with_header_refusal(limits).await;
+        let send = |value: String| async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let head = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {value}\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            read_http1_response(&mut stream).await
+        };
+        // Just under: the header list is `:method` (42) + `:path` (38) + host (40) + x-big (37 + n).
+        let under = 8 * 1024 - (42 + 38 + 40 + 37);
+        let (head, body) = send("v".repeat(under)).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, "hello");
+        let (head, body) = send("v".repeat(under + 1)).await;
+        assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+        assert_eq!(body, format!("too large: {} > {}", 8 * 1024 + 1, 8 * 1024));
+        // Past the ceiling (4 × the limit) hyper refuses on its own, still 431.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {}\r\n\r\n", "v".repeat(40 * 1024));
+        let _ = stream.write_all(head.as_bytes()).await;
+        let (received, _) = read_until_closed(&mut stream, Instant::now()).await;
+        assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 431"), "{received:?}");
     })
     .await;
 }

@@ -24,8 +24,19 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::spec::{AccessControlSpec, AppPolicySpec, OperationSpec};
+
+#[cfg(test)]
+mod scan;
+mod trie;
+
+use self::trie::Node;
+/// The glob matcher of one segment (`*` within a segment), for the tests and the scan oracle; other modules match
+/// whole operation names through [`OperationPattern`].
+#[cfg(test)]
+use self::trie::glob_match;
 
 /// Why an access-control configuration was refused. Field paths are relative to `spec.accessControl`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -292,31 +303,35 @@ pub struct AccessControl {
     compiled: Option<Compiled>,
 }
 
+/// Compact on purpose (issue 25, defect 4: 10,000 policies must fit a small sidecar): every list is a boxed slice
+/// of exactly its length, namespaces and trust domains are interned (shared `Arc<str>`), and a policy keeps one
+/// trie when its HTTP (lower-cased) and gRPC names are the same, which is the common case.
 #[derive(Debug, Clone)]
 struct Compiled {
     default_allow: bool,
     trust_domain: String,
     /// Policies by `appId`; each app-id usually has one entry, several only across namespaces.
-    by_app_id: HashMap<String, Vec<Policy>>,
+    by_app_id: HashMap<Box<str>, Box<[Policy]>>,
 }
 
 #[derive(Debug, Clone)]
 struct Policy {
     index: usize,
-    namespace: String,
-    trust_domain: String,
+    namespace: Arc<str>,
+    trust_domain: Arc<str>,
     default_allow: Option<bool>,
-    operations: Vec<Operation>,
+    operations: Box<[Operation]>,
     /// Names with ASCII letters lower-cased (Dapr lower-cases with full Unicode rules; see [`lower_case`]).
     http_trie: Node,
-    /// Names as written, for gRPC apps.
-    grpc_trie: Node,
+    /// Names as written, for gRPC apps; `None` when no name has an upper-case ASCII letter (then it would be
+    /// `http_trie` again). Boxed: most policies have none, and an inline `Node` would cost every policy its size.
+    grpc_trie: Option<Box<Node>>,
 }
 
 #[derive(Debug, Clone)]
 struct Operation {
     allow: bool,
-    verbs: Vec<VerbRule>,
+    verbs: Box<[VerbRule]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -326,13 +341,19 @@ struct VerbRule {
     verb: Option<HttpVerb>,
 }
 
-/// One segment of an operation-name trie (Dapr's `trieNode`, with the leading `/` left off `seg`).
-#[derive(Debug, Clone, Default)]
-struct Node {
-    seg: Box<str>,
-    /// Index into `Policy::operations`.
-    data: Option<usize>,
-    children: Vec<Node>,
+/// One `Arc<str>` per distinct value, for strings most policies repeat (namespace, trust domain).
+#[derive(Default)]
+struct Interner(HashMap<Box<str>, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, value: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(value);
+        self.0.insert(value.into(), shared.clone());
+        shared
+    }
 }
 
 const DEFAULT_TRUST_DOMAIN: &str = "public";
@@ -363,19 +384,34 @@ impl AccessControl {
         let specs = policies.unwrap_or_default();
         check_required_fields(specs)?;
 
-        let mut by_app_id: HashMap<String, Vec<Policy>> = HashMap::new();
+        // Every policy compiled into one vector first, then moved into one exact-size slice per app id: a growing
+        // `Vec` per app id would leave ~1 KB of freed capacity per policy behind in the heap.
+        let mut interner = Interner::default();
+        let mut compiled: Vec<Option<Policy>> = Vec::with_capacity(specs.len());
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(specs.len());
         for (index, p) in specs.iter().enumerate() {
-            let policy = compile_policy(index, p)?;
-            let same_app = by_app_id.entry(p.app_id.clone()).or_default();
-            if let Some(first) = same_app.iter().find(|q| q.namespace == p.namespace) {
+            let policy = compile_policy(index, p, &mut interner)?;
+            if let Some(&first) = seen.get(&(p.app_id.as_str(), p.namespace.as_str())) {
                 return Err(AclError::DuplicatePolicy {
-                    first: first.index,
+                    first,
                     second: index,
                     app_id: p.app_id.clone(),
                     namespace: p.namespace.clone(),
                 });
             }
-            same_app.push(policy);
+            seen.insert((p.app_id.as_str(), p.namespace.as_str()), index);
+            compiled.push(Some(policy));
+        }
+        drop(seen);
+        let mut order: Vec<usize> = (0..specs.len()).collect();
+        order.sort_by(|&a, &b| specs.get(a).map(|p| &p.app_id).cmp(&specs.get(b).map(|p| &p.app_id)));
+        let mut by_app_id: HashMap<Box<str>, Box<[Policy]>> = HashMap::new();
+        for run in order.chunk_by(|&a, &b| specs.get(a).map(|p| &p.app_id) == specs.get(b).map(|p| &p.app_id)) {
+            let mut same_app = Vec::with_capacity(run.len());
+            same_app.extend(run.iter().filter_map(|&i| compiled.get_mut(i).and_then(Option::take)));
+            if let Some(app_id) = run.first().and_then(|&i| specs.get(i)) {
+                by_app_id.insert(app_id.app_id.as_str().into(), same_app.into_boxed_slice());
+            }
         }
 
         Ok(Self {
@@ -415,10 +451,10 @@ impl AccessControl {
         let Some(same_app) = c.by_app_id.get(caller.app_id) else {
             return global(GlobalDefaultCause::NoPolicyForCaller);
         };
-        let Some(policy) = same_app.iter().find(|p| p.namespace == caller.namespace) else {
+        let Some(policy) = same_app.iter().find(|p| *p.namespace == *caller.namespace) else {
             return global(GlobalDefaultCause::NamespaceMismatch);
         };
-        if policy.trust_domain != caller.trust_domain {
+        if *policy.trust_domain != *caller.trust_domain {
             return global(GlobalDefaultCause::TrustDomainMismatch { policy: policy.index });
         }
 
@@ -434,7 +470,9 @@ impl AccessControl {
 
         let (trie, operation) = match req.app_protocol {
             AppProtocol::Http => (&policy.http_trie, lower_case(req.operation)),
-            AppProtocol::Grpc => (&policy.grpc_trie, Cow::Borrowed(req.operation)),
+            AppProtocol::Grpc => {
+                (policy.grpc_trie.as_deref().unwrap_or(&policy.http_trie), Cow::Borrowed(req.operation))
+            }
         };
         let Some((op_index, op)) = trie.search(&operation).and_then(|i| policy.operations.get(i).map(|op| (i, op)))
         else {
@@ -540,18 +578,13 @@ fn check_required_fields(specs: &[AppPolicySpec]) -> Result<(), AclError> {
     if missing.is_empty() { Ok(()) } else { Err(AclError::MissingPolicyFields { missing }) }
 }
 
-fn compile_policy(index: usize, p: &AppPolicySpec) -> Result<Policy, AclError> {
+fn compile_policy(index: usize, p: &AppPolicySpec, interner: &mut Interner) -> Result<Policy, AclError> {
     let default_allow = parse_action(p.default_action.as_deref(), || format!("policies[{index}].defaultAction"))?;
-    let mut policy = Policy {
-        index,
-        namespace: p.namespace.clone(),
-        trust_domain: p.trust_domain.clone(),
-        default_allow,
-        operations: Vec::with_capacity(p.operations.len()),
-        http_trie: Node::default(),
-        grpc_trie: Node::default(),
-    };
-    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut operations = Vec::with_capacity(p.operations.len());
+    let mut http_trie = Node::default();
+    let mut grpc_trie = Node::default();
+    let mut mixed_case = false;
+    let mut names: HashMap<&str, usize> = HashMap::with_capacity(p.operations.len());
     for (op_index, op) in p.operations.iter().enumerate() {
         let field = || format!("policies[{index}].operations[{op_index}]");
         let compiled = compile_operation(op, &field)?;
@@ -563,11 +596,26 @@ fn compile_policy(index: usize, p: &AppPolicySpec) -> Result<Policy, AclError> {
         }
         names.insert(name, op_index);
 
-        policy.grpc_trie.insert(name, op_index);
-        policy.http_trie.insert(&name.to_ascii_lowercase(), op_index);
-        policy.operations.push(compiled);
+        grpc_trie.insert(name, op_index);
+        let lower = lower_case(name);
+        mixed_case |= matches!(lower, Cow::Owned(_));
+        http_trie.insert(&lower, op_index);
+        operations.push(compiled);
     }
-    Ok(policy)
+    http_trie.shrink();
+    Ok(Policy {
+        index,
+        namespace: interner.get(&p.namespace),
+        trust_domain: interner.get(&p.trust_domain),
+        default_allow,
+        operations: operations.into_boxed_slice(),
+        http_trie,
+        // Same insertions in the same order give the same trie: keep one.
+        grpc_trie: mixed_case.then(|| {
+            grpc_trie.shrink();
+            Box::new(grpc_trie)
+        }),
+    })
 }
 
 fn compile_operation(op: &OperationSpec, field: &dyn Fn() -> String) -> Result<Operation, AclError> {
@@ -617,88 +665,6 @@ impl Operation {
     }
 }
 
-impl Node {
-    /// Port of Dapr's `PutOperationAction`: segments are matched exactly while inserting, and the first operation
-    /// stored at a node keeps it. `name` has no leading `/`.
-    fn insert(&mut self, name: &str, data: usize) {
-        let mut node = self;
-        let mut segments = name.split('/').peekable();
-        while let Some(seg) = segments.next() {
-            let is_last = segments.peek().is_none();
-            let pos = match node.children.iter().position(|c| &*c.seg == seg) {
-                Some(pos) => pos,
-                None => {
-                    node.children.push(Node { seg: seg.into(), data: None, children: Vec::new() });
-                    node.children.len() - 1
-                }
-            };
-            let Some(child) = node.children.get_mut(pos) else { return };
-            if is_last && child.data.is_none() {
-                child.data = Some(data);
-            }
-            node = child;
-        }
-    }
-
-    /// Port of Dapr's `Trie.Search` (DAPR-FACTS §3.3): returns the operation index that applies, if any.
-    fn search(&self, operation: &str) -> Option<usize> {
-        let operation = operation.strip_prefix('/').unwrap_or(operation);
-        let mut node = self;
-        let mut segments = operation.split('/').peekable();
-        while let Some(seg) = segments.next() {
-            let is_end = segments.peek().is_none();
-            node = node.find_child(seg, is_end)?;
-            match node.data {
-                // A single-stage `*` in the middle of a path: keep walking below it.
-                Some(_) if !is_end && &*node.seg == "*" => continue,
-                // Any other node with data decides, even with segments left: non-wildcard names match as prefixes.
-                Some(data) => return Some(data),
-                // At the end without data: a `/*` or `/**` child also matches its parent.
-                None if is_end => return node.find_child("*", true).and_then(|n| n.data),
-                None => {}
-            }
-        }
-        None
-    }
-
-    /// Port of Dapr's `findNodeWithWildcard`: the first child (in declaration order) that matches wins.
-    fn find_child(&self, seg: &str, is_end: bool) -> Option<&Node> {
-        self.children.iter().find(|child| match &*child.seg {
-            s if s == seg => true,
-            "*" => is_end,
-            "**" => true,
-            pattern => glob_match(pattern.as_bytes(), seg.as_bytes()),
-        })
-    }
-}
-
-/// `*` matches any run of bytes (including none); everything else matches itself.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match (pattern.get(p), text.get(t)) {
-            (Some(b'*'), _) => {
-                backtrack = Some((p, t));
-                p += 1;
-            }
-            (Some(a), Some(b)) if a == b => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                Some((bp, bt)) => {
-                    p = bp + 1;
-                    t = bt + 1;
-                    backtrack = Some((bp, bt + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern.get(p..).is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
-}
-
 /// One operation name compiled on its own and matched exactly as an `accessControl` operation is: same syntax
 /// (`*`, `**`, Dapr's prefix rule), same load-time checks, ASCII case folding for HTTP apps. The capability routes
 /// ([`crate::capabilities`]) use it so that the two layers never disagree on what a name covers; this type is their
@@ -729,5 +695,7 @@ impl OperationPattern {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,9 @@ pub enum ApiError {
     InvokeNoAppId,
     /// A request body over `--max-body-size`.
     BodyTooLarge { limit: u64 },
+    /// A request whose headers are over the listener's limit (`ward_net::ListenerLimits::max_header_bytes`),
+    /// refused by the listener before anything else ran.
+    HeadersTooLarge { size: usize, limit: usize },
     /// A request that does not parse.
     Malformed { detail: String },
     /// No such route (or an API denied by `spec.api`).
@@ -91,6 +94,17 @@ impl ApiError {
             ),
             Self::Invoke { error: InvokeError::Refused(refusal), .. } if refusal.kind == RefusalKind::BodyTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "ERR_BODY_READ", refusal.message.clone())
+            }
+            Self::HeadersTooLarge { size, limit }
+            | Self::Invoke { error: InvokeError::HeadersTooLarge { size, limit }, .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                HEADERS_TOO_LARGE_CODE,
+                headers_too_large_message(*size, *limit),
+            ),
+            Self::Invoke { error: InvokeError::Refused(refusal), .. }
+                if refusal.kind == RefusalKind::HeadersTooLarge =>
+            {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, HEADERS_TOO_LARGE_CODE, refusal.message.clone())
             }
             Self::Invoke { error: InvokeError::UnsupportedVerb(verb), .. }
             | Self::Invoke {
@@ -245,6 +259,14 @@ impl ApiError {
             Self::SecretGet { .. } | Self::SecretBulkGet { .. } => (Code::Internal, "DAPR_SECRET_GET"),
             Self::Malformed { .. } => (Code::InvalidArgument, "DAPR_MALFORMED_REQUEST"),
             Self::BodyTooLarge { .. } => (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE"),
+            Self::HeadersTooLarge { .. } | Self::Invoke { error: InvokeError::HeadersTooLarge { .. }, .. } => {
+                (Code::ResourceExhausted, "DAPR_HEADERS_TOO_LARGE")
+            }
+            Self::Invoke { error: InvokeError::Refused(refusal), .. }
+                if refusal.kind == RefusalKind::HeadersTooLarge =>
+            {
+                (Code::ResourceExhausted, "DAPR_HEADERS_TOO_LARGE")
+            }
             Self::Invoke { error: InvokeError::BodyTooLarge { .. }, .. } => {
                 (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE")
             }
@@ -326,6 +348,56 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The `errorCode` of a request whose headers are over the limit (Dapr has none of its own: daprd's Go server
+/// answers a bare 431).
+const HEADERS_TOO_LARGE_CODE: &str = "ERR_HEADERS_TOO_LARGE";
+
+fn headers_too_large_message(size: usize, limit: usize) -> String {
+    format!(
+        "request headers are {size} bytes, over the limit of {limit} bytes (each field counts its name, value and 32)"
+    )
+}
+
+/// The answers each listener gives a request over its header limit (`ward_net::Server::with_header_refusal`),
+/// all built from the variants above.
+pub(crate) mod header_refusals {
+    use bytes::Bytes;
+    use ward_net::{HeaderRefusal, HeadersTooLarge};
+
+    use super::{ApiError, InboundError};
+
+    /// Public HTTP API: 431 with Dapr's JSON error body.
+    pub(crate) fn public_http() -> HeaderRefusal {
+        std::sync::Arc::new(|too_large: HeadersTooLarge| {
+            let (status, body) =
+                ApiError::HeadersTooLarge { size: too_large.size, limit: too_large.limit }.status_and_body();
+            let json = serde_json::to_vec(&body).unwrap_or_default();
+            let mut response = http::Response::new(Bytes::from(json));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            response
+        })
+    }
+
+    /// Public gRPC API: a trailers-only gRPC answer (`ResourceExhausted` with `ErrorInfo`), as for any API error.
+    pub(crate) fn public_grpc() -> HeaderRefusal {
+        std::sync::Arc::new(|too_large: HeadersTooLarge| {
+            ApiError::HeadersTooLarge { size: too_large.size, limit: too_large.limit }.to_status().into_http::<Bytes>()
+        })
+    }
+
+    /// Internal port: the typed refusal the caller's sidecar turns into its own 431.
+    pub(crate) fn internal() -> HeaderRefusal {
+        std::sync::Arc::new(|too_large: HeadersTooLarge| {
+            let refusal = InboundError::HeadersTooLarge { size: too_large.size, limit: too_large.limit }.to_refusal();
+            let (parts, _) = refusal.into_response().into_parts();
+            http::Response::from_parts(parts, Bytes::new())
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Service invocation, caller side.
 
@@ -344,6 +416,9 @@ pub enum InvokeError {
     CalleeUnavailable(String),
     /// The request body is over `--max-body-size`.
     BodyTooLarge { limit: u64 },
+    /// The request to the callee's sidecar, with the headers this sidecar adds, would be over the header limit
+    /// every ward listener applies: refused here, so the shared connection never carries it.
+    HeadersTooLarge { size: usize, limit: usize },
     /// The callee's answer is over `--max-body-size` (only where ward must buffer it: gRPC `InvokeService`).
     ResponseTooLarge { limit: u64 },
     /// The callee's sidecar refused the call.
@@ -362,6 +437,9 @@ impl InvokeError {
             Self::CalleeUnavailable(detail) => (Code::Unavailable, detail.clone()),
             Self::BodyTooLarge { limit } => {
                 (Code::ResourceExhausted, format!("request body is larger than the limit of {limit} bytes"))
+            }
+            Self::HeadersTooLarge { size, limit } => {
+                (Code::ResourceExhausted, headers_too_large_message(*size, *limit))
             }
             Self::ResponseTooLarge { limit } => {
                 (Code::ResourceExhausted, format!("the answer is larger than the limit of {limit} bytes"))
@@ -396,6 +474,8 @@ pub enum RefusalKind {
     Unverified,
     /// The request body is over the callee's `--max-body-size`.
     BodyTooLarge,
+    /// The request's headers are over the callee's header limit (refused by its listener).
+    HeadersTooLarge,
     /// A `dapr.proto.*` service on the gRPC proxy path (never proxied: the app would trust its inner fields).
     ReservedService,
     /// The app has no port, does not answer, or speaks the wrong protocol.
@@ -409,13 +489,14 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    const ALL: [RefusalKind; 11] = [
+    const ALL: [RefusalKind; 12] = [
         Self::AclDenied,
         Self::CapabilityMissing,
         Self::InvalidMethod,
         Self::UnsupportedVerb,
         Self::Unverified,
         Self::BodyTooLarge,
+        Self::HeadersTooLarge,
         Self::ReservedService,
         Self::AppUnavailable,
         Self::AppBusy,
@@ -431,6 +512,7 @@ impl RefusalKind {
             Self::UnsupportedVerb => "unsupported-verb",
             Self::Unverified => "unverified",
             Self::BodyTooLarge => "body-too-large",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::ReservedService => "reserved-service",
             Self::AppUnavailable => "app-unavailable",
             Self::AppBusy => "app-busy",
@@ -451,7 +533,7 @@ impl RefusalKind {
                 Code::PermissionDenied
             }
             Self::InvalidMethod | Self::UnsupportedVerb => Code::InvalidArgument,
-            Self::BodyTooLarge | Self::AppBusy => Code::ResourceExhausted,
+            Self::BodyTooLarge | Self::HeadersTooLarge | Self::AppBusy => Code::ResourceExhausted,
             Self::AppUnavailable | Self::AuditUnavailable => Code::Unavailable,
             Self::UnknownEndpoint => Code::NotFound,
         }
@@ -465,6 +547,7 @@ impl RefusalKind {
             Self::InvalidMethod => StatusCode::BAD_REQUEST,
             Self::UnsupportedVerb => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::AppUnavailable => StatusCode::BAD_GATEWAY,
             Self::AppBusy => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -539,6 +622,18 @@ pub enum InboundError {
     BodyTooLarge {
         limit: u64,
     },
+    /// Refused by the listener itself (`header_refusals::internal`), so never seen by the stack or audited: like a
+    /// refused connection, it is transport, not an authorization decision.
+    HeadersTooLarge {
+        size: usize,
+        limit: usize,
+    },
+    /// The app's answer carries more header bytes than any ward listener accepts; relaying it could end the
+    /// connection the caller shares with other calls.
+    AppAnswerHeadersTooLarge {
+        size: usize,
+        limit: usize,
+    },
     AclDenied {
         caller: String,
         operation: String,
@@ -571,6 +666,13 @@ impl InboundError {
             Self::BodyTooLarge { limit } => {
                 (RefusalKind::BodyTooLarge, format!("request body is larger than the limit of {limit} bytes"))
             }
+            Self::HeadersTooLarge { size, limit } => {
+                (RefusalKind::HeadersTooLarge, headers_too_large_message(*size, *limit))
+            }
+            Self::AppAnswerHeadersTooLarge { size, limit } => (
+                RefusalKind::AppUnavailable,
+                format!("the app's answer headers are {size} bytes, over the limit of {limit} bytes"),
+            ),
             Self::AclDenied { caller, operation, verb } => (
                 RefusalKind::AclDenied,
                 format!("access control policy has denied access to id: {caller} operation: {operation} verb: {verb}"),
@@ -604,6 +706,8 @@ impl InboundError {
             Self::ReservedService(_) => Some(P::ReservedGrpcService),
             Self::BodyTooLarge { .. } => Some(P::BodyTooLarge),
             Self::AclDenied { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::AppAnswerHeadersTooLarge { .. }
             | Self::CapabilityMissing { .. }
             | Self::ProvenanceUnavailable
             | Self::AuditUnavailable
@@ -645,6 +749,24 @@ mod tests {
             (invoke(refused(RefusalKind::InvalidMethod)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::UnsupportedVerb)), 405, "ERR_MALFORMED_REQUEST", tonic::Code::InvalidArgument),
             (invoke(refused(RefusalKind::BodyTooLarge)), 413, "ERR_BODY_READ", tonic::Code::ResourceExhausted),
+            (
+                invoke(refused(RefusalKind::HeadersTooLarge)),
+                431,
+                "ERR_HEADERS_TOO_LARGE",
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                invoke(InvokeError::HeadersTooLarge { size: 2, limit: 1 }),
+                431,
+                "ERR_HEADERS_TOO_LARGE",
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                ApiError::HeadersTooLarge { size: 2, limit: 1 },
+                431,
+                "ERR_HEADERS_TOO_LARGE",
+                tonic::Code::ResourceExhausted,
+            ),
             (invoke(refused(RefusalKind::AppUnavailable)), 500, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::AppBusy)), 429, "ERR_DIRECT_INVOKE", tonic::Code::Internal),
             (invoke(refused(RefusalKind::AuditUnavailable)), 503, "ERR_AUDIT_UNAVAILABLE", tonic::Code::Unavailable),
@@ -752,6 +874,29 @@ mod tests {
             assert_eq!(body.error_code, code, "{error:?}");
             assert_eq!(error.to_status().code(), grpc, "{error:?}");
         }
+    }
+
+    /// What each listener answers over the header limit comes from the variants above: Dapr's JSON body on the
+    /// public API, a gRPC status on the gRPC API, a typed refusal on the internal port that the caller maps to 431.
+    #[test]
+    fn header_refusals_per_listener() {
+        let too_large = ward_net::HeadersTooLarge::new(70_000, 65_536);
+        let public = header_refusals::public_http()(too_large);
+        assert_eq!(public.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let body: ErrorBody = serde_json::from_slice(public.body()).expect("a Dapr error body");
+        assert_eq!(body.error_code, "ERR_HEADERS_TOO_LARGE");
+        assert!(body.message.contains("70000") && body.message.contains("65536"), "{}", body.message);
+
+        let grpc = header_refusals::public_grpc()(too_large);
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers().get("grpc-status").and_then(|v| v.to_str().ok()), Some("8"));
+
+        let internal = header_refusals::internal()(too_large);
+        let (mut parts, _) = internal.into_parts();
+        let refusal = PeerRefusal::take_from(&mut parts.headers).expect("a refusal");
+        assert_eq!(refusal.kind, RefusalKind::HeadersTooLarge);
+        let error = ApiError::Invoke { app_id: "b".into(), error: InvokeError::Refused(refusal) };
+        assert_eq!(error.status_and_body().0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
 
     #[test]

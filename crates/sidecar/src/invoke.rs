@@ -26,6 +26,9 @@ pub(crate) struct Invoker {
     /// This app's namespace: the default for a target without `.namespace`.
     pub(crate) namespace: String,
     pub(crate) max_body_size: u64,
+    /// The header limit of every ward listener (`ward_net::ListenerLimits::max_header_bytes`): a request to the
+    /// callee's sidecar over it is refused here, never sent, so it cannot cost the connection shared with other calls.
+    pub(crate) max_header_bytes: usize,
     /// Wakes the certificate renewer when a call fails (it acts only while this sidecar's certificate is missing or
     /// expiring), so recovery after an expiry does not wait out a retry pause.
     pub(crate) renewal: Option<ward_sentry::client::RenewalWaker>,
@@ -124,6 +127,13 @@ impl Invoker {
         parts.headers.remove(headers::APP_ID);
         if let Ok(v) = HeaderValue::from_str(app_id) {
             parts.headers.insert(headers::CALLEE_APP_ID, v);
+        }
+        // Measured as the callee's listener measures (and with what this sidecar added), against the same limit:
+        // the caller's limit is never larger than the callee's (what the transport still adds is counted too).
+        let size = ward_net::request_header_size(&parts.method, &parts.uri, &parts.headers)
+            .saturating_add(self.outbound.added_header_bytes());
+        if size > self.max_header_bytes {
+            return Err(InvokeError::HeadersTooLarge { size, limit: self.max_header_bytes });
         }
         // Streams through, failing the upload if it grows past the limit.
         let body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));

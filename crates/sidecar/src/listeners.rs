@@ -3,6 +3,11 @@
 //! when the connection is accepted, then the inbound stack), the public HTTP API and the public gRPC API.
 //!
 //! Each listener task stops accepting when `stop` flips, then drains its own connections within `drain`.
+//!
+//! One header limit (`ListenerLimits::max_header_bytes`) applies on all three, before anything else runs; each
+//! listener answers a request over it in its own protocol (`error::header_refusals`). The internal port also
+//! refuses to relay an app answer whose headers are over the limit, so neither direction of the connection the
+//! sidecars share ever carries a header block the other side would end the connection for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use ward_net::{ConnectionInfo, ListenerLimits, Server, TowerToHyperService};
 
+use crate::error::{InboundError, header_refusals};
 use crate::inbound::{self, InboundHandles};
 use crate::runtime::StartError;
 use crate::transport::Mtls;
@@ -35,9 +41,9 @@ pub(crate) struct ListenerControl {
 }
 
 impl ListenerControl {
-    fn server(&self, listener: TcpListener, name: &'static str) -> Option<Server> {
+    fn server(&self, listener: TcpListener, name: &'static str, refusal: ward_net::HeaderRefusal) -> Option<Server> {
         match Server::new(listener, self.limits) {
-            Ok(server) => Some(server.with_name(name)),
+            Ok(server) => Some(server.with_name(name).with_header_refusal(refusal)),
             // Limits are validated at start (`StartError::Limits`), so this is a wiring bug; refuse to serve.
             Err(err) => {
                 tracing::error!(listener = name, error = %err, "invalid listener limits; not serving");
@@ -53,7 +59,7 @@ impl ListenerControl {
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         B: http_body::Body + Send + 'static,
-        B::Data: Send,
+        B::Data: Send + From<bytes::Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut stop = self.stop;
@@ -75,19 +81,38 @@ pub(crate) async fn serve_internal(
     handles: InboundHandles,
     control: ListenerControl,
 ) {
-    let Some(mut server) = control.server(listener, "internal") else { return };
+    let Some(mut server) = control.server(listener, "internal", header_refusals::internal()) else { return };
     if let Some(tls) = tls {
         server = server.with_tls(tls).with_http2_only();
     }
     let stack = inbound::stack(&handles);
     let mode = handles.accept.clone();
     let drain_budget = handles.max_body_size;
+    let max_header_bytes = control.limits.max_header_bytes;
     control
         .run(server, move |info: &ConnectionInfo| {
             let peer = ward_identity::peer_spiffe_id(info.peer_certificates.as_deref()).map(Arc::new);
-            inbound::connection_service(stack.clone(), mode.clone(), peer, drain_budget)
+            let service = inbound::connection_service(stack.clone(), mode.clone(), peer, drain_budget);
+            hyper::service::service_fn(move |request| {
+                let answer = hyper::service::Service::call(&service, request);
+                async move { answer.await.map(|response| bounded_answer_headers(response, max_header_bytes)) }
+            })
         })
         .await;
+}
+
+/// An app answer whose headers are over the limit is replaced by a refusal: relayed, it would cost the caller's
+/// sidecar the connection it shares with other calls (or be refused there anyway).
+fn bounded_answer_headers(
+    response: http::Response<axum::body::Body>,
+    limit: usize,
+) -> http::Response<axum::body::Body> {
+    let size = ward_net::response_header_size(response.headers());
+    if size <= limit {
+        return response;
+    }
+    tracing::warn!(size, limit, "refused to relay an app answer whose headers are over the limit");
+    InboundError::AppAnswerHeadersTooLarge { size, limit }.to_refusal().into_response()
 }
 
 /// Serves the public HTTP API. A request body the API does not read to its end (a refusal) is drained up to
@@ -98,7 +123,7 @@ pub(crate) async fn serve_public(
     drain_budget: u64,
     control: ListenerControl,
 ) {
-    let Some(server) = control.server(listener, "public-http") else { return };
+    let Some(server) = control.server(listener, "public-http", header_refusals::public_http()) else { return };
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {
             request.map(|body| axum::body::Body::new(crate::body::DrainOnDrop::new(body, drain_budget)))
@@ -120,7 +145,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let Some(server) = control.server(listener, "public-grpc") else { return };
+    let Some(server) = control.server(listener, "public-grpc", header_refusals::public_grpc()) else { return };
     let server = server.with_http2_only();
     control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(service.clone())).await;
 }

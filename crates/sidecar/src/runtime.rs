@@ -327,11 +327,12 @@ impl Sidecar {
         };
         let invoker = Arc::new(Invoker {
             resolver: registry.clone(),
-            outbound: Outbound::new(transport),
+            outbound: Outbound::new(transport, options.listener_limits.header_ceiling()),
             own_id: own_id.clone(),
             trust_domain: settings.trust_domain.clone(),
             namespace: options.namespace.clone(),
             max_body_size: settings.max_body_size,
+            max_header_bytes: options.listener_limits.max_header_bytes,
             renewal: supervisor.as_ref().map(|s| s.waker()),
             metrics: metrics.clone(),
         });

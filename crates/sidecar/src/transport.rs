@@ -22,6 +22,9 @@ use ward_identity::{Authorizer, SpiffeId, SvidResolver, TrustBundleHandle, Trust
 /// Header carrying the caller's claimed identity in development mode (plaintext). Accepted only by sidecars that
 /// are themselves in development mode; production mode rejects it.
 pub const DEV_IDENTITY_HEADER: &str = "ward-dev-identity";
+/// The most the development marker adds to a request's headers (`ward-dev-identity` + a SPIFFE ID of at most 2048
+/// bytes + `;exp=` and a number + 32).
+const DEV_MARKER_HEADER_BYTES: usize = DEV_IDENTITY_HEADER.len() + 2048 + 32 + 32;
 /// How long a development marker stays valid.
 const DEV_MARKER_TTL_SECS: u64 = 30;
 
@@ -49,6 +52,10 @@ pub struct Outbound {
     transport: Transport,
     by_callee: Mutex<HashMap<SpiffeId, PooledClient>>,
     plaintext: Client<HttpConnector, Body>,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` for answers (`ListenerLimits::header_ceiling`): the callee's
+    /// sidecar never relays an answer with more than the limit, and an answer between the limit and this ceiling
+    /// fails its own stream only, never the shared connection.
+    max_answer_header_list: u32,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -67,11 +74,24 @@ pub enum SendError {
 }
 
 impl Outbound {
-    pub fn new(transport: Transport) -> Self {
+    /// `max_answer_header_bytes`: the largest answer header list accepted (see [`Outbound`]).
+    pub fn new(transport: Transport, max_answer_header_bytes: usize) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        let plaintext = Client::builder(TokioExecutor::new()).http2_only(true).build(http);
-        Self { transport, by_callee: Mutex::new(HashMap::new()), plaintext }
+        let max_answer_header_list = u32::try_from(max_answer_header_bytes).unwrap_or(u32::MAX);
+        let plaintext = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .http2_max_header_list_size(max_answer_header_list)
+            .build(http);
+        Self { transport, by_callee: Mutex::new(HashMap::new()), plaintext, max_answer_header_list }
+    }
+
+    /// The most [`Self::send`] adds to a request's headers, so a check made before sending holds for what is sent.
+    pub(crate) fn added_header_bytes(&self) -> usize {
+        match self.transport {
+            Transport::Plaintext => DEV_MARKER_HEADER_BYTES,
+            Transport::Mtls(_) => 0,
+        }
     }
 
     /// Sends `request` (whose URI names the callee sidecar's internal address) to the sidecar of `callee`.
@@ -112,6 +132,7 @@ impl Outbound {
         let connector = MtlsConnector { tls: tokio_rustls::TlsConnector::from(Arc::new(config)) };
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
+            .http2_max_header_list_size(self.max_answer_header_list)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
         clients.insert(callee.clone(), client.clone());

@@ -47,6 +47,7 @@ impl ListenerArgs {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
+            ..ward_net::ListenerLimits::default()
         };
         limits.validate().map_err(|err| anyhow::anyhow!("listener limits: {err}"))?;
         Ok(limits)

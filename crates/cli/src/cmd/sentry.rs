@@ -176,6 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             header_read_timeout: args.header_read_timeout,
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections,
+            ..ward_net::ListenerLimits::default()
         },
         metrics: args.enable_metrics.then(|| ward_net::MetricsListen {
             address: SocketAddr::new(args.metrics_listen_address, args.metrics_port.unwrap_or(9090)),
