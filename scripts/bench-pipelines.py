@@ -5,7 +5,8 @@
     cargo build --release -p ward --examples
     scripts/bench-pipelines.py [seconds] [variant ...]
 
-Variants: base (no Configuration), acl (an accessControl policy), bearer (a bearer middleware with a cached ES256
+Variants: base (no Configuration), acl (an accessControl policy), acl-noprov (the same without the provenance
+token), bearer (a bearer middleware with a cached ES256
 key, JWKS from a loopback HTTP server), opa (a small Rego policy), capability (a route requiring a capability plus
 the provenance token), mcp-call (MCP rules on a small tools/call), mcp-off-call (same body, rules off), mcp-list
 (filtering a 200-tool tools/list answer), mcp-off-list (same answer, rules off).
@@ -99,6 +100,7 @@ def variants(work: pathlib.Path):
     return {
         "base": {},
         "acl": {"config": config(ACL)},
+        "acl-noprov": {"config": config(ACL + "  ward:\n    provenance:\n      enabled: false\n")},
         "opa": {"config": config(ACL + "  appHttpPipeline:\n    handlers:\n    - {name: policy, type: middleware.http.opa}\n"),
                 "resources": {"opa.yaml": component("policy", "middleware.http.opa", {"rego": opa})}},
         "bearer": "bearer",

@@ -86,9 +86,43 @@ struct VerifyKey {
     key: DecodingKey,
 }
 
-/// The keys of one JWKS that may verify a token.
+/// The keys of one JWKS that may verify a token, and the tokens they verified recently.
+///
+/// A signature check costs tens of microseconds (ECDSA and RSA verification), and clients send the same token on
+/// every call for its whole lifetime, so a verified token is remembered (at most [`VERIFIED_CACHE_MAX`]) with its
+/// `exp`/`nbf`, which are checked again on every later use. The memory belongs to this key set: a refresh that
+/// replaces the set (key rotation, a key withdrawn) forgets every token at once. A key set serves one verifier, so
+/// every check it remembers was made with the same [`Validation`].
 pub struct KeySet {
     keys: Vec<VerifyKey>,
+    verified: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, TimeBounds>>,
+}
+
+/// How many verified tokens a key set remembers; when full it starts over.
+pub const VERIFIED_CACHE_MAX: usize = 4096;
+
+/// The time claims of a verified token.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct TimeBounds {
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+}
+
+impl TimeBounds {
+    fn check(&self, leeway: u64) -> Result<(), JwtReason> {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let leeway = leeway as f64;
+        if self.exp.is_some_and(|exp| now > exp + leeway) {
+            return Err(JwtReason::Expired);
+        }
+        if self.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(JwtReason::NotYetValid);
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for KeySet {
@@ -126,7 +160,7 @@ impl KeySet {
         if keys.is_empty() {
             return Err(JwksError::NoUsableKey);
         }
-        Ok(KeySet { keys })
+        Ok(KeySet { keys, verified: Default::default() })
     }
 
     /// Limits every key to the algorithms in `allowed` (an operator's allow-list); keys left with none are
@@ -156,6 +190,10 @@ impl KeySet {
     /// leeway, required claims); the algorithm is the token's, if the selected key allows it. A token with a `kid`
     /// is checked only against the key with that `kid`; one without against every key.
     pub fn verify(&self, token: &[u8], template: &Validation) -> Result<(), JwtReason> {
+        let remembered = self.verified.lock().ok().and_then(|cache| cache.get(token).copied());
+        if let Some(bounds) = remembered {
+            return bounds.check(template.leeway);
+        }
         let (alg, kid) = read_header(token)?;
         let candidates = self.keys.iter().filter(|k| match (&kid, &k.kid) {
             (Some(wanted), Some(have)) => wanted == have,
@@ -172,8 +210,16 @@ impl KeySet {
             }
             let mut validation = template.clone();
             validation.algorithms = vec![alg];
-            match jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key.key, &validation) {
-                Ok(_) => return Ok(()),
+            match jsonwebtoken::decode::<TimeBounds>(token, &key.key, &validation) {
+                Ok(data) => {
+                    if let Ok(mut cache) = self.verified.lock() {
+                        if cache.len() >= VERIFIED_CACHE_MAX {
+                            cache.clear();
+                        }
+                        cache.insert(token.into(), data.claims);
+                    }
+                    return Ok(());
+                }
                 Err(err) => {
                     let reason = map_error(err.kind());
                     if best.is_none_or(|b| reason.rank() >= b.rank()) {

@@ -323,6 +323,26 @@ mod tests {
         assert!(matches!(JwtVerifier::new(&no_iss), Err(GateError::JwtConfigMissing { .. })));
     }
 
+    /// A verified token is remembered, but its `exp` is checked again on every use.
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let key = ec_key();
+        let jwks = json!({ "keys": [public_jwk(&key, "k1")] }).to_string();
+        let keys = KeySet::parse("test", jwks.as_bytes()).unwrap();
+        let mut strict = Validation::new(Algorithm::ES256);
+        strict.leeway = 0;
+        strict.set_issuer(&[ISS]);
+        strict.set_audience(&[AUD]);
+        let token = es256(&key, Some("k1"), &json!({"iss": ISS, "aud": AUD, "exp": now() + 2}));
+        assert_eq!(keys.verify(token.as_bytes(), &strict), Ok(()));
+        assert_eq!(keys.verify(token.as_bytes(), &strict), Ok(()), "remembered");
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        assert_eq!(keys.verify(token.as_bytes(), &strict), Err(JwtReason::Expired));
+        // A forged token with the same claims is never taken for the remembered one.
+        let forged = es256(&ec_key(), Some("k1"), &json!({"iss": ISS, "aud": AUD, "exp": now() + 600}));
+        assert_eq!(keys.verify(forged.as_bytes(), &strict), Err(JwtReason::BadSignature));
+    }
+
     #[test]
     fn reasons_are_stable() {
         assert_eq!(JwtReason::Expired.to_string(), "jwt_expired");
