@@ -238,6 +238,14 @@ fn state_suite(http: &Http, addr: &str, store: &str) {
     assert_eq!(http.get(addr, &format!("{base}/fw")).status, 204, "{store}");
     let tx = json!({"operations": [{"operation": "merge", "request": {"key": "t1"}}]});
     assert_error(&post_json(http, addr, &format!("{base}/transaction"), &tx), 400, "ERR_NOT_SUPPORTED_STATE_OPERATION");
+    // Issue 19 row 9: an outbox projection is refused, never stored as the value.
+    let tx = json!({"operations": [
+        {"operation": "upsert", "request": {"key": "t1", "value": "stored"}},
+        {"operation": "upsert", "request": {"key": "t1", "value": "projection", "metadata": {"outbox.projection": "true"}}}
+    ]});
+    let msg = assert_error(&post_json(http, addr, &format!("{base}/transaction"), &tx), 400, "ERR_STATE_TRANSACTION");
+    assert!(msg.contains("outbox"), "{msg}");
+    assert_eq!(http.get(addr, &format!("{base}/t1")).text(), "\"one\"", "{store}: nothing written");
 
     // TTL.
     let reply = post_json(http, addr, &base, &json!([{"key": "ttl", "value": 1, "metadata": {"ttlInSeconds": "1"}}]));

@@ -275,6 +275,24 @@ impl Registry {
         for component in state_components {
             let secrets = fetch_secret_refs(&registry, component).await?;
             let metadata = resolve(component, &secrets)?;
+            // Dapr's transactional outbox publishes through pub/sub, which ward does not have yet.
+            if let Some(key) = metadata.keys().find(|k| k.starts_with("outbox")) {
+                let why = "the transactional outbox needs pub/sub, which ward does not implement yet";
+                if options.production {
+                    return Err(ConfigError::invalid_component(
+                        component,
+                        format!("spec.metadata[{key}]"),
+                        format!("{why} (refused in production)"),
+                    )
+                    .into());
+                }
+                tracing::warn!(
+                    component = component.name(),
+                    file = %component.source().display(),
+                    "NOT APPLIED: spec.metadata[{key}]: {why}; transactions asking for it are refused (development \
+                     mode only; a production sidecar refuses to start)"
+                );
+            }
             let prefix = KeyPrefix::from_metadata(&metadata).map_err(|err| component_error(component, err))?;
             let reused = previous
                 .and_then(|p| p.state.get(component.name()))
@@ -671,6 +689,23 @@ spec:
         );
         let err = Registry::build(&options(dir.path()), None, None).await.unwrap_err().to_string();
         assert!(err.contains("spec.type: unknown component type"), "{err}");
+    }
+
+    /// Issue 19 row 9: outbox metadata is never silently ignored.
+    #[tokio::test]
+    async fn outbox_metadata_is_refused_in_production_and_warned_in_development() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "s.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec:\n  type: state.in-memory\n  \
+             version: v1\n  metadata:\n  - {name: outboxPublishPubsub, value: pubsub}\n",
+        );
+        assert!(Registry::build(&options(dir.path()), None, None).await.is_ok(), "development: warned");
+        let mut production = options(dir.path());
+        production.production = true;
+        let err = Registry::build(&production, None, None).await.unwrap_err().to_string();
+        assert!(err.contains("spec.metadata[outboxPublishPubsub]") && err.contains("outbox"), "{err}");
     }
 
     #[tokio::test]

@@ -72,6 +72,19 @@ pub fn parse_concurrency(value: &str) -> Result<Concurrency, String> {
     }
 }
 
+/// Request metadata ward refuses rather than ignores: Dapr's transactional outbox (`outbox.projection` and the
+/// other `outbox.*` keys) publishes to pub/sub, which ward does not have yet; storing the projection as the value
+/// (what ignoring the key would do) would silently write what the app meant to publish.
+pub fn refuse_unapplied_metadata<'a>(mut keys: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    match keys.find(|key| key.to_ascii_lowercase().starts_with("outbox.")) {
+        Some(key) => Err(format!(
+            "metadata.{key}: the transactional outbox needs pub/sub, which ward does not implement yet; refused \
+             rather than storing the projection"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `ttlInSeconds`: positive = expire after that many seconds; zero or negative (Dapr's `-1`) = never.
 pub fn parse_ttl(value: Option<&str>) -> Result<Option<Duration>, String> {
     let Some(raw) = value else { return Ok(None) };
@@ -168,6 +181,13 @@ pub async fn transact(core: &StateCore, store: &str, items: Vec<TxItem>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbox_request_metadata_is_refused() {
+        assert!(refuse_unapplied_metadata(["ttlInSeconds", "contentType"].into_iter()).is_ok());
+        let err = refuse_unapplied_metadata(["outbox.projection"].into_iter()).unwrap_err();
+        assert!(err.contains("metadata.outbox.projection"), "{err}");
+    }
 
     #[test]
     fn concurrency_and_ttl_parse_as_dapr() {

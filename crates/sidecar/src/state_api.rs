@@ -127,6 +127,7 @@ fn ttl(metadata: &HashMap<String, serde_json::Value>) -> Result<Option<Duration>
 
 /// A JSON save item as a core item; the value is stored as its compact JSON bytes.
 fn save_item(item: SaveItem) -> Result<state::SaveItem, String> {
+    state::refuse_unapplied_metadata(item.metadata.keys().map(String::as_str))?;
     let concurrency = concurrency(item.options.as_ref())?;
     let ttl = ttl(&item.metadata)?;
     let value = serde_json::to_vec(&item.value).map_err(|err| format!("value: {err}"))?;
@@ -238,6 +239,7 @@ async fn transaction(
             items.push(match op.operation.as_str() {
                 "upsert" => state::TxItem::Upsert(save_item(op.request).map_err(bad)?),
                 "delete" => {
+                    state::refuse_unapplied_metadata(op.request.metadata.keys().map(String::as_str)).map_err(bad)?;
                     let concurrency = concurrency(op.request.options.as_ref()).map_err(bad)?;
                     state::TxItem::Delete { key: op.request.key, etag: op.request.etag, concurrency }
                 }

@@ -45,16 +45,20 @@ impl Ward {
                 return line.clone();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Give the pumps a moment to collect the last lines, then show both streams.
+                std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "{} exited with {status} before printing {prefix:?}; stderr:\n{}",
+                    "{} exited with {status} before printing {prefix:?}; stdout:\n{}\nstderr:\n{}",
                     self.name,
+                    self.stdout_text(),
                     self.stderr_text()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not print {prefix:?} in time; stderr:\n{}",
+                "{} did not print {prefix:?} in time; stdout:\n{}\nstderr:\n{}",
                 self.name,
+                self.stdout_text(),
                 self.stderr_text()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -63,6 +63,8 @@ fn etag(etag: Option<common::Etag>) -> Option<String> {
 }
 
 fn save_item(item: common::StateItem, store: &str) -> Result<state::SaveItem, ApiError> {
+    state::refuse_unapplied_metadata(item.metadata.keys().map(String::as_str))
+        .map_err(|detail| ApiError::StateSave { store: store.to_owned(), failure: StateFailure::BadRequest, detail })?;
     let ttl = state::parse_ttl(item.metadata.get("ttlInSeconds").map(String::as_str))
         .map_err(|detail| ApiError::StateSave { store: store.to_owned(), failure: StateFailure::BadRequest, detail })?;
     Ok(state::SaveItem {
@@ -157,7 +159,14 @@ impl GrpcApi {
             items.push(match op.operation_type.as_str() {
                 "upsert" => state::TxItem::Upsert(save_item(item, &store).map_err(|e| e.to_status())?),
                 "delete" => state::TxItem::Delete {
-                    concurrency: concurrency(item.options.as_ref()),
+                    concurrency: {
+                        state::refuse_unapplied_metadata(item.metadata.keys().map(String::as_str)).map_err(
+                            |detail| {
+                                ApiError::StateTransaction { failure: StateFailure::BadRequest, detail }.to_status()
+                            },
+                        )?;
+                        concurrency(item.options.as_ref())
+                    },
                     key: item.key,
                     etag: etag(item.etag),
                 },
