@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::free_port;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,11 +42,6 @@ fn a_short_certificate_lifetime_does_not_make_the_sidecar_renew_in_a_loop() {
         !sidecar.process.stderr_text().contains("renewed workload certificate"),
         "renewals are logged at debug level, not info"
     );
-}
-
-/// A port that was free a moment ago (sentry must come back on the address the client knows).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn sentry_on(ca: &Path, port: u16, extra: &[&str]) -> Ward {

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::free_port;
+
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -42,10 +44,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 const CONFIG: &str = r#"apiVersion: dapr.io/v1alpha1

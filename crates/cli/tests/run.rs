@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::free_port;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -58,10 +60,6 @@ if os.environ.get("STAY"):
 time.sleep(float(os.environ.get("LINGER", "0")))
 sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn write_app(dir: &Path, name: &str) {
     std::fs::create_dir_all(dir.join(name)).unwrap();

@@ -38,9 +38,23 @@ where
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; callers retry if someone takes it first).
+/// A port that is free now and that no listener binding port 0 will be given meanwhile: chosen below the kernel's
+/// ephemeral range (32768 and up on Linux), so a sidecar or sentry binding `:0` cannot take it before the process
+/// the test hands it to (an app, a redis-server) binds it.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919).wrapping_add(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()),
+    );
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(104_729)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// A `redis-server` child process on 127.0.0.1, without persistence, killed on drop.
