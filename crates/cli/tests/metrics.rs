@@ -125,6 +125,14 @@ fn log_as_json_lines_carry_daprds_keys() {
     });
     let stderr = sidecar.process.stderr_text();
     assert!(!stderr.contains("json-log-secret-token"), "a token reached the log");
+    // A refused token counts as an authorization decision of the token layer, without the token.
+    assert_eq!(http.send("GET", &sidecar.http, "/v1.0/metadata", &[("dapr-api-token", "wrong")], vec![]).status, 401);
+    let metrics = http.get(&sidecar.metrics, "/metrics").text();
+    assert!(
+        metrics.contains("ward_authz_decisions_total{decision=\"deny\",layer=\"token\",reason=\"mismatch\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("wrong") && !metrics.contains("json-log-secret-token"));
     let mut lines = 0;
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));

@@ -25,6 +25,10 @@ pub(crate) struct Http;
 /// The public gRPC API.
 pub(crate) struct Grpc;
 
+/// Marks a response as `spec.api`'s refusal (for the metrics), invisible on the wire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApiListRefusal;
+
 impl ApiListProtocol for Http {
     fn allows<B>(list: &ApiAllowList, request: &http::Request<B>) -> bool {
         if !list.restricts_http() {
@@ -37,6 +41,7 @@ impl ApiListProtocol for Http {
     fn refusal<R: Default>() -> http::Response<R> {
         let mut response = http::Response::new(R::default());
         *response.status_mut() = http::StatusCode::NOT_FOUND;
+        response.extensions_mut().insert(ApiListRefusal);
         response
     }
 }

@@ -344,6 +344,12 @@ pub(crate) async fn record_public(
     let path = public_path_label(request.uri().path());
     let response = next.run(request).await;
     metrics.http_server(&method, path, response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    // The API token layer marks its refusals (the reason never includes the token).
+    if let Some(rejection) = response.extensions().get::<ward_gate::TokenRejection>() {
+        metrics.authz("token", false, rejection.reason());
+    } else if response.extensions().get::<crate::api_list::ApiListRefusal>().is_some() {
+        metrics.authz("api", false, "spec.api");
+    }
     response
 }
 

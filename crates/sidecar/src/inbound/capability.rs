@@ -29,6 +29,7 @@ pub(crate) struct CapabilityCheck {
     pub(crate) capabilities: Arc<ArcSwap<Capabilities>>,
     pub(crate) audit: AuditSink,
     pub(crate) app_id: Arc<str>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Check for CapabilityCheck {
@@ -58,6 +59,7 @@ impl Check for CapabilityCheck {
         match decision {
             CapabilityDecision::NoRoute => Ok(()),
             CapabilityDecision::Allowed { used, .. } => {
+                self.metrics.authz("capability", true, "capabilities held");
                 let used = UsedCapabilities(used.iter().map(|c| (*c).to_owned()).collect());
                 // Audit, then forward: the barrier before the app waits for this line as well as the ACL's.
                 let written = self.audit.record_written(event).map_err(|_| InboundError::AuditUnavailable)?;
@@ -69,6 +71,7 @@ impl Check for CapabilityCheck {
                 Ok(())
             }
             CapabilityDecision::Missing { capability, .. } => {
+                self.metrics.authz("capability", false, "missing capability");
                 self.audit.record(event).map_err(|_| InboundError::AuditUnavailable)?;
                 Err(InboundError::CapabilityMissing { capability: capability.to_owned() })
             }

@@ -119,6 +119,7 @@ pub(crate) fn stack(
             capabilities: handles.capabilities.clone(),
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
+            metrics: handles.metrics.clone(),
         }))
         // MCP tool rules, per JSON-RPC message at the server's endpoint.
         .layer(self::mcp::McpLayer {
