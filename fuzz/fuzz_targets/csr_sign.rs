@@ -39,6 +39,7 @@ fn ca() -> &'static Ca {
             generated_ca_ttl: Duration::from_secs(86400),
             production: false,
             limits: ward_net::ListenerLimits::default(),
+            metrics: None,
         };
         let mut attempts = 0;
         loop {
