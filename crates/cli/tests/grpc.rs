@@ -35,9 +35,22 @@ impl AppCallback for Callback {
                 _ => None,
             })
             .collect();
-        self.seen.lock().unwrap().push(metadata);
+        let mut metadata: std::collections::HashMap<String, String> = metadata;
         let r = request.into_inner();
-        let body = format!("hi:{}:{}", r.method, String::from_utf8_lossy(&r.data.map(|d| d.value).unwrap_or_default()));
+        let (type_url, value) = r.data.map(|d| (d.type_url, d.value)).unwrap_or_default();
+        metadata.insert("x-received-type-url".into(), type_url);
+        self.seen.lock().unwrap().push(metadata);
+        if r.method == "typed" {
+            // A typed protobuf answer without a content type (what SDKs' `resp.unpack()` relies on).
+            return Ok(Response::new(common::InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
+                    value: b"\n\x02ok".to_vec(),
+                }),
+                content_type: String::new(),
+            }));
+        }
+        let body = format!("hi:{}:{}", r.method, String::from_utf8_lossy(&value));
         Ok(Response::new(common::InvokeResponse {
             data: Some(prost_types::Any { type_url: String::new(), value: body.into_bytes() }),
             content_type: "text/plain".into(),
@@ -111,6 +124,8 @@ spec:
         action: allow
       - name: hello
         action: allow
+      - name: typed
+        action: allow
 "#;
 
 async fn channel(addr: &str) -> tonic::transport::Channel {
@@ -172,7 +187,34 @@ fn grpc_proxy_and_app_callback_are_judged_by_the_callee_acl() {
         request.metadata_mut().insert("dapr-caller-app-id", "admin".parse().unwrap());
         let answer = dapr.invoke_service(request).await.expect("invoke").into_inner();
         assert_eq!(answer.data.unwrap().value, b"hi:hello:ping");
+
+        // Issue 19 row 7: the protobuf type crosses the hop both ways.
+        let typed = rt::InvokeServiceRequest {
+            id: "callee".into(),
+            message: Some(common::InvokeRequest {
+                method: "typed".into(),
+                data: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/google.protobuf.Int32Value".into(),
+                    value: vec![8, 7],
+                }),
+                content_type: String::new(),
+                http_extension: None,
+            }),
+        };
+        let answer = dapr.invoke_service(Request::new(typed)).await.expect("typed invoke").into_inner();
+        let data = answer.data.expect("data");
+        assert_eq!(data.type_url, "type.googleapis.com/google.protobuf.StringValue");
+        assert_eq!(data.value, b"\n\x02ok");
     });
+    let typed_seen = callback
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m.get("x-received-type-url").is_some_and(|t| t.ends_with("Int32Value")))
+        .cloned();
+    assert!(typed_seen.is_some(), "the app got the request's type_url");
     let seen = callback.seen.lock().unwrap().clone();
     let last = seen.last().expect("OnInvoke was called");
     assert_eq!(last.get("dapr-api-token").map(String::as_str), Some("callee-own-token"));
@@ -183,6 +225,9 @@ fn grpc_proxy_and_app_callback_are_judged_by_the_callee_acl() {
     let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/hello", &[], b"x".to_vec());
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "hi:hello:x");
+    let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/typed", &[], vec![]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers["content-type"], "application/x-protobuf", "typed protobuf over HTTP");
     let before = callback.seen.lock().unwrap().len();
     let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/admin", &[], vec![]);
     assert_eq!(reply.status, 403, "{}", reply.text());

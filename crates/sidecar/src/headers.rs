@@ -12,6 +12,13 @@ pub const API_TOKEN: &str = "dapr-api-token";
 /// The provenance token the callee's sidecar sets for its app (issue 15); a caller's copy is never forwarded.
 pub const PROVENANCE: &str = ward_provenance::HEADER;
 
+/// The protobuf type (`google.protobuf.Any.type_url`) of a gRPC invocation's data, carried over the HTTP/2 hop
+/// between sidecars so `InvokeService` callers and `OnInvoke` apps get it back (issue 19 row 7).
+pub const ANY_TYPE_URL: &str = "ward-any-type-url";
+
+/// The content type daprd gives protobuf data that has no content type of its own.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+
 /// Headers a caller may claim but only a sidecar may set.
 const IDENTITY_HEADERS: &[&str] = &[CALLER_APP_ID, CALLER_NAMESPACE, CALLEE_APP_ID, API_TOKEN, PROVENANCE];
 

@@ -274,7 +274,10 @@ impl GrpcApi {
         if !message.content_type.is_empty() {
             builder = builder.header(http::header::CONTENT_TYPE, message.content_type.as_str());
         }
-        let body = message.data.map(|any| any.value).unwrap_or_default();
+        let (type_url, body) = message.data.map(|any| (any.type_url, any.value)).unwrap_or_default();
+        if !type_url.is_empty() {
+            builder = builder.header(crate::headers::ANY_TYPE_URL, type_url.as_str());
+        }
         let (parts, body) = builder
             .body(Body::from(body))
             .map_err(|err| ApiError::Malformed { detail: format!("invalid invocation: {err}") }.to_status())?
@@ -282,12 +285,11 @@ impl GrpcApi {
         let invoke_error = |error| ApiError::Invoke { app_id: r.id.clone(), error }.to_status();
         let response = self.invoker.invoke(&r.id, &message.method, parts, body).await.map_err(invoke_error)?;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let (content_type, type_url) = {
+            let header =
+                |name| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            (header(http::header::CONTENT_TYPE.as_str()), header(crate::headers::ANY_TYPE_URL))
+        };
         let limit = self.invoker.max_body_size;
         let bytes = crate::body::read_limited(response.into_body(), limit).await.map_err(|err| match err {
             crate::body::ReadBodyError::TooLarge { limit } => invoke_error(InvokeError::ResponseTooLarge { limit }),
@@ -298,7 +300,7 @@ impl GrpcApi {
             return Err(Status::new(crate::error::grpc_code_for_http(status), String::from_utf8_lossy(&bytes)));
         }
         Ok(Response::new(common::InvokeResponse {
-            data: Some(prost_types::Any { type_url: String::new(), value: bytes.to_vec() }),
+            data: Some(prost_types::Any { type_url, value: bytes.to_vec() }),
             content_type,
         }))
     }

@@ -184,9 +184,11 @@ async fn on_invoke(app: &GrpcApp, method: &str, request: InboundRequest) -> Resu
         .map_err(|_| InboundError::BodyTooLarge { limit: app.max_body_size })?;
     let content_type =
         parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let type_url =
+        parts.headers.get(headers::ANY_TYPE_URL).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let mut call = tonic::Request::new(common::InvokeRequest {
         method: method.to_owned(),
-        data: Some(prost_types::Any { type_url: String::new(), value: data.to_vec() }),
+        data: Some(prost_types::Any { type_url, value: data.to_vec() }),
         content_type,
         http_extension: Some(common::HttpExtension {
             verb: verb(&parts.method),
@@ -210,11 +212,23 @@ async fn on_invoke(app: &GrpcApp, method: &str, request: InboundRequest) -> Resu
     match client.on_invoke(call).await {
         Ok(answer) => {
             let answer = answer.into_inner();
-            let mut response = http::Response::new(Body::from(answer.data.map(|any| any.value).unwrap_or_default()));
-            if !answer.content_type.is_empty()
-                && let Ok(value) = HeaderValue::from_str(&answer.content_type)
+            let (type_url, value) = answer.data.map(|any| (any.type_url, any.value)).unwrap_or_default();
+            let mut response = http::Response::new(Body::from(value));
+            // Typed protobuf data without a content type of its own is `application/x-protobuf`, as daprd answers.
+            let content_type = match (answer.content_type.is_empty(), type_url.is_empty()) {
+                (false, _) => answer.content_type,
+                (true, false) => headers::PROTOBUF_CONTENT_TYPE.to_owned(),
+                (true, true) => String::new(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&content_type)
+                && !content_type.is_empty()
             {
                 response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(&type_url)
+                && !type_url.is_empty()
+            {
+                response.headers_mut().insert(headers::ANY_TYPE_URL, value);
             }
             Ok(response)
         }
