@@ -9,11 +9,8 @@ use std::time::Duration;
 use support::mesh::{Http, Mesh, SidecarSpec};
 
 const NOT_IMPLEMENTED: &[&str] = &[
-    "--enable-app-health-check",
+    // Without --enable-app-health-check a probe setting does nothing: named, as every setting not applied.
     "--app-health-check-path=/healthz",
-    "--app-health-probe-interval=5",
-    "--app-health-probe-timeout=500",
-    "--app-health-threshold=3",
     "--placement-host-address=localhost:50005",
     "--scheduler-host-address=localhost:50006",
     "--dapr-http-read-buffer-size=4",
@@ -98,4 +95,62 @@ fn app_max_concurrency_bounds_calls_in_flight() {
     assert_eq!(second.json()["errorCode"], "ERR_DIRECT_INVOKE");
     assert_eq!(first.join().unwrap(), 200);
     assert_eq!(Http::new().get(&caller.http, "/v1.0/invoke/slow/method/c").status, 200, "the permit came back");
+}
+
+/// `--enable-app-health-check`: the sidecar probes the app and `/v1.0/healthz` follows it (500 while it fails its
+/// probes, 204 again once it passes).
+#[test]
+fn app_health_checks_follow_the_app() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let healthy = Arc::new(AtomicBool::new(true));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flag = healthy.clone();
+    runtime.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let ok = req.uri().path() == "/status" && flag.load(Ordering::SeqCst);
+                    async move {
+                        let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        *response.status_mut() =
+                            if ok { hyper::StatusCode::OK } else { hyper::StatusCode::SERVICE_UNAVAILABLE };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let mesh = Mesh::start(&[]);
+    let mut spec = SidecarSpec::new("probed", Some(port));
+    spec.extra = [
+        "--enable-app-health-check",
+        "--app-health-check-path=/status",
+        "--app-health-probe-interval=1",
+        "--app-health-probe-timeout=200",
+        "--app-health-threshold=2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let sidecar = mesh.sidecar(spec);
+    let http = Http::new();
+    support::eventually(Duration::from_secs(10), "healthy", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+    healthy.store(false, Ordering::SeqCst);
+    support::eventually(Duration::from_secs(10), "unhealthy after two failed probes", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 500).then_some(())
+    });
+    assert_eq!(http.get(&sidecar.http, "/v1.0/healthz/outbound").status, 204, "the sidecar itself is fine");
+    healthy.store(true, Ordering::SeqCst);
+    support::eventually(Duration::from_secs(10), "healthy again", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+    assert!(!sidecar.process.stderr_text().contains("NOT APPLIED"), "{}", sidecar.process.stderr_text());
 }

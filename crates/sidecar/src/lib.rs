@@ -10,6 +10,7 @@
 //! storage backends (`ward-components`).
 
 pub(crate) mod api_list;
+pub mod app_health;
 pub mod audit;
 mod body;
 pub(crate) mod components;
@@ -33,6 +34,7 @@ pub(crate) mod state_api;
 pub(crate) mod transport;
 pub(crate) mod watcher;
 
+pub use app_health::AppHealthCheck;
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
 pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};
 pub use ward_net::MetricsListen;

@@ -31,6 +31,8 @@ use crate::state::StateCore;
 pub(crate) struct Readiness {
     sidecar: Arc<AtomicBool>,
     app_seen: Arc<AtomicBool>,
+    /// Cleared while `--enable-app-health-check` finds the app failing (`app_health.rs`).
+    app_unhealthy: Arc<AtomicBool>,
     /// `host:port` of the app, when it has one.
     app: Option<Arc<str>>,
 }
@@ -46,6 +48,14 @@ impl Readiness {
 
     pub(crate) fn set(&self, ready: bool) {
         self.sidecar.store(ready, Ordering::Release)
+    }
+
+    pub(crate) fn app_healthy(&self) -> bool {
+        !self.app_unhealthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_app_healthy(&self, healthy: bool) {
+        self.app_unhealthy.store(!healthy, Ordering::Release)
     }
 
     /// Whether the app accepts connections; checked on demand until it has once (a health check costs one
@@ -137,6 +147,9 @@ async fn healthz(State(readiness): State<Readiness>) -> Response {
     }
     if !readiness.app_is_up().await {
         return ApiError::NotReady { detail: "the app is not listening yet".to_owned() }.into_response();
+    }
+    if !readiness.app_healthy() {
+        return ApiError::NotReady { detail: "the app is failing its health checks".to_owned() }.into_response();
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -71,6 +71,8 @@ pub struct SidecarOptions {
     pub filter_namespace: bool,
     /// `/metrics` (`--enable-metrics`, `--metrics-port`, `--metrics-listen-address`); `None` when disabled.
     pub metrics: Option<ward_net::MetricsListen>,
+    /// `--enable-app-health-check` and its probe flags; `None` when off.
+    pub app_health: Option<crate::app_health::AppHealthCheck>,
 }
 
 /// How to obtain an SVID.
@@ -430,6 +432,18 @@ impl Sidecar {
             };
             let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), api_log.clone());
             tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
+        }
+        if let (Some(check), Some(port)) = (options.app_health.clone(), options.app_port) {
+            let host = &options.app_channel_address;
+            let probe = if options.app_protocol_grpc {
+                crate::app_health::Probe::Grpc { endpoint: format!("http://{host}:{port}") }
+            } else {
+                let url = format!("http://{host}:{port}{}", check.path);
+                crate::app_health::Probe::Http {
+                    url: url.parse().map_err(|_| StartError::AppChannel(format!("--app-health-check-path: {url}")))?,
+                }
+            };
+            tasks.push(tokio::spawn(crate::app_health::run(check, probe, readiness.clone(), stop_rx.clone())));
         }
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(crate::listeners::serve_public(

@@ -41,6 +41,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         resources_paths: Vec::new(),
         filter_namespace: false,
         metrics: None,
+        app_health: None,
     }
 }
 

@@ -110,14 +110,18 @@ pub struct Args {
 struct DaprdFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     enable_app_health_check: Option<bool>,
+    /// The path probed on an HTTP app (default `/healthz`).
     #[arg(long)]
     app_health_check_path: Option<String>,
+    /// Seconds between probes (default 5).
     #[arg(long)]
-    app_health_probe_interval: Option<String>,
+    app_health_probe_interval: Option<u64>,
+    /// Milliseconds a probe may take (default 500).
     #[arg(long)]
-    app_health_probe_timeout: Option<String>,
+    app_health_probe_timeout: Option<u64>,
+    /// Failed probes in a row before the app is unhealthy (default 3).
     #[arg(long)]
-    app_health_threshold: Option<String>,
+    app_health_threshold: Option<u32>,
     #[arg(long)]
     placement_host_address: Option<String>,
     #[arg(long)]
@@ -148,18 +152,18 @@ struct DaprdFlags {
 impl DaprdFlags {
     /// The flags given that ward does not implement, each with the reason.
     fn unsupported(&self) -> Vec<UnsupportedFlag> {
-        let health = "ward does not probe the app's health yet";
+        let health = "has no effect without --enable-app-health-check";
+        let probing = self.enable_app_health_check == Some(true);
         let mut out = Vec::new();
         let mut push = |given: bool, flag: &'static str, why: &'static str| {
             if given {
                 out.push(UnsupportedFlag { flag, why });
             }
         };
-        push(self.enable_app_health_check == Some(true), "--enable-app-health-check", health);
-        push(self.app_health_check_path.is_some(), "--app-health-check-path", health);
-        push(self.app_health_probe_interval.is_some(), "--app-health-probe-interval", health);
-        push(self.app_health_probe_timeout.is_some(), "--app-health-probe-timeout", health);
-        push(self.app_health_threshold.is_some(), "--app-health-threshold", health);
+        push(!probing && self.app_health_check_path.is_some(), "--app-health-check-path", health);
+        push(!probing && self.app_health_probe_interval.is_some(), "--app-health-probe-interval", health);
+        push(!probing && self.app_health_probe_timeout.is_some(), "--app-health-probe-timeout", health);
+        push(!probing && self.app_health_threshold.is_some(), "--app-health-threshold", health);
         push(self.placement_host_address.is_some(), "--placement-host-address", "ward has no actors or workflows");
         push(
             self.scheduler_host_address.is_some(),
@@ -276,6 +280,23 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         resources_paths: args.resources_path.clone(),
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
         filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),
+        app_health: (args.daprd.enable_app_health_check == Some(true)).then(|| {
+            let defaults = ward_sidecar::AppHealthCheck::default();
+            ward_sidecar::AppHealthCheck {
+                path: args.daprd.app_health_check_path.clone().unwrap_or(defaults.path),
+                interval: args
+                    .daprd
+                    .app_health_probe_interval
+                    .map_or(defaults.interval, Duration::from_secs)
+                    .max(Duration::from_secs(1)),
+                timeout: args
+                    .daprd
+                    .app_health_probe_timeout
+                    .map_or(defaults.timeout, Duration::from_millis)
+                    .max(Duration::from_millis(1)),
+                threshold: args.daprd.app_health_threshold.unwrap_or(defaults.threshold).max(1),
+            }
+        }),
         // daprd serves metrics unless --enable-metrics=false.
         metrics: (args.daprd.enable_metrics != Some(false)).then(|| MetricsListen {
             address: std::net::SocketAddr::new(args.metrics_listen_address, args.metrics_port.unwrap_or(9090)),
