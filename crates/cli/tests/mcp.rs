@@ -369,19 +369,31 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// `examples/mcp-agent` under `ward run -f`, as the docs tell users to run it (with the test's Python and a free
-/// port in place of `python3` and 6101).
+/// `examples/mcp-agent` under `ward run -f`, as the docs tell users to run it: the identity provider first, then the
+/// run file (with the test's Python and free ports in place of `python3`, 6101 and 6199).
 #[test]
 fn the_mcp_agent_example_runs_under_ward_run() {
     let python = python();
     let dir = tempfile::tempdir().unwrap();
     let example = dir.path().join("mcp-agent");
     copy_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mcp-agent")), &example);
-    let run_file = example.join("dapr.yaml");
-    let text = std::fs::read_to_string(&run_file).unwrap();
-    let text =
-        text.replace("\"python3\"", &format!("\"{}\"", python.display())).replace("6101", &free_port().to_string());
-    std::fs::write(&run_file, text).unwrap();
+    let (app_port, idp_port) = (free_port().to_string(), free_port().to_string());
+    for file in ["dapr.yaml", "components/bearer.yaml", "agent/agent.py", "idp.py"] {
+        let path = example.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("[\"python3\"", &format!("[\"{}\"", python.display()))
+            .replace("6101", &app_port)
+            .replace("6199", &idp_port);
+        std::fs::write(&path, text).unwrap();
+    }
+    let _idp = Proc(
+        Command::new(&python).arg(example.join("idp.py")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    );
+    let idp_port: u16 = idp_port.parse().unwrap();
+    eventually(Duration::from_secs(30), "the identity provider", || {
+        std::net::TcpStream::connect(("127.0.0.1", idp_port)).ok().map(|_| ())
+    });
     let home = dir.path().join("home");
     let mut run =
         support::Ward::spawn("mcp-agent", &["run", "-f", path_str(&example)], &[("WARD_HOME", path_str(&home))]);
@@ -392,6 +404,7 @@ fn the_mcp_agent_example_runs_under_ward_run() {
         "search_docs: 3 pages mention sidecars",
         "delete_repo refused: tool delete_repo is not permitted for spiffe://public/ns/default/research-agent",
         "search_docs ran for 'sidecars'",
+        "without a token: 401 Unauthorized",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -2,6 +2,7 @@
 lists the tools it may use, calls one, then tries a tool its rules do not allow."""
 import asyncio
 import os
+import urllib.request
 
 import httpx2
 from mcp import Client
@@ -9,14 +10,22 @@ from mcp.client.streamable_http import streamable_http_client
 
 SIDECAR = f"http://127.0.0.1:{os.environ['DAPR_HTTP_PORT']}"
 URL = f"{SIDECAR}/v1.0/invoke/tools/method/mcp"
-# ward run gives each app a token for its own sidecar.
-HEADERS = {"dapr-api-token": os.environ["DAPR_API_TOKEN"]} if os.environ.get("DAPR_API_TOKEN") else {}
+IDP = os.environ.get("IDP_URL", "http://127.0.0.1:6199")
+
+
+def headers() -> dict:
+    # ward run gives each app a token for its own sidecar; the tools server wants a token from the identity provider.
+    with urllib.request.urlopen(f"{IDP}/token?sub=research-agent&aud=tools", timeout=10) as reply:
+        out = {"authorization": f"Bearer {reply.read().decode()}"}
+    if os.environ.get("DAPR_API_TOKEN"):
+        out["dapr-api-token"] = os.environ["DAPR_API_TOKEN"]
+    return out
 
 
 async def main() -> None:
     for attempt in range(50):  # the server may still be starting
         try:
-            async with httpx2.AsyncClient(headers=HEADERS, timeout=30) as http:
+            async with httpx2.AsyncClient(headers=headers(), timeout=30) as http:
                 async with Client(streamable_http_client(URL, http_client=http)) as client:
                     tools = await client.list_tools()
                     print("tools I can see:", sorted(t.name for t in tools.tools), flush=True)
@@ -32,6 +41,11 @@ async def main() -> None:
             if attempt == 49:
                 raise
             await asyncio.sleep(0.2)
+    # Without the identity provider's token the server's sidecar refuses before any MCP message is read.
+    async with httpx2.AsyncClient(timeout=30) as http:
+        plain = {"dapr-api-token": os.environ["DAPR_API_TOKEN"]} if os.environ.get("DAPR_API_TOKEN") else {}
+        reply = await http.post(URL, headers=plain, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        print("without a token:", reply.status_code, reply.text, flush=True)
     print("research-agent done", flush=True)
 
 
