@@ -17,6 +17,9 @@ pub struct Ward {
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     pub name: String,
+    /// `ward run` owns child processes (apps, sidecars, a CA): it is stopped with SIGTERM first so it stops them,
+    /// even when a test fails before stopping it (SIGKILL would orphan them).
+    owns_children: bool,
 }
 
 impl Ward {
@@ -34,7 +37,7 @@ impl Ward {
         let err = child.stderr.take().expect("stderr");
         pump(out, stdout.clone(), None);
         pump(err, stderr.clone(), std::env::var_os("WARD_TEST_VERBOSE").map(|_| name.to_owned()));
-        Ward { child, stdout, stderr, name: name.to_owned() }
+        Ward { child, stdout, stderr, name: name.to_owned(), owns_children: args.first() == Some(&"run") }
     }
 
     /// Waits for a stdout line starting with `prefix` and returns it.
@@ -110,6 +113,13 @@ impl Ward {
 
 impl Drop for Ward {
     fn drop(&mut self) {
+        if self.owns_children && matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
