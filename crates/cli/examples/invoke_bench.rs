@@ -14,53 +14,11 @@
 mod bench;
 
 use std::convert::Infallible;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{Stats, stats, ward_binary};
+use bench::{Stats, WardProc, stats, ward_binary};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::io::{BufRead, BufReader};
-
-struct Proc {
-    child: Child,
-    ready: String,
-    spawn_to_ready: Duration,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)], ready_prefix: &str) -> Proc {
-    let started = Instant::now();
-    let mut child = Command::new(ward_binary())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ward");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with(ready_prefix) => break line,
-            Some(_) => continue,
-            None => panic!("{args:?} exited before {ready_prefix}"),
-        }
-    };
-    let spawn_to_ready = started.elapsed();
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, ready, spawn_to_ready }
-}
-
-fn field(line: &str, key: &str) -> String {
-    line.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).expect("field").to_owned()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -189,7 +147,8 @@ fn main() {
     });
 
     let ca_dir = dir.path().join("ca");
-    let sentry = spawn(
+    let sentry = WardProc::spawn(
+        &ward_binary(),
         &[
             "sentry",
             "--issuer-credentials",
@@ -220,7 +179,7 @@ fn main() {
             "0".into(),
             "--enable-mtls".into(),
             "--sentry-address".into(),
-            field(&sentry.ready, "grpc"),
+            sentry.field("grpc"),
             "--metrics-port".into(),
             "0".into(),
             "--log-level".into(),
@@ -239,7 +198,12 @@ fn main() {
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        spawn(&args, &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home_s)], "ward sidecar ready:")
+        WardProc::spawn(
+            &ward_binary(),
+            &args,
+            &[("DAPR_TRUST_ANCHORS", &anchors), ("WARD_HOME", &home_s)],
+            "ward sidecar ready:",
+        )
     };
     let callee = sidecar("callee", Some(app_addr.port()));
     let caller = sidecar("caller", None);
@@ -253,7 +217,7 @@ fn main() {
         });
     let path = std::env::var("WARD_BENCH_PATH").unwrap_or_else(|_| "orders".into());
     let direct = format!("http://{app_addr}/{path}");
-    let mesh = format!("http://{}/v1.0/invoke/callee/method/{path}", field(&caller.ready, "http"));
+    let mesh = format!("http://{}/v1.0/invoke/callee/method/{path}", caller.field("http"));
 
     let report = |name: &str, d: &Stats, m: &Stats| {
         println!(
@@ -290,9 +254,9 @@ fn main() {
     );
     println!(
         "start to ready: caller {} (spawn to ready line {:.0} ms), callee {} (spawn to ready line {:.0} ms)",
-        field(&caller.ready, "elapsed-ms"),
+        caller.field("elapsed-ms"),
         caller.spawn_to_ready.as_secs_f64() * 1e3,
-        field(&callee.ready, "elapsed-ms"),
+        callee.field("elapsed-ms"),
         callee.spawn_to_ready.as_secs_f64() * 1e3
     );
 }

@@ -23,14 +23,12 @@
 mod bench;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{Stats, stats};
+use bench::{Stats, WardProc, stats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
@@ -75,63 +73,7 @@ impl Options {
     }
 }
 
-/// A `ward` process, killed on drop.
-struct Proc {
-    child: Child,
-    ready: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(ward: &Path, args: &[String], env: &[(&str, &str)], ready_prefix: &str) -> Proc {
-        Self::try_spawn(ward, args, env, ready_prefix).unwrap_or_else(|err| panic!("{args:?}: {err}"))
-    }
-
-    /// `Err` with the process's last stderr line when it exits before its ready line (e.g. a configuration an
-    /// older binary refuses).
-    fn try_spawn(ward: &Path, args: &[String], env: &[(&str, &str)], ready_prefix: &str) -> Result<Proc, String> {
-        let mut child = Command::new(ward)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ward");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let last_error = Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = last_error.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                *sink.lock().expect("stderr") = line;
-            }
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with(ready_prefix) => break line,
-                Some(_) => continue,
-                None => {
-                    let _ = child.wait();
-                    let message = last_error.lock().expect("stderr").clone();
-                    return Err(message.chars().take(160).collect());
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Proc { child, ready })
-    }
-
-    fn field(&self, key: &str) -> String {
-        self.ready.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).expect("field").to_owned()
-    }
-
+impl WardProc {
     fn rss_kib(&self) -> u64 {
         proc_status(self.child.id(), "VmRSS:")
     }
@@ -276,7 +218,7 @@ struct Env {
     dir: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
     app: std::net::SocketAddr,
-    sentry: Proc,
+    sentry: WardProc,
     anchors: String,
 }
 
@@ -295,7 +237,7 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = runtime.block_on(echo_app());
         let ca = dir.path().join("ca");
-        let sentry = Proc::spawn(
+        let sentry = WardProc::spawn(
             &opts.ward,
             &[
                 "sentry".into(),
@@ -321,7 +263,7 @@ impl Env {
         home
     }
 
-    fn sidecar(&self, app_id: &str, home: &Path, app_port: Option<u16>, config: Option<&Path>) -> Proc {
+    fn sidecar(&self, app_id: &str, home: &Path, app_port: Option<u16>, config: Option<&Path>) -> WardProc {
         self.try_sidecar(app_id, home, app_port, config).unwrap_or_else(|err| panic!("{app_id}: {err}"))
     }
 
@@ -331,7 +273,7 @@ impl Env {
         home: &Path,
         app_port: Option<u16>,
         config: Option<&Path>,
-    ) -> Result<Proc, String> {
+    ) -> Result<WardProc, String> {
         let mut args: Vec<String> = [
             "sidecar",
             "--app-id",
@@ -363,7 +305,7 @@ impl Env {
             args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
         }
         let home = home.to_string_lossy().into_owned();
-        Proc::try_spawn(
+        WardProc::try_spawn(
             &self.opts.ward,
             &args,
             &[("DAPR_TRUST_ANCHORS", &self.anchors), ("WARD_HOME", &home), ("WARD_MAX_CONFIG_FILE_BYTES", "64Mi")],

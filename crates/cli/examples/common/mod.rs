@@ -1,11 +1,15 @@
 //! Helpers shared by the benchmark examples (included with `#[path]`; not an example itself): locating the
-//! release `ward` binary next to the example, killing spawned processes on drop, and latency statistics.
+//! release `ward` binary next to the example, starting `ward` processes and waiting for their ready line, killing
+//! spawned processes on drop, and latency statistics.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Child;
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// `target/<profile>/ward`, next to `target/<profile>/examples/<bench>`.
 pub fn ward_binary() -> PathBuf {
@@ -22,6 +26,80 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A `ward` process that printed its ready line, killed (and reaped) on drop.
+pub struct WardProc {
+    pub child: Child,
+    /// The ready line (`ward sidecar ready: … http=… elapsed-ms=…`).
+    pub ready: String,
+    /// From spawning the process to reading its ready line.
+    pub spawn_to_ready: Duration,
+}
+
+impl Drop for WardProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WardProc {
+    pub fn spawn<A: AsRef<OsStr> + std::fmt::Debug>(
+        ward: &Path,
+        args: &[A],
+        env: &[(&str, &str)],
+        ready_prefix: &str,
+    ) -> WardProc {
+        Self::try_spawn(ward, args, env, ready_prefix).unwrap_or_else(|err| panic!("{args:?}: {err}"))
+    }
+
+    /// `Err` with the process's last stderr line when it exits before its ready line (e.g. a configuration an
+    /// older binary refuses).
+    pub fn try_spawn<A: AsRef<OsStr>>(
+        ward: &Path,
+        args: &[A],
+        env: &[(&str, &str)],
+        ready_prefix: &str,
+    ) -> Result<WardProc, String> {
+        let started = Instant::now();
+        let mut child = Command::new(ward)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ward");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let last_error = Arc::new(Mutex::new(String::new()));
+        let sink = last_error.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                *sink.lock().expect("stderr") = line;
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with(ready_prefix) => break line,
+                Some(_) => continue,
+                None => {
+                    let _ = child.wait();
+                    let message = last_error.lock().expect("stderr").clone();
+                    return Err(message.chars().take(160).collect());
+                }
+            }
+        };
+        let spawn_to_ready = started.elapsed();
+        std::thread::spawn(move || for _ in lines {});
+        Ok(WardProc { child, ready, spawn_to_ready })
+    }
+
+    /// `key=value` of the ready line.
+    pub fn field(&self, key: &str) -> String {
+        self.ready.split_whitespace().find_map(|p| p.strip_prefix(&format!("{key}="))).expect("field").to_owned()
     }
 }
 
