@@ -381,7 +381,7 @@ fn out_of_scope_and_denied_components_are_indistinguishable_from_missing_ones() 
             ("closed.yaml", component("closed", "secretstores.local.file", &[("secretsFile", "secrets.json")], "")),
             ("hidden.yaml", component("hidden", "secretstores.local.file", &[("secretsFile", "secrets.json")], scoped)),
             ("envstore.yaml", component("envstore", "secretstores.local.env", &[], "")),
-            ("pubsub.yaml", component("bus", "pubsub.redis", &[("redisHost", "127.0.0.1:1")], "")),
+            ("bindings.yaml", component("bus", "bindings.http", &[("url", "http://127.0.0.1:1")], "")),
         ],
     );
     secrets_file(&dir);

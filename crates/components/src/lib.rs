@@ -14,6 +14,7 @@
 
 pub mod metadata;
 pub mod nameresolution;
+pub mod pubsub;
 pub mod secretstores;
 pub mod state;
 pub mod support;

@@ -13,7 +13,7 @@
 //! production, one warning in development).
 
 use crate::metadata::ComponentError;
-use crate::{check_version, normalize_type, secretstores, state};
+use crate::{check_version, normalize_type, pubsub, secretstores, state};
 
 /// The HTTP middleware this build implements (`ward-middleware` builds them), with the versions each accepts.
 pub const MIDDLEWARE_TYPES: &[(&str, &str)] =
@@ -21,7 +21,7 @@ pub const MIDDLEWARE_TYPES: &[(&str, &str)] =
 
 /// Building blocks Dapr defines (components-contrib categories) that ward does not implement yet.
 pub const NOT_IMPLEMENTED_BUILDING_BLOCKS: &[&str] =
-    &["pubsub", "bindings", "configuration", "lock", "crypto", "conversation", "workflow", "nameresolution"];
+    &["bindings", "configuration", "lock", "crypto", "conversation", "workflow", "nameresolution"];
 
 /// What ward can do with a component, by its `spec.type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +31,15 @@ pub enum ComponentSupport {
     State,
     /// A secret store this build implements: build it with [`secretstores::build_secret_store`].
     SecretStore,
+    /// A pub/sub broker this build implements: build it with [`pubsub::build_pubsub`].
+    PubSub,
     /// An HTTP middleware this build implements ([`MIDDLEWARE_TYPES`]), for `spec.httpPipeline` /
     /// `spec.appHttpPipeline`: built by `ward-middleware`.
     Middleware,
-    /// A building block Dapr defines that ward does not implement yet (`pubsub.redis`, `bindings.http`, …). Not
+    /// A building block Dapr defines that ward does not implement yet (`bindings.http`, `lock.redis`, …). Not
     /// built; the caller applies the settings rule (refused in production, warned about in development).
     NotImplemented {
-        /// The building block, lowercased (`pubsub`).
+        /// The building block, lowercased (`bindings`).
         building_block: String,
     },
 }
@@ -73,6 +75,10 @@ pub fn classify_component(component_type: &str, version: &str) -> Result<Compone
             check_version(secretstores::secret_store_types(), &ty, version, "secret store")?;
             Ok(ComponentSupport::SecretStore)
         }
+        "pubsub" => {
+            check_version(pubsub::pubsub_types(), &ty, version, "pubsub")?;
+            Ok(ComponentSupport::PubSub)
+        }
         "middleware" => {
             check_version(MIDDLEWARE_TYPES, &ty, version, "middleware")?;
             Ok(ComponentSupport::Middleware)
@@ -104,7 +110,7 @@ mod tests {
             ("State.Redis", "V1", ComponentSupport::State),
             ("secretstores.local.file", "v1", ComponentSupport::SecretStore),
             ("secretstores.local.env", "v1", ComponentSupport::SecretStore),
-            ("pubsub.redis", "v1", ComponentSupport::NotImplemented { building_block: "pubsub".into() }),
+            ("pubsub.in-memory", "v1", ComponentSupport::PubSub),
             ("bindings.http", "v1", ComponentSupport::NotImplemented { building_block: "bindings".into() }),
         ];
         for (ty, version, expected) in cases {

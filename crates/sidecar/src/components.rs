@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::middleware::{PipelineHandles, Pipelines};
 use arc_swap::ArcSwap;
+use ward_components::pubsub::{PubSub, build_pubsub};
 use ward_components::secretstores::{Secret, SecretStore, build_secret_store};
 use ward_components::state::{KeyPrefix, StateStore, build_state_store};
 use ward_components::{BuildContext, ComponentError, ComponentMetadata, ComponentSupport};
@@ -96,6 +97,20 @@ pub struct SecretEntry {
     metadata: ComponentMetadata,
 }
 
+/// One loaded pub/sub broker, with the metadata the sidecar reads itself (topic scopes, `verifyPublishers`,
+/// `maxDeliveryAttempts`).
+pub struct PubSubEntry {
+    pub pubsub: Arc<dyn PubSub>,
+    pub metadata: ComponentMetadata,
+    component: Component,
+}
+
+impl PubSubEntry {
+    pub(crate) fn component_type(&self) -> &str {
+        self.component.component_type()
+    }
+}
+
 /// One loaded HTTP middleware component (a pipeline handler names it).
 pub struct MiddlewareEntry {
     pub(crate) middleware: Arc<dyn ward_middleware::Middleware>,
@@ -139,6 +154,7 @@ pub struct Registry {
     state: BTreeMap<String, StateEntry>,
     secrets: BTreeMap<String, SecretEntry>,
     middleware: BTreeMap<String, MiddlewareEntry>,
+    pubsubs: BTreeMap<String, PubSubEntry>,
     /// `spec.httpPipeline` and `spec.appHttpPipeline`, resolved against `middleware`.
     pipelines: Pipelines,
     secret_scopes: SecretScopes,
@@ -171,6 +187,20 @@ impl Registry {
             None if self.secrets.is_empty() => Err(Missing::NotConfigured),
             None => Err(Missing::NotFound),
         }
+    }
+
+    /// The pub/sub component `name`, if loaded for this app.
+    pub fn pubsub(&self, name: &str) -> Result<&PubSubEntry, Missing> {
+        match self.pubsubs.get(name) {
+            Some(entry) => Ok(entry),
+            None if self.pubsubs.is_empty() => Err(Missing::NotConfigured),
+            None => Err(Missing::NotFound),
+        }
+    }
+
+    /// Every loaded pub/sub component, by name.
+    pub fn pubsubs(&self) -> impl Iterator<Item = (&str, &PubSubEntry)> {
+        self.pubsubs.iter().map(|(name, entry)| (name.as_str(), entry))
     }
 
     /// Whether the app may read secret `name` of store `store` (`spec.secrets.scopes`).
@@ -216,6 +246,7 @@ impl Registry {
         let mut secret_components = Vec::new();
         let mut state_components = Vec::new();
         let mut middleware_components = Vec::new();
+        let mut pubsub_components = Vec::new();
         for component in resources.components_for(&options.app_id) {
             if let Some(configuration) = configuration
                 && configuration.component_denied(component.component_type(), component.version())
@@ -233,6 +264,7 @@ impl Registry {
                 Ok(ComponentSupport::State) => state_components.push(component),
                 Ok(ComponentSupport::SecretStore) => secret_components.push(component),
                 Ok(ComponentSupport::Middleware) => middleware_components.push(component),
+                Ok(ComponentSupport::PubSub) => pubsub_components.push(component),
                 Ok(ComponentSupport::NotImplemented { building_block }) if options.production => {
                     return Err(ConfigError::invalid_component(
                         component,
@@ -307,6 +339,23 @@ impl Registry {
                 component.name().to_owned(),
                 StateEntry { store, prefix, component: component.clone(), metadata },
             );
+        }
+        for component in pubsub_components {
+            let secrets = fetch_secret_refs(&registry, component).await?;
+            let metadata = resolve(component, &secrets)?;
+            // An unchanged broker keeps its connection and, for in-memory, its subscribers.
+            let reused = previous
+                .and_then(|p| p.pubsubs.get(component.name()))
+                .filter(|old| old.component == *component && old.metadata == metadata)
+                .map(|old| old.pubsub.clone());
+            let ctx = build_context(options, component);
+            let build =
+                build_pubsub(component.component_type(), component.version(), component.name(), &metadata, &ctx);
+            let Some(pubsub) = reuse_or_init(reused, component, build).await? else { continue };
+            registry.listing.push(info(component, &metadata));
+            registry
+                .pubsubs
+                .insert(component.name().to_owned(), PubSubEntry { pubsub, metadata, component: component.clone() });
         }
         let middleware_options = ward_middleware::BuildOptions {
             max_body_bytes: usize::try_from(options.max_body_size).unwrap_or(usize::MAX),
@@ -600,7 +649,7 @@ spec:
             "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: mine}\nspec: {type: state.in-memory, \
              version: v1}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: theirs}\nspec: \
              {type: state.in-memory, version: v1}\nscopes: [app2]\n---\napiVersion: dapr.io/v1alpha1\nkind: \
-             Component\nmetadata: {name: bus}\nspec: {type: pubsub.redis, version: v1}\n",
+             Component\nmetadata: {name: bus}\nspec: {type: bindings.http, version: v1}\n",
         );
         let registry = Registry::build(&options(dir.path()), None, None).await.unwrap();
         assert!(registry.state_store("mine").is_ok());
