@@ -377,6 +377,7 @@ impl Sidecar {
         // `/v1.0/healthz` waits for the subscriptions.
         readiness.set_subscriptions_pending(true);
         let inbound_audit = audit.clone();
+        let subscription_routes: Arc<ArcSwap<std::collections::HashSet<String>>> = Default::default();
         // Invocations and pub/sub deliveries share the app channel and its concurrency bound.
         let inbound_channel = app_channel;
         let app_permits = options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
@@ -392,6 +393,7 @@ impl Sidecar {
             app_channel: inbound_channel.clone(),
             app_permits: app_permits.clone(),
             app_pipeline: components.pipelines().app.clone(),
+            subscription_routes: subscription_routes.clone(),
             mcp: mcp.clone(),
             metrics: metrics.clone(),
         };
@@ -435,6 +437,7 @@ impl Sidecar {
             app_permits: app_permits.clone(),
             readiness: readiness.clone(),
             listing: metadata.subscriptions.clone(),
+            routes: subscription_routes.clone(),
             stop: stop_rx.clone(),
         });
         let mut http_addrs = Vec::new();

@@ -62,6 +62,8 @@ pub(crate) struct DeliveryHandles {
     pub(crate) readiness: Readiness,
     /// What `/v1.0/metadata` lists.
     pub(crate) listing: Arc<ArcSwap<Vec<SubscriptionInfo>>>,
+    /// The routes subscriptions deliver to, for the invocation guard in the ACL layer.
+    pub(crate) routes: Arc<ArcSwap<std::collections::HashSet<String>>>,
     /// Set when the sidecar stops: deliveries in retry give the message back to the broker.
     pub(crate) stop: tokio::sync::watch::Receiver<bool>,
 }
@@ -101,6 +103,7 @@ pub(crate) async fn run(handles: Arc<DeliveryHandles>) {
                 listing.push(SubscriptionInfo::of(&spec));
             }
         }
+        handles.routes.store(Arc::new(route_paths(&listing)));
         handles.listing.store(Arc::new(listing));
         handles.readiness.set_subscriptions_pending(false);
         tokio::select! {
@@ -120,6 +123,16 @@ pub(crate) async fn run(handles: Arc<DeliveryHandles>) {
             }
         }
     }
+}
+
+/// Every path an active subscription may deliver to, normalised like an invocation's method path.
+fn route_paths(listing: &[SubscriptionInfo]) -> std::collections::HashSet<String> {
+    listing
+        .iter()
+        .flat_map(|s| s.rules.iter().map(|r| r.path.as_str()))
+        .filter_map(|path| ward_policy::normalize_http_method(path.trim_start_matches('/')).ok())
+        .map(|method| method.to_uri_path())
+        .collect()
 }
 
 /// Waits until the app accepts connections (no app port: at once). `false` if the sidecar stopped first.
