@@ -299,7 +299,11 @@ impl Registry {
             let rules: Vec<(String, String)> =
                 subscription.rules.iter().map(|r| (r.match_expr.clone(), r.path.clone())).collect();
             crate::pubsub::routing::Routes::compile(&rules, subscription.default_route.clone()).map_err(|message| {
-                RegistryError::Subscription { path: subscription.source.clone(), name: subscription.name.clone(), message }
+                RegistryError::Subscription {
+                    path: subscription.source.clone(),
+                    name: subscription.name.clone(),
+                    message,
+                }
             })?;
         }
         let mut registry = Registry {
