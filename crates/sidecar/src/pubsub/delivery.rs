@@ -167,6 +167,11 @@ async fn read_programmatic(handles: &DeliveryHandles) -> Vec<SubscriptionSpec> {
                     })
                     .collect();
             }
+            // An answer that is not a subscription list will not become one on a second try.
+            Err(err @ subscriptions::ProgrammaticError::Json(_)) => {
+                tracing::error!("the app's programmatic subscriptions could not be read; none started: {err}");
+                return Vec::new();
+            }
             Err(err) => last = err.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
