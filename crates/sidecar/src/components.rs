@@ -333,9 +333,9 @@ impl Registry {
         for component in state_components {
             let secrets = fetch_secret_refs(&registry, component).await?;
             let metadata = resolve(component, &secrets)?;
-            // Dapr's transactional outbox publishes through pub/sub, which ward does not have yet.
+            // Dapr's transactional outbox (state and pub/sub in one transaction) is not implemented yet.
             if let Some(key) = metadata.keys().find(|k| k.starts_with("outbox")) {
-                let why = "the transactional outbox needs pub/sub, which ward does not implement yet";
+                let why = "the transactional outbox is not implemented by ward yet";
                 if options.production {
                     return Err(ConfigError::invalid_component(
                         component,
