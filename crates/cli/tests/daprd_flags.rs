@@ -98,11 +98,14 @@ fn app_max_concurrency_bounds_calls_in_flight() {
 }
 
 /// `--enable-app-health-check`: the sidecar probes the app and `/v1.0/healthz` follows it (500 while it fails its
-/// probes, 204 again once it passes).
+/// probes, 204 again once it passes); while the app is unhealthy no pub/sub event is delivered (as daprd), and the
+/// events published meanwhile arrive once it is healthy again.
 #[test]
 fn app_health_checks_follow_the_app() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let healthy = Arc::new(AtomicBool::new(true));
+    let events = Arc::new(AtomicUsize::new(0));
+    let events_seen = events.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -111,10 +114,21 @@ fn app_health_checks_follow_the_app() {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { continue };
             let flag = flag.clone();
+            let events = events_seen.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let ok = req.uri().path() == "/status" && flag.load(Ordering::SeqCst);
+                    let path = req.uri().path().to_owned();
+                    let ok = path == "/status" && flag.load(Ordering::SeqCst);
+                    let events = events.clone();
                     async move {
+                        if path == "/dapr/subscribe" {
+                            let list = r#"[{"pubsubname":"bus","topic":"t","route":"/events"}]"#;
+                            return Ok(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(list))));
+                        }
+                        if path == "/events" {
+                            events.fetch_add(1, Ordering::SeqCst);
+                            return Ok(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())));
+                        }
                         let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
                         *response.status_mut() =
                             if ok { hyper::StatusCode::OK } else { hyper::StatusCode::SERVICE_UNAVAILABLE };
@@ -128,8 +142,18 @@ fn app_health_checks_follow_the_app() {
         }
     });
     let mesh = Mesh::start(&[]);
+    let resources = mesh.dir.path().join("probed-resources");
+    std::fs::create_dir_all(&resources).unwrap();
+    std::fs::write(
+        resources.join("bus.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.in-memory\n  \
+         version: v1\n  metadata: []\n",
+    )
+    .unwrap();
     let mut spec = SidecarSpec::new("probed", Some(port));
     spec.extra = [
+        "--resources-path",
+        resources.to_str().unwrap(),
         "--enable-app-health-check",
         "--app-health-check-path=/status",
         "--app-health-probe-interval=1",
@@ -148,9 +172,16 @@ fn app_health_checks_follow_the_app() {
         (http.get(&sidecar.http, "/v1.0/healthz").status == 500).then_some(())
     });
     assert_eq!(http.get(&sidecar.http, "/v1.0/healthz/outbound").status, 204, "the sidecar itself is fine");
+    let published = http.send("POST", &sidecar.http, "/v1.0/publish/bus/t", &[], b"held".to_vec());
+    assert_eq!(published.status, 204, "{}", published.text());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(events.load(Ordering::SeqCst), 0, "no delivery while the app is unhealthy");
     healthy.store(true, Ordering::SeqCst);
     support::eventually(Duration::from_secs(10), "healthy again", || {
         (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+    support::eventually(Duration::from_secs(10), "the held event", || {
+        (events.load(Ordering::SeqCst) == 1).then_some(())
     });
     assert!(!sidecar.process.stderr_text().contains("NOT APPLIED"), "{}", sidecar.process.stderr_text());
 }

@@ -7,89 +7,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use support::eventually;
 use support::mesh::{Http, Mesh, SidecarSpec};
-
-/// One request the subscriber app received.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub path: String,
-    pub headers: HashMap<String, String>,
-    pub body: Value,
-}
-
-/// A subscriber app: `GET /dapr/subscribe` answers `subscriptions`; every other request is recorded and answered
-/// by the first matching rule of `answers` (path → list of (status, body) used in turn, the last one repeating).
-pub struct SubscriberApp {
-    pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Delivery>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl SubscriberApp {
-    pub fn start(subscriptions: Value, answers: HashMap<&'static str, Vec<(u16, &'static str)>>) -> SubscriberApp {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::<Delivery>::new()));
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sink = seen.clone();
-        let subscriptions = Arc::new(subscriptions.to_string());
-        let answers = Arc::new(answers);
-        runtime.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (sink, subscriptions, answers) = (sink.clone(), subscriptions.clone(), answers.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let (sink, subscriptions, answers) = (sink.clone(), subscriptions.clone(), answers.clone());
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let headers: HashMap<String, String> = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                                .collect();
-                            if path == "/dapr/subscribe" {
-                                let body = Full::new(Bytes::from(subscriptions.to_string()));
-                                return Ok::<_, Infallible>(hyper::Response::new(body));
-                            }
-                            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let mut seen = sink.lock().unwrap();
-                            let count = seen.iter().filter(|d| d.path == path).count();
-                            seen.push(Delivery { path: path.clone(), headers, body });
-                            let (status, text) = answers
-                                .get(path.as_str())
-                                .map(|list| list[count.min(list.len() - 1)])
-                                .unwrap_or((200, ""));
-                            let response =
-                                hyper::Response::builder().status(status).body(Full::new(Bytes::from(text))).unwrap();
-                            Ok(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-        SubscriberApp { addr, seen, _runtime: runtime }
-    }
-
-    pub fn at(&self, path: &str) -> Vec<Delivery> {
-        self.seen.lock().unwrap().iter().filter(|d| d.path == path).cloned().collect()
-    }
-}
+use support::pubsub_app::{Delivery, SubscriberApp};
 
 const APP_TOKEN: &str = "sidecar-to-app-secret";
 
@@ -345,6 +269,10 @@ fn topic_scopes_component_scopes_and_routes_closed_to_invocation() {
     let caller_app = SubscriberApp::start(json!([]), HashMap::new());
     let empty = resources(&mesh, "empty", &[]);
     let caller = mesh.sidecar(sidecar_spec("checkout", &caller_app, &empty, &mesh.dir.path().join("caller.log")));
+    // Issue 19 row 12: a sidecar without any pubsub answers Dapr's ERR_PUBSUB_NOT_CONFIGURED.
+    let (status, text) = publish(&http, &caller.http, "/v1.0/publish/bus/t", "text/plain", "x");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("\"errorCode\":\"ERR_PUBSUB_NOT_CONFIGURED\""), "{text}");
     let refused = http.send("POST", &caller.http, "/v1.0/invoke/orders/method/allowed", &[], b"{}".to_vec());
     assert_eq!(refused.status, 403, "{}", refused.text());
     let ordinary = http.send("POST", &caller.http, "/v1.0/invoke/orders/method/other", &[], b"{}".to_vec());

@@ -232,6 +232,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 pub mod mesh;
+pub mod pubsub_app;
 
 /// A port that is free now and that no listener binding port 0 will be given meanwhile: chosen below the kernel's
 /// ephemeral range (32768 and up on Linux), so a sidecar or sentry binding `:0` cannot take it before the process

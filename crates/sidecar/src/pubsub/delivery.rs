@@ -407,6 +407,9 @@ async fn deliver(
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=target.attempts {
+        // `--enable-app-health-check`: while the app fails its probes nothing is delivered (as daprd); waiting
+        // does not use up attempts.
+        wait_while_unhealthy(&handles).await?;
         let started = Instant::now();
         let outcome = attempt_once(&handles, &spec, &event, &path, publisher.as_ref()).await;
         let millis = started.elapsed().as_secs_f64() * 1000.0;
@@ -446,6 +449,17 @@ async fn deliver(
         "delivery failed after every attempt: {last}"
     );
     dead_letter(&target, &spec, &message).await
+}
+
+async fn wait_while_unhealthy(handles: &DeliveryHandles) -> Result<(), NotHandled> {
+    let mut stop = handles.stop.clone();
+    while !handles.readiness.app_healthy() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return Err(NotHandled("the sidecar is stopping".to_owned())),
+        }
+    }
+    Ok(())
 }
 
 /// With `rawPayload` (and verification off), the bytes become the data of a CloudEvent, as Dapr does.

@@ -1,0 +1,214 @@
+//! Pub/sub across sidecars on a real broker (issue 14): two sidecars share a `redis-server` through `pubsub.redis`
+//! (Dapr's wire format). A verified publisher is delivered; an event written straight into the Redis stream with a
+//! forged `source`, or a signed event whose data was changed, never reaches the app and goes unchanged to the
+//! dead-letter topic; a subscriber sidecar killed mid-delivery gets the message again after its restart.
+//! Needs `redis-server` and `redis-cli` on PATH; every process is killed on drop and every wait is bounded.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::mesh::{Http, Mesh, SidecarProcess, SidecarSpec};
+use support::pubsub_app::SubscriberApp;
+use support::{eventually, free_port};
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        let redis = Redis { child, port };
+        eventually(Duration::from_secs(10), "redis-server to listen", || TcpStream::connect(("127.0.0.1", port)).ok());
+        redis
+    }
+
+    /// `redis-cli` with these arguments; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli on PATH");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The `data` fields of a stream's entries, in order.
+    fn stream_data(&self, stream: &str) -> Vec<String> {
+        let raw = self.cli(&["XRANGE", stream, "-", "+"]);
+        let lines: Vec<&str> = raw.lines().collect();
+        lines.windows(2).filter(|w| w[0] == "data").map(|w| w[1].to_owned()).collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const APP_TOKEN: &str = "orders-app-token";
+
+fn resources(mesh: &Mesh, redis: &Redis) -> PathBuf {
+    let dir = mesh.dir.path().join("resources");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bus.yaml"),
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.redis\n  \
+             version: v1\n  metadata:\n  - name: redisHost\n    value: \"127.0.0.1:{}\"\n  - name: \
+             maxDeliveryAttempts\n    value: \"10\"\n",
+            redis.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("subscription.yaml"),
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: orders\nspec:\n  pubsubname: bus\n  \
+         topic: orders\n  routes:\n    default: /orders\n  deadLetterTopic: poison\nscopes: [orders]\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn sidecar(mesh: &Mesh, app_id: &str, app: &SubscriberApp, dir: &Path) -> SidecarProcess {
+    let mut spec = SidecarSpec::new(app_id, Some(app.addr.port()));
+    spec.extra = vec![
+        "--resources-path".into(),
+        dir.to_str().unwrap().into(),
+        "--audit-log".into(),
+        mesh.dir.path().join(format!("{app_id}.audit")).to_str().unwrap().into(),
+    ];
+    spec.env = vec![("APP_API_TOKEN".into(), APP_TOKEN.into())];
+    mesh.sidecar(spec)
+}
+
+fn ready(http: &Http, sidecar: &SidecarProcess) {
+    eventually(Duration::from_secs(15), "healthz", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+}
+
+fn audit(mesh: &Mesh, app_id: &str) -> Vec<Value> {
+    std::fs::read_to_string(mesh.dir.path().join(format!("{app_id}.audit")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn forged_and_tampered_events_on_a_shared_broker_never_reach_the_app() {
+    let redis = Redis::start();
+    let mesh = Mesh::start(&[]);
+    let dir = resources(&mesh, &redis);
+    let subscriber = SubscriberApp::start(json!([]), HashMap::new());
+    let publisher_app = SubscriberApp::start(json!([]), HashMap::new());
+    let orders = sidecar(&mesh, "orders", &subscriber, &dir);
+    let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
+    let http = Http::new();
+    ready(&http, &orders);
+    ready(&http, &checkout);
+
+    // A real publisher on another sidecar: delivered, verified.
+    let reply = http.send(
+        "POST",
+        &checkout.http,
+        "/v1.0/publish/bus/orders",
+        &[("content-type", "application/json")],
+        br#"{"id": 1}"#.to_vec(),
+    );
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let delivered = eventually(Duration::from_secs(15), "the event", || {
+        let seen = subscriber.at("/orders");
+        (!seen.is_empty()).then_some(seen)
+    });
+    assert_eq!(
+        delivered[0].headers.get("ward-publisher").map(String::as_str),
+        Some("spiffe://public/ns/default/checkout")
+    );
+    assert_eq!(delivered[0].headers.get("dapr-api-token").map(String::as_str), Some(APP_TOKEN));
+    assert_eq!(delivered[0].body["source"], "checkout");
+    assert_eq!(delivered[0].body["data"], json!({"id": 1}));
+    assert!(publisher_app.at("/orders").is_empty(), "the subscription is scoped to orders");
+
+    // The broker holds Dapr's wire format: the CloudEvent in field `data`, signed.
+    let signed = redis.stream_data("orders");
+    assert_eq!(signed.len(), 1, "{signed:?}");
+    let mut event: Value = serde_json::from_str(&signed[0]).unwrap();
+    assert!(event["wardsig"].as_str().is_some_and(|s| s.contains("..")), "{event}");
+
+    // Someone with broker credentials writes events straight into the stream.
+    let forged = json!({"id": "f1", "specversion": "1.0", "source": "checkout", "type": "com.dapr.event.sent",
+        "topic": "orders", "pubsubname": "bus", "datacontenttype": "application/json", "data": {"id": 666}});
+    redis.cli(&["XADD", "orders", "*", "data", &forged.to_string()]);
+    event["data"] = json!({"id": 2});
+    let tampered = event.to_string();
+    redis.cli(&["XADD", "orders", "*", "data", &tampered]);
+
+    // Both go to the dead-letter topic exactly as written, never to the app.
+    let poison = eventually(Duration::from_secs(15), "two dead letters", || {
+        let poison = redis.stream_data("poison");
+        (poison.len() >= 2).then_some(poison)
+    });
+    assert_eq!(poison, vec![forged.to_string(), tampered], "dead letters are the messages unchanged");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(subscriber.at("/orders").len(), 1, "neither reached the app");
+    let refusals: Vec<Value> =
+        audit(&mesh, "orders").into_iter().filter(|e| e["event"] == "PUBSUB_DELIVER_DENY").collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals[0]["reason"].as_str().unwrap_or_default().contains("no wardsig"), "{}", refusals[0]);
+    assert!(refusals[1]["reason"].as_str().unwrap_or_default().contains("signature does not match"), "{}", refusals[1]);
+}
+
+#[test]
+fn a_subscriber_killed_mid_delivery_gets_the_message_again_after_restart() {
+    let redis = Redis::start();
+    let mesh = Mesh::start(&[]);
+    let dir = resources(&mesh, &redis);
+    // The app keeps asking for a retry until the sidecar is gone.
+    let subscriber =
+        SubscriberApp::start(json!([]), HashMap::from([("/orders", vec![(200, r#"{"status":"RETRY"}"#)])]));
+    let mut orders = sidecar(&mesh, "orders", &subscriber, &dir);
+    let publisher_app = SubscriberApp::start(json!([]), HashMap::new());
+    let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
+    let http = Http::new();
+    ready(&http, &orders);
+    let reply = http.send("POST", &checkout.http, "/v1.0/publish/bus/orders", &[], b"important".to_vec());
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    eventually(Duration::from_secs(15), "a first delivery", || (!subscriber.at("/orders").is_empty()).then_some(()));
+    orders.process.kill9();
+    let before = subscriber.at("/orders").len();
+
+    // Back up (same app id, same consumer group): the unacknowledged message comes again, and this time succeeds.
+    subscriber.answer("/orders", 200, r#"{"status":"SUCCESS"}"#);
+    let orders = sidecar(&mesh, "orders", &subscriber, &dir);
+    ready(&http, &orders);
+    let again = eventually(Duration::from_secs(15), "redelivery after restart", || {
+        let seen = subscriber.at("/orders");
+        (seen.len() > before).then_some(seen)
+    });
+    let last = again.last().unwrap();
+    assert_eq!(last.body["data"], "important");
+    assert_eq!(last.body["id"], again[0].body["id"], "the same event");
+    // Acknowledged now: nothing pending for the group.
+    eventually(Duration::from_secs(10), "no pending entries", || {
+        let pending = redis.cli(&["XPENDING", "orders", "orders"]);
+        pending.lines().next().is_some_and(|n| n.trim() == "0").then_some(())
+    });
+}
