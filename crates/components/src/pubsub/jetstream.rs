@@ -12,9 +12,10 @@
 //! the operator's decision). Publishing or subscribing to a subject no stream captures is a [`PubSubError`] whose
 //! cause, [`StreamMissing`], names the subject.
 //!
-//! Beyond Dapr: a durable consumer that already exists keeps its delivery subject (Dapr gives it a new one on
-//! every subscribe, which strands the other members of a queue group), and a durable consumer without a queue
-//! group that another subscriber is bound to is refused rather than delivered twice.
+//! Beyond Dapr: a durable consumer that already exists keeps its delivery subject, so a second member of its queue
+//! group or a restarted sidecar binds to it (asking for a fresh delivery subject, as Dapr does on every subscribe,
+//! is a changed consumer that the server refuses: "consumer name already in use"); and a durable consumer without
+//! a queue group that another subscriber is bound to is refused rather than delivered twice.
 //!
 //! Owns: the metadata parser ([`JetStreamOptions`]), the connection, the consumer and the dispatch loop.
 //! Does not: create streams, build or check CloudEvents, or retry with backoff (the sidecar does).
