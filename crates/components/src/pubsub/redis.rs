@@ -41,16 +41,6 @@ const DEFAULT_QUEUE_DEPTH: usize = 100;
 const DEFAULT_CONCURRENCY: usize = 10;
 const DEFAULT_PORT: u16 = 6379;
 
-/// Component metadata the sidecar reads itself, present in the same map: accepted here without comment.
-const SIDECAR_KEYS: &[&str] = &[
-    "publishingScopes",
-    "subscriptionScopes",
-    "allowedTopics",
-    "protectedTopics",
-    "verifyPublishers",
-    "maxDeliveryAttempts",
-];
-
 /// Options of a Redis Streams broker, read from Dapr's metadata names.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisPubSubOptions {
@@ -118,9 +108,10 @@ impl RedisPubSubOptions {
     /// Reads Dapr's `pubsub.redis` metadata; `app_id` is the default `consumerID`.
     ///
     /// Every key Dapr defines is either applied, accepted because it cannot change delivery here (connection-pool
-    /// tuning, TLS client material without `enableTLS`, state-store-only keys), or refused naming the key.
+    /// tuning, TLS client material without `enableTLS`, state-store-only keys), or refused naming the key. Keys
+    /// the sidecar reads from the same map (`publishingScopes`, `subscriptionScopes`, `allowedTopics`,
+    /// `protectedTopics`, `verifyPublishers`, `maxDeliveryAttempts`) are left alone.
     pub fn from_metadata(md: &ComponentMetadata, app_id: &str) -> Result<Self, ComponentError> {
-        let _ = SIDECAR_KEYS; // documented above; nothing to do with them here
         refuse_true(
             md,
             "enableTLS",
@@ -248,7 +239,8 @@ fn client_duration_allow_negative(md: &ComponentMetadata, key: &str) -> Result<O
 
 /// Reconnect backoff bounds: `-1` disables backoff.
 fn retry_interval(md: &ComponentMetadata, key: &str) -> Result<Option<Duration>, ComponentError> {
-    Ok(client_duration_allow_negative(md, key)?.or_else(|| md.get(key).map(|_| Duration::ZERO)))
+    let given = md.get(key).is_some_and(|v| !v.trim().is_empty());
+    Ok(client_duration_allow_negative(md, key)?.or(given.then_some(Duration::ZERO)))
 }
 
 fn positive(md: &ComponentMetadata, key: &str) -> Result<Option<usize>, ComponentError> {
@@ -858,7 +850,8 @@ mod tests {
 
     #[test]
     fn hosts() {
-        let cases: &[(&str, Option<u16>, Option<(&str, u16)>)] = &[
+        type Case<'a> = (&'a str, Option<u16>, Option<(&'a str, u16)>);
+        let cases: &[Case] = &[
             ("localhost:6379", None, Some(("localhost", 6379))),
             ("localhost", None, Some(("localhost", 6379))),
             ("localhost", Some(7000), Some(("localhost", 7000))),
