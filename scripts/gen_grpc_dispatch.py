@@ -13,6 +13,12 @@ import sys
 IMPLEMENTED = {
     "invoke_service", "get_state", "get_bulk_state", "save_state", "delete_state", "delete_bulk_state",
     "execute_state_transaction", "get_secret", "get_bulk_secret", "get_metadata", "set_metadata",
+    "publish_event", "bulk_publish_event_alpha1", "bulk_publish_event", "subscribe_topic_events_alpha1",
+}
+# Methods whose hand-written handler has another name (two protobuf methods, one handler).
+HANDLER = {
+    "bulk_publish_event_alpha1": "handle_bulk_publish_event",
+    "subscribe_topic_events_alpha1": "handle_subscribe_topic_events",
 }
 
 src = open(sys.argv[1]).read()
@@ -62,7 +68,7 @@ for item in items:
     req, resp = fix(req), fix(resp)
     out.append(f"    async fn {name}(&self, request: {req}) -> Result<{resp}, tonic::Status> {{")
     if name in IMPLEMENTED:
-        out.append(f"        self.handle_{name}(request).await")
+        out.append(f"        self.{HANDLER.get(name, 'handle_' + name)}(request).await")
     else:
         pascal = "".join(p.capitalize() for p in name.split("_"))
         out.append(f"        let _ = request;")

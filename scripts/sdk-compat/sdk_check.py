@@ -3,14 +3,18 @@
 Run by scripts/sdk-compat.sh under `ward run`, which sets DAPR_HTTP_PORT / DAPR_GRPC_PORT (and DAPR_API_TOKEN for
 the token variant). Prints one line per check and a final `N passed, N failed`; exits non-zero on any failure.
 """
+import json
 import os
+import queue
 import sys
+import time
 import traceback
 
 import grpc
 from dapr.clients import DaprClient
 from dapr.clients.grpc._state import StateOptions, Concurrency
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
+from dapr.clients.grpc._response import TopicEventResponse
 from dapr.conf import settings
 
 MODE = os.environ.get("SDK_MODE", "plain")
@@ -133,6 +137,41 @@ def invoke_grpc():
         settings.DAPR_API_METHOD_INVOCATION_PROTOCOL = "http"
 
 
+def pubsub_round_trip():
+    # Streaming subscription (SubscribeTopicEventsAlpha1) and PublishEvent, through the same sidecar.
+    received = queue.Queue()
+
+    def handler(message):
+        received.put(message)
+        return TopicEventResponse("success")
+
+    topic = f"sdk-{MODE}"
+    close = client.subscribe_with_handler("pubsub", topic, handler)
+    try:
+        deadline = time.time() + 10
+        got = None
+        while got is None and time.time() < deadline:
+            client.publish_event("pubsub", topic, json.dumps({"n": 1}), data_content_type="application/json")
+            try:
+                got = received.get(timeout=1)
+            except queue.Empty:
+                pass
+        assert got is not None, "no event delivered"
+        assert got.data() == {"n": 1}, got.data()
+        assert got.topic() == topic and got.pubsub_name() == "pubsub", (got.topic(), got.pubsub_name())
+        assert got.source() == os.environ["APP_ID"], got.source()
+    finally:
+        close()
+
+
+def pubsub_scopes():
+    # Another checker's topic is forbidden; an out-of-scope pubsub looks exactly like a missing one.
+    other = "sdk-plain" if MODE == "token" else "sdk-token"
+    expect_code(lambda: client.publish_event("pubsub", other, "x"), grpc.StatusCode.PERMISSION_DENIED)
+    expect_code(lambda: client.publish_event("hidden-pubsub", "t", "x"), grpc.StatusCode.INVALID_ARGUMENT)
+    expect_code(lambda: client.publish_event("no-such-pubsub", "t", "x"), grpc.StatusCode.INVALID_ARGUMENT)
+
+
 def wrong_token():
     good = settings.DAPR_API_TOKEN
     settings.DAPR_API_TOKEN = "not-the-token"
@@ -155,6 +194,8 @@ for name, fn in [
     ("metadata", metadata),
     ("invoke_method over HTTP", invoke_http),
     ("invoke_method over gRPC", invoke_grpc),
+    ("publish_event + subscribe_with_handler", pubsub_round_trip),
+    ("pub/sub topic and component scopes", pubsub_scopes),
 ]:
     check(name, fn)
 if MODE == "token":

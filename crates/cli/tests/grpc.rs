@@ -17,6 +17,20 @@ use tonic::{Request, Response, Status};
 #[derive(Clone, Default)]
 struct Callback {
     seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    /// Programmatic subscriptions this app announces (`ListTopicSubscriptions`): (pubsub, topic).
+    topics: Vec<(String, String)>,
+    /// Topic events received, with their metadata.
+    events: Arc<Mutex<Vec<(HashMap<String, String>, rt::TopicEventRequest)>>>,
+}
+
+fn ascii_metadata(metadata: &tonic::metadata::MetadataMap) -> HashMap<String, String> {
+    metadata
+        .iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.to_string(), v.to_str().unwrap_or("").to_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -58,15 +72,32 @@ impl AppCallback for Callback {
     }
     async fn list_topic_subscriptions(
         &self,
-        _: Request<()>,
+        request: Request<()>,
     ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
-        Ok(Response::new(Default::default()))
+        // Only the app's own sidecar may ask (it presents APP_API_TOKEN).
+        if !self.topics.is_empty()
+            && ascii_metadata(request.metadata()).get("dapr-api-token").map(String::as_str) != Some("callee-own-token")
+        {
+            return Err(Status::unauthenticated("not my sidecar"));
+        }
+        let subscriptions = self
+            .topics
+            .iter()
+            .map(|(pubsub, topic)| rt::TopicSubscription {
+                pubsub_name: pubsub.clone(),
+                topic: topic.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(rt::ListTopicSubscriptionsResponse { subscriptions }))
     }
     async fn on_topic_event(
         &self,
-        _: Request<rt::TopicEventRequest>,
+        request: Request<rt::TopicEventRequest>,
     ) -> Result<Response<rt::TopicEventResponse>, Status> {
-        Err(Status::unimplemented("no pub/sub"))
+        let metadata = ascii_metadata(request.metadata());
+        self.events.lock().unwrap().push((metadata, request.into_inner()));
+        Ok(Response::new(rt::TopicEventResponse { status: 0 }))
     }
     async fn list_input_bindings(&self, _: Request<()>) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
         Ok(Response::new(Default::default()))
@@ -475,4 +506,48 @@ fn the_provenance_token_reaches_grpc_apps_as_metadata() {
     let v = ward_provenance::verify(Some(&token), "POST", "/hello", "callee", &jwks, true).expect("verifies");
     assert_eq!(v.caller, "spiffe://public/ns/default/caller");
     assert!(v.capabilities.is_empty());
+}
+
+/// Issue 14: a gRPC app announces its subscriptions with `ListTopicSubscriptions` (asked with its own app token)
+/// and receives events on `OnTopicEvent` with its own `APP_API_TOKEN`, the verified publisher and the data.
+#[test]
+fn a_grpc_app_subscribes_and_receives_topic_events_with_its_own_token() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let callback = Callback { topics: vec![("bus".into(), "orders".into())], ..Callback::default() };
+    let port = grpc_app(&runtime, callback.clone());
+    let mesh = Mesh::start(&[]);
+    let resources = mesh.dir.path().join("resources");
+    std::fs::create_dir_all(&resources).unwrap();
+    std::fs::write(
+        resources.join("bus.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.in-memory\n  \
+         version: v1\n  metadata: []\n",
+    )
+    .unwrap();
+    let mut spec = SidecarSpec::new("callee", Some(port));
+    spec.extra =
+        vec!["--app-protocol".into(), "grpc".into(), "--resources-path".into(), resources.to_str().unwrap().into()];
+    spec.env = vec![("APP_API_TOKEN".into(), "callee-own-token".into())];
+    let sidecar = mesh.sidecar(spec);
+    let http = Http::new();
+    support::eventually(Duration::from_secs(10), "healthz", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+    let reply = http.send(
+        "POST",
+        &sidecar.http,
+        "/v1.0/publish/bus/orders",
+        &[("content-type", "application/json")],
+        br#"{"id": 5}"#.to_vec(),
+    );
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let (metadata, event) = support::eventually(Duration::from_secs(10), "a topic event", || {
+        callback.events.lock().unwrap().first().cloned()
+    });
+    assert_eq!(metadata.get("dapr-api-token").map(String::as_str), Some("callee-own-token"));
+    assert_eq!(metadata.get("ward-publisher").map(String::as_str), Some("spiffe://public/ns/default/callee"));
+    assert!(metadata.contains_key("ward-provenance"));
+    assert_eq!((event.topic.as_str(), event.pubsub_name.as_str(), event.source.as_str()), ("orders", "bus", "callee"));
+    assert_eq!(event.data_content_type, "application/json");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&event.data).unwrap(), serde_json::json!({"id": 5}));
 }

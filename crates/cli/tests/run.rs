@@ -182,6 +182,8 @@ fn the_quickstart_shows_allowed_and_refused_calls() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/secure-mesh");
     let mut run = Ward::spawn("quickstart", &["run", "-f", example], &[("WARD_HOME", &home)]);
     run.wait_stdout("== APP - checkout == checkout done", Duration::from_secs(60));
+    // The event of the last order (an earlier one may race the subscription's start on the in-memory broker).
+    run.wait_stdout("== APP - orders == event order-placed for order 3", Duration::from_secs(20));
     let out = run.stdout_text();
     for expected in [
         "== APP - orders == received order 1 from checkout (verified identity), saved to orders-store",
@@ -192,6 +194,9 @@ fn the_quickstart_shows_allowed_and_refused_calls() {
         "desc = access denied: missing capability orders:refund",
         "(store scoped to orders): 500 {\"errorCode\":\"ERR_STATE_STORE_NOT_CONFIGURED\"",
         "wrong API token: 401 {\"errorCode\":\"ERR_UNAUTHORIZED\"",
+        "== APP - orders == event order-placed for order 3 from orders (publisher verified: \
+         spiffe://public/ns/default/orders)",
+        "checkout may publish nothing): 403 {\"errorCode\":\"ERR_PUBSUB_FORBIDDEN\"",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

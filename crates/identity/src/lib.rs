@@ -7,11 +7,13 @@
 //! do (`ward-policy` does); it only answers "which SPIFFE ID did this peer prove, if any".
 
 mod bundle;
+mod jose;
 mod spiffe;
 mod svid;
 mod verifier;
 
 pub use bundle::{BundleError, TrustBundle, TrustBundleHandle, pem_encode};
+pub use jose::{JoseError, verify_jose};
 pub use spiffe::{
     DaprField, DaprIdentity, DaprNameError, MAX_DAPR_NAME_LEN, SpiffeId, SpiffeIdError, TrustDomain, validate_app_id,
     validate_kubernetes_app_id, validate_kubernetes_namespace, validate_namespace,

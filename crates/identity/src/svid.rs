@@ -81,6 +81,10 @@ impl X509Svid {
         self.not_after
     }
 
+    pub(crate) fn certified_key(&self) -> &CertifiedKey {
+        &self.certified_key
+    }
+
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.certified_key.cert
     }

@@ -34,6 +34,15 @@ pub const MCP_TOOL_ALLOW: &str = "MCP_TOOL_ALLOW";
 pub const MCP_TOOL_DENY: &str = "MCP_TOOL_DENY";
 pub const MCP_MESSAGE_REFUSED: &str = "MCP_MESSAGE_REFUSED";
 
+/// Event names of pub/sub decisions: a publish judged by the topic scopes, a subscription refused by them, and a
+/// delivery judged by the publisher check (`wardsig`), the subscription's `allowedPublishers` and the event's
+/// expiry.
+pub const PUBSUB_PUBLISH_ALLOW: &str = "PUBSUB_PUBLISH_ALLOW";
+pub const PUBSUB_PUBLISH_DENY: &str = "PUBSUB_PUBLISH_DENY";
+pub const PUBSUB_SUBSCRIBE_DENY: &str = "PUBSUB_SUBSCRIBE_DENY";
+pub const PUBSUB_DELIVER_ALLOW: &str = "PUBSUB_DELIVER_ALLOW";
+pub const PUBSUB_DELIVER_DENY: &str = "PUBSUB_DELIVER_DENY";
+
 /// Event name of the record a writer adds when it opens a log whose last line was torn by a crash mid-write: the
 /// torn bytes were moved to another file, named in `operation`.
 pub const AUDIT_TORN_TAIL: &str = "AUDIT_TORN_TAIL";
@@ -245,6 +254,34 @@ impl AuditEvent {
             operation: escape_raw(raw_operation),
             verb: verb.map(escape_raw),
             decision: Decision::Deny,
+            rule: escape(rule, true),
+            reason: escape(reason, true),
+            tool: None,
+            jsonrpc_id: None,
+        }
+    }
+
+    /// The event for one pub/sub decision (`event` is one of the `PUBSUB_*` names). `caller` is the verified
+    /// publisher (a SPIFFE ID) or, for a publish, the app; `operation` is `<pubsub>/<topic>`; never event data.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_pubsub(
+        time: impl Into<String>,
+        event: &str,
+        caller: Option<&str>,
+        callee: &str,
+        operation: &str,
+        decision: Decision,
+        rule: &str,
+        reason: &str,
+    ) -> Self {
+        Self {
+            time: time.into(),
+            event: event.to_owned(),
+            caller: caller.map(escape_raw),
+            callee: callee.to_owned(),
+            operation: escape_raw(operation),
+            verb: None,
+            decision,
             rule: escape(rule, true),
             reason: escape(reason, true),
             tool: None,

@@ -17,6 +17,7 @@ pub mod path;
 pub mod routing;
 pub mod secrets;
 pub mod spec;
+pub mod topics;
 
 pub use acl::{
     AccessControl, AclDecision, AclError, AclRequest, AppDefaultCause, AppProtocol, Caller, GlobalDefaultCause,
@@ -35,3 +36,4 @@ pub use invocation::{
 pub use path::{GrpcMethod, MethodPath, PathError, ascii_confusable, normalize_grpc_method, normalize_http_method};
 pub use routing::{InvokeForm, PublicApi, PublicRequest, SecretsRoute, StateRoute, classify_public, is_token_exempt};
 pub use secrets::{SecretScopeError, SecretScopes};
+pub use topics::{TopicOperation, TopicScopes};

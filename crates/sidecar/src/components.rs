@@ -71,6 +71,9 @@ pub enum RegistryError {
         path.display()
     )]
     SecretStoreNotLoaded { path: PathBuf, component: String, store: String },
+    /// A declarative subscription's routing rule does not compile.
+    #[error("{}: Subscription {name:?}: spec.{message}", path.display())]
+    Subscription { path: PathBuf, name: String, message: String },
     /// `spec.secrets.scopes` is invalid.
     #[error("{}: spec.secrets.scopes: {source}", path.display())]
     SecretScopes {
@@ -102,13 +105,13 @@ pub struct SecretEntry {
 pub struct PubSubEntry {
     pub pubsub: Arc<dyn PubSub>,
     pub metadata: ComponentMetadata,
+    /// `publishingScopes`, `subscriptionScopes`, `allowedTopics`, `protectedTopics`, compiled once.
+    pub scopes: ward_policy::TopicScopes,
+    /// `verifyPublishers`, when set (the default follows mTLS: `pubsub::PubSubCore`).
+    pub verify_publishers: Option<bool>,
+    /// `maxDeliveryAttempts`, when set.
+    pub max_delivery_attempts: Option<u32>,
     component: Component,
-}
-
-impl PubSubEntry {
-    pub(crate) fn component_type(&self) -> &str {
-        self.component.component_type()
-    }
 }
 
 /// One loaded HTTP middleware component (a pipeline handler names it).
@@ -155,6 +158,8 @@ pub struct Registry {
     secrets: BTreeMap<String, SecretEntry>,
     middleware: BTreeMap<String, MiddlewareEntry>,
     pubsubs: BTreeMap<String, PubSubEntry>,
+    /// Declarative `Subscription`s in scope for this app, in load order.
+    subscriptions: Vec<ward_config::Subscription>,
     /// `spec.httpPipeline` and `spec.appHttpPipeline`, resolved against `middleware`.
     pipelines: Pipelines,
     secret_scopes: SecretScopes,
@@ -196,6 +201,11 @@ impl Registry {
             None if self.pubsubs.is_empty() => Err(Missing::NotConfigured),
             None => Err(Missing::NotFound),
         }
+    }
+
+    /// The declarative subscriptions in scope for this app.
+    pub fn subscriptions(&self) -> &[ward_config::Subscription] {
+        &self.subscriptions
     }
 
     /// Every loaded pub/sub component, by name.
@@ -284,7 +294,23 @@ impl Registry {
             }
         }
 
-        let mut registry = Registry { secret_scopes, ..Registry::default() };
+        // Routing rules are compiled now, so a bad `match` refuses the start (or the reload) naming the rule.
+        for subscription in resources.subscriptions_for(&options.app_id) {
+            let rules: Vec<(String, String)> =
+                subscription.rules.iter().map(|r| (r.match_expr.clone(), r.path.clone())).collect();
+            crate::pubsub::routing::Routes::compile(&rules, subscription.default_route.clone()).map_err(|message| {
+                RegistryError::Subscription {
+                    path: subscription.source.clone(),
+                    name: subscription.name.clone(),
+                    message,
+                }
+            })?;
+        }
+        let mut registry = Registry {
+            secret_scopes,
+            subscriptions: resources.subscriptions_for(&options.app_id).cloned().collect(),
+            ..Registry::default()
+        };
 
         // Secret stores first: the other components' secretKeyRefs are read through them. A secret store's own
         // metadata may use envRef but not secretKeyRef (there is nothing loaded yet to read it from).
@@ -307,9 +333,9 @@ impl Registry {
         for component in state_components {
             let secrets = fetch_secret_refs(&registry, component).await?;
             let metadata = resolve(component, &secrets)?;
-            // Dapr's transactional outbox publishes through pub/sub, which ward does not have yet.
+            // Dapr's transactional outbox (state and pub/sub in one transaction) is not implemented yet.
             if let Some(key) = metadata.keys().find(|k| k.starts_with("outbox")) {
-                let why = "the transactional outbox needs pub/sub, which ward does not implement yet";
+                let why = "the transactional outbox is not implemented by ward yet";
                 if options.production {
                     return Err(ConfigError::invalid_component(
                         component,
@@ -351,11 +377,36 @@ impl Registry {
             let ctx = build_context(options, component);
             let build =
                 build_pubsub(component.component_type(), component.version(), component.name(), &metadata, &ctx);
+            let verify_publishers =
+                metadata.get_bool("verifyPublishers").map_err(|err| component_error(component, err))?;
+            let max_delivery_attempts = match metadata.get("maxDeliveryAttempts") {
+                None => None,
+                Some(text) => match text.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => {
+                        return Err(ConfigError::invalid_component(
+                            component,
+                            "spec.metadata[maxDeliveryAttempts]",
+                            "must be a whole number of at least 1",
+                        )
+                        .into());
+                    }
+                },
+            };
+            let scopes = ward_policy::TopicScopes::from_metadata(|key| metadata.get(key));
             let Some(pubsub) = reuse_or_init(reused, component, build).await? else { continue };
             registry.listing.push(info(component, &metadata));
-            registry
-                .pubsubs
-                .insert(component.name().to_owned(), PubSubEntry { pubsub, metadata, component: component.clone() });
+            registry.pubsubs.insert(
+                component.name().to_owned(),
+                PubSubEntry {
+                    pubsub,
+                    metadata,
+                    scopes,
+                    verify_publishers,
+                    max_delivery_attempts,
+                    component: component.clone(),
+                },
+            );
         }
         let middleware_options = ward_middleware::BuildOptions {
             max_body_bytes: usize::try_from(options.max_body_size).unwrap_or(usize::MAX),
@@ -547,6 +598,8 @@ pub struct Components {
     options: RegistryOptions,
     /// The pipelines the request paths run; swapped with the registry.
     pipelines: PipelineHandles,
+    /// Bumped on every install, so the pub/sub subscriber re-reads subscriptions and brokers.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Components {
@@ -566,7 +619,12 @@ impl Components {
             tracing::info!(name = %c.name, r#type = %c.component_type, version = %c.version, "component loaded");
         }
         let pipelines = PipelineHandles::new(registry.pipelines());
-        Ok(Components { current: ArcSwap::from_pointee(registry), options, pipelines })
+        Ok(Components {
+            current: ArcSwap::from_pointee(registry),
+            options,
+            pipelines,
+            generation: tokio::sync::watch::Sender::new(0),
+        })
     }
 
     /// The registry requests use now.
@@ -595,6 +653,12 @@ impl Components {
     pub(crate) fn install(&self, registry: Registry) {
         self.pipelines.install(registry.pipelines());
         self.current.store(Arc::new(registry));
+        self.generation.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever a new registry is installed.
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The live pipelines, for the public API and the inbound stack.

@@ -62,6 +62,22 @@ pub enum ApiError {
     SecretGet { key: String, store: String, detail: String },
     /// Reading all secrets failed.
     SecretBulkGet { store: String, detail: String },
+    /// Publish without a pubsub name.
+    PubSubEmpty,
+    /// Publish without a topic.
+    TopicEmpty { pubsub: String },
+    /// No pubsub component is loaded for this app.
+    PubSubNotConfigured,
+    /// This pubsub is not loaded for this app (missing or out of scope: the same answer).
+    PubSubNotFound { name: String },
+    /// The topic scopes deny this app the topic.
+    PubSubForbidden { topic: String, app_id: String },
+    /// The body could not become a CloudEvent.
+    PubSubCloudEvent { detail: String },
+    /// The broker refused the message, or it could not be signed.
+    PubSubPublish { pubsub: String, topic: String, detail: String },
+    /// Bulk publish: some entries failed (Dapr answers 500 with the failed entries).
+    PubSubBulkFailed { failed: Vec<(String, String)> },
 }
 
 /// Why a state write failed, for the status: a stale ETag is a conflict, a malformed one or a bad option the
@@ -228,6 +244,36 @@ impl ApiError {
                 "ERR_SECRET_GET",
                 format!("failed getting secrets from secret store {store}: {detail}"),
             ),
+            Self::PubSubEmpty => (StatusCode::NOT_FOUND, "ERR_PUBSUB_EMPTY", "pubsub name is empty".to_owned()),
+            Self::TopicEmpty { pubsub } => {
+                (StatusCode::NOT_FOUND, "ERR_TOPIC_NAME_EMPTY", format!("topic is empty in pubsub {pubsub}"))
+            }
+            Self::PubSubNotConfigured => {
+                (StatusCode::BAD_REQUEST, "ERR_PUBSUB_NOT_CONFIGURED", "no pubsub is configured".to_owned())
+            }
+            Self::PubSubNotFound { name } => {
+                (StatusCode::NOT_FOUND, "ERR_PUBSUB_NOT_FOUND", format!("pubsub {name} is not found"))
+            }
+            Self::PubSubForbidden { topic, app_id } => (
+                StatusCode::FORBIDDEN,
+                "ERR_PUBSUB_FORBIDDEN",
+                format!("topic {topic} is not allowed for app id {app_id}"),
+            ),
+            Self::PubSubCloudEvent { detail } => (
+                StatusCode::BAD_REQUEST,
+                "ERR_PUBSUB_CLOUD_EVENTS_SER",
+                format!("error when unmarshalling the cloud event: {detail}"),
+            ),
+            Self::PubSubPublish { pubsub, topic, detail } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_PUBSUB_PUBLISH_MESSAGE",
+                format!("error when publish to topic {topic} in pubsub {pubsub}: {detail}"),
+            ),
+            Self::PubSubBulkFailed { failed } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_PUBSUB_PUBLISH_MESSAGE",
+                format!("{} of the entries could not be published", failed.len()),
+            ),
         };
         (status, ErrorBody { error_code: code.to_owned(), message })
     }
@@ -290,6 +336,15 @@ impl ApiError {
             Self::Invoke { .. } => (Code::Internal, "DAPR_DIRECT_INVOKE"),
             Self::InvokeNoAppId => (Code::InvalidArgument, "DAPR_DIRECT_INVOKE"),
             Self::NotFound => (Code::Unimplemented, "DAPR_NOT_FOUND"),
+            Self::PubSubEmpty => (Code::InvalidArgument, "DAPR_PUBSUB_NAME_EMPTY"),
+            Self::TopicEmpty { .. } => (Code::InvalidArgument, "DAPR_PUBSUB_TOPIC_NAME_EMPTY"),
+            Self::PubSubNotConfigured => (Code::FailedPrecondition, "DAPR_PUBSUB_NOT_CONFIGURED"),
+            Self::PubSubNotFound { .. } => (Code::InvalidArgument, "DAPR_PUBSUB_NOT_FOUND"),
+            Self::PubSubForbidden { .. } => (Code::PermissionDenied, "DAPR_PUBSUB_FORBIDDEN"),
+            Self::PubSubCloudEvent { .. } => (Code::InvalidArgument, "DAPR_PUBSUB_CLOUD_EVENTS_SER"),
+            Self::PubSubPublish { .. } | Self::PubSubBulkFailed { .. } => {
+                (Code::Internal, "DAPR_PUBSUB_PUBLISH_MESSAGE")
+            }
             Self::NotReady { .. } => (grpc_code_for_http(http), "DAPR_HEALTH_NOT_READY"),
         };
         let metadata = std::collections::HashMap::from([
@@ -320,6 +375,13 @@ pub fn grpc_code_for_http(status: StatusCode) -> tonic::Code {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
+        if let Self::PubSubBulkFailed { failed } = &self {
+            // Dapr's bulk publish answer names each failed entry.
+            let entries: Vec<_> =
+                failed.iter().map(|(id, error)| serde_json::json!({"entryId": id, "error": error})).collect();
+            let body = serde_json::json!({"failedEntries": entries, "errorCode": body.error_code});
+            return (status, axum::Json(body)).into_response();
+        }
         (status, axum::Json(body)).into_response()
     }
 }

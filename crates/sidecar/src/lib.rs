@@ -25,6 +25,7 @@ pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub(crate) mod provenance;
 pub(crate) mod public;
+pub(crate) mod pubsub;
 pub mod resolver;
 pub mod runtime;
 pub(crate) mod secrets_api;

@@ -37,6 +37,7 @@ pub(crate) struct Metadata {
     pub(crate) app_connection: AppConnection,
     /// Dapr's `extended` map: string values only.
     pub(crate) extended: BTreeMap<String, String>,
+    pub(crate) subscriptions: Arc<Vec<crate::pubsub::subscriptions::SubscriptionInfo>>,
 }
 
 /// At most this many keys an app may set in its extended metadata (memory stays bounded).
@@ -64,6 +65,8 @@ pub(crate) struct MetadataCore {
     pub(crate) mtls: bool,
     /// What the app set with `PUT /v1.0/metadata/{key}` / `SetMetadata` (Dapr shows it under `extended`).
     pub(crate) custom: std::sync::RwLock<BTreeMap<String, String>>,
+    /// The active pub/sub subscriptions (set by the subscriber task).
+    pub(crate) subscriptions: Arc<arc_swap::ArcSwap<Vec<crate::pubsub::subscriptions::SubscriptionInfo>>>,
 }
 
 impl MetadataCore {
@@ -104,7 +107,13 @@ impl MetadataCore {
             ("spiffeId".to_owned(), self.spiffe_id.clone()),
             ("mtls".to_owned(), self.mtls.to_string()),
         ]);
-        Metadata { id: self.app_id.clone(), components, app_connection: self.app_connection.clone(), extended }
+        Metadata {
+            id: self.app_id.clone(),
+            components,
+            app_connection: self.app_connection.clone(),
+            extended,
+            subscriptions: self.subscriptions.load_full(),
+        }
     }
 }
 
@@ -122,7 +131,7 @@ impl Metadata {
                 "version": c.version,
                 "capabilities": c.capabilities,
             })).collect::<Vec<_>>(),
-            "subscriptions": [],
+            "subscriptions": self.subscriptions.as_ref(),
             "httpEndpoints": [],
             "appConnectionProperties": {
                 "port": self.app_connection.port,

@@ -52,6 +52,9 @@ pub(crate) struct Metrics {
     acl_global_blocked: IntCounterVec,
     authz: IntCounterVec,
     mcp_tools: IntCounterVec,
+    pubsub_egress: IntCounterVec,
+    pubsub_ingress: IntCounterVec,
+    pubsub_ingress_latency: HistogramVec,
     config_reload: IntCounterVec,
     audit_events: IntCounter,
     audit_dropped: IntCounter,
@@ -190,6 +193,24 @@ impl Metrics {
                 "MCP tools/call decisions by verified caller, tool and decision.",
                 &["caller", "tool", "decision"],
             ),
+            pubsub_egress: counter(
+                r,
+                "dapr_component_pubsub_egress_count",
+                "Messages published by the app, by component, topic and result.",
+                &["app_id", "component", "namespace", "success", "topic"],
+            ),
+            pubsub_ingress: counter(
+                r,
+                "dapr_component_pubsub_ingress_count",
+                "Messages delivered to the app, by component, topic and outcome (success, retry, drop).",
+                &["app_id", "component", "namespace", "process_status", "topic"],
+            ),
+            pubsub_ingress_latency: histogram(
+                r,
+                "dapr_component_pubsub_ingress_latencies",
+                "Time the app took to process a delivered message (ms).",
+                &["app_id", "component", "namespace", "process_status", "topic"],
+            ),
             config_reload: counter(
                 r,
                 "ward_config_reload_total",
@@ -268,6 +289,19 @@ impl Metrics {
         let decision = if allowed { "allow" } else { "deny" };
         self.mcp_tools.with_label_values(&[caller, tool, decision]).inc();
         self.authz("mcp", allowed, rule);
+    }
+
+    /// One publish to `component`/`topic`.
+    pub(crate) fn pubsub_published(&self, component: &str, topic: &str, success: bool) {
+        let success = if success { "true" } else { "false" };
+        self.pubsub_egress.with_label_values(&[self.app_id.as_str(), component, "", success, topic]).inc();
+    }
+
+    /// One delivery attempt's outcome (`success`, `retry`, `drop`) and how long the app took.
+    pub(crate) fn pubsub_delivered(&self, component: &str, topic: &str, status: &str, millis: f64) {
+        let labels = [self.app_id.as_str(), component, "", status, topic];
+        self.pubsub_ingress.with_label_values(&labels).inc();
+        self.pubsub_ingress_latency.with_label_values(&labels).observe(millis);
     }
 
     /// One reload attempt.

@@ -33,6 +33,8 @@ pub(crate) struct Readiness {
     app_seen: Arc<AtomicBool>,
     /// Cleared while `--enable-app-health-check` finds the app failing (`app_health.rs`).
     app_unhealthy: Arc<AtomicBool>,
+    /// Set until every declarative and programmatic subscription is active (`pubsub::subscriptions`).
+    subscriptions_pending: Arc<AtomicBool>,
     /// `host:port` of the app, when it has one.
     app: Option<Arc<str>>,
 }
@@ -48,6 +50,10 @@ impl Readiness {
 
     pub(crate) fn set(&self, ready: bool) {
         self.sidecar.store(ready, Ordering::Release)
+    }
+
+    pub(crate) fn set_subscriptions_pending(&self, pending: bool) {
+        self.subscriptions_pending.store(pending, Ordering::Release)
     }
 
     pub(crate) fn app_healthy(&self) -> bool {
@@ -85,6 +91,7 @@ pub(crate) struct ApiState {
     pub(crate) api_list: Arc<ArcSwap<ApiAllowList>>,
     /// The provenance issuer, for its JWKS; `None` when provenance is off.
     pub(crate) provenance: Option<Arc<crate::provenance::ProvenanceIssuer>>,
+    pub(crate) pubsub: Arc<crate::pubsub::PubSubCore>,
 }
 
 impl FromRef<ApiState> for Arc<Invoker> {
@@ -105,6 +112,11 @@ impl FromRef<ApiState> for Arc<Components> {
 impl FromRef<ApiState> for Arc<MetadataCore> {
     fn from_ref(s: &ApiState) -> Self {
         s.metadata.clone()
+    }
+}
+impl FromRef<ApiState> for Arc<crate::pubsub::PubSubCore> {
+    fn from_ref(s: &ApiState) -> Self {
+        s.pubsub.clone()
     }
 }
 impl FromRef<ApiState> for Readiness {
@@ -129,6 +141,7 @@ pub(crate) fn router(
         .route(ward_policy::routing::PROVENANCE_JWKS_PATH, get(provenance_jwks))
         .merge(crate::state_api::router())
         .merge(crate::secrets_api::router())
+        .merge(crate::pubsub::api::router())
         .fallback(invoke)
         .layer(ApiListLayer::<crate::api_list::Http>::new(api_list))
         .with_state(state)
@@ -150,6 +163,9 @@ async fn healthz(State(readiness): State<Readiness>) -> Response {
     }
     if !readiness.app_healthy() {
         return ApiError::NotReady { detail: "the app is failing its health checks".to_owned() }.into_response();
+    }
+    if readiness.subscriptions_pending.load(Ordering::Acquire) {
+        return ApiError::NotReady { detail: "pub/sub subscriptions are not active yet".to_owned() }.into_response();
     }
     StatusCode::NO_CONTENT.into_response()
 }

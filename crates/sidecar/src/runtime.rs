@@ -323,6 +323,14 @@ impl Sidecar {
         let api_list = Arc::new(ArcSwap::from_pointee(settings.api_list));
         let api_log: ward_gate::ApiLogHandle = Arc::new(ArcSwap::from_pointee(settings.api_log));
         let mtls_on = matches!(transport, Transport::Mtls(_));
+        // Pub/sub: events are signed with the SVID and publishers verified against the trust bundle (mTLS only).
+        let (signer, verifier) = match &transport {
+            Transport::Mtls(mtls) => (
+                Some(crate::pubsub::signature::EventSigner { svid: mtls.svid.clone() }),
+                Some(crate::pubsub::signature::EventVerifier { bundle: mtls.bundle.clone(), skew: mtls.skew }),
+            ),
+            Transport::Plaintext => (None, None),
+        };
         let internal_tls = match &transport {
             Transport::Mtls(mtls) => Some(crate::listeners::internal_acceptor(mtls)?),
             Transport::Plaintext => None,
@@ -355,9 +363,24 @@ impl Sidecar {
             spiffe_id: own_id.to_string(),
             mtls: mtls_on,
             custom: Default::default(),
+            subscriptions: Default::default(),
         });
         let readiness = Readiness::new(options.app_port.map(|port| format!("{}:{port}", options.app_channel_address)));
+        let pubsub = Arc::new(crate::pubsub::PubSubCore {
+            components: components.clone(),
+            app_id: Arc::from(options.app_id.as_str()),
+            signer,
+            verifier,
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        });
+        // `/v1.0/healthz` waits for the subscriptions.
+        readiness.set_subscriptions_pending(true);
         let inbound_audit = audit.clone();
+        let subscription_routes: Arc<ArcSwap<std::collections::HashSet<String>>> = Default::default();
+        // Invocations and pub/sub deliveries share the app channel and its concurrency bound.
+        let inbound_channel = app_channel;
+        let app_permits = options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         let inbound = InboundHandles {
             app_id: Arc::from(options.app_id.as_str()),
             accept,
@@ -367,9 +390,10 @@ impl Sidecar {
             audit,
             max_body_size: settings.max_body_size,
             app_token: options.app_token.clone(),
-            app_channel,
-            app_permits: options.app_max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            app_channel: inbound_channel.clone(),
+            app_permits: app_permits.clone(),
             app_pipeline: components.pipelines().app.clone(),
+            subscription_routes: subscription_routes.clone(),
             mcp: mcp.clone(),
             metrics: metrics.clone(),
         };
@@ -401,7 +425,21 @@ impl Sidecar {
             readiness: readiness.clone(),
             api_list: api_list.clone(),
             provenance: provenance.clone(),
+            pubsub: pubsub.clone(),
         };
+        let delivery = Arc::new(crate::pubsub::delivery::DeliveryHandles {
+            core: pubsub.clone(),
+            app_channel: inbound_channel.clone(),
+            app_token: options.app_token.clone(),
+            provenance: provenance.clone(),
+            app_pipeline: components.pipelines().app.clone(),
+            audit_app_id: Arc::from(options.app_id.as_str()),
+            app_permits: app_permits.clone(),
+            readiness: readiness.clone(),
+            listing: metadata.subscriptions.clone(),
+            routes: subscription_routes.clone(),
+            stop: stop_rx.clone(),
+        });
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
             http_addrs.push(local_addr(&listener)?);
@@ -425,6 +463,7 @@ impl Sidecar {
         for listener in grpc_listeners {
             grpc_addrs.push(local_addr(&listener)?);
             let api = crate::grpc_api::GrpcApi {
+                delivery: delivery.clone(),
                 state: state_core.clone(),
                 components: components.clone(),
                 metadata: metadata.clone(),
@@ -445,6 +484,7 @@ impl Sidecar {
             };
             tasks.push(tokio::spawn(crate::app_health::run(check, probe, readiness.clone(), stop_rx.clone())));
         }
+        tasks.push(tokio::spawn(crate::pubsub::delivery::run(delivery.clone())));
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,

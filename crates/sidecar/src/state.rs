@@ -73,12 +73,12 @@ pub fn parse_concurrency(value: &str) -> Result<Concurrency, String> {
 }
 
 /// Request metadata ward refuses rather than ignores: Dapr's transactional outbox (`outbox.projection` and the
-/// other `outbox.*` keys) publishes to pub/sub, which ward does not have yet; storing the projection as the value
+/// other `outbox.*` keys) publishes to pub/sub, and ward does not implement the outbox yet; storing the projection as the value
 /// (what ignoring the key would do) would silently write what the app meant to publish.
 pub fn refuse_unapplied_metadata<'a>(mut keys: impl Iterator<Item = &'a str>) -> Result<(), String> {
     match keys.find(|key| key.to_ascii_lowercase().starts_with("outbox.")) {
         Some(key) => Err(format!(
-            "metadata.{key}: the transactional outbox needs pub/sub, which ward does not implement yet; refused \
+            "metadata.{key}: the transactional outbox is not implemented by ward yet; refused \
              rather than storing the projection"
         )),
         None => Ok(()),

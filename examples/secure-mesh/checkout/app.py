@@ -47,6 +47,9 @@ print(f"POST orders/refund (ACL allows, capability orders:refund not granted): {
 status, body = call("GET", "/v1.0/state/orders-store/order-1")
 print(f"read orders-store from checkout (store scoped to orders): {status} {body}")
 
+status, body = call("POST", "/v1.0/publish/orderpubsub/order-placed", {"id": 99})
+print(f"publish order-placed from checkout (publishingScopes: checkout may publish nothing): {status} {body}")
+
 status, body = call("GET", "/v1.0/metadata", token="wrong-token")
 print(f"call my sidecar with a wrong API token: {status} {body}")
 print("checkout done")

@@ -1,4 +1,5 @@
-"""orders: receives orders from checkout (through both sidecars, over mTLS) and keeps them in its state store.
+"""orders: receives orders from checkout (through both sidecars, over mTLS), keeps them in its state store and
+publishes an `order-placed` event, which its subscription delivers back to it (pub/sub, signed by its sidecar).
 
 Standard library only. The sidecar's address comes from DAPR_HTTP_PORT; the API tokens from the environment.
 """
@@ -16,6 +17,14 @@ APP_TOKEN = os.environ.get("APP_API_TOKEN", "")
 def save(key, value):
     body = json.dumps([{"key": key, "value": value}]).encode()
     req = urllib.request.Request(f"{SIDECAR}/v1.0/state/orders-store", data=body, method="POST",
+                                 headers={"content-type": "application/json", "dapr-api-token": API_TOKEN})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status
+
+
+def publish(topic, event):
+    body = json.dumps(event).encode()
+    req = urllib.request.Request(f"{SIDECAR}/v1.0/publish/orderpubsub/{topic}", data=body, method="POST",
                                  headers={"content-type": "application/json", "dapr-api-token": API_TOKEN})
     with urllib.request.urlopen(req, timeout=5) as resp:
         return resp.status
@@ -43,17 +52,27 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(401, {"error": "not from my sidecar"})
         length = int(self.headers.get("content-length", "0"))
         order = json.loads(self.rfile.read(length) or b"{}")
+        if self.path == "/events/order-placed":
+            # A CloudEvent from the pubsub; `ward-publisher` names the publisher its sidecar verified.
+            data = order.get("data", {})
+            print(f"event order-placed for order {data.get('id')} from {order.get('source')} "
+                  f"(publisher verified: {self.headers.get('ward-publisher', 'no')})")
+            return self.reply(200, {"status": "SUCCESS"})
         if self.path.startswith("/orders/refund"):
             print("refund served (this line must never appear: the capability check refuses it)")
             return self.reply(200, {"refunded": order.get("id")})
         caller = self.headers.get("dapr-caller-app-id", "?")
         save(f"order-{order.get('id')}", order)
         print(f"received order {order.get('id')} from {caller} (verified identity), saved to orders-store")
+        publish("order-placed", {"id": order.get("id")})
         self.reply(200, {"saved": order.get("id")})
 
     def do_GET(self):
         if not self.authorized():
             return self.reply(401, {"error": "not from my sidecar"})
+        if self.path == "/dapr/subscribe":
+            # No programmatic subscriptions: order-placed is declared in resources/pubsub.yaml.
+            return self.reply(200, [])
         print("admin page served (this line must never appear: the ACL denies it)")
         self.reply(200, {"admin": "secrets"})
 

@@ -75,29 +75,25 @@ impl Dapr for GrpcApi {
         &self,
         request: tonic::Request<crate::grpc_api::pb::runtime::PublishEventRequest>,
     ) -> Result<tonic::Response<()>, tonic::Status> {
-        let _ = request;
-        Err(unimplemented("PublishEvent"))
+        self.handle_publish_event(request).await
     }
     async fn bulk_publish_event_alpha1(
         &self,
         request: tonic::Request<crate::grpc_api::pb::runtime::BulkPublishRequest>,
     ) -> Result<tonic::Response<crate::grpc_api::pb::runtime::BulkPublishResponse>, tonic::Status> {
-        let _ = request;
-        Err(unimplemented("BulkPublishEventAlpha1"))
+        self.handle_bulk_publish_event(request).await
     }
     async fn bulk_publish_event(
         &self,
         request: tonic::Request<crate::grpc_api::pb::runtime::BulkPublishRequest>,
     ) -> Result<tonic::Response<crate::grpc_api::pb::runtime::BulkPublishResponse>, tonic::Status> {
-        let _ = request;
-        Err(unimplemented("BulkPublishEvent"))
+        self.handle_bulk_publish_event(request).await
     }
     async fn subscribe_topic_events_alpha1(
         &self,
         request: tonic::Request<tonic::Streaming<crate::grpc_api::pb::runtime::SubscribeTopicEventsRequestAlpha1>>,
     ) -> Result<tonic::Response<Self::SubscribeTopicEventsAlpha1Stream>, tonic::Status> {
-        let _ = request;
-        Err(unimplemented("SubscribeTopicEventsAlpha1"))
+        self.handle_subscribe_topic_events(request).await
     }
     async fn invoke_binding(
         &self,

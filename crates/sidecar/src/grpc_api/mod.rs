@@ -39,6 +39,8 @@ use pb::runtime as rt;
 /// The gRPC service: one per sidecar, holding one handle per core it serves.
 #[derive(Clone)]
 pub(crate) struct GrpcApi {
+    /// Publishing, and streaming subscriptions (which share the delivery steps).
+    pub(crate) delivery: Arc<crate::pubsub::delivery::DeliveryHandles>,
     pub(crate) state: Arc<StateCore>,
     pub(crate) components: Arc<Components>,
     pub(crate) metadata: Arc<MetadataCore>,
@@ -226,6 +228,28 @@ impl GrpcApi {
                 })
                 .collect(),
             extended_metadata: metadata.extended.into_iter().collect(),
+            subscriptions: metadata
+                .subscriptions
+                .iter()
+                .map(|s| rt::PubsubSubscription {
+                    pubsub_name: s.pubsubname.clone(),
+                    topic: s.topic.clone(),
+                    metadata: s.metadata.clone().into_iter().collect(),
+                    rules: Some(rt::PubsubSubscriptionRules {
+                        rules: s
+                            .rules
+                            .iter()
+                            .map(|r| rt::PubsubSubscriptionRule { r#match: r.match_expr.clone(), path: r.path.clone() })
+                            .collect(),
+                    }),
+                    dead_letter_topic: s.dead_letter_topic.clone().unwrap_or_default(),
+                    r#type: match s.kind {
+                        "DECLARATIVE" => rt::PubsubSubscriptionType::Declarative as i32,
+                        "PROGRAMMATIC" => rt::PubsubSubscriptionType::Programmatic as i32,
+                        _ => rt::PubsubSubscriptionType::Streaming as i32,
+                    },
+                })
+                .collect(),
             runtime_version: crate::metadata::RUNTIME_VERSION.to_owned(),
             app_connection_properties: Some(rt::AppConnectionProperties {
                 port: i32::from(metadata.app_connection.port),

@@ -24,9 +24,30 @@ pub(crate) struct AccessControlCheck {
     /// This sidecar's app id (the callee in audit events).
     pub(crate) app_id: Arc<str>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The paths the app's pub/sub subscriptions deliver to (set by the subscriber task).
+    pub(crate) subscription_routes: Arc<ArcSwap<std::collections::HashSet<String>>>,
 }
 
+/// Why a call to a subscription route is refused when only a default allowed it.
+const SUBSCRIPTION_ROUTE: &str = "the operation is a pub/sub subscription route: service invocation reaches it only \
+                                  when an accessControl operation names it (Dapr issue 8353)";
+
 impl AccessControlCheck {
+    /// Dapr #8353: a route the sidecar delivers events to is the app's pub/sub input, and must not become an open
+    /// invocation endpoint just because no policy (or a default) allows everything. Only an explicit
+    /// `operations` entry lets an invocation reach it.
+    fn guard_subscription_route(&self, call: &PreparedInvocation, decision: &mut AclDecision) {
+        let ward_policy::Operation::Http(method) = &call.operation else { return };
+        if !decision.allowed || matches!(decision.rule, ward_policy::MatchedRule::Operation { .. }) {
+            return;
+        }
+        let routes = self.subscription_routes.load();
+        if !routes.is_empty() && routes.contains(&method.to_uri_path()) {
+            decision.allowed = false;
+            decision.reason = SUBSCRIPTION_ROUTE;
+        }
+    }
+
     /// Dapr's ACL counters: the caller's labels, the matched operation (never the requested path), the verb.
     fn count(&self, decision: &AclDecision, caller: Option<Caller<'_>>, verb: Option<ward_policy::HttpVerb>) {
         use ward_policy::MatchedRule;
@@ -54,7 +75,8 @@ impl Check for AccessControlCheck {
         let caller_ref =
             dapr_caller.map(|d| Caller { trust_domain: d.trust_domain, namespace: d.namespace, app_id: d.app_id });
         // The second half of `ward_policy::decide_invocation` (the first ran in the normalisation layer).
-        let decision = call.decide(&self.acl.load(), caller_ref);
+        let mut decision = call.decide(&self.acl.load(), caller_ref);
+        self.guard_subscription_route(call, &mut decision);
         let acl_request = AclRequest {
             caller: caller_ref,
             operation: call.operation.as_str(),

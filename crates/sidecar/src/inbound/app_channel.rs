@@ -77,6 +77,50 @@ impl AppChannel {
     pub(crate) fn speaks_grpc(&self) -> bool {
         matches!(self, AppChannel::Grpc(_))
     }
+
+    /// `host:port` of the app, when it has a port.
+    pub(crate) fn authority(&self) -> Option<&str> {
+        let base = match self {
+            AppChannel::None => return None,
+            AppChannel::Http(app) => &app.base,
+            AppChannel::Grpc(app) => &app.base,
+        };
+        base.strip_prefix("http://")
+    }
+
+    /// A `GET` to an HTTP app with `headers` (the sidecar's own; e.g. its app token): status and body, at most
+    /// `limit` bytes. `None` for a gRPC app or no app.
+    pub(crate) async fn http_get(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        limit: u64,
+    ) -> Option<Result<(StatusCode, bytes::Bytes), String>> {
+        let AppChannel::Http(app) = self else { return None };
+        let mut request = http::Request::new(Body::empty());
+        *request.headers_mut() = headers;
+        let uri = format!("{}{path}", app.base);
+        Some(
+            async {
+                *request.uri_mut() = uri.parse().map_err(|_| "not a valid request target".to_owned())?;
+                let response = app.client.request(request).await.map_err(|err| crate::error::error_chain(&err))?;
+                let status = response.status();
+                let body = crate::body::read_limited(Body::new(response.into_body()), limit)
+                    .await
+                    .map_err(|_| format!("the answer is larger than {limit} bytes"))?;
+                Ok((status, body))
+            }
+            .await,
+        )
+    }
+
+    /// The `AppCallback` client of a gRPC app (`OnTopicEvent`, `ListTopicSubscriptions`).
+    pub(crate) fn callback(&self) -> Option<AppCallbackClient<tonic::transport::Channel>> {
+        match self {
+            AppChannel::Grpc(app) => Some(app.callback.clone()),
+            _ => None,
+        }
+    }
 }
 
 type ChannelFuture = Pin<Box<dyn Future<Output = Result<InboundResponse, InboundError>> + Send>>;

@@ -83,6 +83,8 @@ pub(crate) struct InboundHandles {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// `spec.appHttpPipeline`, swapped on reload.
     pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
+    /// The app's subscription routes, which invocation reaches only through an explicit ACL operation.
+    pub(crate) subscription_routes: Arc<ArcSwap<std::collections::HashSet<String>>>,
 }
 
 /// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
@@ -113,6 +115,7 @@ pub(crate) fn stack(
             audit: handles.audit.clone(),
             app_id: handles.app_id.clone(),
             metrics: handles.metrics.clone(),
+            subscription_routes: handles.subscription_routes.clone(),
         }))
         // Capabilities per route, audited (after the ACL allowed the call).
         .layer(CheckLayer(self::capability::CapabilityCheck {

@@ -53,6 +53,7 @@ fn harness(acl: AccessControl) -> Harness {
         app_channel: AppChannel::None,
         app_permits: None,
         app_pipeline: Default::default(),
+        subscription_routes: Default::default(),
         mcp: Default::default(),
         metrics: crate::metrics::Metrics::new("orders"),
     };
@@ -109,6 +110,29 @@ async fn an_allowed_call_is_audited_and_reaches_the_app_channel() {
     // The channel is `None` here, so "reached the app channel" shows as its own refusal, after an ALLOW.
     assert_eq!(refusal(&mut allowed), Some(RefusalKind::AppUnavailable));
     assert_eq!(h.audit_lines(1).await[0]["decision"], "allow");
+}
+
+/// Issue 14 / Dapr #8353: a pub/sub subscription route is not an open invocation endpoint. Without any
+/// accessControl, or when only a default allows the call, invoking it is refused (audited); an explicit operation
+/// lets it through. Other paths are unaffected.
+#[tokio::test]
+async fn subscription_routes_are_invocable_only_through_an_explicit_acl_operation() {
+    let h = harness(AccessControl::allow_all());
+    h.handles.subscription_routes.store(Arc::new(["/orders".to_owned()].into()));
+    for path in ["/v1.0/internal/invoke/orders", "/v1.0/internal/invoke/./orders"] {
+        let mut refused = h.call(Some(CHECKOUT), "POST", path).await;
+        assert_eq!(refusal(&mut refused), Some(RefusalKind::AclDenied), "{path}");
+    }
+    let lines = h.audit_lines(1).await;
+    assert_eq!(lines[0]["decision"], "deny");
+    assert!(lines[0]["reason"].as_str().unwrap_or_default().contains("subscription route"), "{}", lines[0]);
+    let mut other = h.call(Some(CHECKOUT), "POST", "/v1.0/internal/invoke/other").await;
+    assert_eq!(refusal(&mut other), Some(RefusalKind::AppUnavailable), "other paths still reach the app");
+
+    let explicit = harness(orders_acl());
+    explicit.handles.subscription_routes.store(Arc::new(["/orders".to_owned()].into()));
+    let mut allowed = explicit.call(Some(CHECKOUT), "POST", "/v1.0/internal/invoke/orders").await;
+    assert_eq!(refusal(&mut allowed), Some(RefusalKind::AppUnavailable), "an explicit operation allows it");
 }
 
 #[tokio::test]
