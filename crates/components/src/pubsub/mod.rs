@@ -15,7 +15,9 @@
 //! Does not: build or parse CloudEvents, apply topic scopes, route, retry with backoff or dead-letter (all the
 //! sidecar's, the same for every broker), or speak HTTP/gRPC. No error carries message data or a metadata value.
 
+mod jetstream;
 mod memory;
+mod redis;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +30,9 @@ use futures_util::future::BoxFuture;
 use crate::metadata::{BoxError, ComponentError, ComponentMetadata};
 use crate::{BuildContext, check_version, normalize_type};
 
+pub use jetstream::{JetStreamOptions, JetStreamPubSub};
 pub use memory::InMemoryPubSub;
+pub use redis::{RedisPubSub, RedisPubSubOptions};
 
 /// Publish one message.
 #[derive(Clone, PartialEq, Eq)]
@@ -163,7 +167,7 @@ impl Drop for Subscription {
 
 /// The `(type, version)` pairs the factory builds.
 pub fn pubsub_types() -> &'static [(&'static str, &'static str)] {
-    &[("pubsub.in-memory", "v1")]
+    &[("pubsub.in-memory", "v1"), ("pubsub.redis", "v1"), ("pubsub.jetstream", "v1")]
 }
 
 /// Builds a broker. `name` is the component's name; `ctx.app_id` is the default consumer group (`consumerID`).
@@ -171,13 +175,21 @@ pub async fn build_pubsub(
     component_type: &str,
     version: &str,
     _name: &str,
-    _metadata: &ComponentMetadata,
-    _ctx: &BuildContext,
+    metadata: &ComponentMetadata,
+    ctx: &BuildContext,
 ) -> Result<Arc<dyn PubSub>, ComponentError> {
     let ty = normalize_type(component_type);
     check_version(pubsub_types(), &ty, version, "pubsub")?;
     match ty.as_str() {
         "pubsub.in-memory" => Ok(Arc::new(InMemoryPubSub::new())),
+        "pubsub.redis" => {
+            let opts = RedisPubSubOptions::from_metadata(metadata, &ctx.app_id)?;
+            Ok(Arc::new(RedisPubSub::connect(opts).await?))
+        }
+        "pubsub.jetstream" => {
+            let opts = JetStreamOptions::from_metadata(metadata)?;
+            Ok(Arc::new(JetStreamPubSub::connect(opts).await?))
+        }
         // check_version already refused unknown types; keep the match total without panicking.
         _ => Err(ComponentError::new("spec.type", format!("unknown pubsub type {component_type:?}"))),
     }
