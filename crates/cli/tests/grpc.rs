@@ -20,8 +20,11 @@ struct Callback {
     /// Programmatic subscriptions this app announces (`ListTopicSubscriptions`): (pubsub, topic).
     topics: Vec<(String, String)>,
     /// Topic events received, with their metadata.
-    events: Arc<Mutex<Vec<(HashMap<String, String>, rt::TopicEventRequest)>>>,
+    events: Arc<Mutex<Vec<ReceivedEvent>>>,
 }
+
+/// A topic event and the metadata it came with.
+type ReceivedEvent = (HashMap<String, String>, rt::TopicEventRequest);
 
 fn ascii_metadata(metadata: &tonic::metadata::MetadataMap) -> HashMap<String, String> {
     metadata

@@ -26,7 +26,7 @@ pub struct Delivery {
 pub struct SubscriberApp {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Delivery>>>,
-    answers: Arc<Mutex<HashMap<String, Vec<(u16, String)>>>>,
+    answers: Answers,
     _runtime: tokio::runtime::Runtime,
 }
 

@@ -358,7 +358,7 @@ async fn deliver(
         None
     };
     if let (Some(allowed), Some(p)) = (&spec.allowed_publishers, &publisher)
-        && !allowed.iter().any(|a| *a == p.app_id)
+        && !allowed.contains(&p.app_id)
     {
         let why = Unverified::NotAllowed(p.app_id.clone());
         return refuse(&handles, &spec, &target, &message, &operation, publisher.as_ref(), why).await;

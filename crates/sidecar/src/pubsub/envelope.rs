@@ -102,7 +102,7 @@ pub(crate) fn build(input: &PublishInput<'_>) -> Result<Map<String, Value>, Enve
         ("type", input.event_type.into()),
     ];
     for (key, value) in defaults {
-        if !event.get(key).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+        if event.get(key).is_none_or(|v| v.as_str().is_none_or(str::is_empty)) {
             event.insert(key.into(), value);
         }
     }

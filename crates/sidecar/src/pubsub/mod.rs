@@ -110,31 +110,14 @@ impl PubSubCore {
         Ok(())
     }
 
-    /// The bytes to hand the broker for one message: the signed envelope, or the raw payload.
-    fn message_bytes(
-        &self,
-        pubsub: &str,
-        topic: &str,
-        data: &[u8],
-        content_type: Option<&str>,
-        metadata: &BTreeMap<String, String>,
-        trace: (Option<&str>, Option<&str>),
-        event_type: &'static str,
-    ) -> Result<Bytes, ApiError> {
-        if envelope::is_raw_payload(metadata) {
-            return Ok(Bytes::copy_from_slice(data));
+    /// The bytes to hand the broker for one message: the signed envelope, or the raw payload. `input.app_id` is
+    /// replaced by this sidecar's.
+    fn message_bytes(&self, input: PublishInput<'_>) -> Result<Bytes, ApiError> {
+        if envelope::is_raw_payload(input.metadata) {
+            return Ok(Bytes::copy_from_slice(input.data));
         }
-        let input = PublishInput {
-            pubsub,
-            topic,
-            app_id: &self.app_id,
-            data,
-            content_type,
-            metadata,
-            traceparent: trace.0,
-            tracestate: trace.1,
-            event_type,
-        };
+        let (pubsub, topic) = (input.pubsub, input.topic);
+        let input = PublishInput { app_id: &self.app_id, ..input };
         let mut event = envelope::build(&input).map_err(|err| match err {
             envelope::EnvelopeError::NotACloudEvent => ApiError::PubSubCloudEvent { detail: err.to_string() },
             envelope::EnvelopeError::Ttl(_) => ApiError::Malformed { detail: err.to_string() },
@@ -154,15 +137,17 @@ impl PubSubCore {
         let registry = self.components.load();
         self.admit(&registry, &publish.pubsub, &publish.topic)?;
         let entry = lookup(&registry, &publish.pubsub)?;
-        let data = self.message_bytes(
-            &publish.pubsub,
-            &publish.topic,
-            &publish.data,
-            publish.content_type.as_deref(),
-            &publish.metadata,
-            (publish.traceparent.as_deref(), publish.tracestate.as_deref()),
-            EVENT_TYPE,
-        )?;
+        let data = self.message_bytes(PublishInput {
+            pubsub: &publish.pubsub,
+            topic: &publish.topic,
+            app_id: &self.app_id,
+            data: &publish.data,
+            content_type: publish.content_type.as_deref(),
+            metadata: &publish.metadata,
+            traceparent: publish.traceparent.as_deref(),
+            tracestate: publish.tracestate.as_deref(),
+            event_type: EVENT_TYPE,
+        })?;
         let request = PublishRequest { topic: publish.topic.clone(), data, metadata: publish.metadata };
         let result = entry.pubsub.publish(request).await;
         self.metrics.pubsub_published(&publish.pubsub, &publish.topic, result.is_ok());
@@ -190,15 +175,17 @@ impl PubSubCore {
         for bulk in entries {
             let mut metadata = request_metadata.clone();
             metadata.extend(bulk.metadata);
-            let data = match self.message_bytes(
+            let data = match self.message_bytes(PublishInput {
                 pubsub,
                 topic,
-                &bulk.data,
-                bulk.content_type.as_deref(),
-                &metadata,
-                trace,
-                "com.dapr.event.sent.bulk",
-            ) {
+                app_id: &self.app_id,
+                data: &bulk.data,
+                content_type: bulk.content_type.as_deref(),
+                metadata: &metadata,
+                traceparent: trace.0,
+                tracestate: trace.1,
+                event_type: "com.dapr.event.sent.bulk",
+            }) {
                 Ok(data) => data,
                 Err(err) => {
                     failed.push((bulk.entry_id, err.status_and_body().1.message));
