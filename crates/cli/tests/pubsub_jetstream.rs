@@ -1,0 +1,145 @@
+//! Pub/sub across sidecars on NATS JetStream (issue 14): the stream exists (the operator creates it; ward never
+//! does), a verified publisher on one sidecar reaches the subscriber on another, and a subscriber sidecar killed
+//! mid-delivery gets the message again from its durable consumer after a restart. Needs `nats-server` (Debian's
+//! package); every process is killed on drop and every wait is bounded.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::mesh::{Http, Mesh, SidecarProcess, SidecarSpec};
+use support::pubsub_app::SubscriberApp;
+use support::{eventually, free_port};
+
+/// A `nats-server -js` on a free loopback port with a temporary store, killed on drop.
+struct Nats {
+    child: Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let port = free_port();
+        let store = tempfile::tempdir().unwrap();
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (apt-get install nats-server)");
+        let nats = Nats { child, port, _store: store };
+        // JetStream answers once it runs: create the stream the operator would.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let url = nats.url();
+        eventually(Duration::from_secs(10), "the JetStream stream", || {
+            runtime.block_on(async {
+                let client =
+                    tokio::time::timeout(Duration::from_secs(1), async_nats::connect(&url)).await.ok()?.ok()?;
+                let js = async_nats::jetstream::new(client);
+                let config = async_nats::jetstream::stream::Config {
+                    name: "ORDERS".into(),
+                    subjects: vec!["orders".into()],
+                    ..Default::default()
+                };
+                tokio::time::timeout(Duration::from_secs(2), js.create_stream(config)).await.ok()?.ok().map(|_| ())
+            })
+        });
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn resources(mesh: &Mesh, nats: &Nats) -> PathBuf {
+    let dir = mesh.dir.path().join("resources");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bus.yaml"),
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.jetstream\n  \
+             version: v1\n  metadata:\n  - name: natsURL\n    value: \"{}\"\n  - name: durableName\n    value: \
+             orders\n  - name: ackWait\n    value: 2s\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("subscription.yaml"),
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: orders\nspec:\n  pubsubname: bus\n  \
+         topic: orders\n  routes:\n    default: /orders\nscopes: [orders]\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn sidecar(mesh: &Mesh, app_id: &str, app: &SubscriberApp, dir: &Path) -> SidecarProcess {
+    let mut spec = SidecarSpec::new(app_id, Some(app.addr.port()));
+    spec.extra = vec!["--resources-path".into(), dir.to_str().unwrap().into()];
+    spec.env = vec![("APP_API_TOKEN".into(), "orders-app-token".into())];
+    mesh.sidecar(spec)
+}
+
+fn ready(http: &Http, sidecar: &SidecarProcess) {
+    eventually(Duration::from_secs(15), "healthz", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+}
+
+#[test]
+fn jetstream_delivers_verified_events_and_redelivers_after_a_subscriber_crash() {
+    let nats = Nats::start();
+    let mesh = Mesh::start(&[]);
+    let dir = resources(&mesh, &nats);
+    let subscriber =
+        SubscriberApp::start(json!([]), HashMap::from([("/orders", vec![(200, r#"{"status":"RETRY"}"#)])]));
+    let publisher_app = SubscriberApp::start(json!([]), HashMap::new());
+    let mut orders = sidecar(&mesh, "orders", &subscriber, &dir);
+    let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
+    let http = Http::new();
+    ready(&http, &orders);
+    ready(&http, &checkout);
+
+    let reply = http.send(
+        "POST",
+        &checkout.http,
+        "/v1.0/publish/bus/orders",
+        &[("content-type", "application/json")],
+        br#"{"id": 9}"#.to_vec(),
+    );
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let first = eventually(Duration::from_secs(15), "a first delivery", || subscriber.at("/orders").first().cloned());
+    assert_eq!(first.headers.get("ward-publisher").map(String::as_str), Some("spiffe://public/ns/default/checkout"));
+    assert_eq!(first.headers.get("dapr-api-token").map(String::as_str), Some("orders-app-token"));
+    assert_eq!(first.body["data"], json!({"id": 9}));
+
+    // Killed while the app keeps asking for a retry: never acknowledged, so the durable consumer has it again.
+    orders.process.kill9();
+    let before = subscriber.at("/orders").len();
+    subscriber.answer("/orders", 200, r#"{"status":"SUCCESS"}"#);
+    let orders = sidecar(&mesh, "orders", &subscriber, &dir);
+    ready(&http, &orders);
+    let again = eventually(Duration::from_secs(20), "redelivery after restart", || {
+        let seen = subscriber.at("/orders");
+        (seen.len() > before).then_some(seen)
+    });
+    assert_eq!(again.last().unwrap().body["id"], first.body["id"], "the same event");
+}
