@@ -39,3 +39,27 @@ pub use app_health::AppHealthCheck;
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
 pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};
 pub use ward_net::MetricsListen;
+
+/// For benchmarks only (`crates/cli/examples/pubsub_bench.rs`): the publisher signature on its own, so its cost
+/// per event can be measured apart from brokers and HTTP. Not an API.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ward_identity::{SvidResolver, TrustBundleHandle};
+
+    /// Adds `wardsig` to `event` with the SVID `svid` holds.
+    pub fn sign_event(svid: Arc<SvidResolver>, event: &mut serde_json::Map<String, serde_json::Value>) -> bool {
+        crate::pubsub::signature::EventSigner { svid }.sign(event).is_ok()
+    }
+
+    /// Verifies `event`'s `wardsig` against `bundle`; the publisher's app id.
+    pub fn verify_event(
+        bundle: TrustBundleHandle,
+        event: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String> {
+        let verifier = crate::pubsub::signature::EventVerifier { bundle, skew: Duration::from_secs(60) };
+        verifier.verify(event).map(|p| p.app_id).map_err(|e| e.to_string())
+    }
+}
