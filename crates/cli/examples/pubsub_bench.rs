@@ -110,8 +110,8 @@ async fn run(client: &Client, url: &str, received: &Received, rate: u64, seconds
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut publish_latencies = Vec::new();
-    if rate > 0 {
-        let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    if let Some(period) = 1_000_000_000u64.checked_div(rate) {
+        let mut interval = tokio::time::interval(Duration::from_nanos(period));
         let mut tasks = Vec::new();
         for _ in 0..rate * seconds {
             interval.tick().await;
