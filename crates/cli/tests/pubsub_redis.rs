@@ -80,7 +80,10 @@ fn resources(mesh: &Mesh, redis: &Redis) -> PathBuf {
     std::fs::write(
         dir.join("subscription.yaml"),
         "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: orders\nspec:\n  pubsubname: bus\n  \
-         topic: orders\n  routes:\n    default: /orders\n  deadLetterTopic: poison\nscopes: [orders]\n",
+         topic: orders\n  routes:\n    default: /orders\n  deadLetterTopic: poison\nscopes: [orders]\n---\n\
+         apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: payouts\nspec:\n  pubsubname: bus\n  \
+         topic: payouts\n  routes:\n    default: /payouts\n  metadata:\n    allowedPublishers: billing\nscopes: \
+         [orders]\n",
     )
     .unwrap();
     dir
@@ -169,9 +172,18 @@ fn forged_and_tampered_events_on_a_shared_broker_never_reach_the_app() {
     assert_eq!(poison, vec![forged.to_string(), tampered], "dead letters are the messages unchanged");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(subscriber.at("/orders").len(), 1, "neither reached the app");
-    let refusals: Vec<Value> =
-        audit(&mesh, "orders").into_iter().filter(|e| e["event"] == "PUBSUB_DELIVER_DENY").collect();
-    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    // A verified publisher that the subscription's allowedPublishers does not list is refused too.
+    let reply = http.send("POST", &checkout.http, "/v1.0/publish/bus/payouts", &[], b"pay me".to_vec());
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let refusals = eventually(Duration::from_secs(15), "three refusals", || {
+        let refusals: Vec<Value> =
+            audit(&mesh, "orders").into_iter().filter(|e| e["event"] == "PUBSUB_DELIVER_DENY").collect();
+        (refusals.len() >= 3).then_some(refusals)
+    });
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert_eq!(refusals[2]["rule"], "allowedPublishers", "{}", refusals[2]);
+    assert_eq!(refusals[2]["caller"], "spiffe://public/ns/default/checkout", "{}", refusals[2]);
+    assert!(subscriber.at("/payouts").is_empty());
     assert!(refusals[0]["reason"].as_str().unwrap_or_default().contains("no wardsig"), "{}", refusals[0]);
     assert!(refusals[1]["reason"].as_str().unwrap_or_default().contains("signature does not match"), "{}", refusals[1]);
 }
