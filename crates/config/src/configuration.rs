@@ -64,6 +64,44 @@ struct RawConfigurationSpec {
     features: Option<Vec<RawFeature>>,
     #[serde(default)]
     ward: Option<RawWardSpec>,
+    #[serde(default)]
+    tracing: Option<RawTracing>,
+}
+
+/// `spec.tracing` (Dapr's `TracingSpec`). Not strict: an unknown key is listed by the schema walk.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTracing {
+    /// A string in Dapr ("0".."1"); a bare number is accepted too.
+    #[serde(default)]
+    sampling_rate: Option<Value>,
+    #[serde(default)]
+    stdout: Option<bool>,
+    #[serde(default)]
+    otel: Option<RawOtel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOtel {
+    #[serde(default)]
+    endpoint_address: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    is_secure: Option<bool>,
+    /// `["k=v", …]`, `"k=v,k2=v2"` or Dapr's `[{name, value}]`: read by hand so every form names its field.
+    #[serde(default)]
+    headers: Option<Value>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    otlp: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +212,8 @@ struct RawWardSpec {
     production_mode: Option<bool>,
     #[serde(default)]
     audit_log: Option<String>,
+    #[serde(default)]
+    audit: Option<RawAudit>,
     /// `"4Mi"` or a plain number of bytes.
     #[serde(default)]
     max_body_size: Option<Value>,
@@ -220,6 +260,8 @@ pub struct Configuration {
     pub features: Vec<Feature>,
     /// `spec.ward`.
     pub ward: WardSpec,
+    /// `spec.tracing`, when present.
+    pub tracing: Option<TracingSpec>,
     /// What the file asks for that ward does not do, sorted by field path: unknown keys outside the security sections
     /// ([`UnsupportedKind::UnknownKey`]), and Dapr sections, fields and enabled features ward parses but does not
     /// implement ([`UnsupportedKind::NotImplemented`], e.g. `spec.tracing`, `spec.features[0]`). Empty when ward
@@ -280,6 +322,43 @@ pub struct Feature {
     pub enabled: bool,
 }
 
+/// `spec.tracing`: Dapr's `TracingSpec` minus `zipkin` (listed as not implemented by the schema).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TracingSpec {
+    /// `samplingRate`, checked to lie in 0..=1; `None` when absent or empty (the sidecar applies Dapr's default).
+    pub sampling_rate: Option<f64>,
+    /// `stdout`: spans also written to standard output.
+    pub stdout: bool,
+    /// `otel`, when it names an endpoint.
+    pub otel: Option<OtelSpec>,
+}
+
+// `sampling_rate` is checked to lie in 0..=1 when parsed, so it is never NaN and equality is total.
+impl Eq for TracingSpec {}
+
+/// The OTLP protocol of `spec.tracing.otel.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    Http,
+}
+
+/// `spec.tracing.otel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtelSpec {
+    /// `host:port` (Dapr's form) or a URL.
+    pub endpoint_address: String,
+    /// `protocol`. Dapr registers no exporter when it is empty; ward takes `grpc` (the usual collector port 4317),
+    /// so an endpoint is never silently unused.
+    pub protocol: OtlpProtocol,
+    /// `isSecure` (Dapr's default: true).
+    pub is_secure: bool,
+    /// `headers`, sent with every export. Values may be credentials: never logged.
+    pub headers: Vec<(String, String)>,
+    /// `timeout` of one export.
+    pub timeout: Option<Duration>,
+}
+
 /// `spec.ward`, ward's extension section.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WardSpec {
@@ -287,6 +366,8 @@ pub struct WardSpec {
     pub production_mode: bool,
     /// Where to write audit events, when set.
     pub audit_log: Option<PathBuf>,
+    /// `spec.ward.audit.otlp`: audit events also exported as OTLP log records to the tracing endpoint.
+    pub audit_otlp: bool,
     /// Request body limit in bytes, when set.
     pub max_body_size: Option<u64>,
     /// `spec.ward.capabilities`, unvalidated (ward-policy compiles it). `None` when absent.
@@ -527,14 +608,21 @@ impl Configuration {
         let ward = WardSpec {
             production_mode: raw_ward.production_mode.unwrap_or(false),
             audit_log: raw_ward.audit_log.filter(|p| !p.is_empty()).map(PathBuf::from),
+            audit_otlp: raw_ward.audit.and_then(|a| a.otlp).unwrap_or(false),
             max_body_size,
             capabilities: raw_ward.capabilities,
             provenance_enabled: raw_ward.provenance.and_then(|p| p.enabled),
             mcp: raw_ward.mcp,
         };
 
+        let tracing = match spec.tracing {
+            None => None,
+            Some(raw) => Some(tracing_spec(raw).map_err(|(f, m)| invalid(&f, m))?),
+        };
+
         Ok(Configuration {
             name: name.to_string(),
+            tracing,
             namespace: raw.metadata.namespace.filter(|ns| !ns.is_empty()),
             access_control: spec.access_control,
             secrets: spec.secrets,
@@ -554,6 +642,118 @@ impl Configuration {
             },
             source: path.to_path_buf(),
         })
+    }
+}
+
+/// `spec.tracing`, checked. `Err((field, message))`.
+fn tracing_spec(raw: RawTracing) -> Result<TracingSpec, (String, String)> {
+    let sampling_rate = match raw.sampling_rate {
+        None | Some(Value::Null) => None,
+        Some(v @ (Value::String(_) | Value::Number(_))) => {
+            let text = scalar_string(&v);
+            let text = text.trim();
+            if text.is_empty() {
+                None
+            } else {
+                let rate = text.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| {
+                    (
+                        "spec.tracing.samplingRate".to_owned(),
+                        format!("{} is not a number from \"0\" to \"1\"", crate::error::quoted(text)),
+                    )
+                })?;
+                Some(rate)
+            }
+        }
+        Some(other) => {
+            return Err((
+                "spec.tracing.samplingRate".to_owned(),
+                format!("invalid type: {}, expected a string like \"0.01\"", crate::yaml::type_name(&other)),
+            ));
+        }
+    };
+    let otel = match raw.otel {
+        None => None,
+        Some(o) => {
+            let endpoint = o.endpoint_address.map(|e| e.trim().to_owned()).unwrap_or_default();
+            let protocol = match o.protocol.as_deref().map(str::trim) {
+                None | Some("") | Some("grpc") => OtlpProtocol::Grpc,
+                Some("http") => OtlpProtocol::Http,
+                Some(other) => {
+                    return Err((
+                        "spec.tracing.otel.protocol".to_owned(),
+                        format!("{} is not \"grpc\" or \"http\"", crate::error::quoted(other)),
+                    ));
+                }
+            };
+            let headers = otel_headers(o.headers.as_ref())?;
+            let timeout = match o.timeout.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => Some(parse_go_duration(text).map_err(|m| ("spec.tracing.otel.timeout".to_owned(), m))?),
+            };
+            if endpoint.is_empty() {
+                // Dapr registers no exporter without an address; a section that still sets something is an error
+                // rather than a silent no-op.
+                if o.protocol.is_some() || !headers.is_empty() || timeout.is_some() || o.is_secure.is_some() {
+                    return Err((
+                        "spec.tracing.otel.endpointAddress".to_owned(),
+                        "is required when spec.tracing.otel sets anything".to_owned(),
+                    ));
+                }
+                None
+            } else {
+                Some(OtelSpec {
+                    endpoint_address: endpoint,
+                    protocol,
+                    is_secure: o.is_secure.unwrap_or(true),
+                    headers,
+                    timeout,
+                })
+            }
+        }
+    };
+    Ok(TracingSpec { sampling_rate, stdout: raw.stdout.unwrap_or(false), otel })
+}
+
+/// `spec.tracing.otel.headers`: `"k=v,k2=v2"`, `["k=v"]` or `[{name, value}]`. Values are never echoed.
+fn otel_headers(value: Option<&Value>) -> Result<Vec<(String, String)>, (String, String)> {
+    let field = "spec.tracing.otel.headers";
+    let bad = |i: usize| (format!("{field}[{i}]"), "expected \"name=value\" or {name, value}".to_owned());
+    let pair = |text: &str, i: usize| -> Result<(String, String), (String, String)> {
+        let (k, v) = text.split_once('=').ok_or_else(|| bad(i))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(bad(i));
+        }
+        Ok((k.to_owned(), v.trim().to_owned()))
+    };
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => {
+            s.split(',').filter(|p| !p.trim().is_empty()).enumerate().map(|(i, p)| pair(p, i)).collect()
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => pair(s, i),
+                Value::Object(map) => {
+                    if map.contains_key("secretKeyRef") || map.contains_key("envRef") {
+                        return Err((
+                            format!("{field}[{i}]"),
+                            "secretKeyRef/envRef values are not supported; give the value".to_owned(),
+                        ));
+                    }
+                    let name = map.get("name").and_then(Value::as_str).filter(|n| !n.trim().is_empty());
+                    let value = map.get("value").map(scalar_string);
+                    match (name, value) {
+                        (Some(n), Some(v)) => Ok((n.trim().to_owned(), v)),
+                        _ => Err(bad(i)),
+                    }
+                }
+                _ => Err(bad(i)),
+            })
+            .collect(),
+        Some(_) => Err((field.to_owned(), "expected a list of \"name=value\"".to_owned())),
     }
 }
 

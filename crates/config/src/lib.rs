@@ -52,7 +52,7 @@ pub use component::{
 };
 pub use configuration::{
     ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
-    IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, WardSpec,
+    IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, OtelSpec, OtlpProtocol, TracingSpec, WardSpec,
 };
 pub use error::{
     BoxError, ConfigError, Location, MAX_ECHOED_CHARS, MAX_MESSAGE_CHARS, MetadataItemRef, ResolveError, ResourceId,

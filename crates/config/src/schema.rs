@@ -121,9 +121,24 @@ const MCP: &[Key] = &[
     section("rules", Shape::List(&Shape::Map(MCP_RULE))),
     applied("passthroughUnknownMethods"),
 ];
+const AUDIT: &[Key] = &[applied("otlp")];
+const OTEL: &[Key] = &[
+    applied("endpointAddress"),
+    applied("protocol"),
+    applied("isSecure"),
+    applied("headers"),
+    applied("timeout"),
+];
+const TRACING: &[Key] = &[
+    applied("samplingRate"),
+    applied("stdout"),
+    section("otel", Shape::Map(OTEL)),
+    not_implemented("zipkin", "ward exports traces over OTLP (spec.tracing.otel) and to stdout, not to Zipkin"),
+];
 const WARD: &[Key] = &[
     applied("productionMode"),
     applied("auditLog"),
+    section("audit", Shape::Map(AUDIT)),
     applied("maxBodySize"),
     section("mcp", Shape::Map(MCP)),
     section("capabilities", Shape::Map(CAPABILITIES)),
@@ -151,7 +166,7 @@ const SPEC: &[Key] = &[
     section("logging", Shape::Map(LOGGING)),
     // Which feature names ward implements is decided per entry (`configuration.rs`), not by the schema.
     section("features", Shape::List(&Shape::Map(FEATURE))),
-    not_implemented("tracing", "ward does not export traces yet"),
+    section("tracing", Shape::Map(TRACING)),
     not_implemented("metric", "ward does not export metrics yet"),
     not_implemented("metrics", "ward does not export metrics yet"),
     not_implemented("wasm", "ward has no Wasm components"),
@@ -360,7 +375,7 @@ mod tests {
             "spec": {
                 "logging": {"bar": 1, "apiLogging": {"enabled": true, "baz": true}},
                 "foo": {"x": 1},
-                "tracing": {"samplingRate": "1", "typo": 1},
+                "tracing": {"samplingRate": "1", "typo": 1, "zipkin": {"endpointAddress": "http://z", "x": 1}},
             },
             "extra": 1,
         });
@@ -370,8 +385,9 @@ mod tests {
         assert!(fields.contains(&("spec.logging.apiLogging.baz", UnsupportedKind::UnknownKey)), "{fields:?}");
         assert!(fields.contains(&("spec.foo", UnsupportedKind::UnknownKey)), "{fields:?}");
         assert!(fields.contains(&("extra", UnsupportedKind::UnknownKey)), "{fields:?}");
-        assert!(fields.contains(&("spec.tracing", UnsupportedKind::NotImplemented)), "{fields:?}");
-        assert_eq!(fields.len(), 5, "nothing inside a not-implemented section is walked: {fields:?}");
+        assert!(fields.contains(&("spec.tracing.typo", UnsupportedKind::UnknownKey)), "{fields:?}");
+        assert!(fields.contains(&("spec.tracing.zipkin", UnsupportedKind::NotImplemented)), "{fields:?}");
+        assert_eq!(fields.len(), 6, "nothing inside a not-implemented section is walked: {fields:?}");
 
         let deep =
             json!({"spec": {"accessControl": {"policies": [{"operations": [{"name": "/a", "verb": ["GET"]}]}]}}});

@@ -42,6 +42,10 @@ fn case(field: &'static str, set: Vec<(&'static str, Value)>, expect: Expect) ->
 use Expect::{Error, Listed, Typed};
 use UnsupportedKind::NotImplemented;
 
+fn otel(c: &Configuration) -> Option<&crate::OtelSpec> {
+    c.tracing.as_ref().and_then(|t| t.otel.as_ref())
+}
+
 fn cases() -> Vec<Case> {
     vec![
         // the document header
@@ -457,41 +461,51 @@ fn cases() -> Vec<Case> {
             Typed(|c| c.ward.mcp.as_ref().is_some_and(|m| m.rules[0].deny == ["delete_*"])),
         ),
         // sections ward parses but does not implement
+        // tracing (issue 17)
         case(
             "spec.tracing.samplingRate",
-            vec![("spec.tracing.samplingRate", json!("1"))],
-            Listed("spec.tracing", NotImplemented),
+            vec![("spec.tracing.samplingRate", json!("0.5"))],
+            Typed(|c| c.tracing.as_ref().is_some_and(|t| t.sampling_rate == Some(0.5))),
         ),
-        case("spec.tracing.stdout", vec![("spec.tracing.stdout", json!(true))], Listed("spec.tracing", NotImplemented)),
+        case(
+            "spec.tracing.stdout",
+            vec![("spec.tracing.stdout", json!(true))],
+            Typed(|c| c.tracing.as_ref().is_some_and(|t| t.stdout)),
+        ),
         case(
             "spec.tracing.zipkin.endpointAddress",
             vec![("spec.tracing.zipkin.endpointAddress", json!("http://localhost:9411/api/v2/spans"))],
-            Listed("spec.tracing", NotImplemented),
+            Listed("spec.tracing.zipkin", NotImplemented),
         ),
         case(
             "spec.tracing.otel.protocol",
-            vec![("spec.tracing.otel.protocol", json!("grpc"))],
-            Listed("spec.tracing", NotImplemented),
+            vec![("spec.tracing.otel.protocol", json!("grpc")), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            Typed(|c| otel(c).is_some_and(|o| o.protocol == crate::OtlpProtocol::Grpc)),
         ),
         case(
             "spec.tracing.otel.endpointAddress",
             vec![("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
-            Listed("spec.tracing", NotImplemented),
+            Typed(|c| otel(c).is_some_and(|o| o.endpoint_address == "localhost:4317")),
         ),
         case(
             "spec.tracing.otel.isSecure",
-            vec![("spec.tracing.otel.isSecure", json!(true))],
-            Listed("spec.tracing", NotImplemented),
+            vec![("spec.tracing.otel.isSecure", json!(false)), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            Typed(|c| otel(c).is_some_and(|o| !o.is_secure)),
         ),
         case(
             "spec.tracing.otel.headers",
-            vec![("spec.tracing.otel.headers", json!(["a=b"]))],
-            Listed("spec.tracing", NotImplemented),
+            vec![("spec.tracing.otel.headers", json!(["a=b"])), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            Typed(|c| otel(c).is_some_and(|o| o.headers == [("a".to_owned(), "b".to_owned())])),
         ),
         case(
             "spec.tracing.otel.timeout",
-            vec![("spec.tracing.otel.timeout", json!("5s"))],
-            Listed("spec.tracing", NotImplemented),
+            vec![("spec.tracing.otel.timeout", json!("5s")), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            Typed(|c| otel(c).is_some_and(|o| o.timeout == Some(Duration::from_secs(5)))),
+        ),
+        case(
+            "spec.ward.audit.otlp",
+            vec![("spec.ward.audit.otlp", json!(true))],
+            Typed(|c| c.ward.audit_otlp),
         ),
     ]
     .into_iter()
