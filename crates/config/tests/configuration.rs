@@ -155,9 +155,10 @@ fn full_configuration() {
             ("spec.features[0]", UnsupportedKind::NotImplemented),
             ("spec.mtls.controlPlaneTrustDomain", UnsupportedKind::NotImplemented),
             ("spec.mtls.sentryAddress", UnsupportedKind::NotImplemented),
-            ("spec.tracing", UnsupportedKind::NotImplemented),
+            ("spec.tracing.someFutureKey", UnsupportedKind::UnknownKey),
         ]
     );
+    assert_eq!(c.tracing.as_ref().and_then(|t| t.sampling_rate), Some(1.0));
     let line = c.check_unsupported().expect_err("production refuses").to_string();
     assert_eq!(
         line,
@@ -169,7 +170,7 @@ fn full_configuration() {
     assert!(
         c.unsupported_error(&c.unsupported[3])
             .to_string()
-            .ends_with("spec.tracing: not implemented: ward does not export traces yet")
+            .contains("spec.tracing.someFutureKey: unknown field")
     );
 }
 

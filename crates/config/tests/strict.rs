@@ -77,7 +77,7 @@ fn unimplemented_sections_and_unknown_keys_are_listed() {
     let listed: Vec<(&str, UnsupportedKind)> = c.unsupported.iter().map(|u| (u.field.as_str(), u.kind)).collect();
     assert_eq!(
         listed,
-        [("spec.bogus", UnsupportedKind::UnknownKey), ("spec.tracing", UnsupportedKind::NotImplemented)],
+        [("spec.bogus", UnsupportedKind::UnknownKey), ("spec.tracing.zipkin", UnsupportedKind::NotImplemented)],
         "`metric: {{enabled: false}}` only switches off what ward does not have"
     );
     let lines: Vec<String> = c.unsupported.iter().map(|u| c.unsupported_error(u).to_string()).collect();
@@ -85,7 +85,7 @@ fn unimplemented_sections_and_unknown_keys_are_listed() {
         lines,
         [
             "config.yaml: Configuration \"daprConfig\": spec.bogus: unknown field, not part of Dapr's Configuration schema; known keys here: accessControl, secrets, api, components, mtls, httpPipeline, appHttpPipeline, ward, nameResolution, logging, features, tracing, metric, metrics, wasm, workflow",
-            "config.yaml: Configuration \"daprConfig\": spec.tracing: not implemented: ward does not export traces yet",
+            "config.yaml: Configuration \"daprConfig\": spec.tracing.zipkin: not implemented: ward exports traces over OTLP (spec.tracing.otel) and to stdout, not to Zipkin",
         ]
     );
     assert!(c.check_unsupported().is_err());
