@@ -23,6 +23,7 @@ pub(crate) mod listeners;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
+pub mod otel;
 pub(crate) mod provenance;
 pub(crate) mod public;
 pub(crate) mod pubsub;
