@@ -69,6 +69,20 @@ struct State {
     write_failures: AtomicU64,
     /// Events queued and not yet taken by the writer.
     queued: std::sync::atomic::AtomicUsize,
+    /// Also given every written event (`spec.ward.audit.otlp`), after it is in the chain.
+    mirror: std::sync::OnceLock<Mirror>,
+}
+
+/// What [`AuditSink::set_mirror`] installs.
+pub type AuditMirror = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
+
+#[derive(Clone)]
+struct Mirror(AuditMirror);
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mirror")
+    }
 }
 
 impl Drop for Handle {
@@ -254,6 +268,12 @@ impl AuditSink {
         }
     }
 
+    /// Gives every event, once written to the log, also to `mirror` (on the writer thread; it must not block).
+    /// The log stays the record: a mirror sees only what the chain holds. Set once; later calls are ignored.
+    pub fn set_mirror(&self, mirror: AuditMirror) {
+        let _ = self.handle.state.mirror.set(Mirror(mirror));
+    }
+
     /// How many [`AuditSink::record`] calls were refused so far (for a metric).
     pub fn refused_count(&self) -> u64 {
         self.handle.state.refused.load(Ordering::Relaxed)
@@ -420,12 +440,17 @@ fn write_loop(rx: Receiver<Queued>, mut writer: impl AuditWriter, mut chain: Aud
             bytes.extend_from_slice(next.seal_and_commit(&queued.event).as_bytes());
             bytes.push(b'\n');
         }
-        let mut waiters: Vec<_> = batch.into_iter().filter_map(|q| q.written).collect();
+        let mut waiters: Vec<_> = batch.iter_mut().filter_map(|q| q.written.take()).collect();
         let mut delay = Duration::from_millis(5);
         loop {
             match writer.append(&bytes) {
                 Ok(()) => {
                     chain = next;
+                    if let Some(Mirror(mirror)) = state.mirror.get() {
+                        for queued in &batch {
+                            mirror(&queued.event);
+                        }
+                    }
                     if state.failing.swap(false, Ordering::AcqRel) {
                         tracing::warn!("audit log writable again; accepting events");
                     }

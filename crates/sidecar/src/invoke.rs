@@ -80,12 +80,40 @@ impl Invoker {
         &self,
         target: &str,
         internal_path: String,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Body,
     ) -> Result<CalleeResponse, InvokeError> {
         let started = std::time::Instant::now();
-        let kind = if internal_path.starts_with(INTERNAL_GRPC_PREFIX) { "streaming" } else { "unary" };
+        let grpc = internal_path.starts_with(INTERNAL_GRPC_PREFIX);
+        let kind = if grpc { "streaming" } else { "unary" };
+        // The client span (tracing on): its `traceparent` goes to the callee's sidecar over the mTLS connection,
+        // replacing whatever the app sent, so the callee's server span is its child.
+        let span = crate::otel::child(
+            || format!("CallRemote/{}", self.split_target(target).0).into(),
+            opentelemetry::trace::SpanKind::Client,
+            || {
+                let method = internal_path
+                    .strip_prefix(INTERNAL_INVOKE_PREFIX)
+                    .or_else(|| internal_path.strip_prefix(INTERNAL_GRPC_PREFIX))
+                    .unwrap_or(&internal_path);
+                vec![
+                    opentelemetry::KeyValue::new("rpc.system", if grpc { "grpc" } else { "http" }),
+                    opentelemetry::KeyValue::new("rpc.method", crate::otel::span_path(method)),
+                    opentelemetry::KeyValue::new("http.request.method", parts.method.as_str().to_owned()),
+                ]
+            },
+        );
+        if let Some(cx) = &span {
+            crate::otel::inject(cx, &mut parts.headers, grpc);
+        }
         let result = self.send_once(target, internal_path, parts, body).await;
+        if let Some(cx) = &span {
+            match &result {
+                Ok(response) => crate::otel::end_with_status(cx, response.status().as_u16()),
+                Err(InvokeError::Refused(_)) => crate::otel::end_failed(cx, "refused by the callee's sidecar"),
+                Err(_) => crate::otel::end_failed(cx, "invocation failed"),
+            }
+        }
         let (dst, status) = match &result {
             Ok(response) => (self.split_target(target).0, response.status().as_str().to_owned()),
             Err(InvokeError::InvalidTarget(_) | InvokeError::CalleeNotFound(_)) => ("_unknown", "error".to_owned()),

@@ -126,6 +126,8 @@ pub enum StartError {
     InternalTls(#[source] rustls::Error),
     #[error("listener limits: {0}")]
     Limits(#[from] ward_net::LimitsError),
+    #[error("tracing: {0}")]
+    Tracing(#[from] crate::otel::TracingError),
 }
 
 pub fn now_rfc3339() -> String {
@@ -145,6 +147,8 @@ pub struct Sidecar {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     registration: Option<ward_components::nameresolution::Registration>,
     _svid: Option<ward_sentry::client::SvidSupervisor>,
+    /// Flushed at shutdown.
+    tracing: Option<Arc<crate::otel::Tracing>>,
     started: Instant,
 }
 
@@ -270,8 +274,15 @@ impl Sidecar {
             SqliteRegistry::open(registry_options).await.map_err(|err| StartError::NameResolution(err.to_string()))?,
         ));
 
-        // 5. Audit, app channel, the handles each part uses.
+        // 5. Audit, tracing, app channel, the handles each part uses.
         let audit = AuditSink::open(&settings.audit)?;
+        let tracing = start_tracing(configuration.as_ref(), &options, settings.production)?;
+        if let Some(t) = tracing.as_ref().filter(|t| t.exports_audit()) {
+            let t = t.clone();
+            audit.set_mirror(Arc::new(move |event: &ward_policy::AuditEvent| t.emit_audit(event)));
+        }
+        // Only the request paths of a sidecar that makes spans get a handle; without one they pay a branch.
+        let spans = tracing.clone().filter(|t| t.spans());
         let metrics = crate::metrics::Metrics::new(&options.app_id);
         metrics.set_sources(crate::metrics::Sources {
             audit: audit.clone(),
@@ -396,6 +407,7 @@ impl Sidecar {
             subscription_routes: subscription_routes.clone(),
             mcp: mcp.clone(),
             metrics: metrics.clone(),
+            tracing: spans.clone(),
         };
 
         // 6. Listeners (only now: everything above was valid).
@@ -439,6 +451,7 @@ impl Sidecar {
             listing: metadata.subscriptions.clone(),
             routes: subscription_routes.clone(),
             stop: stop_rx.clone(),
+            tracing: spans.clone(),
         });
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
@@ -449,9 +462,13 @@ impl Sidecar {
                 app_id: Arc::from(options.app_id.as_str()),
                 metrics: metrics.clone(),
             };
-            let router =
+            let mut router =
                 crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline)
                     .layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::metrics::record_public));
+            // Outermost: every call to the API is a span, refused ones included.
+            if let Some(t) = &spans {
+                router = router.layer(axum::middleware::from_fn_with_state(t.clone(), crate::otel::public_api));
+            }
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
                 router,
@@ -469,7 +486,13 @@ impl Sidecar {
                 metadata: metadata.clone(),
                 invoker: invoker.clone(),
             };
-            let service = crate::grpc_api::service(api, options.api_tokens.clone(), api_list.clone(), api_log.clone());
+            let service = crate::grpc_api::service(
+                api,
+                options.api_tokens.clone(),
+                api_list.clone(),
+                api_log.clone(),
+                spans.clone(),
+            );
             tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
         }
         if let (Some(check), Some(port)) = (options.app_health.clone(), options.app_port) {
@@ -541,6 +564,7 @@ impl Sidecar {
             tasks,
             registration: Some(registration),
             _svid: supervisor,
+            tracing,
             started,
         })
     }
@@ -570,8 +594,38 @@ impl Sidecar {
         if finished.is_err() {
             tracing::warn!(timeout = ?bound, "listeners did not stop in time");
         }
+        // The last spans and audit records go out before the process ends (bounded by the exporters' timeouts).
+        if let Some(t) = self.tracing.take() {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
         tracing::info!("sidecar stopped");
     }
+}
+
+/// `spec.tracing` / `OTEL_EXPORTER_OTLP_*` → the running tracer, or `None` when tracing is off. In production a
+/// request for audit records without an OTLP endpoint is refused; in development it is one warning.
+fn start_tracing(
+    configuration: Option<&ward_config::Configuration>,
+    options: &SidecarOptions,
+    production: bool,
+) -> Result<Option<Arc<crate::otel::Tracing>>, StartError> {
+    let settings = match crate::otel::TracingSettings::resolve(configuration, &|name| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(err @ crate::otel::TracingError::AuditWithoutEndpoint) if !production => {
+            tracing::warn!("{err}: NOT APPLIED (development mode only; a production sidecar refuses to start)");
+            None
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let Some(settings) = settings else { return Ok(None) };
+    let tracing = crate::otel::Tracing::start(&settings, &options.app_id, &options.namespace)?;
+    tracing::info!(
+        sampling_rate = settings.sampling_rate,
+        exporters = settings.exporters.len(),
+        audit_otlp = settings.audit_otlp,
+        "tracing on"
+    );
+    Ok(Some(tracing))
 }
 
 impl Drop for Sidecar {

@@ -52,6 +52,27 @@ fn path_error(err: axum::extract::rejection::PathRejection) -> ApiError {
 }
 
 /// One secret, after the store lookup and the secret scopes (protocol-neutral; the gRPC API uses it too).
+/// A secret-store call in its own client span (tracing on): the operation and the store name only; a secret's
+/// name and value never go into a span.
+async fn traced<T, E>(
+    operation: &'static str,
+    store: &str,
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    crate::otel::in_child(
+        || format!("secrets/{operation}").into(),
+        opentelemetry::trace::SpanKind::Client,
+        || {
+            vec![
+                opentelemetry::KeyValue::new("ward.operation", operation),
+                opentelemetry::KeyValue::new("ward.component", store.to_owned()),
+            ]
+        },
+        future,
+    )
+    .await
+}
+
 pub(crate) async fn secret(
     components: &Components,
     store: &str,
@@ -63,7 +84,7 @@ pub(crate) async fn secret(
     if !registry.secret_allowed(store, name) {
         return Err(ApiError::SecretDenied { key: name.to_owned(), store: store.to_owned() });
     }
-    match entry.store.get_secret(name, metadata).await {
+    match traced("get", store, entry.store.get_secret(name, metadata)).await {
         Ok(Some(secret)) => Ok(secret),
         // Dapr's local stores answer a missing secret with an error, which becomes a 500.
         Ok(None) => Err(ApiError::SecretGet {
@@ -86,7 +107,7 @@ pub(crate) async fn all_secrets(
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, ApiError> {
     let registry = components.load();
     let entry = lookup(&registry, store)?;
-    let all = entry.store.bulk_get_secret(metadata).await.map_err(|err| {
+    let all = traced("bulk_get", store, entry.store.bulk_get_secret(metadata)).await.map_err(|err| {
         tracing::warn!(store = %store, error = %error_chain(&err), "secret store failed");
         ApiError::SecretBulkGet { store: store.to_owned(), detail: error_chain(&err) }
     })?;

@@ -93,6 +93,26 @@ struct TransactionOperation {
 }
 
 /// Reads the body, bounded by `--max-body-size`.
+/// A state operation in its own client span (tracing on): the operation and the store name, never a key or value.
+async fn traced<T>(
+    operation: &'static str,
+    store: &str,
+    future: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    crate::otel::in_child(
+        || format!("state/{operation}").into(),
+        opentelemetry::trace::SpanKind::Client,
+        || {
+            vec![
+                opentelemetry::KeyValue::new("db.operation.name", operation),
+                opentelemetry::KeyValue::new("ward.component", store.to_owned()),
+            ]
+        },
+        future,
+    )
+    .await
+}
+
 pub(crate) async fn read_body(limit: u64, body: Body) -> Result<Bytes, ApiError> {
     crate::body::read_limited(body, limit).await.map_err(|err| match err {
         crate::body::ReadBodyError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
@@ -147,7 +167,7 @@ async fn save(
         let items = items.into_iter().map(save_item).collect::<Result<Vec<_>, _>>().map_err(|detail| {
             ApiError::StateSave { store: store.clone(), failure: StateFailure::BadRequest, detail }
         })?;
-        state::save(&core, &store, items).await?;
+        traced("save", &store, state::save(&core, &store, items)).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -159,7 +179,7 @@ async fn get_state(
 ) -> Response {
     let result = async {
         let Path((store, key)) = path.map_err(path_error)?;
-        let Some(item) = state::get(&core, &store, &key).await? else {
+        let Some(item) = traced("get", &store, state::get(&core, &store, &key)).await? else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
         let mut response = Response::new(Body::from(item.value));
@@ -190,7 +210,7 @@ async fn delete_state(
         let query = query.map(|Query(q)| q).unwrap_or_default();
         let concurrency =
             state::parse_concurrency(query.get("concurrency").map(String::as_str).unwrap_or("")).map_err(bad)?;
-        state::delete(&core, &store, &key, etag, concurrency).await?;
+        traced("delete", &store, state::delete(&core, &store, &key, etag, concurrency)).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -205,7 +225,7 @@ async fn bulk_get(
         let Path(store) = path.map_err(path_error)?;
         state::lookup(&core.components.load(), &store)?;
         let request: BulkRequest = parse_json(&read_body(core.max_body_size, body).await?)?;
-        let found = state::bulk_get(&core, &store, request.keys).await?;
+        let found = traced("bulk_get", &store, state::bulk_get(&core, &store, request.keys)).await?;
         let items: Vec<BulkItem> = found
             .into_iter()
             .map(|(key, item)| match item {
@@ -250,7 +270,7 @@ async fn transaction(
                 }
             });
         }
-        state::transact(&core, &store, items).await?;
+        traced("transaction", &store, state::transact(&core, &store, items)).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)

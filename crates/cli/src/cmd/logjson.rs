@@ -1,6 +1,7 @@
 //! `--log-as-json`: one JSON object per line with daprd's keys, so log pipelines built for daprd read ward's lines
 //! unchanged: `time` (RFC 3339), `level`, `msg`, `scope`, `type` (`log`), `app_id`, `instance` (host name), `ver`,
-//! plus each event's own fields (API log lines carry `method`, `path`, `status`, …). Hand-written because
+//! plus each event's own fields (API log lines carry `method`, `path`, `status`, …), and `trace_id` / `span_id` when the
+//! line is written inside a traced request. Hand-written because
 //! `tracing-subscriber`'s JSON layout (`timestamp`, `fields.message`, `target`) is not daprd's.
 
 use std::fmt;
@@ -73,6 +74,11 @@ where
         line.insert("app_id".into(), Value::String(self.app_id.clone()));
         line.insert("instance".into(), Value::String(self.instance.clone()));
         line.insert("ver".into(), Value::String(env!("CARGO_PKG_VERSION").into()));
+        // Inside a traced request (tracing on), the line names its trace and span, so logs and traces join.
+        if let Some((trace_id, span_id)) = ward_sidecar::otel::current_ids() {
+            line.insert("trace_id".into(), Value::String(trace_id));
+            line.insert("span_id".into(), Value::String(span_id));
+        }
         for (key, value) in fields.0 {
             // An event's own field never overwrites one of daprd's keys.
             line.entry(key).or_insert(value);

@@ -337,6 +337,7 @@ pub(crate) fn service(
     tokens: ward_gate::ApiTokens,
     api_list: Arc<ArcSwap<ApiAllowList>>,
     api_log: ward_gate::ApiLogHandle,
+    tracing: Option<Arc<crate::otel::Tracing>>,
 ) -> impl tower::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<Body>,
@@ -350,11 +351,16 @@ pub(crate) fn service(
     // Requests are decoded whole: bounded by `--max-body-size` like every other buffered body.
     let limit = usize::try_from(api.invoker.max_body_size).unwrap_or(usize::MAX);
     let dapr = pb::runtime::dapr_server::DaprServer::new(api).max_decoding_message_size(limit);
-    let router =
+    let mut router =
         tonic::service::Routes::new(dapr).into_axum_router().fallback(move |request: axum::extract::Request| {
             let invoker = invoker.clone();
             async move { proxy::forward(&invoker, request).await }
         });
+    // The public API's span (tracing on): `traceparent` or `grpc-trace-bin` continued. Inside the token and list
+    // checks, which answer before routing; the span covers what the app asked for.
+    if let Some(tracing) = tracing {
+        router = router.layer(axum::middleware::from_fn_with_state(tracing, crate::otel::public_api));
+    }
     tower::ServiceBuilder::new()
         .layer(ward_gate::ApiLogLayer::reloadable(api_log))
         .layer(ward_gate::GrpcApiTokenLayer::new(tokens))

@@ -140,6 +140,43 @@ impl tower::Service<InboundRequest> for AppChannel {
             let Some(call) = request.extensions().get::<PreparedInvocation>().map(|c| c.operation.clone()) else {
                 return Err(InboundError::UnknownEndpoint);
             };
+            // The app channel's span (tracing on), child of the inbound or delivery span; the app receives its
+            // `traceparent` (and, over gRPC, `grpc-trace-bin`), continuing the caller's trace.
+            let mut request = request;
+            let span = crate::otel::child(
+                || "app-channel".into(),
+                opentelemetry::trace::SpanKind::Client,
+                || {
+                    let (protocol, method) = match &call {
+                        Operation::Http(method) => ("http", method.as_str().to_owned()),
+                        Operation::Grpc(method) => ("grpc", method.as_str().to_owned()),
+                    };
+                    vec![
+                        opentelemetry::KeyValue::new("rpc.system", protocol),
+                        opentelemetry::KeyValue::new("rpc.method", crate::otel::span_path(&method)),
+                        opentelemetry::KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+                    ]
+                },
+            );
+            if let Some(cx) = &span {
+                crate::otel::inject(cx, request.headers_mut(), channel.speaks_grpc());
+            }
+            let result = deliver(channel, call, request).await;
+            if let Some(cx) = &span {
+                match &result {
+                    Ok(response) => crate::otel::end_with_status(cx, response.status().as_u16()),
+                    Err(_) => crate::otel::end_failed(cx, "not delivered to the app"),
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Delivers `request` to the app by `call`'s protocol.
+async fn deliver(channel: AppChannel, call: Operation, request: InboundRequest) -> Result<InboundResponse, InboundError> {
+    {
+        {
             match (channel, call) {
                 (AppChannel::None, _) => Err(InboundError::AppUnavailable("the app has no port configured".to_owned())),
                 (AppChannel::Http(app), Operation::Http(method)) => {
@@ -159,7 +196,7 @@ impl tower::Service<InboundRequest> for AppChannel {
                     forward(&app.h2, request, &uri, http::Version::HTTP_2).await
                 }
             }
-        })
+        }
     }
 }
 
@@ -251,6 +288,20 @@ async fn on_invoke(app: &GrpcApp, method: &str, request: InboundRequest) -> Resu
         {
             call.metadata_mut().insert(name, value);
         }
+    }
+    // The trace context, as gRPC apps read it: `traceparent` / `tracestate`, and the binary `grpc-trace-bin`.
+    for name in [crate::otel::propagation::TRACEPARENT, crate::otel::propagation::TRACESTATE] {
+        if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok())
+            && let Ok(value) = value.parse()
+        {
+            call.metadata_mut().insert(name, value);
+        }
+    }
+    if let Some(bytes) =
+        parts.headers.get(crate::otel::propagation::GRPC_TRACE_BIN).and_then(crate::otel::propagation::decode_bin)
+    {
+        call.metadata_mut()
+            .insert_bin(crate::otel::propagation::GRPC_TRACE_BIN, tonic::metadata::MetadataValue::from_bytes(&bytes));
     }
     let mut client = app.callback.clone();
     match client.on_invoke(call).await {

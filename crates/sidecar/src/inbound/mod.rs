@@ -5,6 +5,7 @@
 //! ```text
 //! accept           the verified peer identity (mTLS certificate; development marker only in development)
 //!                  goes into the request extensions; nothing else may set it            (accept.rs, per connection)
+//! trace            (tracing on) the server span, child of the caller sidecar's `traceparent`         (trace.rs)
 //! respond          the one place an error becomes an answer; refusals before the ACL are audited here (respond.rs)
 //! normalise        the method, once: `PreparedInvocation` into the extensions; bad paths, unknown verbs and
 //!                  `dapr.proto.*` services on the proxy path are refused                              (method.rs)
@@ -39,6 +40,7 @@ pub(crate) mod method;
 pub(crate) mod middleware;
 pub(crate) mod provenance;
 pub(crate) mod respond;
+pub(crate) mod trace;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -85,6 +87,8 @@ pub(crate) struct InboundHandles {
     pub(crate) app_pipeline: Arc<ArcSwap<ward_middleware::Pipeline>>,
     /// The app's subscription routes, which invocation reaches only through an explicit ACL operation.
     pub(crate) subscription_routes: Arc<ArcSwap<std::collections::HashSet<String>>>,
+    /// Set when tracing makes spans.
+    pub(crate) tracing: Option<Arc<crate::otel::Tracing>>,
 }
 
 /// The callee stack, top to bottom. Order matters: identity before anything judges; normalisation before the ACL
@@ -101,6 +105,13 @@ pub(crate) fn stack(
         },
     };
     ServiceBuilder::new()
+        // The server span (tracing on only): outermost, so it times and sees every outcome.
+        .option_layer(
+            handles
+                .tracing
+                .clone()
+                .map(|tracing| self::trace::TraceLayer { tracing, app_id: handles.app_id.clone() }),
+        )
         // Dapr's received/sent counters, for every outcome.
         .layer(self::count::CountLayer(handles.metrics.clone()))
         // Errors → answers (and audit of early refusals): outermost, so it sees every refusal below.

@@ -56,6 +56,7 @@ fn harness(acl: AccessControl) -> Harness {
         subscription_routes: Default::default(),
         mcp: Default::default(),
         metrics: crate::metrics::Metrics::new("orders"),
+        tracing: None,
     };
     Harness { handles, audit_path, _dir: dir }
 }

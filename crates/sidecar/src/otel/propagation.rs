@@ -85,24 +85,32 @@ pub(crate) fn format_grpc_trace_bin(context: &SpanContext) -> Vec<u8> {
 /// The remote parent a request carries: `traceparent` first (with its `tracestate`), else `grpc-trace-bin`.
 /// `None` when neither is present and valid.
 pub(crate) fn extract(headers: &HeaderMap) -> Option<SpanContext> {
-    if let Some((trace_id, span_id, flags)) =
-        headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(|v| parse_traceparent(v.trim()))
-    {
-        let state = headers
-            .get(TRACESTATE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_TRACESTATE)
-            .and_then(|v| v.parse::<TraceState>().ok())
-            .unwrap_or_default();
-        return Some(SpanContext::new(trace_id, span_id, flags, true, state));
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(context) = from_values(text(TRACEPARENT), text(TRACESTATE)) {
+        return Some(context);
     }
-    let bin = headers.get(GRPC_TRACE_BIN)?.as_bytes();
-    // gRPC sends `-bin` metadata base64-encoded, padded or not.
-    let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(bin.strip_suffix(b"==").or_else(|| bin.strip_suffix(b"=")).unwrap_or(bin))
-        .ok()?;
+    let decoded = decode_bin(headers.get(GRPC_TRACE_BIN)?)?;
     let (trace_id, span_id, flags) = parse_grpc_trace_bin(&decoded)?;
     Some(SpanContext::new(trace_id, span_id, flags, true, TraceState::default()))
+}
+
+/// A remote parent from `traceparent` / `tracestate` values (e.g. a CloudEvent's); `None` when `traceparent` is
+/// absent or malformed. A malformed or oversized `tracestate` is dropped on its own.
+pub(crate) fn from_values(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<SpanContext> {
+    let (trace_id, span_id, flags) = parse_traceparent(traceparent?.trim())?;
+    let state = tracestate
+        .filter(|v| v.len() <= MAX_TRACESTATE)
+        .and_then(|v| v.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(trace_id, span_id, flags, true, state))
+}
+
+/// The bytes of a `-bin` gRPC metadata value (sent base64-encoded, padded or not).
+pub(crate) fn decode_bin(value: &HeaderValue) -> Option<Vec<u8>> {
+    let bin = value.as_bytes();
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(bin.strip_suffix(b"==").or_else(|| bin.strip_suffix(b"=")).unwrap_or(bin))
+        .ok()
 }
 
 /// Replaces the trace context in `headers` with `context`: `traceparent`, `tracestate` (removed when empty) and,

@@ -66,6 +66,8 @@ pub(crate) struct DeliveryHandles {
     pub(crate) routes: Arc<ArcSwap<std::collections::HashSet<String>>>,
     /// Set when the sidecar stops: deliveries in retry give the message back to the broker.
     pub(crate) stop: tokio::sync::watch::Receiver<bool>,
+    /// Set when tracing makes spans: each attempt is a consumer span whose parent is the event's `traceparent`.
+    pub(crate) tracing: Option<Arc<crate::otel::Tracing>>,
 }
 
 /// The broker side of one started subscription.
@@ -411,7 +413,13 @@ async fn deliver(
         // does not use up attempts.
         wait_while_unhealthy(&handles).await?;
         let started = Instant::now();
-        let outcome = attempt_once(&handles, &spec, &event, &path, publisher.as_ref()).await;
+        let outcome = match &handles.tracing {
+            None => attempt_once(&handles, &spec, &event, &path, publisher.as_ref()).await,
+            Some(tracing) => {
+                traced_attempt(tracing, attempt_once(&handles, &spec, &event, &path, publisher.as_ref()), &spec, &event)
+                    .await
+            }
+        };
         let millis = started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
             Outcome::Success => {
@@ -542,6 +550,38 @@ async fn dead_letter(target: &Target, spec: &SubscriptionSpec, message: &Message
         );
         NotHandled("dead-letter publish failed".to_owned())
     })
+}
+
+/// `attempt` inside a consumer span `pubsub/<topic>`, child of the publisher's span (the event's `traceparent`;
+/// a new trace when it has none or a malformed one). The app channel's span, and the app's `traceparent`, follow.
+async fn traced_attempt(
+    tracing: &Arc<crate::otel::Tracing>,
+    attempt: impl std::future::Future<Output = Outcome>,
+    spec: &SubscriptionSpec,
+    event: &Map<String, Value>,
+) -> Outcome {
+    use opentelemetry::context::FutureExt as _;
+    let parent = crate::otel::propagation::from_values(
+        event.get("traceparent").and_then(Value::as_str),
+        event.get("tracestate").and_then(Value::as_str),
+    );
+    let cx = tracing.start_remote(
+        format!("pubsub/{}", spec.topic),
+        opentelemetry::trace::SpanKind::Consumer,
+        parent,
+        vec![
+            opentelemetry::KeyValue::new("messaging.system", "dapr"),
+            opentelemetry::KeyValue::new("messaging.destination.name", spec.topic.clone()),
+            opentelemetry::KeyValue::new("ward.pubsub", spec.pubsub.clone()),
+        ],
+    );
+    let outcome = attempt.with_context(cx.clone()).await;
+    match &outcome {
+        Outcome::Success => crate::otel::end_with_status(&cx, 200),
+        Outcome::Drop(_) => crate::otel::end_failed(&cx, "dropped by the app"),
+        Outcome::Retry(_) | Outcome::GiveBack(_) => crate::otel::end_failed(&cx, "not handled; retried later"),
+    }
+    outcome
 }
 
 /// One delivery attempt through the app channel.

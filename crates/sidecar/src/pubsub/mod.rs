@@ -133,7 +133,33 @@ impl PubSubCore {
     }
 
     /// Publishes one message.
-    pub(crate) async fn publish(&self, publish: Publish) -> Result<(), ApiError> {
+    pub(crate) async fn publish(&self, mut publish: Publish) -> Result<(), ApiError> {
+        // The producer span (tracing on): the CloudEvent carries its `traceparent`, so the delivery span on the
+        // subscriber's sidecar is its child.
+        let span = crate::otel::child(
+            || format!("pubsub/{}", publish.topic).into(),
+            opentelemetry::trace::SpanKind::Producer,
+            || {
+                vec![
+                    opentelemetry::KeyValue::new("messaging.system", "dapr"),
+                    opentelemetry::KeyValue::new("messaging.destination.name", publish.topic.clone()),
+                    opentelemetry::KeyValue::new("ward.pubsub", publish.pubsub.clone()),
+                ]
+            },
+        );
+        let Some(cx) = span else { return self.publish_traced(publish).await };
+        publish.traceparent = Some(crate::otel::traceparent(&cx));
+        let state = opentelemetry::trace::TraceContextExt::span(&cx).span_context().trace_state().header();
+        publish.tracestate = (!state.is_empty()).then_some(state);
+        let result = self.publish_traced(publish).await;
+        match &result {
+            Ok(()) => crate::otel::end_with_status(&cx, 204),
+            Err(_) => crate::otel::end_failed(&cx, "publish failed"),
+        }
+        result
+    }
+
+    async fn publish_traced(&self, publish: Publish) -> Result<(), ApiError> {
         let registry = self.components.load();
         self.admit(&registry, &publish.pubsub, &publish.topic)?;
         let entry = lookup(&registry, &publish.pubsub)?;
