@@ -122,13 +122,8 @@ const MCP: &[Key] = &[
     applied("passthroughUnknownMethods"),
 ];
 const AUDIT: &[Key] = &[applied("otlp")];
-const OTEL: &[Key] = &[
-    applied("endpointAddress"),
-    applied("protocol"),
-    applied("isSecure"),
-    applied("headers"),
-    applied("timeout"),
-];
+const OTEL: &[Key] =
+    &[applied("endpointAddress"), applied("protocol"), applied("isSecure"), applied("headers"), applied("timeout")];
 const TRACING: &[Key] = &[
     applied("samplingRate"),
     applied("stdout"),

@@ -479,7 +479,10 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "spec.tracing.otel.protocol",
-            vec![("spec.tracing.otel.protocol", json!("grpc")), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            vec![
+                ("spec.tracing.otel.protocol", json!("grpc")),
+                ("spec.tracing.otel.endpointAddress", json!("localhost:4317")),
+            ],
             Typed(|c| otel(c).is_some_and(|o| o.protocol == crate::OtlpProtocol::Grpc)),
         ),
         case(
@@ -489,24 +492,29 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "spec.tracing.otel.isSecure",
-            vec![("spec.tracing.otel.isSecure", json!(false)), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            vec![
+                ("spec.tracing.otel.isSecure", json!(false)),
+                ("spec.tracing.otel.endpointAddress", json!("localhost:4317")),
+            ],
             Typed(|c| otel(c).is_some_and(|o| !o.is_secure)),
         ),
         case(
             "spec.tracing.otel.headers",
-            vec![("spec.tracing.otel.headers", json!(["a=b"])), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            vec![
+                ("spec.tracing.otel.headers", json!(["a=b"])),
+                ("spec.tracing.otel.endpointAddress", json!("localhost:4317")),
+            ],
             Typed(|c| otel(c).is_some_and(|o| o.headers == [("a".to_owned(), "b".to_owned())])),
         ),
         case(
             "spec.tracing.otel.timeout",
-            vec![("spec.tracing.otel.timeout", json!("5s")), ("spec.tracing.otel.endpointAddress", json!("localhost:4317"))],
+            vec![
+                ("spec.tracing.otel.timeout", json!("5s")),
+                ("spec.tracing.otel.endpointAddress", json!("localhost:4317")),
+            ],
             Typed(|c| otel(c).is_some_and(|o| o.timeout == Some(Duration::from_secs(5)))),
         ),
-        case(
-            "spec.ward.audit.otlp",
-            vec![("spec.ward.audit.otlp", json!(true))],
-            Typed(|c| c.ward.audit_otlp),
-        ),
+        case("spec.ward.audit.otlp", vec![("spec.ward.audit.otlp", json!(true))], Typed(|c| c.ward.audit_otlp)),
     ]
     .into_iter()
     .chain(metric_cases("metric"))

@@ -167,11 +167,7 @@ fn full_configuration() {
             path.display()
         )
     );
-    assert!(
-        c.unsupported_error(&c.unsupported[3])
-            .to_string()
-            .contains("spec.tracing.someFutureKey: unknown field")
-    );
+    assert!(c.unsupported_error(&c.unsupported[3]).to_string().contains("spec.tracing.someFutureKey: unknown field"));
 }
 
 #[test]

@@ -174,7 +174,11 @@ impl tower::Service<InboundRequest> for AppChannel {
 }
 
 /// Delivers `request` to the app by `call`'s protocol.
-async fn deliver(channel: AppChannel, call: Operation, request: InboundRequest) -> Result<InboundResponse, InboundError> {
+async fn deliver(
+    channel: AppChannel,
+    call: Operation,
+    request: InboundRequest,
+) -> Result<InboundResponse, InboundError> {
     {
         {
             match (channel, call) {

@@ -107,10 +107,7 @@ pub(crate) fn stack(
     ServiceBuilder::new()
         // The server span (tracing on only): outermost, so it times and sees every outcome.
         .option_layer(
-            handles
-                .tracing
-                .clone()
-                .map(|tracing| self::trace::TraceLayer { tracing, app_id: handles.app_id.clone() }),
+            handles.tracing.clone().map(|tracing| self::trace::TraceLayer { tracing, app_id: handles.app_id.clone() }),
         )
         // Dapr's received/sent counters, for every outcome.
         .layer(self::count::CountLayer(handles.metrics.clone()))

@@ -73,10 +73,9 @@ impl OtlpHttp {
             match tokio::time::timeout(timeout, client.request(request)).await {
                 Err(_) => Err(OTelSdkError::Timeout(timeout)),
                 Ok(Err(err)) => Err(OTelSdkError::InternalFailure(format!("OTLP/HTTP export failed: {err}"))),
-                Ok(Ok(response)) if !response.status().is_success() => Err(OTelSdkError::InternalFailure(format!(
-                    "OTLP/HTTP export answered {}",
-                    response.status()
-                ))),
+                Ok(Ok(response)) if !response.status().is_success() => {
+                    Err(OTelSdkError::InternalFailure(format!("OTLP/HTTP export answered {}", response.status())))
+                }
                 Ok(Ok(_)) => Ok(()),
             }
         });

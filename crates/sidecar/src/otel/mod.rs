@@ -28,7 +28,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use ward_config::{Configuration, OtlpProtocol};
 
-
 /// Dapr's sampling rate when `samplingRate` is absent (`pkg/diagnostics/utils` `defaultSamplingRate`).
 pub const DEFAULT_SAMPLING_RATE: f64 = 0.0001;
 /// `service.name` of the CA's spans and logs, as Dapr's sentry.
@@ -347,10 +346,10 @@ pub(crate) fn child(
 ) -> Option<Context> {
     Context::map_current(|cx| {
         let active = cx.get::<Active>()?;
-        let span = active.0.tracer.build_with_context(
-            SpanBuilder::from_name(name()).with_kind(kind).with_attributes(attributes()),
-            cx,
-        );
+        let span = active
+            .0
+            .tracer
+            .build_with_context(SpanBuilder::from_name(name()).with_kind(kind).with_attributes(attributes()), cx);
         Some(cx.with_span(span))
     })
 }

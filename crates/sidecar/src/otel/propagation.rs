@@ -98,10 +98,8 @@ pub(crate) fn extract(headers: &HeaderMap) -> Option<SpanContext> {
 /// absent or malformed. A malformed or oversized `tracestate` is dropped on its own.
 pub(crate) fn from_values(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<SpanContext> {
     let (trace_id, span_id, flags) = parse_traceparent(traceparent?.trim())?;
-    let state = tracestate
-        .filter(|v| v.len() <= MAX_TRACESTATE)
-        .and_then(|v| v.parse::<TraceState>().ok())
-        .unwrap_or_default();
+    let state =
+        tracestate.filter(|v| v.len() <= MAX_TRACESTATE).and_then(|v| v.parse::<TraceState>().ok()).unwrap_or_default();
     Some(SpanContext::new(trace_id, span_id, flags, true, state))
 }
 
@@ -160,11 +158,7 @@ mod tests {
             },
             Case { name: "empty", value: "", valid: false },
             Case { name: "garbage", value: "hello", valid: false },
-            Case {
-                name: "version ff",
-                value: "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                valid: false,
-            },
+            Case { name: "version ff", value: "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", valid: false },
             Case {
                 name: "version 00 with a suffix",
                 value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",

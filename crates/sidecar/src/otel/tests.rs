@@ -37,16 +37,24 @@ fn exporters_follow_the_configuration_then_the_environment() {
     let c = config("  tracing:\n    otel:\n      endpointAddress: collector:4317\n");
     let s = resolve(Some(&c), &[]).expect("ok").expect("on");
     assert_eq!(s.sampling_rate, DEFAULT_SAMPLING_RATE, "Dapr's default rate");
-    assert!(matches!(&s.exporters[0], Exporter::Otlp { endpoint, .. } if endpoint == "https://collector:4317"), "isSecure defaults to true");
+    assert!(
+        matches!(&s.exporters[0], Exporter::Otlp { endpoint, .. } if endpoint == "https://collector:4317"),
+        "isSecure defaults to true"
+    );
 
-    let s = resolve(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
-        .expect("ok")
-        .expect("the environment alone enables tracing");
-    assert!(matches!(&s.exporters[0], Exporter::Otlp { endpoint, protocol: OtlpProtocol::Grpc, .. } if endpoint == "http://c:4317"));
+    let s =
+        resolve(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
+            .expect("ok")
+            .expect("the environment alone enables tracing");
+    assert!(
+        matches!(&s.exporters[0], Exporter::Otlp { endpoint, protocol: OtlpProtocol::Grpc, .. } if endpoint == "http://c:4317")
+    );
     let s = resolve(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318"), ("OTEL_EXPORTER_OTLP_INSECURE", "true")])
         .expect("ok")
         .expect("on");
-    assert!(matches!(&s.exporters[0], Exporter::Otlp { endpoint, protocol: OtlpProtocol::Http, .. } if endpoint == "http://c:4318"));
+    assert!(
+        matches!(&s.exporters[0], Exporter::Otlp { endpoint, protocol: OtlpProtocol::Http, .. } if endpoint == "http://c:4318")
+    );
     assert!(matches!(
         resolve(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
         Err(TracingError::EnvProtocol { .. })
@@ -97,12 +105,14 @@ async fn sampling_is_parent_based() {
     let cx = tracing.start_remote("s", SpanKind::Server, Some(sampled), vec![]);
     assert!(cx.span().span_context().is_sampled(), "an incoming sampled flag is honoured at any rate");
     assert_eq!(cx.span().span_context().trace_id(), trace, "the trace is continued");
-    let unsampled = SpanContext::new(trace, span, opentelemetry::trace::TraceFlags::default(), true, Default::default());
+    let unsampled =
+        SpanContext::new(trace, span, opentelemetry::trace::TraceFlags::default(), true, Default::default());
     let cx = tracing.start_remote("s", SpanKind::Server, Some(unsampled), vec![]);
     assert!(!cx.span().span_context().is_sampled(), "and so is an unsampled one");
     // New traces at 1 in 10 000: out of 2 000, expect 0 (a sampled one has probability ~0.18; allow a few).
-    let sampled_new =
-        (0..2000).filter(|_| tracing.start_remote("s", SpanKind::Server, None, vec![]).span().span_context().is_sampled()).count();
+    let sampled_new = (0..2000)
+        .filter(|_| tracing.start_remote("s", SpanKind::Server, None, vec![]).span().span_context().is_sampled())
+        .count();
     assert!(sampled_new <= 3, "{sampled_new}");
     // Children inherit the decision and the trace.
     let parent = tracing.start_remote("s", SpanKind::Server, Some(sampled), vec![]);
