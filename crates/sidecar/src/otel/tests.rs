@@ -102,7 +102,7 @@ async fn sampling_is_parent_based() {
     let (trace, span, _) =
         propagation::parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").expect("valid");
     let sampled = SpanContext::new(trace, span, opentelemetry::trace::TraceFlags::SAMPLED, true, Default::default());
-    let cx = tracing.start_remote("s", SpanKind::Server, Some(sampled), vec![]);
+    let cx = tracing.start_remote("s", SpanKind::Server, Some(sampled.clone()), vec![]);
     assert!(cx.span().span_context().is_sampled(), "an incoming sampled flag is honoured at any rate");
     assert_eq!(cx.span().span_context().trace_id(), trace, "the trace is continued");
     let unsampled =
