@@ -9,6 +9,10 @@
 //! `WARD_BENCH_PATH` (default `orders`), `WARD_BENCH_BODY` (default `{"order":1}`) and `WARD_BENCH_HEADER`
 //! (`name: value`, e.g. an `authorization` bearer token) shape the request, and `WARD_BENCH_APP_REPLY=<file>` makes
 //! the app answer that file (JSON) instead of echoing, so pipelines (middleware, MCP rules) can be compared.
+//! `WARD_BENCH_CALLER_CONFIG=<file>` gives the caller sidecar a Configuration too. `WARD_BENCH_TRACING=<rate>`
+//! (e.g. `1`, `0.0001`) starts an OTLP/HTTP sink in this process and gives both sidecars a Configuration with
+//! `spec.tracing` at that sampling rate exporting to it (it replaces the two config variables); the number of
+//! spans the sink received is printed.
 
 #[path = "common/mod.rs"]
 mod bench;
@@ -106,10 +110,63 @@ async fn saturation(client: &Client, url: &str, concurrency: usize, seconds: u64
     stats(latencies, started.elapsed())
 }
 
+/// An OTLP/HTTP sink: answers every export 200 and counts the spans. Returns its address.
+async fn otlp_sink(spans: std::sync::Arc<std::sync::atomic::AtomicU64>) -> std::net::SocketAddr {
+    use prost::Message as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let spans = spans.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let spans = spans.clone();
+                    async move {
+                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        if let Ok(export) =
+                            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+                        {
+                            let n: usize = export
+                                .resource_spans
+                                .iter()
+                                .flat_map(|r| &r.scope_spans)
+                                .map(|s| s.spans.len())
+                                .sum();
+                            spans.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 fn main() {
     let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let dir = tempfile::tempdir().expect("tempdir");
+    let spans_received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // `WARD_BENCH_TRACING`: one Configuration with tracing for both sidecars, exporting to the sink above.
+    let tracing_config = std::env::var("WARD_BENCH_TRACING").ok().map(|rate| {
+        let sink = runtime.block_on(otlp_sink(spans_received.clone()));
+        let file = dir.path().join("tracing.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: bench\nspec:\n  tracing:\n    \
+                 samplingRate: \"{rate}\"\n    otel:\n      endpointAddress: \"{sink}\"\n      protocol: http\n      \
+                 isSecure: false\n"
+            ),
+        )
+        .expect("write the tracing configuration");
+        file.to_string_lossy().into_owned()
+    });
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let home_s = home.to_string_lossy().into_owned();
@@ -187,10 +244,19 @@ fn main() {
             "--audit-log".into(),
             dir.path().join(format!("{app_id}-audit.log")).to_string_lossy().into_owned(),
         ];
+        if let Some(config) = &tracing_config {
+            args.extend(["--config".into(), config.clone()]);
+        } else if app_port.is_none()
+            && let Ok(config) = std::env::var("WARD_BENCH_CALLER_CONFIG")
+        {
+            args.extend(["--config".into(), config]);
+        }
         if let Some(port) = app_port {
             args.extend(["--app-port".into(), port.to_string()]);
             // The callee's Configuration, to compare pipelines (e.g. capability routes and provenance on / off).
-            if let Ok(config) = std::env::var("WARD_BENCH_CALLEE_CONFIG") {
+            if let Ok(config) = std::env::var("WARD_BENCH_CALLEE_CONFIG")
+                && tracing_config.is_none()
+            {
                 args.extend(["--config".into(), config]);
             }
             if let Ok(resources) = std::env::var("WARD_BENCH_CALLEE_RESOURCES") {
@@ -246,6 +312,11 @@ fn main() {
         let m = saturation(&client, &mesh, 32, seconds).await;
         report("saturation (32 workers)", &d, &m);
     });
+    if tracing_config.is_some() {
+        // The batch exporter sends every 5 s: wait for the last batch.
+        std::thread::sleep(Duration::from_secs(6));
+        println!("spans received by the OTLP sink: {}", spans_received.load(std::sync::atomic::Ordering::Relaxed));
+    }
     println!(
         "RSS after load: caller sidecar {} KiB, callee sidecar {} KiB, sentry {} KiB",
         rss_kib(caller.child.id()),
