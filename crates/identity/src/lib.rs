@@ -18,7 +18,7 @@ pub use spiffe::{
     DaprField, DaprIdentity, DaprNameError, MAX_DAPR_NAME_LEN, SpiffeId, SpiffeIdError, TrustDomain, validate_app_id,
     validate_kubernetes_app_id, validate_kubernetes_namespace, validate_namespace,
 };
-pub use svid::{SvidError, SvidResolver, X509Svid, parse_certificates};
+pub use svid::{SvidError, SvidResolver, X509Svid, certificate_not_after, parse_certificates};
 pub use verifier::{
     Authorizer, ClientConfigResult, SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifyError, client_config,
     peer_spiffe_id, server_config, verify_svid,

@@ -100,6 +100,14 @@ impl X509Svid {
     }
 }
 
+/// A certificate's `not_after`, or `None` if it does not parse (for callers that cache a verified chain until it
+/// expires).
+pub fn certificate_not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let secs = parsed.validity().not_after.timestamp();
+    (secs >= 0).then(|| UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs()))
+}
+
 /// Reads the SPIFFE ID and validity window out of a leaf certificate.
 fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(SpiffeId, SystemTime, SystemTime), SvidError> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|err| SvidError::BadLeaf(err.to_string()))?;

@@ -30,6 +30,12 @@ pub const HEALTHZ_OUTBOUND_PATH: &str = "/v1.0/healthz/outbound";
 /// Where an app fetches the keys that verify its provenance tokens (issue 15).
 pub const PROVENANCE_JWKS_PATH: &str = "/v1.0-alpha1/ward/provenance/jwks";
 
+/// The path prefix of invocations between sidecars: `/v1.0/internal/invoke/<raw method>`, the request's own HTTP
+/// method being the verb. The caller's sidecar writes it, the callee's parses it (`prepare_invocation`).
+pub const INTERNAL_INVOKE_PREFIX: &str = "/v1.0/internal/invoke/";
+/// The path prefix of proxied gRPC calls between sidecars (followed by `pkg.Service/Method`).
+pub const INTERNAL_GRPC_PREFIX: &str = "/v1.0/internal/grpc/";
+
 const INVOKE_PREFIX: &str = "/v1.0/invoke/";
 const STATE_PREFIX: &str = "/v1.0/state/";
 const SECRETS_PREFIX: &str = "/v1.0/secrets/";

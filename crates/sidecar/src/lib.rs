@@ -60,7 +60,7 @@ pub mod bench_support {
         bundle: TrustBundleHandle,
         event: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, String> {
-        let verifier = crate::pubsub::signature::EventVerifier { bundle, skew: Duration::from_secs(60) };
+        let verifier = crate::pubsub::signature::EventVerifier::new(bundle, Duration::from_secs(60));
         verifier.verify(event).map(|p| p.app_id).map_err(|e| e.to_string())
     }
 }

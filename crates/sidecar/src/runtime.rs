@@ -338,7 +338,7 @@ impl Sidecar {
         let (signer, verifier) = match &transport {
             Transport::Mtls(mtls) => (
                 Some(crate::pubsub::signature::EventSigner { svid: mtls.svid.clone() }),
-                Some(crate::pubsub::signature::EventVerifier { bundle: mtls.bundle.clone(), skew: mtls.skew }),
+                Some(crate::pubsub::signature::EventVerifier::new(mtls.bundle.clone(), mtls.skew)),
             ),
             Transport::Plaintext => (None, None),
         };

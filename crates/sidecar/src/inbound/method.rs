@@ -15,10 +15,7 @@ use super::InboundRequest;
 use super::check::Check;
 use crate::error::InboundError;
 
-/// The path prefix of invocations between sidecars.
-pub(crate) const INTERNAL_INVOKE_PREFIX: &str = "/v1.0/internal/invoke/";
-/// The path prefix of proxied gRPC calls between sidecars (followed by `pkg.Service/Method`).
-pub(crate) const INTERNAL_GRPC_PREFIX: &str = "/v1.0/internal/grpc/";
+pub(crate) use ward_policy::routing::{INTERNAL_GRPC_PREFIX, INTERNAL_INVOKE_PREFIX};
 
 /// The normalisation layer's check.
 #[derive(Clone)]

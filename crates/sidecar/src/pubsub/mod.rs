@@ -10,11 +10,11 @@
 
 pub(crate) mod api;
 pub(crate) mod delivery;
-pub(crate) mod envelope;
 pub(crate) mod grpc;
 pub(crate) mod routing;
-pub(crate) mod signature;
 pub(crate) mod subscriptions;
+
+pub(crate) use ward_cloudevent::{envelope, signature};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -10,15 +10,15 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 /// `type` of an event Dapr made.
-pub(crate) const EVENT_TYPE: &str = "com.dapr.event.sent";
+pub const EVENT_TYPE: &str = "com.dapr.event.sent";
 /// `application/cloudevents+json`: the publisher sent a whole CloudEvent; also the delivery content type.
-pub(crate) const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 /// The extension attribute that carries the publisher's signature (issue 14, verified publishers).
-pub(crate) const WARDSIG: &str = "wardsig";
+pub const WARDSIG: &str = "wardsig";
 
 /// Why a publish body could not become a CloudEvent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum EnvelopeError {
+pub enum EnvelopeError {
     #[error("the body is not a CloudEvent JSON object")]
     NotACloudEvent,
     #[error("metadata.ttlInSeconds: {0:?} is not a non-negative number of seconds")]
@@ -26,23 +26,23 @@ pub(crate) enum EnvelopeError {
 }
 
 /// What a publish says, before it becomes an event.
-pub(crate) struct PublishInput<'a> {
-    pub(crate) pubsub: &'a str,
-    pub(crate) topic: &'a str,
-    pub(crate) app_id: &'a str,
-    pub(crate) data: &'a [u8],
+pub struct PublishInput<'a> {
+    pub pubsub: &'a str,
+    pub topic: &'a str,
+    pub app_id: &'a str,
+    pub data: &'a [u8],
     /// The request's `Content-Type` (HTTP) or `data_content_type` (gRPC), if any.
-    pub(crate) content_type: Option<&'a str>,
+    pub content_type: Option<&'a str>,
     /// `metadata.*` of the request, without the prefix.
-    pub(crate) metadata: &'a BTreeMap<String, String>,
-    pub(crate) traceparent: Option<&'a str>,
-    pub(crate) tracestate: Option<&'a str>,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
     /// Dapr's bulk publish uses its own `type`.
-    pub(crate) event_type: &'static str,
+    pub event_type: &'static str,
 }
 
 /// Whether `metadata.rawPayload` asks for the bytes without an envelope.
-pub(crate) fn is_raw_payload(metadata: &BTreeMap<String, String>) -> bool {
+pub fn is_raw_payload(metadata: &BTreeMap<String, String>) -> bool {
     metadata.get("rawPayload").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
@@ -59,11 +59,11 @@ fn is_text(media: &str) -> bool {
 }
 
 fn now_rfc3339() -> String {
-    crate::runtime::now_rfc3339()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Builds the event for one publish (never for `rawPayload`).
-pub(crate) fn build(input: &PublishInput<'_>) -> Result<Map<String, Value>, EnvelopeError> {
+pub fn build(input: &PublishInput<'_>) -> Result<Map<String, Value>, EnvelopeError> {
     let media = input.content_type.map(media_type).filter(|m| !m.is_empty());
     let mut event = if media.as_deref() == Some(CLOUDEVENTS_JSON) {
         // The caller's own CloudEvent: its fields are kept, topic and pubsubname are ours.
@@ -134,7 +134,7 @@ pub(crate) fn build(input: &PublishInput<'_>) -> Result<Map<String, Value>, Enve
 
 /// Whether the event's `expiration` (RFC 3339) has passed. An unparsable expiry counts as expired (fail closed:
 /// the publisher asked for a limit we cannot read).
-pub(crate) fn is_expired(event: &Map<String, Value>) -> bool {
+pub fn is_expired(event: &Map<String, Value>) -> bool {
     let Some(expiration) = event.get("expiration") else { return false };
     let Some(text) = expiration.as_str() else { return true };
     match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
@@ -146,7 +146,7 @@ pub(crate) fn is_expired(event: &Map<String, Value>) -> bool {
 /// The canonical bytes of `value`: object keys sorted by their UTF-8 bytes, no insignificant whitespace, strings
 /// and numbers as `serde_json` writes them. For the documents ward signs (string attributes and JSON data whose
 /// numbers are integers or shortest-form floats) this is RFC 8785 (JCS); `docs/pubsub.md` says how to reproduce it.
-pub(crate) fn canonical(value: &Value, out: &mut Vec<u8>) {
+pub fn canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -180,7 +180,7 @@ pub(crate) fn canonical(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// The bytes `wardsig` covers: every attribute but `wardsig` itself, and the data.
-pub(crate) fn signed_bytes(event: &Map<String, Value>) -> Vec<u8> {
+pub fn signed_bytes(event: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     let mut unsigned = event.clone();
     unsigned.remove(WARDSIG);
@@ -189,7 +189,7 @@ pub(crate) fn signed_bytes(event: &Map<String, Value>) -> Vec<u8> {
 }
 
 /// The `data` of an event as the bytes a gRPC app receives (`TopicEventRequest.data`), and its content type.
-pub(crate) fn data_bytes(event: &Map<String, Value>) -> Vec<u8> {
+pub fn data_bytes(event: &Map<String, Value>) -> Vec<u8> {
     if let Some(Value::String(b64)) = event.get("data_base64") {
         return base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
     }

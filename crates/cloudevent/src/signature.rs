@@ -12,8 +12,9 @@
 //! the leaf must be a Dapr SPIFFE identity of the bundle's trust domain, and the signature must hold over the
 //! event as received. Any failure is one [`Unverified`] reason; nothing from the event is trusted before that.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -21,25 +22,25 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Map, Value};
 use ward_identity::{SpiffeId, SvidResolver, TrustBundleHandle};
 
-use super::envelope::{WARDSIG, signed_bytes};
+use crate::envelope::{WARDSIG, signed_bytes};
 
 /// The JWS `typ` of a signed event.
 const TYP: &str = "ward-cloudevent+jws";
 
 /// Signs events with the current SVID.
 #[derive(Clone)]
-pub(crate) struct EventSigner {
-    pub(crate) svid: Arc<SvidResolver>,
+pub struct EventSigner {
+    pub svid: Arc<SvidResolver>,
 }
 
 /// The event could not be signed (no certificate yet, or the key refused): the publish fails closed.
 #[derive(Debug, thiserror::Error)]
 #[error("the event could not be signed: {0}")]
-pub(crate) struct SignError(String);
+pub struct SignError(String);
 
 impl EventSigner {
     /// Adds `wardsig` to `event`.
-    pub(crate) fn sign(&self, event: &mut Map<String, Value>) -> Result<(), SignError> {
+    pub fn sign(&self, event: &mut Map<String, Value>) -> Result<(), SignError> {
         let svid = self.svid.current().ok_or_else(|| SignError("no workload certificate yet".to_owned()))?;
         let (alg, x5c) = {
             let x5c: Vec<Value> = svid.chain().iter().map(|c| Value::String(STANDARD.encode(c.as_ref()))).collect();
@@ -64,14 +65,31 @@ impl EventSigner {
 
 /// Verifies events against the trust bundle.
 #[derive(Clone)]
-pub(crate) struct EventVerifier {
-    pub(crate) bundle: TrustBundleHandle,
-    pub(crate) skew: Duration,
+pub struct EventVerifier {
+    bundle: TrustBundleHandle,
+    skew: Duration,
+    /// Chains that verified, by their `wardsig` header: a publisher's chain is checked once per certificate, not
+    /// once per event (the event's own signature is always checked).
+    chains: Arc<Mutex<HashMap<String, VerifiedChain>>>,
 }
+
+/// A chain that verified, and for how long that answer holds.
+#[derive(Clone)]
+struct VerifiedChain {
+    id: SpiffeId,
+    app_id: String,
+    /// The leaf's `not_after` plus the clock skew the verification allowed.
+    valid_until: SystemTime,
+    /// The trust bundle it was verified against (a new bundle verifies again).
+    bundle: Arc<ward_identity::TrustBundle>,
+}
+
+/// At most this many publisher chains are remembered (each is one certificate of one publisher).
+const MAX_CACHED_CHAINS: usize = 1024;
 
 /// Why an event's publisher is not verified. The text goes into audit events and logs; it never contains data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Unverified {
+pub enum Unverified {
     #[error("the message is not a CloudEvent JSON object, so it cannot carry a publisher signature")]
     NotAnEvent,
     #[error("the event has no wardsig (unsigned publisher)")]
@@ -88,13 +106,52 @@ pub(crate) enum Unverified {
 
 /// A publisher whose signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Publisher {
-    pub(crate) id: SpiffeId,
-    pub(crate) app_id: String,
+pub struct Publisher {
+    pub id: SpiffeId,
+    pub app_id: String,
 }
 
 impl EventVerifier {
-    pub(crate) fn verify(&self, event: &Map<String, Value>) -> Result<Publisher, Unverified> {
+    pub fn new(bundle: TrustBundleHandle, skew: Duration) -> EventVerifier {
+        EventVerifier { bundle, skew, chains: Default::default() }
+    }
+
+    /// The publisher the chain in `header_b64` proves, from the cache when the same chain verified before against
+    /// the same bundle and its leaf has not expired since.
+    fn chain(&self, header_b64: &str, chain: &[CertificateDer<'static>]) -> Result<(SpiffeId, String), Unverified> {
+        let bundle = self.bundle.load();
+        let now = SystemTime::now();
+        if let Ok(cache) = self.chains.lock()
+            && let Some(hit) = cache.get(header_b64)
+            && Arc::ptr_eq(&hit.bundle, &bundle)
+            && now < hit.valid_until
+        {
+            return Ok((hit.id.clone(), hit.app_id.clone()));
+        }
+        let (leaf, intermediates) = chain.split_first().ok_or(Unverified::Malformed("x5c is empty"))?;
+        let id = ward_identity::verify_svid(
+            &bundle,
+            leaf,
+            intermediates,
+            UnixTime::now(),
+            self.skew,
+            ward_identity::Usage::Client,
+        )
+        .map_err(|err| Unverified::Chain(err.to_string()))?;
+        let app_id =
+            id.dapr_identity().map_err(|_| Unverified::Chain("not a Dapr identity".to_owned()))?.app_id.to_owned();
+        if let (Some(not_after), Ok(mut cache)) = (ward_identity::certificate_not_after(leaf), self.chains.lock()) {
+            if cache.len() >= MAX_CACHED_CHAINS {
+                cache.clear();
+            }
+            let entry =
+                VerifiedChain { id: id.clone(), app_id: app_id.clone(), valid_until: not_after + self.skew, bundle };
+            cache.insert(header_b64.to_owned(), entry);
+        }
+        Ok((id, app_id))
+    }
+
+    pub fn verify(&self, event: &Map<String, Value>) -> Result<Publisher, Unverified> {
         let sig =
             event.get(WARDSIG).ok_or(Unverified::Missing)?.as_str().ok_or(Unverified::Malformed("not a string"))?;
         let (header_b64, rest) = sig.split_once('.').ok_or(Unverified::Malformed("not a compact JWS"))?;
@@ -117,21 +174,9 @@ impl EventVerifier {
             .map(|c| c.as_str().and_then(|s| STANDARD.decode(s).ok()).map(CertificateDer::from))
             .collect::<Option<_>>()
             .ok_or(Unverified::Malformed("x5c"))?;
-        let (leaf, intermediates) = chain.split_first().ok_or(Unverified::Malformed("x5c is empty"))?;
+        let leaf = chain.first().ok_or(Unverified::Malformed("x5c is empty"))?;
         let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| Unverified::Malformed("signature"))?;
-
-        let bundle = self.bundle.load();
-        let id = ward_identity::verify_svid(
-            &bundle,
-            leaf,
-            intermediates,
-            UnixTime::now(),
-            self.skew,
-            ward_identity::Usage::Client,
-        )
-        .map_err(|err| Unverified::Chain(err.to_string()))?;
-        let app_id =
-            id.dapr_identity().map_err(|_| Unverified::Chain("not a Dapr identity".to_owned()))?.app_id.to_owned();
+        let (id, app_id) = self.chain(header_b64, &chain)?;
 
         let input = format!("{header_b64}.{}", URL_SAFE_NO_PAD.encode(signed_bytes(event)));
         ward_identity::verify_jose(leaf, alg, input.as_bytes(), &signature).map_err(|_| Unverified::Signature)?;
@@ -172,7 +217,7 @@ mod tests {
     fn verifier(ca: &Ca) -> EventVerifier {
         let td = TrustDomain::new("public").unwrap();
         let bundle = TrustBundle::from_pem(td, ca.cert.pem().as_bytes()).unwrap();
-        EventVerifier { bundle: TrustBundleHandle::new(bundle), skew: Duration::from_secs(60) }
+        EventVerifier::new(TrustBundleHandle::new(bundle), Duration::from_secs(60))
     }
 
     fn event() -> Map<String, Value> {
@@ -219,6 +264,26 @@ mod tests {
         let mut garbage = e.clone();
         garbage.insert(WARDSIG.into(), "a.b.c".into());
         assert!(matches!(v.verify(&garbage), Err(Unverified::Malformed(_))));
+    }
+
+    /// The chain cache never skips the event's own signature, and a new trust bundle verifies the chain again.
+    #[test]
+    fn cached_chains_still_check_each_signature_and_follow_the_bundle() {
+        let ours = ca();
+        let td = TrustDomain::new("public").unwrap();
+        let handle = TrustBundleHandle::new(TrustBundle::from_pem(td.clone(), ours.cert.pem().as_bytes()).unwrap());
+        let v = EventVerifier::new(handle.clone(), Duration::from_secs(60));
+        let mut e = event();
+        signer(leaf(&ours, "spiffe://public/ns/default/orders")).sign(&mut e).unwrap();
+        v.verify(&e).unwrap();
+        v.verify(&e).unwrap();
+        let mut changed = e.clone();
+        changed.insert("data".into(), serde_json::json!({"n": 99}));
+        assert_eq!(v.verify(&changed), Err(Unverified::Signature), "same header, cached chain, bad signature");
+        // The root is rotated away: the same chain no longer verifies.
+        let other = ca();
+        handle.store(TrustBundle::from_pem(td, other.cert.pem().as_bytes()).unwrap());
+        assert!(matches!(v.verify(&e), Err(Unverified::Chain(_))));
     }
 
     #[test]
