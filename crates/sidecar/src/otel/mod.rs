@@ -30,8 +30,6 @@ use ward_config::{Configuration, OtlpProtocol};
 
 /// Dapr's sampling rate when `samplingRate` is absent (`pkg/diagnostics/utils` `defaultSamplingRate`).
 pub const DEFAULT_SAMPLING_RATE: f64 = 0.0001;
-/// `service.name` of the CA's spans and logs, as Dapr's sentry.
-pub const SENTRY_SERVICE_NAME: &str = "dapr-sentry";
 
 /// Where spans go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +172,7 @@ struct Active(Arc<Tracing>);
 
 impl Tracing {
     /// Builds the exporters (inside the tokio runtime: the OTLP clients spawn their connection tasks on it).
-    /// `service_name`: the app id (sentry: [`SENTRY_SERVICE_NAME`]).
+    /// `service_name`: the app id.
     pub fn start(
         settings: &TracingSettings,
         service_name: &str,
