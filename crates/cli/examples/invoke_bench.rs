@@ -127,12 +127,8 @@ async fn otlp_sink(spans: std::sync::Arc<std::sync::atomic::AtomicU64>) -> std::
                         if let Ok(export) =
                             opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
                         {
-                            let n: usize = export
-                                .resource_spans
-                                .iter()
-                                .flat_map(|r| &r.scope_spans)
-                                .map(|s| s.spans.len())
-                                .sum();
+                            let n: usize =
+                                export.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
                             spans.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))

@@ -151,19 +151,71 @@ impl LogsService for Store {
     }
 }
 
-/// The collector: OTLP/gRPC on `grpc`, OTLP/HTTP (protobuf) on `http`. Stops with the test (its runtime drops).
+/// The collector: OTLP/gRPC on `grpc`, OTLP/HTTP (protobuf) on `http`, and both over TLS on `grpcs` / `https`
+/// with a certificate for 127.0.0.1 from the test CA `ca_pem`. Stops with the test (its runtime drops).
 struct Collector {
     grpc: SocketAddr,
     http: SocketAddr,
+    grpcs: SocketAddr,
+    https: SocketAddr,
+    ca_pem: String,
     store: Store,
     _runtime: tokio::runtime::Runtime,
 }
 
+/// Serves OTLP/HTTP on one connection.
+async fn serve_otlp_http<IO>(io: IO, sink: Store)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let sink = sink.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let status = match path.as_str() {
+                "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
+                    Ok(request) => {
+                        sink.add_traces(request);
+                        200
+                    }
+                    Err(_) => 400,
+                },
+                "/v1/logs" => match ExportLogsServiceRequest::decode(body) {
+                    Ok(request) => {
+                        sink.add_logs(request);
+                        200
+                    }
+                    Err(_) => 400,
+                },
+                _ => 404,
+            };
+            Ok::<_, Infallible>(hyper::Response::builder().status(status).body(Full::new(Bytes::new())).unwrap())
+        }
+    });
+    let _ =
+        hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), service).await;
+}
+
 impl Collector {
     fn start() -> Collector {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let store = Store::default();
-        let grpc_listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let bind = || runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+
+        // A test CA and a server certificate for 127.0.0.1.
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+
+        let grpc_listener = bind();
         let grpc = grpc_listener.local_addr().unwrap();
         let service = store.clone();
         runtime.spawn(async move {
@@ -173,48 +225,53 @@ impl Collector {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener))
                 .await;
         });
-        let http_listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let grpcs_listener = bind();
+        let grpcs = grpcs_listener.local_addr().unwrap();
+        let service = store.clone();
+        let identity = tonic::transport::Identity::from_pem(server_cert.pem(), server_key.serialize_pem());
+        runtime.spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap()
+                .add_service(TraceServiceServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpcs_listener))
+                .await;
+        });
+
+        let http_listener = bind();
         let http = http_listener.local_addr().unwrap();
         let sink = store.clone();
         runtime.spawn(async move {
             loop {
                 let Ok((tcp, _)) = http_listener.accept().await else { continue };
-                let sink = sink.clone();
+                tokio::spawn(serve_otlp_http(tcp, sink.clone()));
+            }
+        });
+        let https_listener = bind();
+        let https = https_listener.local_addr().unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let sink = store.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = https_listener.accept().await else { continue };
+                let (acceptor, sink) = (acceptor.clone(), sink.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let sink = sink.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                            let status = match path.as_str() {
-                                "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
-                                    Ok(request) => {
-                                        sink.add_traces(request);
-                                        200
-                                    }
-                                    Err(_) => 400,
-                                },
-                                "/v1/logs" => match ExportLogsServiceRequest::decode(body) {
-                                    Ok(request) => {
-                                        sink.add_logs(request);
-                                        200
-                                    }
-                                    Err(_) => 400,
-                                },
-                                _ => 404,
-                            };
-                            let response =
-                                hyper::Response::builder().status(status).body(Full::new(Bytes::new())).unwrap();
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                        .await;
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve_otlp_http(tls, sink).await;
+                    }
                 });
             }
         });
-        Collector { grpc, http, store, _runtime: runtime }
+        Collector { grpc, http, grpcs, https, ca_pem, store, _runtime: runtime }
     }
 }
 
@@ -490,4 +547,52 @@ fn zipkin_and_audit_without_endpoint_are_refused_in_production() {
     let (code, _, stderr) = mesh.sidecar_exit(spec);
     assert_ne!(code, 0);
     assert!(stderr.contains("spec.ward.audit.otlp"), "{stderr}");
+}
+
+/// `isSecure: true`: OTLP over TLS (HTTP and gRPC), the collector's certificate checked against the system's roots
+/// (`SSL_CERT_FILE` names the test CA here); without that trust, nothing is exported.
+#[test]
+fn secure_exports_verify_the_collector_certificate() {
+    let collector = Collector::start();
+    let mesh = Mesh::start(&[]);
+    let ca = mesh.write("collector-ca.pem", &collector.ca_pem);
+    let secure = |name: &str, endpoint: SocketAddr, protocol: &str| {
+        mesh.write(
+            name,
+            &format!(
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: tls\nspec:\n  tracing:\n    \
+                 samplingRate: \"1\"\n    otel:\n      endpointAddress: \"{endpoint}\"\n      protocol: {protocol}\n      \
+                 isSecure: true\n"
+            ),
+        )
+    };
+    let http_config = secure("https.yaml", collector.https, "http");
+    let grpc_config = secure("grpcs.yaml", collector.grpcs, "grpc");
+    let trusting = |app_id, config| {
+        let mut spec = SidecarSpec::new(app_id, None);
+        spec.config = Some(config);
+        spec.env = traced_env();
+        spec.env.push(("SSL_CERT_FILE".into(), ca.to_str().unwrap().into()));
+        spec
+    };
+    let over_https = mesh.sidecar(trusting("over-https", &http_config));
+    let over_grpcs = mesh.sidecar(trusting("over-grpcs", &grpc_config));
+    // Trusting another CA (the mesh's own root), not the collector's: the exports fail the TLS check.
+    let mut spec = SidecarSpec::new("untrusting", None);
+    spec.config = Some(&http_config);
+    spec.env = traced_env();
+    let other_ca = mesh.write("other-roots.pem", &mesh.trust_anchors());
+    spec.env.push(("SSL_CERT_FILE".into(), other_ca.to_str().unwrap().into()));
+    let untrusting = mesh.sidecar(spec);
+    let http = Http::new();
+    for sidecar in [&over_https, &over_grpcs, &untrusting] {
+        assert_eq!(http.get(&sidecar.http, "/v1.0/metadata").status, 200);
+    }
+    for service in ["over-https", "over-grpcs"] {
+        eventually(Duration::from_secs(15), &format!("a span from {service} over TLS"), || {
+            collector.store.spans().iter().any(|s| s.service == service).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!collector.store.spans().iter().any(|s| s.service == "untrusting"), "exported without a trusted root");
 }
