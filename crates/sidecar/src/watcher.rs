@@ -131,6 +131,15 @@ impl Watcher {
                 settings.provenance
             );
         }
+        // The tracer and its exporters are built at start (issue 17): a change is reported, not silently dropped.
+        let tracing_of =
+            |c: Option<&Configuration>| (c.and_then(|c| c.tracing.clone()), c.is_some_and(|c| c.ward.audit_otlp));
+        if tracing_of(self.current.as_ref()) != tracing_of(configuration.as_ref()) {
+            tracing::warn!(
+                "{}: spec.tracing / spec.ward.audit.otlp changed: NOT APPLIED until the sidecar restarts",
+                path.display()
+            );
+        }
         self.targets.acl.store(Arc::new(settings.acl));
         self.targets.capabilities.store(Arc::new(settings.capabilities));
         self.targets.api_list.store(Arc::new(settings.api_list));

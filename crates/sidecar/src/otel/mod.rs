@@ -31,13 +31,28 @@ use ward_config::{Configuration, OtlpProtocol};
 /// Dapr's sampling rate when `samplingRate` is absent (`pkg/diagnostics/utils` `defaultSamplingRate`).
 pub const DEFAULT_SAMPLING_RATE: f64 = 0.0001;
 
-/// Where spans go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where spans go. `Debug` leaves header values out (they may be credentials).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Exporter {
     /// OTLP to `endpoint` (a URL with scheme; for HTTP the base, `/v1/traces` and `/v1/logs` are appended).
     Otlp { endpoint: String, protocol: OtlpProtocol, headers: Vec<(String, String)>, timeout: Option<Duration> },
     /// `spec.tracing.stdout`: one JSON line per span on standard output.
     Stdout,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exporter::Stdout => f.write_str("Stdout"),
+            Exporter::Otlp { endpoint, protocol, headers, timeout } => f
+                .debug_struct("Otlp")
+                .field("endpoint", endpoint)
+                .field("protocol", protocol)
+                .field("headers", &headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
+                .field("timeout", timeout)
+                .finish(),
+        }
+    }
 }
 
 /// What `spec.tracing`, `spec.ward.audit.otlp` and the environment ask for, checked.
@@ -372,8 +387,8 @@ pub(crate) async fn in_child<T, E>(
     }
 }
 
-/// Ends the span of `cx` with an HTTP status (5xx marks it failed, as OTel's HTTP conventions do for servers and
-/// clients alike here: a 4xx is a refusal the sidecar made on purpose).
+/// Ends the span of `cx` with an HTTP status. A 5xx marks it failed; a 4xx does not (OTel's server convention: a
+/// refusal the sidecar made on purpose is not a fault of the span).
 pub(crate) fn end_with_status(cx: &Context, status: u16) {
     let span = cx.span();
     span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));

@@ -134,6 +134,18 @@ async fn sampling_is_parent_based() {
 }
 
 #[test]
+fn header_values_stay_out_of_debug_output() {
+    let exporter = Exporter::Otlp {
+        endpoint: "http://c:4318".into(),
+        protocol: OtlpProtocol::Http,
+        headers: vec![("x-api-key".into(), "collector-credential".into())],
+        timeout: None,
+    };
+    let text = format!("{exporter:?}");
+    assert!(text.contains("x-api-key") && !text.contains("collector-credential"), "{text}");
+}
+
+#[test]
 fn span_paths_drop_the_query() {
     assert_eq!(span_path("/v1.0/invoke/b/method/x?token=secret"), "/v1.0/invoke/b/method/x");
     assert_eq!(span_path(&"é".repeat(200)).len(), 256);

@@ -147,11 +147,11 @@ impl PubSubCore {
                 ]
             },
         );
-        let Some(cx) = span else { return self.publish_traced(publish).await };
+        let Some(cx) = span else { return self.publish_untraced(publish).await };
         publish.traceparent = Some(crate::otel::traceparent(&cx));
         let state = opentelemetry::trace::TraceContextExt::span(&cx).span_context().trace_state().header();
         publish.tracestate = (!state.is_empty()).then_some(state);
-        let result = self.publish_traced(publish).await;
+        let result = self.publish_untraced(publish).await;
         match &result {
             Ok(()) => crate::otel::end_with_status(&cx, 204),
             Err(_) => crate::otel::end_failed(&cx, "publish failed"),
@@ -159,7 +159,7 @@ impl PubSubCore {
         result
     }
 
-    async fn publish_traced(&self, publish: Publish) -> Result<(), ApiError> {
+    async fn publish_untraced(&self, publish: Publish) -> Result<(), ApiError> {
         let registry = self.components.load();
         self.admit(&registry, &publish.pubsub, &publish.topic)?;
         let entry = lookup(&registry, &publish.pubsub)?;
