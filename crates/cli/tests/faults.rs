@@ -296,3 +296,46 @@ fn sigkill_during_a_burst_leaves_a_log_that_verifies_after_restart() {
     assert_eq!(code, 0, "{report}");
     assert!(report.contains(&format!("{} lines", whole_before + 1)), "{report}");
 }
+
+/// Issue 24 defect 4: a connection between two sidecars opened while their certificates were valid must not carry
+/// calls once both leaves have expired (and sentry, gone, cannot renew them). Certificates live 4 s; the first call
+/// opens the pooled mTLS connection, sentry is killed, and once every certificate either sidecar could hold has
+/// expired a call over the still-open connection must be refused with nothing reaching the app. Before that, while
+/// sentry is up, calls across two certificate lifetimes all succeed: draining a connection at its certificates'
+/// expiry drops no call (invariant 7), the next one goes over a new connection with the renewed certificates.
+#[test]
+fn a_connection_does_not_outlive_the_certificates_it_was_opened_with() {
+    use support::mesh::{Http, TestApp};
+
+    let mut mesh = Mesh::start(&["--workload-cert-ttl", "6s", "--allowed-clock-skew", "0s"]);
+    let app = TestApp::start();
+    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let http = Http::new();
+    let call = || http.send("POST", &caller.http, "/v1.0/invoke/callee/method/orders/1", &[], b"x".to_vec());
+
+    let across = Instant::now();
+    let mut calls = 0;
+    while across.elapsed() < Duration::from_secs(10) {
+        let reply = call();
+        assert_eq!(
+            reply.status,
+            200,
+            "call {calls} failed while sentry was up: {}\n{}",
+            reply.text(),
+            tail(&_callee.process.stderr_text(), 8)
+        );
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(app.seen().len(), calls);
+    mesh.sentry.process.kill9();
+    let killed = Instant::now();
+    // The last certificate either sidecar got before the kill expires at most 6 s later.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(killed.elapsed() < Duration::from_secs(20), "bounded");
+
+    let late = call();
+    assert_ne!(late.status, 200, "a call went through after both certificates expired: {}", late.text());
+    assert_eq!(app.seen().len(), calls, "a request reached the app over a connection whose certificates expired");
+}
