@@ -339,3 +339,56 @@ fn a_connection_does_not_outlive_the_certificates_it_was_opened_with() {
     assert_ne!(late.status, 200, "a call went through after both certificates expired: {}", late.text());
     assert_eq!(app.seen().len(), calls, "a request reached the app over a connection whose certificates expired");
 }
+
+/// Every fresh address the SQLite name-resolution registry in `ward_home` holds for `app_id` (namespace `default`).
+fn registered(ward_home: &Path, app_id: &str) -> Vec<String> {
+    use ward_components::nameresolution::{RegistryOptions, SqliteRegistry};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let path = ward_home.join("nameresolution.db").to_string_lossy().into_owned();
+    rt.block_on(async {
+        let registry = SqliteRegistry::open(RegistryOptions::new(path)).await.unwrap();
+        registry.resolve_all(app_id, "default").await.unwrap()
+    })
+}
+
+/// Issue 24 defect 5 (second half): a callee sidecar SIGKILLed and restarted on different ports leaves its old
+/// address in the registry (fresh for a few seconds) and in the caller's cache. A refused connection to it makes the
+/// caller look the app up again (bypassing its cache, without the refused address) and retry once, so every call
+/// after the restart succeeds, each reaching the app exactly once.
+#[test]
+fn a_callee_sidecar_restarted_on_new_ports_is_reached_by_the_next_call() {
+    use support::mesh::{Http, TestApp};
+
+    let mesh = Mesh::start(&[]);
+    let app = TestApp::start();
+    let mut callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let http = Http::new();
+    let call = || http.send("POST", &caller.http, "/v1.0/invoke/callee/method/orders/1", &[], b"x".to_vec());
+    assert_eq!(call().status, 200, "before the restart");
+    let old = callee.internal.clone();
+
+    callee.process.kill9();
+    let restarted = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    assert_ne!(restarted.internal, old, "the restarted sidecar listens elsewhere");
+    assert!(registered(&mesh.ward_home, "callee").len() >= 2, "the killed sidecar's row is still fresh");
+    app.clear();
+    for i in 0..10 {
+        let reply = call();
+        assert_eq!(reply.status, 200, "call {i} after the restart: {}", reply.text());
+    }
+    assert_eq!(app.seen().len(), 10, "each call reached the app exactly once");
+}
+
+/// A sidecar stopped cleanly (SIGTERM) removes its own row from the registry, so no caller is sent to it.
+#[test]
+fn a_clean_shutdown_removes_the_sidecars_own_registry_entry() {
+    let mesh = Mesh::start(&[]);
+    let mut callee = mesh.sidecar(SidecarSpec::new("callee", None));
+    let address = callee.internal.clone();
+    assert!(registered(&mesh.ward_home, "callee").iter().any(|a| *a == address || address.ends_with(a.as_str())));
+    callee.process.terminate();
+    let status = callee.process.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}: {}", tail(&callee.process.stderr_text(), 5));
+    assert_eq!(registered(&mesh.ward_home, "callee"), Vec::<String>::new(), "its row is gone");
+}
