@@ -46,31 +46,20 @@ impl MaxConnectionAge for Bounds {
 type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// `/` answers `hello`; `/slow` streams ten bytes over a second.
-fn service(
-    _: &ConnectionInfo,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<TestBody>,
-    Error = Infallible,
-    Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<TestBody>, Infallible>> + Send>>,
-> + use<> {
-    hyper::service::service_fn(|request: Request<Incoming>| {
-        Box::pin(async move {
-            let body = if request.uri().path() == "/slow" {
-                StreamBody::new(futures_util::stream::unfold(0u8, |sent| async move {
-                    if sent == 10 {
-                        return None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x"))), sent + 1))
-                }))
-                .boxed_unsync()
-            } else {
-                Full::new(Bytes::from_static(b"hello")).boxed_unsync()
-            };
-            Ok::<_, Infallible>(Response::new(body))
-        }) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
-    })
+async fn handle(request: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    let body = if request.uri().path() == "/slow" {
+        StreamBody::new(futures_util::stream::unfold(0u8, |sent| async move {
+            if sent == 10 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x"))), sent + 1))
+        }))
+        .boxed_unsync()
+    } else {
+        Full::new(Bytes::from_static(b"hello")).boxed_unsync()
+    };
+    Ok(Response::new(body))
 }
 
 /// A listener with `bounds`, and what stops it.
@@ -81,7 +70,7 @@ async fn start(
     let addr = listener.local_addr().unwrap();
     let server = Server::new(listener, ListenerLimits::default()).unwrap().with_max_age(Arc::new(bounds));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(service, async move {
+    let task = tokio::spawn(server.serve(|_: &ConnectionInfo| hyper::service::service_fn(handle), async move {
         let _ = stopped.await;
     }));
     (addr, stop, task)
