@@ -1,5 +1,6 @@
 //! Fault tests with real `ward` processes on 127.0.0.1 (issue 24): certificate renewal with a short lifetime, an
-//! audit log torn by a crash, and `ward audit verify` on damaged logs. Every wait is bounded and every process is
+//! audit log torn by a crash, `ward audit verify` on damaged logs, connections that must not outlive their
+//! certificates, a callee sidecar restarted on other ports, and a clean shutdown leaving the registry. Every wait is bounded and every process is
 //! killed when its handle drops.
 
 mod support;
