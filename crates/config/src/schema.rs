@@ -121,9 +121,11 @@ const MCP: &[Key] = &[
     section("rules", Shape::List(&Shape::Map(MCP_RULE))),
     applied("passthroughUnknownMethods"),
 ];
+const AUDIT: &[Key] = &[applied("fsync")];
 const WARD: &[Key] = &[
     applied("productionMode"),
     applied("auditLog"),
+    section("audit", Shape::Map(AUDIT)),
     applied("maxBodySize"),
     section("mcp", Shape::Map(MCP)),
     section("capabilities", Shape::Map(CAPABILITIES)),

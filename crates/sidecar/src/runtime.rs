@@ -271,7 +271,7 @@ impl Sidecar {
         ));
 
         // 5. Audit, app channel, the handles each part uses.
-        let audit = AuditSink::open(&settings.audit)?;
+        let audit = AuditSink::open_with(&settings.audit, crate::audit::DEFAULT_QUEUE_CAPACITY, settings.audit_fsync)?;
         let metrics = crate::metrics::Metrics::new(&options.app_id);
         metrics.set_sources(crate::metrics::Sources {
             audit: audit.clone(),
