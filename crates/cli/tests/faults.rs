@@ -1,5 +1,6 @@
 //! Fault tests with real `ward` processes on 127.0.0.1 (issue 24): certificate renewal with a short lifetime, an
-//! audit log torn by a crash, and `ward audit verify` on damaged logs. Every wait is bounded and every process is
+//! audit log torn by a crash, `ward audit verify` on damaged logs, connections that must not outlive their
+//! certificates, a callee sidecar restarted on other ports, and a clean shutdown leaving the registry. Every wait is bounded and every process is
 //! killed when its handle drops.
 
 mod support;
@@ -295,4 +296,100 @@ fn sigkill_during_a_burst_leaves_a_log_that_verifies_after_restart() {
     let (code, report) = verify(&log);
     assert_eq!(code, 0, "{report}");
     assert!(report.contains(&format!("{} lines", whole_before + 1)), "{report}");
+}
+
+/// Issue 24 defect 4: a connection between two sidecars opened while their certificates were valid must not carry
+/// calls once both leaves have expired (and sentry, gone, cannot renew them). Certificates live 4 s; the first call
+/// opens the pooled mTLS connection, sentry is killed, and once every certificate either sidecar could hold has
+/// expired a call over the still-open connection must be refused with nothing reaching the app. Before that, while
+/// sentry is up, calls across two certificate lifetimes all succeed: draining a connection at its certificates'
+/// expiry drops no call (invariant 7), the next one goes over a new connection with the renewed certificates.
+#[test]
+fn a_connection_does_not_outlive_the_certificates_it_was_opened_with() {
+    use support::mesh::{Http, TestApp};
+
+    let mut mesh = Mesh::start(&["--workload-cert-ttl", "6s", "--allowed-clock-skew", "0s"]);
+    let app = TestApp::start();
+    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let http = Http::new();
+    let call = || http.send("POST", &caller.http, "/v1.0/invoke/callee/method/orders/1", &[], b"x".to_vec());
+
+    let across = Instant::now();
+    let mut calls = 0;
+    while across.elapsed() < Duration::from_secs(10) {
+        let reply = call();
+        assert_eq!(
+            reply.status,
+            200,
+            "call {calls} failed while sentry was up: {}\n{}",
+            reply.text(),
+            tail(&_callee.process.stderr_text(), 8)
+        );
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(app.seen().len(), calls);
+    mesh.sentry.process.kill9();
+    let killed = Instant::now();
+    // The last certificate either sidecar got before the kill expires at most 6 s later.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(killed.elapsed() < Duration::from_secs(20), "bounded");
+
+    let late = call();
+    assert_ne!(late.status, 200, "a call went through after both certificates expired: {}", late.text());
+    assert_eq!(app.seen().len(), calls, "a request reached the app over a connection whose certificates expired");
+}
+
+/// Every fresh address the SQLite name-resolution registry in `ward_home` holds for `app_id` (namespace `default`).
+fn registered(ward_home: &Path, app_id: &str) -> Vec<String> {
+    use ward_components::nameresolution::{RegistryOptions, SqliteRegistry};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let path = ward_home.join("nameresolution.db").to_string_lossy().into_owned();
+    rt.block_on(async {
+        let registry = SqliteRegistry::open(RegistryOptions::new(path)).await.unwrap();
+        registry.resolve_all(app_id, "default").await.unwrap()
+    })
+}
+
+/// Issue 24 defect 5 (second half): a callee sidecar SIGKILLed and restarted on different ports leaves its old
+/// address in the registry (fresh for a few seconds) and in the caller's cache. A refused connection to it makes the
+/// caller look the app up again (bypassing its cache, without the refused address) and retry once, so every call
+/// after the restart succeeds, each reaching the app exactly once.
+#[test]
+fn a_callee_sidecar_restarted_on_new_ports_is_reached_by_the_next_call() {
+    use support::mesh::{Http, TestApp};
+
+    let mesh = Mesh::start(&[]);
+    let app = TestApp::start();
+    let mut callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let http = Http::new();
+    let call = || http.send("POST", &caller.http, "/v1.0/invoke/callee/method/orders/1", &[], b"x".to_vec());
+    assert_eq!(call().status, 200, "before the restart");
+    let old = callee.internal.clone();
+
+    callee.process.kill9();
+    let restarted = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    assert_ne!(restarted.internal, old, "the restarted sidecar listens elsewhere");
+    assert!(registered(&mesh.ward_home, "callee").len() >= 2, "the killed sidecar's row is still fresh");
+    app.clear();
+    for i in 0..10 {
+        let reply = call();
+        assert_eq!(reply.status, 200, "call {i} after the restart: {}", reply.text());
+    }
+    assert_eq!(app.seen().len(), 10, "each call reached the app exactly once");
+}
+
+/// A sidecar stopped cleanly (SIGTERM) removes its own row from the registry, so no caller is sent to it.
+#[test]
+fn a_clean_shutdown_removes_the_sidecars_own_registry_entry() {
+    let mesh = Mesh::start(&[]);
+    let mut callee = mesh.sidecar(SidecarSpec::new("callee", None));
+    let address = callee.internal.clone();
+    assert!(registered(&mesh.ward_home, "callee").iter().any(|a| *a == address || address.ends_with(a.as_str())));
+    callee.process.terminate();
+    let status = callee.process.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}: {}", tail(&callee.process.stderr_text(), 5));
+    assert_eq!(registered(&mesh.ward_home, "callee"), Vec::<String>::new(), "its row is gone");
 }

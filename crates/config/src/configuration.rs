@@ -99,13 +99,6 @@ struct RawOtel {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawAudit {
-    #[serde(default)]
-    otlp: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawComponentsSpec {
     #[serde(default)]
     deny: Vec<String>,
@@ -224,6 +217,18 @@ struct RawWardSpec {
     capabilities: Option<CapabilitiesSpec>,
     #[serde(default)]
     provenance: Option<RawProvenance>,
+}
+
+/// `spec.ward.audit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAudit {
+    /// `never`, `interval` or `always`; checked in `from_document` so the error names the field and the choices.
+    #[serde(default)]
+    fsync: Option<String>,
+    /// Audit events also as OTLP log records.
+    #[serde(default)]
+    otlp: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +373,8 @@ pub struct WardSpec {
     pub audit_log: Option<PathBuf>,
     /// `spec.ward.audit.otlp`: audit events also exported as OTLP log records to the tracing endpoint.
     pub audit_otlp: bool,
+    /// `spec.ward.audit.fsync`, when set (the sidecar's default: [`AuditFsync::Never`]).
+    pub audit_fsync: Option<AuditFsync>,
     /// Request body limit in bytes, when set.
     pub max_body_size: Option<u64>,
     /// `spec.ward.capabilities`, unvalidated (ward-policy compiles it). `None` when absent.
@@ -376,6 +383,44 @@ pub struct WardSpec {
     pub provenance_enabled: Option<bool>,
     /// `spec.ward.mcp`, unvalidated (`ward-policy` compiles it).
     pub mcp: Option<McpSpec>,
+}
+
+/// `spec.ward.audit.fsync`: when the audit file is flushed to stable storage. Every line is handed to the operating
+/// system before the request it records goes on (it survives a SIGKILL of the sidecar) whatever this says; this adds
+/// `fdatasync` for a power loss or kernel crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditFsync {
+    /// The OS write only.
+    #[default]
+    Never,
+    /// At most once per second, by the writer, off the request path: a power loss loses at most about a second.
+    Interval,
+    /// After every batch (group commit), before the requests waiting for it go on.
+    Always,
+}
+
+impl AuditFsync {
+    /// The spelling in a Configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Interval => "interval",
+            Self::Always => "always",
+        }
+    }
+}
+
+impl std::str::FromStr for AuditFsync {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "never" => Ok(Self::Never),
+            "interval" => Ok(Self::Interval),
+            "always" => Ok(Self::Always),
+            other => Err(format!("{} is not one of never, interval, always", crate::error::quoted(other))),
+        }
+    }
 }
 
 /// `spec.components.deny`: component types that may not be loaded, each `type` (any version) or `type/version`.
@@ -605,10 +650,16 @@ impl Configuration {
                 ));
             }
         };
+        let audit_otlp = raw_ward.audit.as_ref().and_then(|a| a.otlp).unwrap_or(false);
+        let audit_fsync = match raw_ward.audit.and_then(|audit| audit.fsync) {
+            None => None,
+            Some(value) => Some(value.parse::<AuditFsync>().map_err(|m| invalid("spec.ward.audit.fsync", m))?),
+        };
         let ward = WardSpec {
             production_mode: raw_ward.production_mode.unwrap_or(false),
             audit_log: raw_ward.audit_log.filter(|p| !p.is_empty()).map(PathBuf::from),
-            audit_otlp: raw_ward.audit.and_then(|a| a.otlp).unwrap_or(false),
+            audit_otlp,
+            audit_fsync,
             max_body_size,
             capabilities: raw_ward.capabilities,
             provenance_enabled: raw_ward.provenance.and_then(|p| p.enabled),

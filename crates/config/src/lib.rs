@@ -51,7 +51,7 @@ pub use component::{
     SecretRef,
 };
 pub use configuration::{
-    ApiLogging, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
+    ApiLogging, AuditFsync, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
     IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, OtelSpec, OtlpProtocol, TracingSpec, WardSpec,
 };
 pub use error::{

@@ -121,7 +121,7 @@ const MCP: &[Key] = &[
     section("rules", Shape::List(&Shape::Map(MCP_RULE))),
     applied("passthroughUnknownMethods"),
 ];
-const AUDIT: &[Key] = &[applied("otlp")];
+const AUDIT: &[Key] = &[applied("fsync"), applied("otlp")];
 const OTEL: &[Key] =
     &[applied("endpointAddress"), applied("protocol"), applied("isSecure"), applied("headers"), applied("timeout")];
 const TRACING: &[Key] = &[

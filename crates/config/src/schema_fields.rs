@@ -366,6 +366,11 @@ fn cases() -> Vec<Case> {
             Typed(|c| c.ward.audit_log.as_deref() == Some(Path::new("/var/log/ward.jsonl"))),
         ),
         case(
+            "spec.ward.audit.fsync",
+            vec![("spec.ward.audit.fsync", json!("always"))],
+            Typed(|c| c.ward.audit_fsync == Some(crate::AuditFsync::Always)),
+        ),
+        case(
             "spec.ward.maxBodySize",
             vec![("spec.ward.maxBodySize", json!("1Mi"))],
             Typed(|c| c.ward.max_body_size == Some(1024 * 1024)),

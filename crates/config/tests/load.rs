@@ -364,6 +364,20 @@ fn every_bad_file_names_file_resource_and_field() {
             not_contains: vec![],
         },
         Case {
+            name: "bad spec.ward.audit.fsync",
+            files: vec![("fsync.yaml", conf("  ward:\n    audit:\n      fsync: sometimes\n"))],
+            contains: vec![
+                "fsync.yaml: Configuration \"appconfig\": spec.ward.audit.fsync: \"sometimes\" is not one of never, interval, always",
+            ],
+            not_contains: vec![],
+        },
+        Case {
+            name: "unknown field under spec.ward.audit",
+            files: vec![("audit.yaml", conf("  ward:\n    audit:\n      fsynk: always\n"))],
+            contains: vec!["audit.yaml: Configuration \"appconfig\": spec.ward.audit.fsynk: unknown field"],
+            not_contains: vec![],
+        },
+        Case {
             name: "bad httpVerb type in accessControl",
             files: vec![(
                 "acl.yaml",

@@ -21,7 +21,7 @@ pub use spiffe::{
 pub use svid::{SvidError, SvidResolver, X509Svid, certificate_not_after, parse_certificates};
 pub use verifier::{
     Authorizer, ClientConfigResult, SpiffeClientVerifier, SpiffeServerVerifier, Usage, VerifyError, client_config,
-    peer_spiffe_id, server_config, verify_svid,
+    peer_not_after, peer_spiffe_id, server_config, verify_svid,
 };
 
 /// The default tolerance for clocks that disagree, as Dapr's `allowedClockSkew` (15 minutes).

@@ -191,6 +191,14 @@ pub fn peer_spiffe_id(peer_certificates: Option<&[CertificateDer<'_>]>) -> Optio
     }
 }
 
+/// The `not_after` of the leaf of an already verified peer chain: a connection opened with it must not outlive it.
+pub fn peer_not_after(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<std::time::SystemTime> {
+    let leaf = peer_certificates?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let secs = u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 fn to_rustls_error(err: VerifyError) -> rustls::Error {
     let cert_error = match err {
         VerifyError::Expired { .. } => CertificateError::Expired,

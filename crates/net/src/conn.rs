@@ -51,13 +51,17 @@ pub(crate) struct ConnState {
     /// When bytes first arrived while no request was in flight (a request's headers on their way), or [`NONE`].
     pending_since: AtomicU64,
     protocol: AtomicU8,
+    /// The connection's maximum age (see `ward_net::MaxConnectionAge`): from then on it is drained, and a request
+    /// that still arrives on it (sent before the client saw the GOAWAY) is answered 421 instead of being served
+    /// over certificates that have expired.
+    max_age: Option<Instant>,
     /// The driver's waker: a response finishing on another task (HTTP/2 streams run on their own tasks) must
     /// wake the driver so it arms the idle timer.
     driver: AtomicWaker,
 }
 
 impl ConnState {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(max_age: Option<Instant>) -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -65,6 +69,7 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             pending_since: AtomicU64::new(NONE),
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
+            max_age,
             driver: AtomicWaker::new(),
         })
     }
@@ -236,6 +241,13 @@ where
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = self.state.start_request();
+        if self.state.max_age.is_some_and(|at| Instant::now() >= at) {
+            // 421 Misdirected Request: "may be retried over a different connection" (RFC 9110 §15.5.20), which is
+            // what the client must do once this connection's certificates have expired.
+            let mut response = Response::new(GuardedBody { inner: Answer::Refusal { data: None }, guard: Some(guard) });
+            *response.status_mut() = http::StatusCode::MISDIRECTED_REQUEST;
+            return InFlightFuture::Refused { response: Some(response) };
+        }
         let size = request_header_size(request.method(), request.uri(), request.headers());
         if size > self.max_header_bytes {
             // The request (and its unread body) is dropped here: on HTTP/2 only its own stream ends; a client that
@@ -380,7 +392,9 @@ pub(crate) fn builder(http2_only: bool, limits: &ListenerLimits) -> auto::Builde
     builder
 }
 
-/// Serves one connection until it ends, enforcing the header, idle and closing deadlines.
+/// Serves one connection until it ends, enforcing the header, idle and closing deadlines, and its maximum age:
+/// at `max_age` the connection is closed gracefully even with requests in flight (they finish; HTTP/2 sends
+/// GOAWAY so the client opens a new connection for the next ones).
 #[expect(clippy::too_many_arguments, reason = "one internal call site; a struct would only rename these")]
 pub(crate) async fn drive<T, S, B>(
     io: T,
@@ -413,6 +427,13 @@ where
     let mut graceful = pin!(graceful.cancelled());
     let mut force = pin!(force.cancelled());
     let mut timer = pin!(tokio::time::sleep_until(Instant::now() + limits.header_read_timeout));
+    let max_age = state.max_age;
+    let mut aged = pin!(async move {
+        match max_age {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
     let mut closing_since: Option<Instant> = None;
 
     poll_fn(|cx| {
@@ -425,6 +446,13 @@ where
                 return Poll::Ready(Ended::Forced);
             }
             if closing_since.is_none() && graceful.as_mut().poll(cx).is_ready() {
+                closing_since = Some(Instant::now());
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            if closing_since.is_none() && aged.as_mut().poll(cx).is_ready() {
+                // The certificates this connection was opened with expire now: no new request may use it.
+                tracing::debug!("draining a connection at its maximum age");
                 closing_since = Some(Instant::now());
                 conn.as_mut().graceful_shutdown();
                 continue;

@@ -16,7 +16,10 @@
 //! - a request whose headers are over [`ListenerLimits::max_header_bytes`] (measured as HTTP/2 measures a header
 //!   list, on both protocols: [`request_header_size`]) is answered by the listener's [`HeaderRefusal`] (431)
 //!   before any service sees it; hyper itself accepts up to [`ListenerLimits::header_ceiling`];
-//! - graceful shutdown: [`Drain`] stops the listener and drains connections within a caller-chosen bound.
+//! - graceful shutdown: [`Drain`] stops the listener and drains connections within a caller-chosen bound;
+//! - optionally a maximum age per connection ([`MaxConnectionAge`], e.g. the earlier expiry of the two certificates
+//!   an mTLS connection was opened with): drained then like at shutdown, even with requests in flight (they
+//!   finish), and a request that still arrives on it is answered 421 Misdirected Request.
 //!
 //! HTTP/1.1 and HTTP/2 are detected per connection (hyper-util's `auto` builder). Services are hyper services;
 //! tower services (an axum `Router`, a tonic `Routes`) fit through [`TowerToHyperService`].
@@ -71,5 +74,5 @@ pub use headers::{FIELD_OVERHEAD, HeaderRefusal, HeadersTooLarge, request_header
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};
 pub use metrics_listen::MetricsListen;
-pub use server::{ConnectionInfo, Drain, Server, serve};
+pub use server::{ConnectionInfo, Drain, MaxConnectionAge, Server, serve};
 pub use stats::ListenerStats;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -40,6 +41,19 @@ pub struct ConnectionInfo {
     pub alpn_protocol: Option<Vec<u8>>,
 }
 
+/// The latest moment a connection may carry requests, decided per connection by the listener's owner: an mTLS
+/// listener answers with the earliest `not_after` of the two certificates the connection was opened with, so a
+/// connection never outlives them (issue 24, defect 4). At that moment the connection is drained as at shutdown
+/// (HTTP/2: GOAWAY; requests in flight finish, new ones go to a new connection and a new handshake).
+pub trait MaxConnectionAge: Send + Sync + 'static {
+    /// Asked when a connection is accepted, before its TLS handshake: the bound set by what the listener itself
+    /// presents (its own certificate now; a renewal during the handshake can only give a later one).
+    fn at_accept(&self) -> Option<SystemTime>;
+
+    /// Asked after the handshake: the bound set by the peer (its verified leaf in `info.peer_certificates`).
+    fn after_handshake(&self, info: &ConnectionInfo) -> Option<SystemTime>;
+}
+
 /// One listener with its limits. Build it, read [`Server::stats`] for metrics, then [`Server::serve`].
 pub struct Server {
     listener: TcpListener,
@@ -49,6 +63,7 @@ pub struct Server {
     name: Arc<str>,
     http2_only: bool,
     refusal: HeaderRefusal,
+    max_age: Option<Arc<dyn MaxConnectionAge>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -59,6 +74,7 @@ impl std::fmt::Debug for Server {
             .field("limits", &self.limits)
             .field("tls", &self.tls.is_some())
             .field("http2_only", &self.http2_only)
+            .field("max_age", &self.max_age.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +91,7 @@ impl Server {
             name: Arc::from("listener"),
             http2_only: false,
             refusal: Arc::new(bare_431),
+            max_age: None,
         })
     }
 
@@ -105,6 +122,12 @@ impl Server {
         self
     }
 
+    /// Drains each connection at the moment `max_age` sets for it (see [`MaxConnectionAge`]).
+    pub fn with_max_age(mut self, max_age: Arc<dyn MaxConnectionAge>) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
     /// The listener's counters; clones stay live while and after it serves.
     pub fn stats(&self) -> ListenerStats {
         self.stats.clone()
@@ -130,7 +153,7 @@ impl Server {
         B::Error: Into<BoxError>,
         F: Future<Output = ()> + Send,
     {
-        let Server { listener, limits, tls, stats, name, http2_only, refusal } = self;
+        let Server { listener, limits, tls, stats, name, http2_only, refusal, max_age } = self;
         let listen_addr = listener.local_addr().ok();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         // Every connection task holds a sender; the receiver sees the channel close when the last task ends.
@@ -146,6 +169,7 @@ impl Server {
             name: name.clone(),
             builder: conn::builder(http2_only, &limits),
             refusal,
+            max_age,
             make_service,
             graceful: graceful.clone(),
             force: force_token,
@@ -270,6 +294,7 @@ struct Shared<M> {
     name: Arc<str>,
     builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     refusal: HeaderRefusal,
+    max_age: Option<Arc<dyn MaxConnectionAge>>,
     make_service: M,
     graceful: CancellationToken,
     force: CancellationToken,
@@ -299,13 +324,16 @@ async fn connection<M, S, B>(
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(listener = %shared.name, %remote, error = %err, "setting TCP_NODELAY failed");
     }
+    // Read before the handshake: the certificate the handshake presents is this one or a later renewal.
+    let own_bound = shared.max_age.as_ref().and_then(|max_age| max_age.at_accept());
     let ended = match &shared.tls {
         None => {
             let info = ConnectionInfo { remote, local, peer_certificates: None, alpn_protocol: None };
+            let deadline = max_age_deadline(&shared, own_bound, &info);
             // Boxed, like the TLS branch below: the task then holds only the state of the branch it runs (a
             // plaintext connection does not carry room for a TLS session), which is most of an idle connection's
             // memory (issue 25, defect 4).
-            Box::pin(serve_io(&shared, tcp, &info)).await
+            Box::pin(serve_io(&shared, tcp, &info, deadline)).await
         }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
@@ -341,7 +369,8 @@ async fn connection<M, S, B>(
                     .map(|chain| chain.iter().map(|cert| cert.clone().into_owned()).collect()),
                 alpn_protocol: session.alpn_protocol().map(<[u8]>::to_vec),
             };
-            Box::pin(serve_io(&shared, tls, &info)).await
+            let deadline = max_age_deadline(&shared, own_bound, &info);
+            Box::pin(serve_io(&shared, tls, &info, deadline)).await
         }
     };
     match ended {
@@ -359,7 +388,21 @@ async fn connection<M, S, B>(
     }
 }
 
-async fn serve_io<M, S, B, T>(shared: &Shared<M>, io: T, info: &ConnectionInfo) -> Ended
+/// The connection's drain moment on tokio's clock: the earlier of the two bounds of [`MaxConnectionAge`], `None`
+/// when the listener has no such hook or neither bound is known.
+fn max_age_deadline<M>(shared: &Shared<M>, own_bound: Option<SystemTime>, info: &ConnectionInfo) -> Option<Instant> {
+    let peer_bound = shared.max_age.as_ref().and_then(|max_age| max_age.after_handshake(info));
+    let bound = match (own_bound, peer_bound) {
+        (Some(own), Some(peer)) => own.min(peer),
+        (bound, None) | (None, bound) => bound?,
+    };
+    // A bound already past gives a deadline of now: the connection is drained before it serves anything. A bound
+    // too far away for the clock (year 9999) is no bound.
+    let left = bound.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    Instant::now().checked_add(left)
+}
+
+async fn serve_io<M, S, B, T>(shared: &Shared<M>, io: T, info: &ConnectionInfo, max_age: Option<Instant>) -> Ended
 where
     M: Fn(&ConnectionInfo) -> S,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -371,7 +414,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // The header deadline counts from here: after accept for plaintext, after the handshake for TLS.
-    let state = ConnState::new();
+    let state = ConnState::new(max_age);
     let service = (shared.make_service)(info);
     conn::drive(
         io,

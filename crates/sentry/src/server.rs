@@ -458,6 +458,21 @@ fn server_tls(
     Ok(config)
 }
 
+/// A connection to sentry lives no longer than sentry's own serving certificate as it was when the connection was
+/// accepted, nor than the client's certificate if it presented one (issue 24, defect 4): at the earlier `not_after`
+/// it is drained (GOAWAY, calls in flight finish) and the client handshakes again.
+struct CertificateAge(Arc<SvidResolver>);
+
+impl ward_net::MaxConnectionAge for CertificateAge {
+    fn at_accept(&self) -> Option<SystemTime> {
+        self.0.current().map(|svid| svid.not_after())
+    }
+
+    fn after_handshake(&self, info: &ward_net::ConnectionInfo) -> Option<SystemTime> {
+        ward_identity::peer_not_after(info.peer_certificates.as_deref())
+    }
+}
+
 /// Addresses a running sentry actually bound (useful when ports were 0).
 #[derive(Debug, Clone, Copy)]
 pub struct BoundAddrs {
@@ -504,6 +519,7 @@ pub async fn run(
     let limits = ca.config.limits;
     let grpc_server = ward_net::Server::new(listener, limits)?
         .with_tls(tokio_rustls::TlsAcceptor::from(tls))
+        .with_max_age(Arc::new(CertificateAge(resolver.clone())))
         .with_name("sentry-grpc");
     let health_server = ward_net::Server::new(healthz, limits)?.with_name("sentry-healthz");
     let metrics_server = match metrics {

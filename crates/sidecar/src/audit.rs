@@ -11,7 +11,12 @@
 //! - each line is handed to the OS together with its newline in one `write_all`, so a crash leaves either the whole
 //!   line or a torn tail; a torn tail found on open is moved aside (never deleted) and recorded in the chain;
 //! - an accepted event is never dropped while the sink is alive: the writer retries it with a bounded back-off
-//!   until the destination accepts it again, so after a disk-full episode `ward audit verify` stays green.
+//!   until the destination accepts it again, so after a disk-full episode `ward audit verify` stays green;
+//! - handed to the OS, a line survives a SIGKILL of the sidecar but not a power loss: [`AuditFsync`]
+//!   (`spec.ward.audit.fsync`) adds `fdatasync` after every batch, before its waiting requests go on (`always`), or
+//!   at most once per [`SYNC_INTERVAL`] off the request path (`interval`). A failed sync fails closed like a failed
+//!   write: the batch's waiting requests are refused, new events are refused until a sync succeeds again, and the
+//!   lines (already in the file) are never written twice.
 //!
 //! `ward audit verify FILE` checks the chain. This module does not decide anything.
 
@@ -21,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+pub use ward_config::AuditFsync;
 use ward_policy::{AuditChain, AuditEvent};
 
 /// Events that may wait for the writer before [`AuditSink::record`] refuses more.
@@ -30,6 +36,10 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 
 /// The longest pause between two attempts to write a line while the destination fails.
 const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// With [`AuditFsync::Interval`], the longest time written lines stay unsynced (lines written while the writer is
+/// idle are synced when this passes, not at the next event).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +148,11 @@ pub trait AuditWriter: Send + 'static {
     /// Removes whatever failed [`AuditWriter::append`] calls left behind, so the destination ends with the last
     /// complete line again. Called after every failed append, before the next one.
     fn discard_partial(&mut self) -> std::io::Result<()>;
+
+    /// Puts every appended line on stable storage (`fdatasync` for a file). Nothing to do for a stream.
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The audit file, opened for appending, with the length of its complete lines.
@@ -158,6 +173,11 @@ impl AuditWriter for FileWriter {
 
     fn discard_partial(&mut self) -> std::io::Result<()> {
         self.file.set_len(self.committed_len)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        // Data and the length it needs; the file's other metadata (mtime) need not reach the disk first.
+        self.file.sync_data()
     }
 }
 
@@ -206,25 +226,43 @@ impl AuditSink {
 
     /// [`AuditSink::open`] with a chosen queue capacity (at least 1).
     pub fn open_with_capacity(target: &AuditTarget, capacity: usize) -> Result<Self, AuditError> {
+        Self::open_with(target, capacity, AuditFsync::Never)
+    }
+
+    /// [`AuditSink::open`] with a chosen queue capacity (at least 1) and sync policy (`spec.ward.audit.fsync`).
+    pub fn open_with(target: &AuditTarget, capacity: usize, fsync: AuditFsync) -> Result<Self, AuditError> {
+        if fsync != AuditFsync::Never {
+            tracing::info!(fsync = fsync.as_str(), "audit lines are synced to stable storage (spec.ward.audit.fsync)");
+        }
         match target {
-            AuditTarget::Stderr => Self::from_writer(StderrWriter, AuditChain::new(), capacity),
+            AuditTarget::Stderr => Self::from_writer_with(StderrWriter, AuditChain::new(), capacity, fsync),
             AuditTarget::File(path) => {
                 let (writer, chain) = open_file(path)?;
-                Self::from_writer(writer, chain, capacity)
+                Self::from_writer_with(writer, chain, capacity, fsync)
             }
         }
     }
 
-    /// A sink over any [`AuditWriter`], continuing `chain`. For tests (a writer that fails on demand) and for
-    /// destinations other than a file.
+    /// A sink over any [`AuditWriter`], continuing `chain`, never syncing. For tests (a writer that fails on
+    /// demand) and for destinations other than a file.
     pub fn from_writer(writer: impl AuditWriter, chain: AuditChain, capacity: usize) -> Result<Self, AuditError> {
+        Self::from_writer_with(writer, chain, capacity, AuditFsync::Never)
+    }
+
+    /// [`AuditSink::from_writer`] with a sync policy.
+    pub fn from_writer_with(
+        writer: impl AuditWriter,
+        chain: AuditChain,
+        capacity: usize,
+        fsync: AuditFsync,
+    ) -> Result<Self, AuditError> {
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel::<Queued>();
         let state = Arc::new(State::default());
         let thread_state = state.clone();
         std::thread::Builder::new()
             .name("ward-audit".into())
-            .spawn(move || write_loop(rx, writer, chain, &thread_state))
+            .spawn(move || write_loop(rx, writer, chain, &thread_state, fsync))
             .map_err(|source| AuditError::Io { path: PathBuf::from("<audit thread>"), source })?;
         Ok(Self { handle: Arc::new(Handle { tx, state, capacity }) })
     }
@@ -426,8 +464,72 @@ fn move_aside(path: &Path, torn: &[u8]) -> std::io::Result<PathBuf> {
 /// Most events written in one append.
 const MAX_BATCH: usize = 512;
 
-fn write_loop(rx: Receiver<Queued>, mut writer: impl AuditWriter, mut chain: AuditChain, state: &State) {
-    while let Ok(first) = rx.recv() {
+/// Records a failed write or sync: counted, logged once per failing episode, and every later event refused until
+/// one succeeds (the caller then clears the flag).
+fn note_failure(state: &State, what: &str, err: &std::io::Error) {
+    state.write_failures.fetch_add(1, Ordering::Relaxed);
+    if !state.failing.swap(true, Ordering::AcqRel) {
+        tracing::error!(error = %err, "{what} failed; refusing new events until it works");
+    }
+}
+
+/// Syncs until it succeeds (with the write path's back-off), failing closed meanwhile. `false` if the sink was
+/// closed while syncs kept failing (the writer then stops).
+fn sync_until_done(writer: &mut impl AuditWriter, state: &State) -> bool {
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match writer.sync() {
+            Ok(()) => return true,
+            Err(err) => {
+                note_failure(state, "syncing the audit log to disk", &err);
+                if state.closed.load(Ordering::Acquire) {
+                    tracing::error!(
+                        "audit sink closed while syncing the log was failing; its last lines may not be on disk"
+                    );
+                    return false;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+fn write_loop(
+    rx: Receiver<Queued>,
+    mut writer: impl AuditWriter,
+    mut chain: AuditChain,
+    state: &State,
+    fsync: AuditFsync,
+) {
+    // `interval`: when the oldest line not yet synced was written, if any.
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let next = match unsynced_since {
+            // Wake in time to sync lines written before the writer fell idle.
+            Some(since) => match rx.recv_timeout((since + SYNC_INTERVAL).saturating_duration_since(Instant::now())) {
+                Ok(queued) => Some(queued),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = sync_until_done(&mut writer, state);
+                    return;
+                }
+            },
+            None => match rx.recv() {
+                Ok(queued) => Some(queued),
+                Err(_) => return,
+            },
+        };
+        if unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL) {
+            if !sync_until_done(&mut writer, state) {
+                return;
+            }
+            unsynced_since = None;
+            if state.failing.swap(false, Ordering::AcqRel) {
+                tracing::warn!("audit log synced again; accepting events");
+            }
+        }
+        let Some(first) = next else { continue };
         // Group commit: everything queued meanwhile goes out in the same write.
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(MAX_BATCH - 1));
@@ -445,7 +547,28 @@ fn write_loop(rx: Receiver<Queued>, mut writer: impl AuditWriter, mut chain: Aud
         loop {
             match writer.append(&bytes) {
                 Ok(()) => {
+                    // The lines are in the file: the chain continues from them whatever a sync does next.
                     chain = next;
+                    match fsync {
+                        AuditFsync::Never => {}
+                        AuditFsync::Interval => {
+                            unsynced_since.get_or_insert_with(Instant::now);
+                        }
+                        AuditFsync::Always => {
+                            if let Err(err) = writer.sync() {
+                                note_failure(state, "syncing the audit log to disk", &err);
+                                // Not known to be durable: whoever waits is refused (fail closed). The lines stay
+                                // (the decisions were made) and are synced, never written twice.
+                                for waiter in waiters.drain(..) {
+                                    let _ = waiter.send(Err(AuditUnavailable::WriteFailing));
+                                }
+                                if !sync_until_done(&mut writer, state) {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    // `spec.ward.audit.otlp`: the events the file now holds, also to the OTLP exporter.
                     if let Some(Mirror(mirror)) = state.mirror.get() {
                         for queued in &batch {
                             mirror(&queued.event);
@@ -460,10 +583,7 @@ fn write_loop(rx: Receiver<Queued>, mut writer: impl AuditWriter, mut chain: Aud
                     break;
                 }
                 Err(err) => {
-                    state.write_failures.fetch_add(1, Ordering::Relaxed);
-                    if !state.failing.swap(true, Ordering::AcqRel) {
-                        tracing::error!(error = %err, "writing an audit line failed; refusing new events until it works");
-                    }
+                    note_failure(state, "writing an audit line", &err);
                     // Whoever waits for these lines is refused now (fail closed); the lines are still retried, so
                     // the log keeps the decisions that were made.
                     for waiter in waiters.drain(..) {
@@ -497,6 +617,10 @@ struct MemoryInner {
     bytes: Vec<u8>,
     committed: usize,
     fail: bool,
+    fail_sync: bool,
+    /// Bytes covered by the last successful sync.
+    synced: usize,
+    syncs: usize,
 }
 
 impl MemoryWriter {
@@ -505,6 +629,18 @@ impl MemoryWriter {
         if let Ok(mut inner) = self.inner.lock() {
             inner.fail = fail;
         }
+    }
+
+    /// Makes later syncs fail (`true`) or succeed (`false`).
+    pub fn set_sync_failing(&self, fail: bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.fail_sync = fail;
+        }
+    }
+
+    /// Successful syncs so far, and how many bytes the last one covered.
+    pub fn synced(&self) -> (usize, usize) {
+        self.inner.lock().map(|i| (i.syncs, i.synced)).unwrap_or_default()
     }
 
     /// Everything written so far, including any partial line not yet discarded.
@@ -530,6 +666,16 @@ impl AuditWriter for MemoryWriter {
         let mut inner = self.inner.lock().map_err(|_| std::io::Error::other("poisoned"))?;
         let committed = inner.committed;
         inner.bytes.truncate(committed);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        if inner.fail_sync {
+            return Err(std::io::Error::other("injected fdatasync failure"));
+        }
+        inner.syncs += 1;
+        inner.synced = inner.bytes.len();
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! The method travels still percent-encoded: the callee's sidecar normalises it once and judges it (the edge that
 //! decides is the edge that normalises).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use http::HeaderValue;
@@ -15,7 +15,7 @@ use crate::error::{InvokeError, PeerRefusal};
 use crate::headers;
 use crate::inbound::method::{INTERNAL_GRPC_PREFIX, INTERNAL_INVOKE_PREFIX};
 use crate::resolver::NameResolver;
-use crate::transport::Outbound;
+use crate::transport::{Outbound, SendError};
 
 /// Everything invocation uses.
 pub(crate) struct Invoker {
@@ -163,9 +163,31 @@ impl Invoker {
         if size > self.max_header_bytes {
             return Err(InvokeError::HeadersTooLarge { size, limit: self.max_header_bytes });
         }
-        // Streams through, failing the upload if it grows past the limit.
+        // Streams through, failing the upload if it grows past the limit; kept recoverable until first read, so a
+        // request whose connection is refused (nothing sent) can go to the app's current address instead.
         let body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
-        let response = match self.outbound.send(&callee, &self.own_id, http::Request::from_parts(parts, body)).await {
+        let unread = Arc::new(Mutex::new(Some(body)));
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let request = http::Request::from_parts(parts, Body::new(Unread::new(unread.clone())));
+        let mut address = address;
+        let mut sent = self.outbound.send(&callee, &self.own_id, request).await;
+        if let Err(err) = &sent
+            && is_connection_refused(err)
+            && let Some(body) = take_unread(&unread)
+            && let Ok(Some(next)) = self.resolver.re_resolve(app_id, namespace, &address).await
+            && let Ok(uri) = format!("http://{next}{internal_path}").parse::<http::Uri>()
+        {
+            // A sidecar restarted on other ports leaves its old address registered (and cached) for a while.
+            tracing::debug!(callee = %callee, refused = %address, retry = %next, "connection refused; sending to the app's current address");
+            let mut request = http::Request::new(body);
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.version_mut() = http::Version::HTTP_2;
+            *request.headers_mut() = headers;
+            address = next;
+            sent = self.outbound.send(&callee, &self.own_id, request).await;
+        }
+        let response = match sent {
             Ok(response) => response,
             Err(err) if crate::body::is_length_limit(&err) => return Err(InvokeError::BodyTooLarge { limit }),
             Err(err) => {
@@ -188,7 +210,121 @@ impl Invoker {
     }
 }
 
+/// Whether `err` is a refused TCP connect: nothing of the request was sent, so it may be sent elsewhere.
+fn is_connection_refused(err: &SendError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The body if the transport never read it (the guard is dropped here, before any await).
+fn take_unread(slot: &Mutex<Option<Body>>) -> Option<Body> {
+    lock(slot).take()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A request body that stays in its shared slot until the transport first reads it: if the connection is refused
+/// the body was never read, and the caller takes it back from the slot to send it elsewhere.
+struct Unread {
+    slot: Arc<Mutex<Option<Body>>>,
+    taken: Option<Body>,
+}
+
+impl Unread {
+    fn new(slot: Arc<Mutex<Option<Body>>>) -> Self {
+        Self { slot, taken: None }
+    }
+}
+
+impl http_body::Body for Unread {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.taken.is_none() {
+            this.taken = lock(&this.slot).take();
+        }
+        match &mut this.taken {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            // Taken back by the caller: this request is not being sent.
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.taken {
+            Some(body) => body.is_end_stream(),
+            None => lock(&self.slot).as_ref().is_none_or(http_body::Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.taken {
+            Some(body) => body.size_hint(),
+            None => lock(&self.slot).as_ref().map(http_body::Body::size_hint).unwrap_or_default(),
+        }
+    }
+}
+
 /// A method that cannot even form a request target is refused the way the callee would refuse it.
 fn invalid_method_refusal() -> PeerRefusal {
     PeerRefusal { kind: crate::error::RefusalKind::InvalidMethod, message: "invalid method".to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unread_body_can_be_taken_back_and_a_read_one_cannot() {
+        let slot = Arc::new(Mutex::new(Some(Body::from("payload"))));
+        let unread = Unread::new(slot.clone());
+        assert_eq!(http_body::Body::size_hint(&unread).exact(), Some(7), "the hint is the body's before a read");
+        drop(unread);
+        assert!(take_unread(&slot).is_some(), "never read: recoverable");
+
+        let slot = Arc::new(Mutex::new(Some(Body::from("payload"))));
+        let read = Unread::new(slot.clone()).collect().await.unwrap().to_bytes();
+        assert_eq!(read, "payload");
+        assert!(take_unread(&slot).is_none(), "read by the transport: not sent twice");
+    }
+
+    /// Only a refused connect counts: a peer that accepts and then hangs up has been sent (part of) the request.
+    #[tokio::test]
+    async fn only_a_refused_connect_is_a_refusal() {
+        let outbound = Outbound::new(crate::transport::Transport::Plaintext, 64 * 1024);
+        let caller = SpiffeId::parse("spiffe://public/ns/default/caller").unwrap();
+        let callee = SpiffeId::parse("spiffe://public/ns/default/callee").unwrap();
+        let request =
+            |port: u16| http::Request::post(format!("http://127.0.0.1:{port}/x")).body(Body::from("x")).unwrap();
+        // A port nobody listens on: bind, learn the port, close.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bounded = std::time::Duration::from_secs(10);
+        let refused = tokio::time::timeout(bounded, outbound.send(&callee, &caller, request(closed))).await.unwrap();
+        assert!(refused.as_ref().is_err_and(is_connection_refused), "{refused:?}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                drop(tcp);
+            }
+        });
+        let hung_up = tokio::time::timeout(bounded, outbound.send(&callee, &caller, request(port))).await.unwrap();
+        assert!(hung_up.as_ref().is_err_and(|err| !is_connection_refused(err)), "{hung_up:?}");
+    }
 }

@@ -55,12 +55,16 @@ pub mod bench_support {
         crate::pubsub::signature::EventSigner { svid }.sign(event).is_ok()
     }
 
-    /// Verifies `event`'s `wardsig` against `bundle`; the publisher's app id.
+    /// A verifier as a subscribing sidecar holds one (it remembers chains that verified).
+    pub fn verifier(bundle: TrustBundleHandle) -> crate::pubsub::signature::EventVerifier {
+        crate::pubsub::signature::EventVerifier::new(bundle, Duration::from_secs(60))
+    }
+
+    /// Verifies `event`'s `wardsig` with `verifier`; the publisher's app id.
     pub fn verify_event(
-        bundle: TrustBundleHandle,
+        verifier: &crate::pubsub::signature::EventVerifier,
         event: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, String> {
-        let verifier = crate::pubsub::signature::EventVerifier::new(bundle, Duration::from_secs(60));
         verifier.verify(event).map(|p| p.app_id).map_err(|e| e.to_string())
     }
 }

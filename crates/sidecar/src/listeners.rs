@@ -2,7 +2,9 @@
 //! timeouts, a connection cap): the internal mTLS port (the peer identity is read from the verified TLS session
 //! when the connection is accepted, then the inbound stack), the public HTTP API and the public gRPC API.
 //!
-//! Each listener task stops accepting when `stop` flips, then drains its own connections within `drain`.
+//! Each listener task stops accepting when `stop` flips, then drains its own connections within `drain`. A connection
+//! on the internal port is also drained when the earlier of the two certificates it was opened with expires
+//! ([`CertificateAge`]).
 //!
 //! One header limit (`ListenerLimits::max_header_bytes`) applies on all three, before anything else runs; each
 //! listener answers a request over it in its own protocol (`error::header_refusals`). The internal port also
@@ -20,16 +22,40 @@ use crate::inbound::{self, InboundHandles};
 use crate::runtime::StartError;
 use crate::transport::Mtls;
 
+/// The internal port's TLS: the acceptor, and the SVID it presents (which bounds each connection's age).
+pub(crate) struct InternalTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    svid: Arc<ward_identity::SvidResolver>,
+}
+
 /// The internal port's TLS acceptor: any peer must present a certificate chaining to the trust bundle with a SPIFFE
 /// ID in this trust domain; HTTP/2 only.
-pub(crate) fn internal_acceptor(mtls: &Mtls) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+pub(crate) fn internal_acceptor(mtls: &Mtls) -> Result<InternalTls, StartError> {
     let config = ward_identity::server_config(
         mtls.svid.clone(),
         Some((mtls.bundle.clone(), ward_identity::Authorizer::MemberOf(mtls.trust_domain.clone()), mtls.skew)),
         &[b"h2"],
     )
     .map_err(StartError::InternalTls)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(InternalTls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), svid: mtls.svid.clone() })
+}
+
+/// A connection on the internal port lives no longer than the two leaves it was opened with (issue 24, defect 4):
+/// this sidecar's own SVID as it was when the connection was accepted, and the caller's verified leaf. At the
+/// earlier `not_after` the connection is drained (GOAWAY; calls in flight finish), so a caller must handshake
+/// again, which needs a valid certificate on both sides.
+pub(crate) struct CertificateAge {
+    pub(crate) svid: Arc<ward_identity::SvidResolver>,
+}
+
+impl ward_net::MaxConnectionAge for CertificateAge {
+    fn at_accept(&self) -> Option<std::time::SystemTime> {
+        self.svid.current().map(|svid| svid.not_after())
+    }
+
+    fn after_handshake(&self, info: &ConnectionInfo) -> Option<std::time::SystemTime> {
+        ward_identity::peer_not_after(info.peer_certificates.as_deref())
+    }
 }
 
 /// What every listener task needs besides its service.
@@ -77,13 +103,13 @@ impl ListenerControl {
 /// Serves the internal port: the peer's SPIFFE ID comes from the verified certificate of each connection.
 pub(crate) async fn serve_internal(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<InternalTls>,
     handles: InboundHandles,
     control: ListenerControl,
 ) {
     let Some(mut server) = control.server(listener, "internal", header_refusals::internal()) else { return };
-    if let Some(tls) = tls {
-        server = server.with_tls(tls).with_http2_only();
+    if let Some(InternalTls { acceptor, svid }) = tls {
+        server = server.with_tls(acceptor).with_http2_only().with_max_age(Arc::new(CertificateAge { svid }));
     }
     let stack = inbound::stack(&handles);
     let mode = handles.accept.clone();

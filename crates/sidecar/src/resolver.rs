@@ -7,6 +7,11 @@
 //! call, so load still spreads over instances; a failed connection evicts the entry, and an app with no instance
 //! is never cached (a newly started one is found at once). A row stays in the registry for its freshness window
 //! (5 s by default) after an instance dies anyway, so one more second of staleness changes little.
+//!
+//! A sidecar killed and restarted on other ports leaves such a row behind. When a connection to a resolved address
+//! is refused, the caller asks [`NameResolver::re_resolve`]: the source again, bypassing the cache, without the
+//! refused address; if that gives another address the call is sent there once (see `invoke.rs`: only a refused
+//! connect, which sent nothing, is retried).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +39,15 @@ pub trait NameResolver: Send + Sync + 'static {
 
     /// Forgets what is known about `address` of `app_id` (it did not answer).
     fn evict(&self, _app_id: &str, _namespace: &str, _address: &str) {}
+
+    /// Looks `app_id` up again after a connection to `refused` was refused: at the source, bypassing any cache, and
+    /// never answering `refused` itself. `None` when no other instance is known.
+    fn re_resolve<'a>(&'a self, app_id: &'a str, namespace: &'a str, refused: &'a str) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            self.evict(app_id, namespace, refused);
+            Ok(self.resolve(app_id, namespace).await?.filter(|address| address != refused))
+        })
+    }
 }
 
 /// A source of every instance's address, for [`Cached`].
@@ -108,6 +122,24 @@ impl<S: InstanceSource> NameResolver for Cached<S> {
         })
     }
 
+    fn re_resolve<'a>(&'a self, app_id: &'a str, namespace: &'a str, refused: &'a str) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            let mut addresses = self.source.resolve_all(app_id, namespace).await?;
+            // The refused instance's row may still be fresh in the registry (it is refreshed until it dies, and
+            // then read as fresh for the registry's window): leave it out of this answer and of the cache.
+            addresses.retain(|address| address != refused);
+            let chosen = pick(&addresses);
+            let key = (app_id.to_owned(), namespace.to_owned());
+            let mut entries = self.lock();
+            if addresses.is_empty() {
+                entries.remove(&key);
+            } else {
+                entries.insert(key, (Instant::now(), addresses));
+            }
+            Ok(chosen)
+        })
+    }
+
     fn evict(&self, app_id: &str, namespace: &str, address: &str) {
         let mut entries = self.lock();
         let key = (app_id.to_owned(), namespace.to_owned());
@@ -162,5 +194,27 @@ mod tests {
         cached.evict("a", "ns", "127.0.0.1:2");
         cached.resolve("a", "ns").await.unwrap();
         assert_eq!(cached.source().calls.load(Ordering::SeqCst), 4, "an emptied entry is looked up again");
+    }
+
+    #[tokio::test]
+    async fn re_resolving_after_a_refusal_asks_the_source_and_never_answers_the_refused_address() {
+        let old = "127.0.0.1:1".to_owned();
+        let new = "127.0.0.1:2".to_owned();
+        let cached = Cached::new(Source { calls: AtomicUsize::new(0), addresses: Mutex::new(vec![old.clone()]) });
+        assert_eq!(cached.resolve("a", "ns").await.unwrap(), Some(old.clone()));
+        // Restarted elsewhere; the dead instance's row is still fresh at the source.
+        *cached.source().addresses.lock().unwrap() = vec![old.clone(), new.clone()];
+        for _ in 0..16 {
+            assert_eq!(cached.re_resolve("a", "ns", &old).await.unwrap(), Some(new.clone()));
+        }
+        assert_eq!(cached.source().calls.load(Ordering::SeqCst), 17, "the cache is bypassed every time");
+        // And the cache now holds only the other address.
+        for _ in 0..16 {
+            assert_eq!(cached.resolve("a", "ns").await.unwrap(), Some(new.clone()));
+        }
+        // Only the refused address is known: no answer, nothing cached.
+        *cached.source().addresses.lock().unwrap() = vec![old.clone()];
+        assert_eq!(cached.re_resolve("a", "ns", &old).await.unwrap(), None);
+        assert_eq!(cached.resolve("a", "ns").await.unwrap(), Some(old.clone()), "looked up again, not cached empty");
     }
 }

@@ -275,7 +275,7 @@ impl Sidecar {
         ));
 
         // 5. Audit, tracing, app channel, the handles each part uses.
-        let audit = AuditSink::open(&settings.audit)?;
+        let audit = AuditSink::open_with(&settings.audit, crate::audit::DEFAULT_QUEUE_CAPACITY, settings.audit_fsync)?;
         let tracing = start_tracing(configuration.as_ref(), &options, settings.production)?;
         if let Some(t) = tracing.as_ref().filter(|t| t.exports_audit()) {
             let t = t.clone();

@@ -44,6 +44,8 @@ pub struct Settings {
     pub api_log: ward_gate::ApiLogOptions,
     /// `--audit-log`, else `spec.ward.auditLog`, else stderr.
     pub audit: AuditTarget,
+    /// `spec.ward.audit.fsync`, else `never` (the OS write only). Read at start: the audit sink is opened once.
+    pub audit_fsync: ward_config::AuditFsync,
     /// `spec.ward.mcp`, compiled for this app's namespace and trust domain.
     pub mcp: Option<ward_policy::mcp::McpPolicy>,
     /// What the configuration asks for that ward does not do, in development mode (already logged by the caller).
@@ -170,6 +172,7 @@ impl Settings {
             api_list,
             api_log,
             audit,
+            audit_fsync: configuration.and_then(|c| c.ward.audit_fsync).unwrap_or_default(),
             mcp,
             unhonoured,
         })

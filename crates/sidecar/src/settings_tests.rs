@@ -94,6 +94,20 @@ fn clock_skew_logging_and_audit_come_from_the_file() {
 }
 
 #[test]
+fn audit_fsync_comes_from_the_file_and_defaults_to_never() {
+    use ward_config::AuditFsync;
+    assert_eq!(Settings::resolve(&options(false, false), None).unwrap().audit_fsync, AuditFsync::Never);
+    let c = config("  ward:\n    auditLog: /tmp/a.log\n");
+    assert_eq!(Settings::resolve(&options(false, false), Some(&c)).unwrap().audit_fsync, AuditFsync::Never);
+    for (value, expected) in
+        [("never", AuditFsync::Never), ("interval", AuditFsync::Interval), ("always", AuditFsync::Always)]
+    {
+        let c = config(&format!("  ward:\n    audit:\n      fsync: {value}\n"));
+        assert_eq!(Settings::resolve(&options(true, true), Some(&c)).unwrap().audit_fsync, expected, "{value}");
+    }
+}
+
+#[test]
 fn pipelines_resolve_here_and_what_they_cannot_apply_is_refused_in_production() {
     // A plain pipeline is the component registry's business (handlers resolve against loaded middleware).
     let plain = "  appHttpPipeline:\n    handlers:\n    - name: bearer\n      type: middleware.http.bearer\n";

@@ -4,10 +4,17 @@
 //! The outbound side keeps one pooled HTTP/2 client per callee identity. Each client's TLS config accepts only
 //! that callee's SPIFFE ID, so a server presenting any other identity fails the handshake; connections are reused,
 //! so there is no handshake per request. This module does not decide access (the callee's ACL does).
+//!
+//! A pooled connection lives no longer than the two leaves it was opened with (issue 24, defect 4): every handshake
+//! lowers its client's drain moment to the earlier `not_after` of this sidecar's SVID and the callee's leaf, and
+//! from [`DRAIN_MARGIN`] before that moment the next call gets a fresh client (a new pool), so new calls handshake
+//! again with the renewed certificates while calls in flight finish on the old connection, which closes when its
+//! last stream ends. The callee drains its side at the same moment (`listeners::CertificateAge`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +34,11 @@ pub const DEV_IDENTITY_HEADER: &str = "ward-dev-identity";
 const DEV_MARKER_HEADER_BYTES: usize = DEV_IDENTITY_HEADER.len() + 2048 + 32 + 32;
 /// How long a development marker stays valid.
 const DEV_MARKER_TTL_SECS: u64 = 30;
+/// How long before a pooled connection's certificates expire new calls stop using it: the callee refuses requests
+/// that arrive after that moment (421), so the caller moves on a little earlier than the callee's clock says.
+pub(crate) const DRAIN_MARGIN: Duration = Duration::from_millis(500);
+/// `drain_at` of a client none of whose connections has a known bound.
+const NO_BOUND: u64 = u64::MAX;
 
 /// The mTLS material a sidecar uses.
 #[derive(Clone, Debug)]
@@ -47,10 +59,18 @@ pub enum Transport {
 
 type PooledClient = Client<MtlsConnector, Body>;
 
+/// One callee's pooled client and the moment its connections must stop taking new calls.
+struct CalleeClient {
+    client: PooledClient,
+    /// Milliseconds since the Unix epoch: the earliest certificate expiry of the connections this client opened
+    /// ([`NO_BOUND`] before the first handshake). Lowered by [`MtlsConnector`] after each handshake.
+    drain_at: Arc<AtomicU64>,
+}
+
 /// Outbound HTTP/2 clients, one per callee identity.
 pub struct Outbound {
     transport: Transport,
-    by_callee: Mutex<HashMap<SpiffeId, PooledClient>>,
+    by_callee: Mutex<HashMap<SpiffeId, CalleeClient>>,
     plaintext: Client<HttpConnector, Body>,
     /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` for answers (`ListenerLimits::header_ceiling`): the callee's
     /// sidecar never relays an answer with more than the limit, and an answer between the limit and this ceiling
@@ -119,8 +139,12 @@ impl Outbound {
 
     fn client_for(&self, callee: &SpiffeId, mtls: &Mtls) -> Result<PooledClient, SendError> {
         let mut clients = self.by_callee.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(callee) {
-            return Ok(client.clone());
+        if let Some(entry) = clients.get(callee) {
+            if usable_at(entry.drain_at.load(Ordering::Acquire), SystemTime::now()) {
+                return Ok(entry.client.clone());
+            }
+            // Replaced, not closed: calls in flight keep the old pool (and its connection) until they finish.
+            tracing::debug!(%callee, "the pooled connection's certificates expire; new calls use a new connection");
         }
         let config = ward_identity::client_config(
             mtls.svid.clone(),
@@ -129,15 +153,30 @@ impl Outbound {
             mtls.skew,
             &[b"h2"],
         )?;
-        let connector = MtlsConnector { tls: tokio_rustls::TlsConnector::from(Arc::new(config)) };
+        let drain_at = Arc::new(AtomicU64::new(NO_BOUND));
+        let connector = MtlsConnector {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            svid: mtls.svid.clone(),
+            drain_at: drain_at.clone(),
+        };
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .http2_max_header_list_size(self.max_answer_header_list)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        clients.insert(callee.clone(), client.clone());
+        clients.insert(callee.clone(), CalleeClient { client: client.clone(), drain_at });
         Ok(client)
     }
+}
+
+/// Whether a client whose connections must stop taking calls at `drain_at` (ms since the epoch) may take one at
+/// `now`: not within [`DRAIN_MARGIN`] of that moment.
+fn usable_at(drain_at: u64, now: SystemTime) -> bool {
+    drain_at == NO_BOUND || epoch_millis(now + DRAIN_MARGIN) < drain_at
+}
+
+fn epoch_millis(at: SystemTime) -> u64 {
+    u64::try_from(at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(NO_BOUND - 1)
 }
 
 /// Parses and checks a development identity marker. `None` when missing, malformed or expired.
@@ -151,10 +190,13 @@ pub fn parse_dev_marker(value: &str, now: SystemTime) -> Option<SpiffeId> {
     SpiffeId::parse(id).ok()
 }
 
-/// Connects TCP, then TLS with a config that authorizes exactly one callee.
+/// Connects TCP, then TLS with a config that authorizes exactly one callee, and lowers its client's drain moment to
+/// the certificates of the new connection.
 #[derive(Clone)]
 pub struct MtlsConnector {
     tls: tokio_rustls::TlsConnector,
+    svid: Arc<SvidResolver>,
+    drain_at: Arc<AtomicU64>,
 }
 
 impl tower::Service<http::Uri> for MtlsConnector {
@@ -168,6 +210,7 @@ impl tower::Service<http::Uri> for MtlsConnector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let (svid, drain_at) = (self.svid.clone(), self.drain_at.clone());
         Box::pin(async move {
             let authority = uri.authority().ok_or_else(|| std::io::Error::other("URI without authority"))?;
             let addr: SocketAddr = authority
@@ -180,7 +223,13 @@ impl tower::Service<http::Uri> for MtlsConnector {
             tcp.set_nodelay(true)?;
             // SPIFFE identities are URIs, not DNS names; the verifier ignores this name.
             let name = ServerName::try_from("ward-sidecar").map_err(std::io::Error::other)?;
+            // Read before the handshake: the handshake presents this SVID or a later renewal, never an earlier one.
+            let own = svid.current().map(|svid| svid.not_after());
             let stream = tls.connect(name, tcp).await?;
+            let peer = ward_identity::peer_not_after(stream.get_ref().1.peer_certificates());
+            if let Some(bound) = own.into_iter().chain(peer).min() {
+                drain_at.fetch_min(epoch_millis(bound), Ordering::AcqRel);
+            }
             Ok(MtlsStream(TokioIo::new(stream)))
         })
     }
@@ -235,6 +284,15 @@ impl hyper::rt::Write for MtlsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_takes_no_new_call_from_just_before_its_certificates_expire() {
+        let now = SystemTime::now();
+        assert!(usable_at(NO_BOUND, now), "no handshake yet: no bound");
+        assert!(usable_at(epoch_millis(now + Duration::from_secs(60)), now));
+        assert!(!usable_at(epoch_millis(now + DRAIN_MARGIN / 2), now), "within the margin");
+        assert!(!usable_at(epoch_millis(now - Duration::from_secs(1)), now), "expired");
+    }
 
     #[test]
     fn dev_markers_expire_and_must_parse() {

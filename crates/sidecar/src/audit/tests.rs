@@ -344,3 +344,94 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> Option
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `spec.ward.audit.fsync: always`: a waiting request goes on only after its batch was synced; `never` never syncs.
+#[test]
+fn always_syncs_each_batch_before_its_waiters_go_on_and_never_does_not() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let writer = MemoryWriter::default();
+    let sink = AuditSink::from_writer_with(writer.clone(), AuditChain::new(), 64, AuditFsync::Always).unwrap();
+    for n in 0..5 {
+        let written = sink.record_written(event(n)).unwrap();
+        let outcome = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), written).await }).unwrap();
+        assert_eq!(outcome, Ok(()));
+        let (syncs, synced) = writer.synced();
+        assert!(syncs > n, "line {n} was released before a sync");
+        assert_eq!(synced, writer.contents().len(), "the sync covered everything written, line {n} included");
+    }
+
+    let writer = MemoryWriter::default();
+    let sink = AuditSink::from_writer(writer.clone(), AuditChain::new(), 64).unwrap();
+    let written = sink.record_written(event(0)).unwrap();
+    assert_eq!(rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), written).await }).unwrap(), Ok(()));
+    drop(sink);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(writer.synced().0, 0, "never: the OS write only");
+}
+
+/// A failed sync fails closed like a failed write: the waiting request is refused, new events are refused until a
+/// sync works again, and the line (already in the file) is not written a second time.
+#[test]
+fn a_failed_sync_refuses_the_waiting_request_and_new_events_until_it_works() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let writer = MemoryWriter::default();
+    let sink = AuditSink::from_writer_with(writer.clone(), AuditChain::new(), 64, AuditFsync::Always).unwrap();
+    writer.set_sync_failing(true);
+    let written = sink.record_written(event(0)).unwrap();
+    let outcome = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), written).await }).unwrap();
+    assert_eq!(outcome, Err(AuditUnavailable::WriteFailing));
+    assert!(sink.is_failing());
+    assert_eq!(sink.record(event(1)).err(), Some(AuditUnavailable::WriteFailing));
+
+    writer.set_sync_failing(false);
+    wait_until(Duration::from_secs(10), "recovery", || !sink.is_failing());
+    let written = sink.record_written(event(2)).unwrap();
+    let outcome = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), written).await }).unwrap();
+    assert_eq!(outcome, Ok(()));
+    let text = writer.contents();
+    let lines = complete_lines(&text);
+    assert_eq!(ward_policy::verify_chain(lines.iter().copied()).ok(), Some(2), "{text}");
+    let operations: Vec<String> =
+        lines.iter().filter_map(|l| ward_policy::audit::parse_line(l).ok()).map(|e| e.operation).collect();
+    assert_eq!(operations, ["orders/0", "orders/2"], "the refused request's line kept once; the refused event absent");
+}
+
+/// `interval`: waiters do not wait for a sync, and lines written before the writer falls idle are synced within
+/// about a second anyway (not at the next event).
+#[test]
+fn interval_syncs_idle_lines_within_about_a_second_off_the_request_path() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let writer = MemoryWriter::default();
+    let sink = AuditSink::from_writer_with(writer.clone(), AuditChain::new(), 64, AuditFsync::Interval).unwrap();
+    let started = Instant::now();
+    for n in 0..3 {
+        let written = sink.record_written(event(n)).unwrap();
+        assert_eq!(
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), written).await }).unwrap(),
+            Ok(())
+        );
+    }
+    assert!(started.elapsed() < SYNC_INTERVAL || writer.synced().0 <= 1, "at most once per interval");
+    wait_until(Duration::from_secs(10), "the idle lines synced", || writer.synced().1 == writer.contents().len());
+    let elapsed = started.elapsed();
+    assert!(elapsed >= SYNC_INTERVAL - Duration::from_millis(50), "synced after {elapsed:?}: more than once a second");
+    assert_eq!(writer.synced().0, 1, "one sync for the three lines");
+}
+
+/// A real file with `always`: `fdatasync` on the audit file works and the log verifies.
+#[test]
+fn a_file_sink_with_always_writes_a_verifiable_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = AuditSink::open_with(&AuditTarget::File(path.clone()), 16, AuditFsync::Always).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for n in 0..3 {
+        let written = sink.record_written(event(n)).unwrap();
+        assert_eq!(
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), written).await }).unwrap(),
+            Ok(())
+        );
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(ward_policy::verify_chain(complete_lines(&text).iter().copied()).ok(), Some(3), "{text}");
+}

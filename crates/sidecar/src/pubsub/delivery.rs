@@ -82,13 +82,16 @@ struct Target {
 pub(crate) async fn run(handles: Arc<DeliveryHandles>) {
     let mut stop = handles.stop.clone();
     let mut generation = handles.core.components.watch();
-    let programmatic = match wait_for_app(&handles.app_channel, &mut stop).await {
-        false => return,
-        true => read_programmatic(&handles).await,
-    };
-    let programmatic: Vec<Arc<SubscriptionSpec>> = programmatic.into_iter().map(Arc::new).collect();
+    // Read once the first pubsub is loaded (as daprd, an app without pub/sub is never asked).
+    let mut programmatic: Option<Vec<Arc<SubscriptionSpec>>> = None;
     loop {
         let registry = handles.core.components.load();
+        if programmatic.is_none() && registry.pubsubs().next().is_some() {
+            if !wait_for_app(&handles.app_channel, &mut stop).await {
+                return;
+            }
+            programmatic = Some(read_programmatic(&handles).await.into_iter().map(Arc::new).collect());
+        }
         let mut specs: Vec<Arc<SubscriptionSpec>> = Vec::new();
         for spec in subscriptions::declarative(registry.subscriptions()) {
             match spec {
@@ -96,7 +99,7 @@ pub(crate) async fn run(handles: Arc<DeliveryHandles>) {
                 Err(err) => tracing::warn!("subscription not started: {err}"),
             }
         }
-        specs.extend(programmatic.iter().cloned());
+        specs.extend(programmatic.iter().flatten().cloned());
         let mut running: Vec<Subscription> = Vec::new();
         let mut listing = Vec::new();
         for spec in specs {
