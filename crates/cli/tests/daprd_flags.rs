@@ -16,7 +16,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--dapr-http-read-buffer-size=4",
     "--dapr-block-shutdown-duration=5s",
     "--dapr-public-port=3501",
-    "--unix-domain-socket=/tmp",
     "--enable-profiling",
 ];
 
@@ -184,4 +183,58 @@ fn app_health_checks_follow_the_app() {
         (events.load(Ordering::SeqCst) == 1).then_some(())
     });
     assert!(!sidecar.process.stderr_text().contains("NOT APPLIED"), "{}", sidecar.process.stderr_text());
+}
+
+/// `--unix-domain-socket DIR` (daprd's flag): the HTTP and gRPC APIs listen on `DIR/dapr-http-<app-id>.socket` and
+/// `DIR/dapr-grpc-<app-id>.socket`, readable and writable by the sidecar's user only, and on no TCP port; the API
+/// answers over the socket as over TCP (token checks included); a clean shutdown removes the sockets.
+#[test]
+fn unix_domain_socket_serves_the_api_with_owner_only_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let mesh = Mesh::start(&[]);
+    let dir = mesh.dir.path().join("sockets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut spec = SidecarSpec::new("uds", None);
+    spec.extra = vec!["--unix-domain-socket".into(), dir.to_str().unwrap().into()];
+    spec.env = vec![("DAPR_API_TOKEN".into(), "uds-token-0123456789abcdef".into())];
+    let sidecar = mesh.sidecar(spec);
+    let http_socket = dir.join("dapr-http-uds.socket");
+    let grpc_socket = dir.join("dapr-grpc-uds.socket");
+    assert_eq!(sidecar.http, format!("unix:{}", http_socket.display()), "the ready line names the socket");
+    let grpc = support::field(&sidecar.process.stdout_text(), "grpc");
+    assert_eq!(grpc, format!("unix:{}", grpc_socket.display()), "no TCP API port");
+    for socket in [&http_socket, &grpc_socket] {
+        let mode = std::fs::metadata(socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", socket.display());
+    }
+    let get = |path: &str, token: Option<&str>| -> (u16, String) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&http_socket).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            let mut request = hyper::Request::get(path).header("host", "localhost");
+            if let Some(token) = token {
+                request = request.header("dapr-api-token", token);
+            }
+            let request = request.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+            let response =
+                tokio::time::timeout(Duration::from_secs(10), sender.send_request(request)).await.unwrap().unwrap();
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    };
+    assert_eq!(get("/v1.0/healthz", None).0, 204);
+    assert_eq!(get("/v1.0/metadata", None).0, 401, "the API token still applies on the socket");
+    let (status, body) = get("/v1.0/metadata", Some("uds-token-0123456789abcdef"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\":\"uds\""), "{body}");
+    let stderr = sidecar.process.stderr_text();
+    assert!(!stderr.contains("--unix-domain-socket"), "the flag is applied, not warned about: {stderr}");
+    sidecar.process.terminate();
+    support::eventually(Duration::from_secs(10), "the sockets removed at shutdown", || {
+        (!http_socket.exists() && !grpc_socket.exists()).then_some(())
+    });
 }

@@ -1,7 +1,8 @@
-//! Fault tests with real `ward` processes on 127.0.0.1 (issue 24): certificate renewal with a short lifetime, an
-//! audit log torn by a crash, `ward audit verify` on damaged logs, connections that must not outlive their
-//! certificates, a callee sidecar restarted on other ports, and a clean shutdown leaving the registry. Every wait is bounded and every process is
-//! killed when its handle drops.
+//! Fault tests with real `ward` processes on 127.0.0.1 (issue 24): certificate renewal with a short lifetime, a
+//! sentry outage across the renewal time, an audit log torn by a crash, `ward audit verify` on damaged logs,
+//! connections that must not outlive their certificates, a callee app and a callee sidecar restarted, and a clean
+//! shutdown leaving the registry. Pub/sub faults (subscriber crash, broker restart) are in `pubsub_redis.rs` and
+//! `pubsub_jetstream.rs`. Every wait is bounded and every process is killed when its handle drops.
 
 mod support;
 
@@ -392,4 +393,78 @@ fn a_clean_shutdown_removes_the_sidecars_own_registry_entry() {
     let status = callee.process.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}: {}", tail(&callee.process.stderr_text(), 5));
     assert_eq!(registered(&mesh.ward_home, "callee"), Vec::<String>::new(), "its row is gone");
+}
+
+/// Issue 24 fault suite: sentry is down across the moment both sidecars want to renew (certificates live 30 s,
+/// renewal is due after 15 s; sentry is away from 3 s to 16 s). No call fails meanwhile, and once sentry is back
+/// both sidecars renew without a restart.
+#[test]
+fn a_sentry_outage_across_the_renewal_time_fails_no_call() {
+    use support::mesh::{Http, TestApp};
+
+    let lifetime = ["--workload-cert-ttl", "30s", "--allowed-clock-skew", "0s"];
+    let mut mesh = Mesh::start(&lifetime);
+    let port: u16 = mesh.sentry.grpc.rsplit(':').next().unwrap().parse().unwrap();
+    let app = TestApp::start();
+    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(app.addr.port())));
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let http = Http::new();
+    let started = Instant::now();
+    let mut sentry_back: Option<Ward> = None;
+    let mut calls = 0;
+    loop {
+        let at = started.elapsed();
+        if at > Duration::from_secs(3) && at < Duration::from_secs(16) && sentry_back.is_none() {
+            mesh.sentry.process.kill9();
+        }
+        if at >= Duration::from_secs(16) && sentry_back.is_none() {
+            sentry_back = Some(sentry_on(&mesh.dir.path().join("ca"), port, &lifetime));
+        }
+        let reply = http.send("POST", &caller.http, "/v1.0/invoke/callee/method/orders/1", &[], b"x".to_vec());
+        assert_eq!(reply.status, 200, "call {calls} at {at:?} failed: {}", reply.text());
+        calls += 1;
+        let renewed = sentry_back.as_ref().map_or(0, |s| s.stderr_text().matches(ISSUED).count());
+        if renewed >= 2 {
+            break;
+        }
+        assert!(at < Duration::from_secs(28), "the sidecars did not renew within 12 s of sentry's return");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(app.seen().iter().filter(|s| s.path_and_query == "/orders/1").count(), calls);
+}
+
+/// Issue 24 fault suite: the callee's app is killed and started again on the same port. Calls meanwhile fail
+/// fast with Dapr's answer (nothing hangs), and the first call after the app is back succeeds, without restarting
+/// either sidecar.
+#[test]
+fn a_callee_app_killed_and_restarted_is_reached_again() {
+    use support::mesh::{Http, TestApp};
+
+    let mesh = Mesh::start(&[]);
+    let app = TestApp::start();
+    let port = app.addr.port();
+    let _callee = mesh.sidecar(SidecarSpec::new("callee", Some(port)));
+    let caller = mesh.sidecar(SidecarSpec::new("caller", None));
+    let http = Http::new();
+    let call = || http.send("POST", &caller.http, "/v1.0/invoke/callee/method/orders", &[], b"x".to_vec());
+    assert_eq!(call().status, 200);
+    drop(app);
+    let down = Instant::now();
+    let reply = call();
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(reply.text().contains("ERR_DIRECT_INVOKE"), "{}", reply.text());
+    assert!(down.elapsed() < Duration::from_secs(5), "a call to a dead app fails fast: {:?}", down.elapsed());
+
+    // The app comes back on the same port.
+    let back = support::eventually(Duration::from_secs(10), "the port free again", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    });
+    drop(back);
+    let app = TestApp::start_on(port);
+    let reply = support::eventually(Duration::from_secs(10), "a call reaching the restarted app", || {
+        let reply = call();
+        (reply.status == 200).then_some(reply)
+    });
+    assert!(reply.text().starts_with("echo:/orders"), "{}", reply.text());
+    assert_eq!(app.seen().len(), 1, "the restarted app got exactly the call that succeeded");
 }

@@ -24,8 +24,11 @@ struct Nats {
 
 impl Nats {
     fn start() -> Nats {
-        let port = free_port();
-        let store = tempfile::tempdir().unwrap();
+        Self::start_in(free_port(), tempfile::tempdir().unwrap(), true)
+    }
+
+    /// A server on `port` with the JetStream store in `store` (kept across restarts); creates the stream if asked.
+    fn start_in(port: u16, store: tempfile::TempDir, create_stream: bool) -> Nats {
         let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -38,6 +41,12 @@ impl Nats {
             .spawn()
             .expect("nats-server on PATH (apt-get install nats-server)");
         let nats = Nats { child, port, _store: store };
+        if !create_stream {
+            eventually(Duration::from_secs(10), "nats-server to listen", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+            return nats;
+        }
         // JetStream answers once it runs: create the stream the operator would.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let url = nats.url();
@@ -59,6 +68,16 @@ impl Nats {
 
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Nats {
+    /// SIGKILL; the store stays for the next server.
+    fn kill(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let store = std::mem::replace(&mut self._store, tempfile::tempdir().unwrap());
+        (self.port, store)
     }
 }
 
@@ -142,4 +161,38 @@ fn jetstream_delivers_verified_events_and_redelivers_after_a_subscriber_crash() 
         (seen.len() > before).then_some(seen)
     });
     assert_eq!(again.last().unwrap().body["id"], first.body["id"], "the same event");
+}
+
+/// Issue 24 fault suite: nats-server is killed and restarted on the same port with the same JetStream store. Both
+/// sidecars reconnect, the durable consumer carries on, and every acknowledged publish is delivered at least once.
+#[test]
+fn every_acknowledged_message_is_delivered_across_a_jetstream_restart() {
+    let nats = Nats::start();
+    let mesh = Mesh::start(&[]);
+    let dir = resources(&mesh, &nats);
+    let subscriber = SubscriberApp::start(json!([]), HashMap::new());
+    let publisher_app = SubscriberApp::start(json!([]), HashMap::new());
+    let orders = sidecar(&mesh, "orders", &subscriber, &dir);
+    let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
+    let http = Http::new();
+    ready(&http, &orders);
+    let publish =
+        |n: u32| http.send("POST", &checkout.http, "/v1.0/publish/bus/orders", &[], format!("m{n}").into_bytes());
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        if publish(n).status == 204 {
+            acknowledged.push(format!("m{n}"));
+        }
+    }
+    let (port, store) = nats.kill();
+    let _nats = Nats::start_in(port, store, false);
+    for n in 5..10 {
+        eventually(Duration::from_secs(20), "a publish after the restart", || (publish(n).status == 204).then_some(()));
+        acknowledged.push(format!("m{n}"));
+    }
+    eventually(Duration::from_secs(30), "every acknowledged message delivered", || {
+        let seen: Vec<String> =
+            subscriber.at("/orders").iter().filter_map(|d| d.body["data"].as_str().map(str::to_owned)).collect();
+        acknowledged.iter().all(|m| seen.contains(m)).then_some(())
+    });
 }

@@ -74,5 +74,5 @@ pub use headers::{FIELD_OVERHEAD, HeaderRefusal, HeadersTooLarge, request_header
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};
 pub use metrics_listen::MetricsListen;
-pub use server::{ConnectionInfo, Drain, MaxConnectionAge, Server, serve};
+pub use server::{ConnectionInfo, Drain, Listener, MaxConnectionAge, Server, serve};
 pub use stats::ListenerStats;

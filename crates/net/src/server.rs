@@ -54,9 +54,55 @@ pub trait MaxConnectionAge: Send + Sync + 'static {
     fn after_handshake(&self, info: &ConnectionInfo) -> Option<SystemTime>;
 }
 
+/// Where a [`Server`] accepts connections: a TCP socket, or a Unix domain socket (daprd's
+/// `--unix-domain-socket`: the API reachable only through a file the OS guards by its permissions). A Unix
+/// connection has no TLS and no addresses: its [`ConnectionInfo`] shows `0.0.0.0:0` for both.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Listener::Tcp(listener)
+    }
+}
+
+impl From<tokio::net::UnixListener> for Listener {
+    fn from(listener: tokio::net::UnixListener) -> Self {
+        Listener::Unix(listener)
+    }
+}
+
+/// An accepted connection.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// What a Unix domain socket connection shows as its addresses.
+const NO_ADDRESS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+impl Listener {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr(),
+            Listener::Unix(_) => Ok(NO_ADDRESS),
+        }
+    }
+
+    async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        match self {
+            Listener::Tcp(listener) => listener.accept().await.map(|(tcp, remote)| (Stream::Tcp(tcp), remote)),
+            Listener::Unix(listener) => listener.accept().await.map(|(unix, _)| (Stream::Unix(unix), NO_ADDRESS)),
+        }
+    }
+}
+
 /// One listener with its limits. Build it, read [`Server::stats`] for metrics, then [`Server::serve`].
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     limits: ListenerLimits,
     tls: Option<TlsAcceptor>,
     stats: ListenerStats,
@@ -81,10 +127,10 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Refuses limits that would switch a protection off (see [`ListenerLimits::validate`]).
-    pub fn new(listener: TcpListener, limits: ListenerLimits) -> Result<Self, LimitsError> {
+    pub fn new(listener: impl Into<Listener>, limits: ListenerLimits) -> Result<Self, LimitsError> {
         limits.validate()?;
         Ok(Self {
-            listener,
+            listener: listener.into(),
             limits,
             tls: None,
             stats: ListenerStats::default(),
@@ -219,7 +265,10 @@ impl Server {
                 continue;
             };
             stats.count_accepted();
-            let local = tcp.local_addr().ok().or(listen_addr).unwrap_or(remote);
+            let local = match &tcp {
+                Stream::Tcp(tcp) => tcp.local_addr().ok().or(listen_addr).unwrap_or(remote),
+                Stream::Unix(_) => NO_ADDRESS,
+            };
             tokio::spawn(connection(shared.clone(), tcp, remote, local, permit, alive.clone()));
         }
         drop(listener);
@@ -303,7 +352,7 @@ struct Shared<M> {
 
 async fn connection<M, S, B>(
     shared: Arc<Shared<M>>,
-    tcp: TcpStream,
+    stream: Stream,
     remote: SocketAddr,
     local: SocketAddr,
     permit: OwnedSemaphorePermit,
@@ -320,6 +369,18 @@ async fn connection<M, S, B>(
     let _alive = alive;
     let _permit = permit;
     let _open = shared.stats.open_guard();
+    let tcp = match stream {
+        Stream::Tcp(tcp) => tcp,
+        Stream::Unix(unix) => {
+            // No TLS and no certificates on a local socket: the file's permissions are the access control.
+            let info = ConnectionInfo { remote, local, peer_certificates: None, alpn_protocol: None };
+            let ended = Box::pin(serve_io(&shared, unix, &info, None)).await;
+            if let Ended::Finished(Err(err)) = ended {
+                tracing::debug!(listener = %shared.name, error = %err, "connection ended with an error");
+            }
+            return;
+        }
+    };
     // Without NODELAY, small responses wait for the client's delayed ACK: a ~40 ms p99 cliff.
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(listener = %shared.name, %remote, error = %err, "setting TCP_NODELAY failed");

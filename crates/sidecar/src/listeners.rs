@@ -67,7 +67,12 @@ pub(crate) struct ListenerControl {
 }
 
 impl ListenerControl {
-    fn server(&self, listener: TcpListener, name: &'static str, refusal: ward_net::HeaderRefusal) -> Option<Server> {
+    fn server(
+        &self,
+        listener: impl Into<ward_net::Listener>,
+        name: &'static str,
+        refusal: ward_net::HeaderRefusal,
+    ) -> Option<Server> {
         match Server::new(listener, self.limits) {
             Ok(server) => Some(server.with_name(name).with_header_refusal(refusal)),
             // Limits are validated at start (`StartError::Limits`), so this is a wiring bug; refuse to serve.
@@ -144,7 +149,7 @@ fn bounded_answer_headers(
 /// Serves the public HTTP API. A request body the API does not read to its end (a refusal) is drained up to
 /// `drain_budget`, so the app's connection stays usable instead of being cut mid-upload.
 pub(crate) async fn serve_public(
-    listener: TcpListener,
+    listener: impl Into<ward_net::Listener>,
     router: axum::Router,
     drain_budget: u64,
     control: ListenerControl,
@@ -159,7 +164,7 @@ pub(crate) async fn serve_public(
 }
 
 /// Serves the public gRPC API (HTTP/2 only): `service` is the Dapr API with its layers and the proxy fallback.
-pub(crate) async fn serve_grpc<S>(listener: TcpListener, service: S, control: ListenerControl)
+pub(crate) async fn serve_grpc<S>(listener: impl Into<ward_net::Listener>, service: S, control: ListenerControl)
 where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,

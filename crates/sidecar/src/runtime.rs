@@ -73,6 +73,9 @@ pub struct SidecarOptions {
     pub metrics: Option<ward_net::MetricsListen>,
     /// `--enable-app-health-check` and its probe flags; `None` when off.
     pub app_health: Option<crate::app_health::AppHealthCheck>,
+    /// `--unix-domain-socket DIR`: the HTTP and gRPC APIs listen on `DIR/dapr-http-<app-id>.socket` and
+    /// `DIR/dapr-grpc-<app-id>.socket` (mode 0600) instead of TCP, as daprd.
+    pub unix_domain_socket: Option<PathBuf>,
 }
 
 /// How to obtain an SVID.
@@ -128,6 +131,12 @@ pub enum StartError {
     Limits(#[from] ward_net::LimitsError),
     #[error("tracing: {0}")]
     Tracing(#[from] crate::otel::TracingError),
+    #[error("--unix-domain-socket {path}: {source}")]
+    UnixSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub fn now_rfc3339() -> String {
@@ -140,6 +149,8 @@ pub struct Sidecar {
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
     pub grpc_addrs: Vec<SocketAddr>,
+    /// The API's Unix domain sockets (HTTP, gRPC) with `--unix-domain-socket`; the TCP address lists are empty then.
+    pub api_sockets: Option<(PathBuf, PathBuf)>,
     pub internal_addr: SocketAddr,
     readiness: Readiness,
     drain_timeout: Duration,
@@ -162,6 +173,22 @@ async fn bind_all(addresses: &[IpAddr], mut port: u16) -> Result<Vec<TcpListener
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// A Unix domain socket at `path`, readable and writable by this user only (a stale socket from an earlier run is
+/// replaced; anything else at that path is refused).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, StartError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let error = |source| StartError::UnixSocket { path: path.to_path_buf(), source };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(error(std::io::Error::other("exists and is not a socket")));
+        }
+        std::fs::remove_file(path).map_err(error)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+    Ok(listener)
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
@@ -416,8 +443,20 @@ impl Sidecar {
             .await
             .map_err(|source| StartError::Bind { addr: internal_bind, source })?;
         let internal_addr = local_addr(&internal)?;
-        let public_listeners = bind_all(&options.listen_addresses, options.http_port).await?;
-        let grpc_listeners = bind_all(&options.listen_addresses, options.grpc_port).await?;
+        // The APIs listen on TCP, or with `--unix-domain-socket` on two sockets only (no TCP API at all then).
+        let (public_listeners, grpc_listeners, api_sockets): (Vec<ward_net::Listener>, Vec<ward_net::Listener>, _) =
+            match &options.unix_domain_socket {
+                Some(dir) => {
+                    let http = dir.join(format!("dapr-http-{}.socket", options.app_id));
+                    let grpc = dir.join(format!("dapr-grpc-{}.socket", options.app_id));
+                    (vec![bind_unix(&http)?.into()], vec![bind_unix(&grpc)?.into()], Some((http, grpc)))
+                }
+                None => (
+                    bind_all(&options.listen_addresses, options.http_port).await?.into_iter().map(Into::into).collect(),
+                    bind_all(&options.listen_addresses, options.grpc_port).await?.into_iter().map(Into::into).collect(),
+                    None,
+                ),
+            };
         let metrics_listener = match options.metrics {
             None => None,
             Some(listen) => listen.bind().await.map_err(|source| StartError::Bind { addr: listen.address, source })?,
@@ -455,7 +494,9 @@ impl Sidecar {
         });
         let mut http_addrs = Vec::new();
         for listener in public_listeners {
-            http_addrs.push(local_addr(&listener)?);
+            if let ward_net::Listener::Tcp(tcp) = &listener {
+                http_addrs.push(local_addr(tcp)?);
+            }
             let pipeline = crate::middleware::ApiPipeline {
                 pipeline: components.pipelines().api.clone(),
                 audit: inbound_audit.clone(),
@@ -478,7 +519,9 @@ impl Sidecar {
         }
         let mut grpc_addrs = Vec::new();
         for listener in grpc_listeners {
-            grpc_addrs.push(local_addr(&listener)?);
+            if let ward_net::Listener::Tcp(tcp) = &listener {
+                grpc_addrs.push(local_addr(tcp)?);
+            }
             let api = crate::grpc_api::GrpcApi {
                 delivery: delivery.clone(),
                 state: state_core.clone(),
@@ -557,6 +600,7 @@ impl Sidecar {
             http_addrs,
             metrics_addr,
             grpc_addrs,
+            api_sockets,
             internal_addr,
             readiness,
             drain_timeout: options.drain_timeout,
@@ -593,6 +637,10 @@ impl Sidecar {
         .await;
         if finished.is_err() {
             tracing::warn!(timeout = ?bound, "listeners did not stop in time");
+        }
+        if let Some((http, grpc)) = &self.api_sockets {
+            let _ = std::fs::remove_file(http);
+            let _ = std::fs::remove_file(grpc);
         }
         // The last spans and audit records go out before the process ends (bounded by the exporters' timeouts).
         if let Some(t) = self.tracing.take() {

@@ -42,6 +42,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         filter_namespace: false,
         metrics: None,
         app_health: None,
+        unix_domain_socket: None,
     }
 }
 

@@ -6,6 +6,7 @@ Standard library only. The sidecar's address comes from DAPR_HTTP_PORT; the API 
 import hmac
 import json
 import os
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -22,7 +23,21 @@ def save(key, value):
         return resp.status
 
 
+def wait_for_subscriptions():
+    # /v1.0/healthz answers 204 once the sidecar's subscriptions are active: an event published before that would
+    # find no subscriber on the in-memory broker.
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"{SIDECAR}/v1.0/healthz", timeout=2) as resp:
+                if resp.status == 204:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
 def publish(topic, event):
+    wait_for_subscriptions()
     body = json.dumps(event).encode()
     req = urllib.request.Request(f"{SIDECAR}/v1.0/publish/orderpubsub/{topic}", data=body, method="POST",
                                  headers={"content-type": "application/json", "dapr-api-token": API_TOKEN})

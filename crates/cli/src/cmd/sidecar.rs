@@ -181,7 +181,6 @@ impl DaprdFlags {
             "ward does not block shutdown waiting for the app",
         );
         push(self.dapr_public_port.is_some(), "--dapr-public-port", "ward serves health on its API port only");
-        push(self.unix_domain_socket.is_some(), "--unix-domain-socket", "ward listens on TCP only");
         push(self.enable_profiling == Some(true), "--enable-profiling", "ward has no profiling endpoint");
         out
     }
@@ -302,6 +301,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
             address: std::net::SocketAddr::new(args.metrics_listen_address, args.metrics_port.unwrap_or(9090)),
             explicit: args.metrics_port.is_some(),
         }),
+        unix_domain_socket: args.daprd.unix_domain_socket.clone(),
     })
 }
 
@@ -312,8 +312,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Token files are watched by tasks, so options are built inside the runtime.
         let options = options(&args).await?;
         let sidecar = Sidecar::start(options).await?;
-        let http = sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let grpc = sidecar.grpc_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        // With --unix-domain-socket the APIs are the two socket files (`unix:<path>`), as the SDKs address them.
+        let (http, grpc) = match &sidecar.api_sockets {
+            Some((http, grpc)) => (format!("unix:{}", http.display()), format!("unix:{}", grpc.display())),
+            None => (
+                sidecar.http_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                sidecar.grpc_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            ),
+        };
         let metrics = sidecar.metrics_addr.map(|a| format!(" metrics={a}")).unwrap_or_default();
         println!(
             "ward sidecar ready: app-id={} http={http} grpc={grpc} internal={}{metrics} elapsed-ms={}",

@@ -35,9 +35,14 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn start() -> TestApp {
+        Self::start_on(0)
+    }
+
+    /// On a given port (0: any), e.g. to restart an app where it was.
+    pub fn start_on(port: u16) -> TestApp {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
         let addr = listener.local_addr().unwrap();
         let sink = seen.clone();
         runtime.spawn(async move {
