@@ -4,7 +4,8 @@
 //! links, the caller app's `traceparent` continued (a malformed one replaced), the callee app receiving a
 //! `traceparent` that continues the trace, `samplingRate: "0"` sending nothing, a publish → delivery pair sharing the
 //! trace, audit events arriving as OTLP log records with `spec.ward.audit.otlp`, `trace_id` on `--log-as-json`
-//! lines, and no token or secret in any attribute.
+//! lines, the gRPC API continuing `grpc-trace-bin` with state operations as child spans, TLS exports that verify the
+//! collector, Zipkin refused in production, and no token or secret in any attribute.
 
 mod support;
 
@@ -595,4 +596,66 @@ fn secure_exports_verify_the_collector_certificate() {
     }
     std::thread::sleep(Duration::from_millis(1000));
     assert!(!collector.store.spans().iter().any(|s| s.service == "untrusting"), "exported without a trusted root");
+}
+
+/// The gRPC API: `grpc-trace-bin` from the app is continued (binary metadata, as gRPC clients send it), and a state
+/// operation is a child span; the key and the value never appear in a span.
+#[test]
+fn grpc_calls_continue_grpc_trace_bin_and_state_operations_are_spans() {
+    use dapr::dapr::proto::common::v1 as common;
+    use dapr::dapr::proto::runtime::v1 as rt;
+    let collector = Collector::start();
+    let mesh = Mesh::start(&[]);
+    let dir = mesh.dir.path().join("res");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("store.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: store\nspec:\n  type: state.in-memory\n  \
+         version: v1\n  metadata: []\n",
+    )
+    .unwrap();
+    let config = mesh.write("grpc.yaml", &config("1", collector.grpc, "grpc", ""));
+    let mut spec = SidecarSpec::new("grpcapp", None);
+    spec.config = Some(&config);
+    spec.env = traced_env();
+    spec.extra = vec!["--resources-path".into(), dir.to_str().unwrap().into()];
+    let sidecar = mesh.sidecar(spec);
+    let grpc_addr = support::field(&sidecar.process.stdout_text(), "grpc");
+    // grpc-trace-bin: version 0, trace id, span id, sampled.
+    let mut bin = vec![0u8, 0];
+    bin.extend((0..16).map(|i| u8::from_str_radix(&CALLER_TRACE[2 * i..2 * i + 2], 16).unwrap()));
+    bin.push(1);
+    bin.extend((0..8).map(|i| u8::from_str_radix(&CALLER_PARENT[2 * i..2 * i + 2], 16).unwrap()));
+    bin.extend([2, 1]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}")).unwrap().connect().await.unwrap();
+        let mut dapr = rt::dapr_client::DaprClient::new(channel);
+        let mut request = tonic::Request::new(rt::SaveStateRequest {
+            store_name: "store".into(),
+            states: vec![common::StateItem {
+                key: "secret-key-must-not-leak".into(),
+                value: b"secret-value-must-not-leak".to_vec(),
+                ..Default::default()
+            }],
+        });
+        request.metadata_mut().insert_bin("grpc-trace-bin", tonic::metadata::MetadataValue::from_bytes(&bin));
+        dapr.save_state(request).await.expect("saved");
+    });
+    let spans = eventually(Duration::from_secs(15), "the gRPC API span and the state span", || {
+        let spans: Vec<Span> = collector.store.spans().into_iter().filter(|s| s.trace_id == CALLER_TRACE).collect();
+        (spans.len() >= 2).then_some(spans)
+    });
+    let api = one(&spans, "the gRPC API span", |s| s.kind == SERVER);
+    assert_eq!(api.name, "/dapr.proto.runtime.v1.Dapr/SaveState");
+    assert_eq!(api.parent, CALLER_PARENT, "grpc-trace-bin is the parent");
+    let state = one(&spans, "the state span", |s| s.name == "state/save");
+    assert_eq!(state.parent, api.span_id);
+    assert_eq!(find(&state.attributes, "ward.component"), "store");
+    for span in collector.store.spans() {
+        for (_, value) in &span.attributes {
+            assert!(!value.contains("must-not-leak"), "{span:?}");
+        }
+    }
 }

@@ -94,7 +94,8 @@ struct TransactionOperation {
 
 /// Reads the body, bounded by `--max-body-size`.
 /// A state operation in its own client span (tracing on): the operation and the store name, never a key or value.
-async fn traced<T>(
+/// Used by the HTTP and gRPC front ends alike.
+pub(crate) async fn traced<T>(
     operation: &'static str,
     store: &str,
     future: impl std::future::Future<Output = Result<T, ApiError>>,

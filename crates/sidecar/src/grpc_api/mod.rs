@@ -82,13 +82,17 @@ fn sorted(metadata: HashMap<String, String>) -> BTreeMap<String, String> {
     metadata.into_iter().collect()
 }
 
+use crate::state_api::traced;
+
 impl GrpcApi {
     async fn handle_get_state(
         &self,
         request: Request<rt::GetStateRequest>,
     ) -> Result<Response<rt::GetStateResponse>, Status> {
         let r = request.into_inner();
-        let item = state::get(&self.state, &r.store_name, &r.key).await.map_err(|e| e.to_status())?;
+        let item = traced("get", &r.store_name, state::get(&self.state, &r.store_name, &r.key))
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(match item {
             Some(item) => rt::GetStateResponse { data: item.value.to_vec(), etag: item.etag, metadata: HashMap::new() },
             None => rt::GetStateResponse::default(),
@@ -100,7 +104,9 @@ impl GrpcApi {
         request: Request<rt::GetBulkStateRequest>,
     ) -> Result<Response<rt::GetBulkStateResponse>, Status> {
         let r = request.into_inner();
-        let found = state::bulk_get(&self.state, &r.store_name, r.keys).await.map_err(|e| e.to_status())?;
+        let found = traced("bulk_get", &r.store_name, state::bulk_get(&self.state, &r.store_name, r.keys))
+            .await
+            .map_err(|e| e.to_status())?;
         let items = found
             .into_iter()
             .map(|(key, item)| match item {
@@ -118,14 +124,14 @@ impl GrpcApi {
         let store = r.store_name;
         let items = r.states.into_iter().map(|item| save_item(item, &store)).collect::<Result<Vec<_>, _>>();
         let items = items.map_err(|e| e.to_status())?;
-        state::save(&self.state, &store, items).await.map_err(|e| e.to_status())?;
+        traced("save", &store, state::save(&self.state, &store, items)).await.map_err(|e| e.to_status())?;
         Ok(Response::new(()))
     }
 
     async fn handle_delete_state(&self, request: Request<rt::DeleteStateRequest>) -> Result<Response<()>, Status> {
         let r = request.into_inner();
         let concurrency = concurrency(r.options.as_ref());
-        state::delete(&self.state, &r.store_name, &r.key, etag(r.etag), concurrency)
+        traced("delete", &r.store_name, state::delete(&self.state, &r.store_name, &r.key, etag(r.etag), concurrency))
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(()))
@@ -138,9 +144,8 @@ impl GrpcApi {
         let r = request.into_inner();
         for item in r.states {
             let concurrency = concurrency(item.options.as_ref());
-            state::delete(&self.state, &r.store_name, &item.key, etag(item.etag), concurrency)
-                .await
-                .map_err(|e| e.to_status())?;
+            let delete = state::delete(&self.state, &r.store_name, &item.key, etag(item.etag), concurrency);
+            traced("delete", &r.store_name, delete).await.map_err(|e| e.to_status())?;
         }
         Ok(Response::new(()))
     }
@@ -180,7 +185,7 @@ impl GrpcApi {
                 }
             });
         }
-        state::transact(&self.state, &store, items).await.map_err(|e| e.to_status())?;
+        traced("transaction", &store, state::transact(&self.state, &store, items)).await.map_err(|e| e.to_status())?;
         Ok(Response::new(()))
     }
 
