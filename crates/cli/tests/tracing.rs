@@ -643,6 +643,12 @@ fn grpc_calls_continue_grpc_trace_bin_and_state_operations_are_spans() {
         request.metadata_mut().insert_bin("grpc-trace-bin", tonic::metadata::MetadataValue::from_bytes(&bin));
         dapr.save_state(request).await.expect("saved");
     });
+    // The same key over HTTP: the path names it, the span does not.
+    let reply = Http::new().get(&sidecar.http, "/v1.0/state/store/secret-key-must-not-leak");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    eventually(Duration::from_secs(15), "the HTTP state span", || {
+        collector.store.spans().iter().any(|s| s.name == "/v1.0/state/store").then_some(())
+    });
     let spans = eventually(Duration::from_secs(15), "the gRPC API span and the state span", || {
         let spans: Vec<Span> = collector.store.spans().into_iter().filter(|s| s.trace_id == CALLER_TRACE).collect();
         (spans.len() >= 2).then_some(spans)
@@ -654,6 +660,7 @@ fn grpc_calls_continue_grpc_trace_bin_and_state_operations_are_spans() {
     assert_eq!(state.parent, api.span_id);
     assert_eq!(find(&state.attributes, "ward.component"), "store");
     for span in collector.store.spans() {
+        assert!(!span.name.contains("must-not-leak"), "{span:?}");
         for (_, value) in &span.attributes {
             assert!(!value.contains("must-not-leak"), "{span:?}");
         }

@@ -435,6 +435,20 @@ pub(crate) fn span_path(path: &str) -> String {
     path[..end].to_owned()
 }
 
+/// A public API path for a span: [`span_path`], with what follows the store in a state or secrets path (a state key,
+/// a secret's name) cut, so neither reaches the collector: `/v1.0/state/orders/k1` → `/v1.0/state/orders`.
+pub(crate) fn public_span_path(path: &str) -> String {
+    let path = span_path(path);
+    for prefix in ["/v1.0/state/", "/v1.0-alpha1/state/", "/v1.0/secrets/", "/v1.0-alpha1/secrets/"] {
+        if let Some(rest) = path.strip_prefix(prefix)
+            && let Some((store, _)) = rest.split_once('/')
+        {
+            return format!("{prefix}{store}");
+        }
+    }
+    path
+}
+
 /// The public API's span (HTTP and gRPC): the app's `traceparent` (or `grpc-trace-bin`) continued, a missing one
 /// started, a malformed one replaced; the request goes on with this span's context in its headers (so a publish
 /// or an invocation continues it) and runs inside it.
@@ -447,7 +461,7 @@ pub(crate) async fn public_api(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let path = span_path(request.uri().path());
+    let path = public_span_path(request.uri().path());
     let attributes = vec![
         KeyValue::new("http.request.method", request.method().as_str().to_owned()),
         KeyValue::new("url.path", path.clone()),

@@ -146,6 +146,15 @@ fn header_values_stay_out_of_debug_output() {
 }
 
 #[test]
+fn public_span_paths_drop_state_keys_and_secret_names() {
+    assert_eq!(public_span_path("/v1.0/state/orders/customer-1?x=1"), "/v1.0/state/orders");
+    assert_eq!(public_span_path("/v1.0/secrets/vault/db-password"), "/v1.0/secrets/vault");
+    assert_eq!(public_span_path("/v1.0/secrets/vault/bulk"), "/v1.0/secrets/vault");
+    assert_eq!(public_span_path("/v1.0/state/orders"), "/v1.0/state/orders", "a save names no key");
+    assert_eq!(public_span_path("/v1.0/invoke/b/method/x"), "/v1.0/invoke/b/method/x");
+}
+
+#[test]
 fn span_paths_drop_the_query() {
     assert_eq!(span_path("/v1.0/invoke/b/method/x?token=secret"), "/v1.0/invoke/b/method/x");
     assert_eq!(span_path(&"é".repeat(200)).len(), 256);
