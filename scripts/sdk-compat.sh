@@ -11,14 +11,8 @@ if [ -z "$ward" ]; then
   (cd "$root" && cargo build -q -p ward)
   ward="$target/debug/ward"
 fi
-venv="${WARD_SDK_VENV:-$HOME/.cache/ward/sdk-venv}"
-sdk_version="${DAPR_SDK_VERSION:-1.19.0}"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c "import dapr, sys; from importlib.metadata import version; sys.exit(0 if version('dapr') == '$sdk_version' else 1)" 2>/dev/null; then
-  "$venv/bin/pip" install -q "dapr==$sdk_version"
-fi
+# The pinned SDKs (scripts/test-venv.sh: dapr, dapr-ext-grpc, …), in a venv cached under ~/.cache/ward.
+python="$("$root/scripts/test-venv.sh")"
 
 work="$(mktemp -d)"
 cleanup() {
@@ -27,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -r "$root/scripts/sdk-compat/." "$work/"
-sed -i "s|\${PYTHON}|$venv/bin/python|g" "$work/dapr.yaml"
+sed -i "s|\${PYTHON}|$python|g" "$work/dapr.yaml"
 export WARD_HOME="$work/home"
 "$ward" run -f "$work" > "$work/run.log" 2>&1 &
 run_pid=$!

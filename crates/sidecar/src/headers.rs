@@ -16,6 +16,10 @@ pub const PROVENANCE: &str = ward_provenance::HEADER;
 /// between sidecars so `InvokeService` callers and `OnInvoke` apps get it back (issue 19 row 7).
 pub const ANY_TYPE_URL: &str = "ward-any-type-url";
 
+/// The content type a gRPC app named for typed data, carried beside [`ANY_TYPE_URL`]: an HTTP caller gets
+/// `application/x-protobuf` (what it can `unpack()`), an `InvokeService` caller the app's own content type, as daprd.
+pub const ANY_CONTENT_TYPE: &str = "ward-any-content-type";
+
 /// The content type daprd gives protobuf data that has no content type of its own.
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 

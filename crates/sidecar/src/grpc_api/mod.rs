@@ -317,7 +317,14 @@ impl GrpcApi {
         let (content_type, type_url) = {
             let header =
                 |name| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-            (header(http::header::CONTENT_TYPE.as_str()), header(crate::headers::ANY_TYPE_URL))
+            let type_url = header(crate::headers::ANY_TYPE_URL);
+            // Typed data keeps the app's own content type on the gRPC API (HTTP callers get x-protobuf).
+            let content_type = if type_url.is_empty() {
+                header(http::header::CONTENT_TYPE.as_str())
+            } else {
+                header(crate::headers::ANY_CONTENT_TYPE)
+            };
+            (content_type, type_url)
         };
         let limit = self.invoker.max_body_size;
         let bytes = crate::body::read_limited(response.into_body(), limit).await.map_err(|err| match err {

@@ -313,11 +313,18 @@ async fn on_invoke(app: &GrpcApp, method: &str, request: InboundRequest) -> Resu
             let answer = answer.into_inner();
             let (type_url, value) = answer.data.map(|any| (any.type_url, any.value)).unwrap_or_default();
             let mut response = http::Response::new(Body::from(value));
-            // Typed protobuf data without a content type of its own is `application/x-protobuf`, as daprd answers.
-            let content_type = match (answer.content_type.is_empty(), type_url.is_empty()) {
-                (false, _) => answer.content_type,
-                (true, false) => headers::PROTOBUF_CONTENT_TYPE.to_owned(),
-                (true, true) => String::new(),
+            // Typed protobuf data is `application/x-protobuf` whatever content type the app named (daprd's
+            // `InvokeMethodResponse.ContentType`): the SDKs' default answer says JSON, and an HTTP caller then could
+            // not `unpack()` it.
+            let content_type = if type_url.is_empty() {
+                answer.content_type
+            } else {
+                if let Ok(value) = HeaderValue::from_str(&answer.content_type)
+                    && !answer.content_type.is_empty()
+                {
+                    response.headers_mut().insert(headers::ANY_CONTENT_TYPE, value);
+                }
+                headers::PROTOBUF_CONTENT_TYPE.to_owned()
             };
             if let Ok(value) = HeaderValue::from_str(&content_type)
                 && !content_type.is_empty()
