@@ -304,8 +304,9 @@ impl SentryClient {
             self.config.bundle.store(bundle);
         }
         let wake = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(renew_forever(self, resolver.clone(), wake.clone()));
-        Ok(SvidSupervisor { resolver, waker: RenewalWaker { notify: wake }, task })
+        let counters = Arc::new(RenewalCounters::default());
+        let task = tokio::spawn(renew_forever(self, resolver.clone(), wake.clone(), counters.clone()));
+        Ok(SvidSupervisor { resolver, waker: RenewalWaker { notify: wake }, counters, task })
     }
 }
 
@@ -314,7 +315,15 @@ impl SentryClient {
 pub struct SvidSupervisor {
     resolver: Arc<SvidResolver>,
     waker: RenewalWaker,
+    counters: Arc<RenewalCounters>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How renewals went (Dapr's `dapr_runtime_mtls_workload_cert_rotated_total` and `..._fail_total`).
+#[derive(Debug, Default)]
+pub struct RenewalCounters {
+    pub rotated: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl SvidSupervisor {
@@ -326,6 +335,11 @@ impl SvidSupervisor {
     /// code that sees handshakes fail for lack of a certificate.
     pub fn waker(&self) -> RenewalWaker {
         self.waker.clone()
+    }
+
+    /// Renewals so far, for metrics.
+    pub fn counters(&self) -> Arc<RenewalCounters> {
+        self.counters.clone()
     }
 }
 
@@ -434,7 +448,13 @@ async fn pause(pause: Duration, resolver: &SvidResolver, wake: &tokio::sync::Not
     }
 }
 
-async fn renew_forever(client: SentryClient, resolver: Arc<SvidResolver>, wake: Arc<tokio::sync::Notify>) {
+async fn renew_forever(
+    client: SentryClient,
+    resolver: Arc<SvidResolver>,
+    wake: Arc<tokio::sync::Notify>,
+    counters: Arc<RenewalCounters>,
+) {
+    use std::sync::atomic::Ordering;
     // The certificate installed by `start` arrived just now.
     let mut next = resolver
         .current()
@@ -452,9 +472,11 @@ async fn renew_forever(client: SentryClient, resolver: Arc<SvidResolver>, wake: 
                     client.config.bundle.store(bundle);
                 }
                 failures = 0;
+                counters.rotated.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => {
                 failures = failures.saturating_add(1);
+                counters.failed.fetch_add(1, Ordering::Relaxed);
                 let left = time_left(&resolver);
                 let backoff = retry_backoff(failures, left);
                 // Jitter only shortens the pause, so the caps hold.

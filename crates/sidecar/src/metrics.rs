@@ -34,6 +34,8 @@ pub(crate) struct Sources {
     /// The current workload certificate's `not_after`, when mTLS is on.
     pub(crate) svid_not_after: Option<Box<dyn Fn() -> Option<SystemTime> + Send + Sync>>,
     pub(crate) trust_roots: Option<Box<dyn Fn() -> usize + Send + Sync>>,
+    /// Certificate renewals so far (mTLS only).
+    pub(crate) renewals: Option<Arc<ward_sentry::client::RenewalCounters>>,
 }
 
 pub(crate) struct Metrics {
@@ -52,6 +54,17 @@ pub(crate) struct Metrics {
     acl_global_blocked: IntCounterVec,
     authz: IntCounterVec,
     mcp_tools: IntCounterVec,
+    http_server_request_bytes: HistogramVec,
+    http_server_response_bytes: HistogramVec,
+    http_client_completed: IntCounterVec,
+    http_client_latency: HistogramVec,
+    http_client_sent_bytes: HistogramVec,
+    http_client_received_bytes: HistogramVec,
+    grpc_server_completed: IntCounterVec,
+    grpc_server_latency: HistogramVec,
+    mtls_init: IntCounterVec,
+    mtls_rotated: IntCounterVec,
+    mtls_rotate_failed: IntCounterVec,
     pubsub_egress: IntCounterVec,
     pubsub_ingress: IntCounterVec,
     pubsub_ingress_latency: HistogramVec,
@@ -74,6 +87,30 @@ pub(crate) enum AclScope {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+/// Dapr's size buckets in bytes.
+const SIZE_BUCKETS: &[f64] = &[
+    1024.0,
+    2048.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+];
+
+fn size_histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(SIZE_BUCKETS.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("valid metric definition");
     registry.register(Box::new(metric.clone())).expect("each metric is registered once");
     metric
 }
@@ -193,6 +230,67 @@ impl Metrics {
                 "MCP tools/call decisions by verified caller, tool and decision.",
                 &["caller", "tool", "decision"],
             ),
+            http_server_request_bytes: size_histogram(
+                r,
+                "dapr_http_server_request_bytes",
+                "HTTP request size (Content-Length) in server.",
+                &["app_id", "method", "path"],
+            ),
+            http_server_response_bytes: size_histogram(
+                r,
+                "dapr_http_server_response_bytes",
+                "HTTP response size (Content-Length) in server.",
+                &["app_id", "method", "path", "status"],
+            ),
+            http_client_completed: counter(
+                r,
+                "dapr_http_client_completed_count",
+                "Count of completed HTTP requests the sidecar sent to its app.",
+                &["app_id", "method", "path", "status"],
+            ),
+            http_client_latency: histogram(
+                r,
+                "dapr_http_client_roundtrip_latency",
+                "Time from sending a request to the app until its response headers arrived (ms).",
+                &["app_id", "method", "path", "status"],
+            ),
+            http_client_sent_bytes: size_histogram(
+                r,
+                "dapr_http_client_sent_bytes",
+                "Request size (Content-Length) the sidecar sent to its app.",
+                &["app_id", "method", "path"],
+            ),
+            http_client_received_bytes: size_histogram(
+                r,
+                "dapr_http_client_received_bytes",
+                "Response size (Content-Length) the sidecar received from its app.",
+                &["app_id", "method", "path", "status"],
+            ),
+            grpc_server_completed: counter(
+                r,
+                "dapr_grpc_io_server_completed_rpcs",
+                "Count of RPCs the gRPC API completed, by method and status.",
+                &["app_id", "grpc_server_method", "grpc_server_status"],
+            ),
+            grpc_server_latency: histogram(
+                r,
+                "dapr_grpc_io_server_server_latency",
+                "Time the gRPC API took until the response headers (ms).",
+                &["app_id", "grpc_server_method", "grpc_server_status"],
+            ),
+            mtls_init: counter(r, "dapr_runtime_mtls_init_total", "Successful mTLS initialisations.", &["app_id"]),
+            mtls_rotated: counter(
+                r,
+                "dapr_runtime_mtls_workload_cert_rotated_total",
+                "Workload certificates renewed.",
+                &["app_id"],
+            ),
+            mtls_rotate_failed: counter(
+                r,
+                "dapr_runtime_mtls_workload_cert_rotated_fail_total",
+                "Failed workload certificate renewals.",
+                &["app_id"],
+            ),
             pubsub_egress: counter(
                 r,
                 "dapr_component_pubsub_egress_count",
@@ -239,6 +337,39 @@ impl Metrics {
         let labels = [self.app_id.as_str(), method, path, status.as_str()];
         self.http_server_request_count.with_label_values(&labels).inc();
         self.http_server_latency.with_label_values(&labels).observe(millis);
+    }
+
+    /// Request and response sizes of one public HTTP API answer, as declared by `Content-Length` (streamed bodies
+    /// without one count as 0).
+    pub(crate) fn http_server_sizes(&self, method: &str, path: &str, status: u16, request: u64, response: u64) {
+        let status = status.to_string();
+        self.http_server_request_bytes.with_label_values(&[self.app_id.as_str(), method, path]).observe(request as f64);
+        self.http_server_response_bytes
+            .with_label_values(&[self.app_id.as_str(), method, path, status.as_str()])
+            .observe(response as f64);
+    }
+
+    /// One HTTP request the sidecar sent to its app (`path` is bounded: `_other`, as the server side without a
+    /// matched operation), its status (0: no answer) and sizes.
+    pub(crate) fn http_client(&self, method: &str, status: u16, millis: f64, sent: u64, received: u64) {
+        let status = status.to_string();
+        let labels = [self.app_id.as_str(), method, "_other", status.as_str()];
+        self.http_client_completed.with_label_values(&labels).inc();
+        self.http_client_latency.with_label_values(&labels).observe(millis);
+        self.http_client_sent_bytes.with_label_values(&[self.app_id.as_str(), method, "_other"]).observe(sent as f64);
+        self.http_client_received_bytes.with_label_values(&labels).observe(received as f64);
+    }
+
+    /// One RPC of the public gRPC API (`method` is a Dapr API method or `_proxy`).
+    pub(crate) fn grpc_server(&self, method: &str, status: &str, millis: f64) {
+        let labels = [self.app_id.as_str(), method, status];
+        self.grpc_server_completed.with_label_values(&labels).inc();
+        self.grpc_server_latency.with_label_values(&labels).observe(millis);
+    }
+
+    /// mTLS is set up (the first certificate arrived).
+    pub(crate) fn mtls_initialised(&self) {
+        self.mtls_init.with_label_values(&[self.app_id.as_str()]).inc();
     }
 
     /// One invocation this sidecar sent to `dst` (caller side), and its answer's status.
@@ -324,11 +455,105 @@ impl Metrics {
             if let Some(roots) = sources.trust_roots.as_ref() {
                 self.trust_roots.set(i64::try_from(roots()).unwrap_or(i64::MAX));
             }
+            if let Some(renewals) = &sources.renewals {
+                use std::sync::atomic::Ordering::Relaxed;
+                let app = [self.app_id.as_str()];
+                catch_up(&self.mtls_rotated.with_label_values(&app), renewals.rotated.load(Relaxed));
+                catch_up(&self.mtls_rotate_failed.with_label_values(&app), renewals.failed.load(Relaxed));
+            }
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A message's declared size (`Content-Length`), 0 when it streams without one.
+pub(crate) fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The gRPC API's RPCs, counted with Dapr's `dapr_grpc_io_server_*` names: the method label is a Dapr API method or
+/// `_proxy` (a proxied call's method is the app's and unbounded), the status the `grpc-status` of a trailers-only
+/// answer (errors) or `OK`.
+#[derive(Clone)]
+pub(crate) struct GrpcServerMetricsLayer(pub(crate) Arc<Metrics>);
+
+impl<S> tower::Layer<S> for GrpcServerMetricsLayer {
+    type Service = GrpcServerMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerMetrics { inner, metrics: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct GrpcServerMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcServerMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = std::time::Instant::now();
+        let path = request.uri().path();
+        let method: Arc<str> = match path.strip_prefix("/dapr.proto.runtime.v1.Dapr/") {
+            Some(name) if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Arc::from(&path[1..])
+            }
+            _ => Arc::from("_proxy"),
+        };
+        let metrics = self.metrics.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            if let Ok(response) = &result {
+                let status = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", |code| grpc_code_label(tonic::Code::from(code)));
+                metrics.grpc_server(&method, status, started.elapsed().as_secs_f64() * 1000.0);
+            }
+            result
+        })
+    }
+}
+
+/// Dapr's (OpenCensus) status labels.
+fn grpc_code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -376,8 +601,11 @@ pub(crate) async fn record_public(
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
     let path = public_path_label(request.uri().path());
+    let request_bytes = content_length(request.headers());
     let response = next.run(request).await;
-    metrics.http_server(&method, path, response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    let status = response.status().as_u16();
+    metrics.http_server(&method, path, status, started.elapsed().as_secs_f64() * 1000.0);
+    metrics.http_server_sizes(&method, path, status, request_bytes, content_length(response.headers()));
     // The API token layer marks its refusals (the reason never includes the token).
     if let Some(rejection) = response.extensions().get::<ward_gate::TokenRejection>() {
         metrics.authz("token", false, rejection.reason());

@@ -327,12 +327,17 @@ impl Sidecar {
                 }
                 Transport::Plaintext => None,
             },
+            renewals: supervisor.as_ref().map(|s| s.counters()),
         });
+        if supervisor.is_some() {
+            metrics.mtls_initialised();
+        }
         let app_channel = AppChannel::new(AppChannelOptions {
             address: &options.app_channel_address,
             port: options.app_port,
             grpc: options.app_protocol_grpc,
             max_body_size: settings.max_body_size,
+            metrics: Some(metrics.clone()),
         })
         .map_err(StartError::AppChannel)?;
         let acl = Arc::new(ArcSwap::from_pointee(settings.acl));
@@ -536,6 +541,7 @@ impl Sidecar {
                 api_log.clone(),
                 spans.clone(),
             );
+            let service = tower::Layer::layer(&crate::metrics::GrpcServerMetricsLayer(metrics.clone()), service);
             tasks.push(tokio::spawn(crate::listeners::serve_grpc(listener, service, control.clone())));
         }
         if let (Some(check), Some(port)) = (options.app_health.clone(), options.app_port) {

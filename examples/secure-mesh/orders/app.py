@@ -8,7 +8,7 @@ import json
 import os
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SIDECAR = f"http://127.0.0.1:{os.environ['DAPR_HTTP_PORT']}"
 API_TOKEN = os.environ.get("DAPR_API_TOKEN", "")
@@ -25,7 +25,8 @@ def save(key, value):
 
 def wait_for_subscriptions():
     # /v1.0/healthz answers 204 once the sidecar's subscriptions are active: an event published before that would
-    # find no subscriber on the in-memory broker.
+    # find no subscriber on the in-memory broker. (The server is threaded: the sidecar reads GET /dapr/subscribe
+    # from this app while a request is waiting here.)
     for _ in range(100):
         try:
             with urllib.request.urlopen(f"{SIDECAR}/v1.0/healthz", timeout=2) as resp:
@@ -93,4 +94,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 print(f"orders listening on 127.0.0.1:{os.environ.get('APP_PORT', '6001')}")
-HTTPServer(("127.0.0.1", int(os.environ.get("APP_PORT", "6001"))), Handler).serve_forever()
+ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("APP_PORT", "6001"))), Handler).serve_forever()

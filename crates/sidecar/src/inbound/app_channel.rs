@@ -39,6 +39,8 @@ pub(crate) struct HttpApp {
     client: Client<HttpConnector, Body>,
     /// `http://host:port`
     base: String,
+    /// Dapr's `dapr_http_client_*` for the calls to the app.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 pub(crate) struct GrpcApp {
@@ -54,6 +56,7 @@ pub(crate) struct AppChannelOptions<'a> {
     pub(crate) port: Option<u16>,
     pub(crate) grpc: bool,
     pub(crate) max_body_size: u64,
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AppChannel {
@@ -64,7 +67,7 @@ impl AppChannel {
         http.set_nodelay(true);
         if !options.grpc {
             let client = Client::builder(TokioExecutor::new()).build(http);
-            return Ok(AppChannel::Http(Arc::new(HttpApp { client, base })));
+            return Ok(AppChannel::Http(Arc::new(HttpApp { client, base, metrics: options.metrics })));
         }
         let endpoint =
             tonic::transport::Endpoint::from_shared(base.clone()).map_err(|err| err.to_string())?.tcp_nodelay(true);
@@ -186,7 +189,21 @@ async fn deliver(
                 (AppChannel::Http(app), Operation::Http(method)) => {
                     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
                     let uri = format!("{}{}{query}", app.base, method.to_uri_path());
-                    forward(&app.client, request, &uri, http::Version::HTTP_11).await
+                    let started = std::time::Instant::now();
+                    let verb = request.method().clone();
+                    let sent = crate::metrics::content_length(request.headers());
+                    let answer = forward(&app.client, request, &uri, http::Version::HTTP_11).await;
+                    if let Some(metrics) = &app.metrics {
+                        let (status, received) = match &answer {
+                            Ok(response) => {
+                                (response.status().as_u16(), crate::metrics::content_length(response.headers()))
+                            }
+                            Err(_) => (0, 0),
+                        };
+                        let millis = started.elapsed().as_secs_f64() * 1000.0;
+                        metrics.http_client(verb.as_str(), status, millis, sent, received);
+                    }
+                    answer
                 }
                 (AppChannel::Http(_), Operation::Grpc(_)) => {
                     Err(InboundError::AppUnavailable("the app does not speak gRPC (--app-protocol http)".to_owned()))
