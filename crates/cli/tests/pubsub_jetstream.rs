@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::mesh::{Http, Mesh, SidecarProcess, SidecarSpec};
-use support::pubsub_app::SubscriberApp;
+use support::mesh::{Http, Mesh, SidecarProcess};
+use support::pubsub_app::{SubscriberApp, subscriber_sidecar, wait_all_delivered, wait_healthy};
 use support::{eventually, free_port};
 
 /// A `nats-server -js` on a free loopback port with a temporary store, killed on drop.
@@ -111,16 +111,7 @@ fn resources(mesh: &Mesh, nats: &Nats) -> PathBuf {
 }
 
 fn sidecar(mesh: &Mesh, app_id: &str, app: &SubscriberApp, dir: &Path) -> SidecarProcess {
-    let mut spec = SidecarSpec::new(app_id, Some(app.addr.port()));
-    spec.extra = vec!["--resources-path".into(), dir.to_str().unwrap().into()];
-    spec.env = vec![("APP_API_TOKEN".into(), "orders-app-token".into())];
-    mesh.sidecar(spec)
-}
-
-fn ready(http: &Http, sidecar: &SidecarProcess) {
-    eventually(Duration::from_secs(15), "healthz", || {
-        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
-    });
+    subscriber_sidecar(mesh, app_id, app, dir, "orders-app-token")
 }
 
 #[test]
@@ -134,8 +125,8 @@ fn jetstream_delivers_verified_events_and_redelivers_after_a_subscriber_crash() 
     let mut orders = sidecar(&mesh, "orders", &subscriber, &dir);
     let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
     let http = Http::new();
-    ready(&http, &orders);
-    ready(&http, &checkout);
+    wait_healthy(&http, &orders);
+    wait_healthy(&http, &checkout);
 
     let reply = http.send(
         "POST",
@@ -155,7 +146,7 @@ fn jetstream_delivers_verified_events_and_redelivers_after_a_subscriber_crash() 
     let before = subscriber.at("/orders").len();
     subscriber.answer("/orders", 200, r#"{"status":"SUCCESS"}"#);
     let orders = sidecar(&mesh, "orders", &subscriber, &dir);
-    ready(&http, &orders);
+    wait_healthy(&http, &orders);
     let again = eventually(Duration::from_secs(20), "redelivery after restart", || {
         let seen = subscriber.at("/orders");
         (seen.len() > before).then_some(seen)
@@ -175,7 +166,7 @@ fn every_acknowledged_message_is_delivered_across_a_jetstream_restart() {
     let orders = sidecar(&mesh, "orders", &subscriber, &dir);
     let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
     let http = Http::new();
-    ready(&http, &orders);
+    wait_healthy(&http, &orders);
     let publish =
         |n: u32| http.send("POST", &checkout.http, "/v1.0/publish/bus/orders", &[], format!("m{n}").into_bytes());
     let mut acknowledged = Vec::new();
@@ -190,9 +181,5 @@ fn every_acknowledged_message_is_delivered_across_a_jetstream_restart() {
         eventually(Duration::from_secs(20), "a publish after the restart", || (publish(n).status == 204).then_some(()));
         acknowledged.push(format!("m{n}"));
     }
-    eventually(Duration::from_secs(30), "every acknowledged message delivered", || {
-        let seen: Vec<String> =
-            subscriber.at("/orders").iter().filter_map(|d| d.body["data"].as_str().map(str::to_owned)).collect();
-        acknowledged.iter().all(|m| seen.contains(m)).then_some(())
-    });
+    wait_all_delivered(&subscriber, "/orders", &acknowledged);
 }

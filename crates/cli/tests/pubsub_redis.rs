@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::mesh::{Http, Mesh, SidecarProcess, SidecarSpec};
-use support::pubsub_app::SubscriberApp;
+use support::mesh::{Http, Mesh, SidecarProcess};
+use support::pubsub_app::{SubscriberApp, audit_events, subscriber_sidecar, wait_all_delivered, wait_healthy};
 use support::{eventually, free_port};
 
 /// A `redis-server` on a free loopback port, killed on drop.
@@ -105,29 +105,7 @@ fn resources(mesh: &Mesh, redis: &Redis) -> PathBuf {
 }
 
 fn sidecar(mesh: &Mesh, app_id: &str, app: &SubscriberApp, dir: &Path) -> SidecarProcess {
-    let mut spec = SidecarSpec::new(app_id, Some(app.addr.port()));
-    spec.extra = vec![
-        "--resources-path".into(),
-        dir.to_str().unwrap().into(),
-        "--audit-log".into(),
-        mesh.dir.path().join(format!("{app_id}.audit")).to_str().unwrap().into(),
-    ];
-    spec.env = vec![("APP_API_TOKEN".into(), APP_TOKEN.into())];
-    mesh.sidecar(spec)
-}
-
-fn ready(http: &Http, sidecar: &SidecarProcess) {
-    eventually(Duration::from_secs(15), "healthz", || {
-        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
-    });
-}
-
-fn audit(mesh: &Mesh, app_id: &str) -> Vec<Value> {
-    std::fs::read_to_string(mesh.dir.path().join(format!("{app_id}.audit")))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    subscriber_sidecar(mesh, app_id, app, dir, APP_TOKEN)
 }
 
 #[test]
@@ -140,8 +118,8 @@ fn forged_and_tampered_events_on_a_shared_broker_never_reach_the_app() {
     let orders = sidecar(&mesh, "orders", &subscriber, &dir);
     let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
     let http = Http::new();
-    ready(&http, &orders);
-    ready(&http, &checkout);
+    wait_healthy(&http, &orders);
+    wait_healthy(&http, &checkout);
 
     // A real publisher on another sidecar: delivered, verified.
     let reply = http.send(
@@ -192,7 +170,7 @@ fn forged_and_tampered_events_on_a_shared_broker_never_reach_the_app() {
     assert_eq!(reply.status, 204, "{}", reply.text());
     let refusals = eventually(Duration::from_secs(15), "three refusals", || {
         let refusals: Vec<Value> =
-            audit(&mesh, "orders").into_iter().filter(|e| e["event"] == "PUBSUB_DELIVER_DENY").collect();
+            audit_events(&mesh, "orders").into_iter().filter(|e| e["event"] == "PUBSUB_DELIVER_DENY").collect();
         (refusals.len() >= 3).then_some(refusals)
     });
     assert_eq!(refusals.len(), 3, "{refusals:?}");
@@ -215,7 +193,7 @@ fn a_subscriber_killed_mid_delivery_gets_the_message_again_after_restart() {
     let publisher_app = SubscriberApp::start(json!([]), HashMap::new());
     let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
     let http = Http::new();
-    ready(&http, &orders);
+    wait_healthy(&http, &orders);
     let reply = http.send("POST", &checkout.http, "/v1.0/publish/bus/orders", &[], b"important".to_vec());
     assert_eq!(reply.status, 204, "{}", reply.text());
     eventually(Duration::from_secs(15), "a first delivery", || (!subscriber.at("/orders").is_empty()).then_some(()));
@@ -225,7 +203,7 @@ fn a_subscriber_killed_mid_delivery_gets_the_message_again_after_restart() {
     // Back up (same app id, same consumer group): the unacknowledged message comes again, and this time succeeds.
     subscriber.answer("/orders", 200, r#"{"status":"SUCCESS"}"#);
     let orders = sidecar(&mesh, "orders", &subscriber, &dir);
-    ready(&http, &orders);
+    wait_healthy(&http, &orders);
     let again = eventually(Duration::from_secs(15), "redelivery after restart", || {
         let seen = subscriber.at("/orders");
         (seen.len() > before).then_some(seen)
@@ -254,7 +232,7 @@ fn every_acknowledged_message_is_delivered_across_a_broker_restart() {
     let orders = sidecar(&mesh, "orders", &subscriber, &dir);
     let checkout = sidecar(&mesh, "checkout", &publisher_app, &dir);
     let http = Http::new();
-    ready(&http, &orders);
+    wait_healthy(&http, &orders);
     let publish =
         |n: u32| http.send("POST", &checkout.http, "/v1.0/publish/bus/orders", &[], format!("m{n}").into_bytes());
     let mut acknowledged = Vec::new();
@@ -279,9 +257,5 @@ fn every_acknowledged_message_is_delivered_across_a_broker_restart() {
         assert_eq!(reply.status, 204);
         acknowledged.push(format!("m{n}"));
     }
-    eventually(Duration::from_secs(30), "every acknowledged message delivered", || {
-        let seen: Vec<String> =
-            subscriber.at("/orders").iter().filter_map(|d| d.body["data"].as_str().map(str::to_owned)).collect();
-        acknowledged.iter().all(|m| seen.contains(m)).then_some(())
-    });
+    wait_all_delivered(&subscriber, "/orders", &acknowledged);
 }

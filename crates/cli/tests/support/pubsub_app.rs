@@ -99,3 +99,52 @@ impl SubscriberApp {
         self.seen.lock().unwrap().iter().filter(|d| d.path == path).cloned().collect()
     }
 }
+
+/// A sidecar for `app` with `resources` as its resources path, `APP_API_TOKEN` = `app_token`, and its audit log at
+/// `<mesh dir>/<app id>.audit` (read it with [`audit_events`]).
+pub fn subscriber_sidecar(
+    mesh: &super::mesh::Mesh,
+    app_id: &str,
+    app: &SubscriberApp,
+    resources: &std::path::Path,
+    app_token: &str,
+) -> super::mesh::SidecarProcess {
+    let mut spec = super::mesh::SidecarSpec::new(app_id, Some(app.addr.port()));
+    spec.extra = vec![
+        "--resources-path".into(),
+        resources.to_str().unwrap().into(),
+        "--audit-log".into(),
+        audit_path(mesh, app_id).to_str().unwrap().into(),
+    ];
+    spec.env = vec![("APP_API_TOKEN".into(), app_token.into())];
+    mesh.sidecar(spec)
+}
+
+pub fn audit_path(mesh: &super::mesh::Mesh, app_id: &str) -> std::path::PathBuf {
+    mesh.dir.path().join(format!("{app_id}.audit"))
+}
+
+/// The audit events written so far by `app_id`'s sidecar (started with [`subscriber_sidecar`]).
+pub fn audit_events(mesh: &super::mesh::Mesh, app_id: &str) -> Vec<Value> {
+    std::fs::read_to_string(audit_path(mesh, app_id))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits (bounded) until the sidecar reports ready, which includes every subscription being active.
+pub fn wait_healthy(http: &super::mesh::Http, sidecar: &super::mesh::SidecarProcess) {
+    super::eventually(std::time::Duration::from_secs(15), "healthz", || {
+        (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
+    });
+}
+
+/// Waits (bounded) until every one of `messages` was delivered to `path` at least once (as the event's data).
+pub fn wait_all_delivered(app: &SubscriberApp, path: &str, messages: &[String]) {
+    super::eventually(std::time::Duration::from_secs(30), "every acknowledged message delivered", || {
+        let seen: Vec<String> =
+            app.at(path).iter().filter_map(|d| d.body["data"].as_str().map(str::to_owned)).collect();
+        messages.iter().all(|m| seen.contains(m)).then_some(())
+    });
+}
