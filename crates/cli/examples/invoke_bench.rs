@@ -20,7 +20,7 @@ mod bench;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use bench::{Stats, WardProc, stats, ward_binary};
+use bench::{Stats, WardProc, bench_sentry, bench_sidecar_args, stats, ward_binary};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
@@ -199,45 +199,10 @@ fn main() {
         addr
     });
 
-    let ca_dir = dir.path().join("ca");
-    let sentry = WardProc::spawn(
-        &ward_binary(),
-        &[
-            "sentry",
-            "--issuer-credentials",
-            &ca_dir.to_string_lossy(),
-            "--port",
-            "0",
-            "--healthz-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--log-level",
-            "warn",
-        ],
-        &[],
-        "ward sentry ready:",
-    );
-    let anchors = std::fs::read_to_string(ca_dir.join("ca.crt")).expect("anchors");
+    let (sentry, anchors) = bench_sentry(&ward_binary(), dir.path());
     let sidecar = |app_id: &str, app_port: Option<u16>| {
         let mut args = vec![
-            "sidecar".to_owned(),
-            "--app-id".into(),
-            app_id.into(),
-            "--dapr-http-port".into(),
-            "0".into(),
-            "--dapr-internal-grpc-port".into(),
-            "0".into(),
-            "--dapr-grpc-port".into(),
-            "0".into(),
-            "--enable-mtls".into(),
-            "--sentry-address".into(),
-            sentry.field("grpc"),
-            "--metrics-port".into(),
-            "0".into(),
-            "--log-level".into(),
-            "warn".into(),
-            "--audit-log".into(),
+            "--audit-log".to_owned(),
             dir.path().join(format!("{app_id}-audit.log")).to_string_lossy().into_owned(),
         ];
         if let Some(config) = &tracing_config {
@@ -259,7 +224,7 @@ fn main() {
                 args.extend(["--resources-path".into(), resources]);
             }
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = bench_sidecar_args(app_id, &sentry, &args);
         WardProc::spawn(
             &ward_binary(),
             &args,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bench::{KillOnDrop, WardProc, stats, ward_binary};
+use bench::{KillOnDrop, WardProc, bench_sentry, bench_sidecar_args, stats, ward_binary};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
@@ -285,26 +285,7 @@ fn main() {
         });
     }
 
-    let ca_dir = dir.path().join("ca");
-    let sentry = WardProc::spawn(
-        &ward_binary(),
-        &[
-            "sentry",
-            "--issuer-credentials",
-            &ca_dir.to_string_lossy(),
-            "--port",
-            "0",
-            "--healthz-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--log-level",
-            "warn",
-        ],
-        &[],
-        "ward sentry ready:",
-    );
-    let anchors = std::fs::read_to_string(ca_dir.join("ca.crt")).expect("anchors");
+    let (sentry, anchors) = bench_sentry(&ward_binary(), dir.path());
     let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .build({
@@ -324,37 +305,16 @@ fn main() {
             std::fs::write(resources.join("bus.yaml"), component(broker, verify, redis_port, nats_port))
                 .expect("write");
             let sidecar = |app_id: &str, app: Option<u16>| {
-                let mut args: Vec<String> = [
-                    "sidecar",
-                    "--app-id",
-                    app_id,
-                    "--dapr-http-port",
-                    "0",
-                    "--dapr-internal-grpc-port",
-                    "0",
-                    "--dapr-grpc-port",
-                    "0",
-                    "--enable-mtls",
-                    "--metrics-port",
-                    "0",
-                    "--log-level",
-                    "warn",
-                ]
-                .map(String::from)
-                .to_vec();
-                args.extend([
-                    "--sentry-address".into(),
-                    sentry.field("grpc"),
-                    "--resources-path".into(),
+                let mut extra = vec![
+                    "--resources-path".to_owned(),
                     resources.to_string_lossy().into_owned(),
-                ]);
-                args.extend([
                     "--audit-log".into(),
                     dir.path().join(format!("{app_id}-{broker}-{verify}.log")).to_string_lossy().into_owned(),
-                ]);
+                ];
                 if let Some(port) = app {
-                    args.extend(["--app-port".into(), port.to_string()]);
+                    extra.extend(["--app-port".into(), port.to_string()]);
                 }
+                let args = bench_sidecar_args(app_id, &sentry, &extra);
                 WardProc::spawn(
                     &ward_binary(),
                     &args,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{WardProc, stats, ward_binary};
+use bench::{WardProc, bench_sentry, bench_sidecar_args, stats, ward_binary};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
@@ -125,52 +125,14 @@ fn main() {
     .expect("config");
 
     let ward = ward_binary();
-    let ca_dir = dir.path().join("ca");
-    let ca_s = ca_dir.to_string_lossy().into_owned();
-    let sentry = WardProc::spawn(
-        &ward,
-        &[
-            "sentry",
-            "--issuer-credentials",
-            &ca_s,
-            "--port",
-            "0",
-            "--healthz-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--log-level",
-            "warn",
-        ],
-        &[],
-        "ward sentry ready:",
-    );
-    let anchors = std::fs::read_to_string(ca_dir.join("ca.crt")).expect("anchors");
+    let (sentry, anchors) = bench_sentry(&ward, dir.path());
     let audit_log = |app_id: &str| dir.path().join(format!("{app_id}-audit.log"));
     let sidecar = |app_id: &str, app_port: Option<u16>| {
-        let mut args = vec![
-            "sidecar".to_owned(),
-            "--app-id".into(),
-            app_id.into(),
-            "--dapr-http-port".into(),
-            "0".into(),
-            "--dapr-internal-grpc-port".into(),
-            "0".into(),
-            "--dapr-grpc-port".into(),
-            "0".into(),
-            "--enable-mtls".into(),
-            "--sentry-address".into(),
-            sentry.field("grpc"),
-            "--metrics-port".into(),
-            "0".into(),
-            "--log-level".into(),
-            "warn".into(),
-            "--audit-log".into(),
-            audit_log(app_id).to_string_lossy().into_owned(),
-        ];
+        let mut extra = vec!["--audit-log".to_owned(), audit_log(app_id).to_string_lossy().into_owned()];
         if let Some(port) = app_port {
-            args.extend(["--app-port".into(), port.to_string(), "--config".into(), config.to_string_lossy().into()]);
+            extra.extend(["--app-port".into(), port.to_string(), "--config".into(), config.to_string_lossy().into()]);
         }
+        let args = bench_sidecar_args(app_id, &sentry, &extra);
         WardProc::spawn(
             &ward,
             &args,

@@ -119,3 +119,51 @@ pub fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
         p99: at(0.99).unwrap_or_default(),
     }
 }
+
+/// A `ward sentry` for a benchmark, with its material under `dir/ca`: the process and the trust anchors (PEM).
+pub fn bench_sentry(ward: &Path, dir: &Path) -> (WardProc, String) {
+    let ca = dir.join("ca");
+    let ca_s = ca.to_string_lossy().into_owned();
+    let args = [
+        "sentry",
+        "--issuer-credentials",
+        &ca_s,
+        "--port",
+        "0",
+        "--healthz-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "warn",
+    ];
+    let sentry = WardProc::spawn(ward, &args, &[], "ward sentry ready:");
+    let anchors = std::fs::read_to_string(ca.join("ca.crt")).expect("trust anchors");
+    (sentry, anchors)
+}
+
+/// The command line of a benchmark's `ward sidecar` with mTLS against `sentry`, ports picked by the OS, logging at
+/// warn, and `extra` arguments (app port, configuration, resources, audit log).
+pub fn bench_sidecar_args(app_id: &str, sentry: &WardProc, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "sidecar",
+        "--app-id",
+        app_id,
+        "--dapr-http-port",
+        "0",
+        "--dapr-internal-grpc-port",
+        "0",
+        "--dapr-grpc-port",
+        "0",
+        "--enable-mtls",
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "warn",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--sentry-address".to_owned(), sentry.field("grpc")]);
+    args.extend(extra.iter().cloned());
+    args
+}
