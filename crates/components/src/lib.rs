@@ -19,6 +19,7 @@ pub mod secretstores;
 pub mod state;
 pub mod support;
 
+mod redis_conn;
 mod sqlite_conn;
 
 use std::path::PathBuf;

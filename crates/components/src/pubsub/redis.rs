@@ -26,8 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -313,19 +313,13 @@ struct RedisTimedOut {
 impl RedisPubSub {
     /// Connects and pings the server; fails when it cannot be reached, as Dapr's `Init` does.
     pub async fn connect(opts: RedisPubSubOptions) -> Result<Self, ComponentError> {
-        let mut settings = RedisConnectionInfo::default().set_db(opts.db);
-        if let Some(u) = &opts.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &opts.password {
-            settings = settings.set_password(p);
-        }
-        let info = ConnectionAddr::Tcp(opts.host.clone(), opts.port)
-            .into_connection_info()
-            .map_err(|e| ComponentError::new("redisHost", "invalid address").with_source(e))?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| ComponentError::new("redisHost", "invalid address").with_source(e))?;
+        let client = crate::redis_conn::client(&crate::redis_conn::Endpoint {
+            host: &opts.host,
+            port: opts.port,
+            username: opts.username.as_deref(),
+            password: opts.password.as_deref(),
+            db: opts.db,
+        })?;
         let conn = manager(&client, &opts, opts.read_timeout.max(opts.write_timeout)).await?;
         let broker = RedisPubSub { client, conn, opts: Arc::new(opts), in_flight: Default::default() };
         let mut conn = broker.conn.clone();
@@ -348,13 +342,7 @@ async fn manager(
         .set_number_of_retries(opts.max_retries)
         .set_min_delay(opts.min_retry_interval)
         .set_max_delay(opts.max_retry_interval.max(opts.min_retry_interval));
-    let bound = opts.dial_timeout * 2 + Duration::from_secs(1);
-    tokio::time::timeout(bound, ConnectionManager::new_with_config(client.clone(), config))
-        .await
-        .map_err(|_| {
-            ComponentError::new("redisHost", "cannot connect to Redis").with_source(RedisTimedOut { after: bound })
-        })?
-        .map_err(|e| ComponentError::new("redisHost", "cannot connect to Redis").with_source(e))
+    crate::redis_conn::manager(client, config, opts.dial_timeout * 2 + Duration::from_secs(1)).await
 }
 
 /// Runs one command with a time bound.

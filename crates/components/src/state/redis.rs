@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Script};
 
 use super::{
     Concurrency, DeleteRequest, OperationTimedOut, SetRequest, StateError, StateItem, StateStore, TransactionOp,
@@ -211,19 +211,13 @@ struct MissingVersion;
 impl RedisStateStore {
     /// Connects (and pings) the server; fails if it cannot be reached, as Dapr's `Init` does.
     pub async fn connect(opts: RedisStateOptions) -> Result<Self, ComponentError> {
-        let mut settings = RedisConnectionInfo::default().set_db(opts.db);
-        if let Some(u) = &opts.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &opts.password {
-            settings = settings.set_password(p);
-        }
-        let info = ConnectionAddr::Tcp(opts.host.clone(), opts.port)
-            .into_connection_info()
-            .map_err(|e| ComponentError::new("redisHost", "invalid address").with_source(e))?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| ComponentError::new("redisHost", "invalid address").with_source(e))?;
+        let client = crate::redis_conn::client(&crate::redis_conn::Endpoint {
+            host: &opts.host,
+            port: opts.port,
+            username: opts.username.as_deref(),
+            password: opts.password.as_deref(),
+            db: opts.db,
+        })?;
         // Few, short retries: a request should fail fast while Redis is down; the next request starts a new
         // reconnect attempt anyway.
         let config = ConnectionManagerConfig::new()
@@ -233,13 +227,7 @@ impl RedisStateStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let op_timeout = opts.dial_timeout * 2 + opts.read_timeout + Duration::from_secs(1);
-        let conn = tokio::time::timeout(op_timeout, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| {
-                ComponentError::new("redisHost", "cannot connect to Redis")
-                    .with_source(OperationTimedOut { after: op_timeout })
-            })?
-            .map_err(|e| ComponentError::new("redisHost", "cannot connect to Redis").with_source(e))?;
+        let conn = crate::redis_conn::manager(&client, config, op_timeout).await?;
         let store = Self { conn, op_timeout, default_ttl: opts.default_ttl };
         store.ping().await.map_err(|e| ComponentError::new("redisHost", "cannot connect to Redis").with_source(e))?;
         Ok(store)
