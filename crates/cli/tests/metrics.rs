@@ -148,8 +148,21 @@ fn dapr_and_ward_metrics_move_with_calls_and_pass_promtool() {
 #[test]
 fn log_as_json_lines_carry_daprds_keys() {
     let mesh = Mesh::start(&[]);
+    let resources = mesh.dir.path().join("jsonlogs-resources");
+    std::fs::create_dir_all(&resources).unwrap();
+    std::fs::write(
+        resources.join("bus.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.in-memory\n  \
+         version: v1\n  metadata: []\n",
+    )
+    .unwrap();
     let mut spec = SidecarSpec::new("jsonlogs", None);
-    spec.extra = vec!["--log-as-json".into(), "--enable-api-logging".into()];
+    spec.extra = vec![
+        "--log-as-json".into(),
+        "--enable-api-logging".into(),
+        "--resources-path".into(),
+        resources.to_str().unwrap().into(),
+    ];
     spec.env = vec![("DAPR_API_TOKEN".into(), "json-log-secret-token".into())];
     let sidecar = mesh.sidecar(spec);
     let http = Http::new();
@@ -159,6 +172,16 @@ fn log_as_json_lines_carry_daprds_keys() {
     support::eventually(std::time::Duration::from_secs(5), "an API log line", || {
         sidecar.process.stderr_text().contains("/v1.0/metadata").then_some(())
     });
+    // An audited decision (a publish the topic scopes allow): on stderr it is a log object like every other line.
+    let token = [("dapr-api-token", "json-log-secret-token")];
+    assert_eq!(http.send("POST", &sidecar.http, "/v1.0/publish/bus/t", &token, b"x".to_vec()).status, 204);
+    let audit_line = support::eventually(std::time::Duration::from_secs(5), "an audit log line", || {
+        sidecar.process.stderr_text().lines().find(|l| l.contains("\"msg\":\"audit\"")).map(str::to_owned)
+    });
+    let audit: serde_json::Value = serde_json::from_str(&audit_line).unwrap();
+    assert_eq!(audit["event"], "PUBSUB_PUBLISH_ALLOW", "{audit_line}");
+    assert_eq!(audit["scope"], "ward.audit", "{audit_line}");
+    assert!(audit.get("decision").is_some() && audit.get("operation").is_some(), "{audit_line}");
     let stderr = sidecar.process.stderr_text();
     assert!(!stderr.contains("json-log-secret-token"), "a token reached the log");
     // A refused token counts as an authorization decision of the token layer, without the token.

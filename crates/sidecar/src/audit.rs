@@ -45,6 +45,13 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
     Stderr,
+    /// Stderr as daprd-shaped JSON log objects (`--log-as-json`): each audit event is one log line with
+    /// `msg: "audit"`, the log keys (`time`, `level`, `scope`, `type`, `app_id`, `instance`, `ver`) and the audit
+    /// fields with their chain hashes. The hash-chained record to verify is `--audit-log FILE`.
+    StderrLog {
+        app_id: String,
+        instance: String,
+    },
     File(PathBuf),
 }
 
@@ -197,6 +204,54 @@ impl AuditWriter for StderrWriter {
     }
 }
 
+/// Audit lines as daprd-shaped JSON log objects on stderr (`--log-as-json`, no `--audit-log`).
+struct StderrLogWriter {
+    app_id: String,
+    instance: String,
+}
+
+impl StderrLogWriter {
+    /// One sealed audit line as a log object: the log keys first, then every audit field.
+    fn log_line(&self, sealed: &[u8]) -> Vec<u8> {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(sealed) else {
+            // Not an object (cannot happen for sealed lines): passed through as written.
+            return sealed.to_vec();
+        };
+        let mut object = serde_json::Map::new();
+        object.insert("time".into(), fields.get("time").cloned().unwrap_or_default());
+        object.insert("level".into(), "info".into());
+        object.insert("msg".into(), "audit".into());
+        object.insert("scope".into(), "ward.audit".into());
+        object.insert("type".into(), "log".into());
+        object.insert("app_id".into(), self.app_id.clone().into());
+        object.insert("instance".into(), self.instance.clone().into());
+        object.insert("ver".into(), env!("CARGO_PKG_VERSION").into());
+        for (key, value) in fields {
+            object.entry(key).or_insert(value);
+        }
+        let mut line = serde_json::to_vec(&serde_json::Value::Object(object)).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+impl AuditWriter for StderrLogWriter {
+    fn append(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        // A batch holds one or more sealed lines (group commit); each becomes one log line, written in one go.
+        let mut out = Vec::with_capacity(batch.len() + 256);
+        for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            out.extend_from_slice(&self.log_line(line));
+        }
+        let mut err = std::io::stderr().lock();
+        err.write_all(&out)?;
+        err.flush()
+    }
+
+    fn discard_partial(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One queued event, and who waits for it to reach the operating system.
 struct Queued {
     event: AuditEvent,
@@ -236,6 +291,10 @@ impl AuditSink {
         }
         match target {
             AuditTarget::Stderr => Self::from_writer_with(StderrWriter, AuditChain::new(), capacity, fsync),
+            AuditTarget::StderrLog { app_id, instance } => {
+                let writer = StderrLogWriter { app_id: app_id.clone(), instance: instance.clone() };
+                Self::from_writer_with(writer, AuditChain::new(), capacity, fsync)
+            }
             AuditTarget::File(path) => {
                 let (writer, chain) = open_file(path)?;
                 Self::from_writer_with(writer, chain, capacity, fsync)

@@ -146,7 +146,7 @@ impl Settings {
         let clock_skew =
             configuration.and_then(|c| c.mtls.allowed_clock_skew).unwrap_or(ward_identity::DEFAULT_CLOCK_SKEW);
         let audit = match (&options.audit, configuration.and_then(|c| c.ward.audit_log.clone())) {
-            (AuditTarget::Stderr, Some(file)) => AuditTarget::File(file),
+            (AuditTarget::Stderr | AuditTarget::StderrLog { .. }, Some(file)) => AuditTarget::File(file),
             (target, _) => target.clone(),
         };
         let mcp = match configuration.and_then(|c| c.ward.mcp.as_ref().map(|spec| (c, spec))) {

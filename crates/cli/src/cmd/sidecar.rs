@@ -268,7 +268,15 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         production: args.production,
         max_body_size,
         ward_home: super::ward_home(),
-        audit: args.audit_log.clone().map(AuditTarget::File).unwrap_or(AuditTarget::Stderr),
+        audit: match (&args.audit_log, args.log.log_as_json) {
+            (Some(file), _) => AuditTarget::File(file.clone()),
+            // With --log-as-json the audit events on stderr are log objects like every other line.
+            (None, true) => AuditTarget::StderrLog {
+                app_id: args.app_id.clone(),
+                instance: super::logjson::DaprJson::new(&args.app_id).instance,
+            },
+            (None, false) => AuditTarget::Stderr,
+        },
         api_tokens,
         app_token,
         enable_api_logging: args.enable_api_logging,
