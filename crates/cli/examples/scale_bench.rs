@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{Stats, WardProc, stats};
+use bench::{Stats, WardProc, bench_sidecar_args, stats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
@@ -274,28 +274,8 @@ impl Env {
         app_port: Option<u16>,
         config: Option<&Path>,
     ) -> Result<WardProc, String> {
-        let mut args: Vec<String> = [
-            "sidecar",
-            "--app-id",
-            app_id,
-            "--dapr-http-port",
-            "0",
-            "--dapr-internal-grpc-port",
-            "0",
-            "--dapr-grpc-port",
-            "0",
-            "--enable-mtls",
-            "--log-level",
-            "warn",
-            "--max-body-size",
-            "16Mi",
-            "--max-connections",
-            "8192",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(["--sentry-address".into(), self.sentry.field("grpc")]);
+        let extra = ["--max-body-size", "16Mi", "--max-connections", "8192"].map(String::from);
+        let mut args = bench_sidecar_args(app_id, &self.sentry, &extra);
         let audit = self.dir.path().join(format!("{app_id}-{}.audit", home.file_name().unwrap_or_default().display()));
         args.extend(["--audit-log".into(), audit.to_string_lossy().into_owned()]);
         if let Some(port) = app_port {
