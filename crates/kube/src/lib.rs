@@ -7,5 +7,7 @@
 
 pub mod client;
 pub mod dapr;
+pub mod sentry;
+pub mod trust_bundle;
 
 pub use client::{KubeError, connect};

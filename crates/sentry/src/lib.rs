@@ -21,5 +21,6 @@ pub use client::{ClientError, SentryClient, SentryClientConfig};
 pub use client::{PinError, SvidSupervisor, check_pinned};
 pub use server::{BoundAddrs, Ca, PeerCertificates, SentryConfig, SentryError, run};
 pub use validator::{
-    Approval, CredentialError, JoinTokens, JwksValidator, JwtRules, Validator, ValidatorError, ValidatorKind,
+    Approval, BootstrapRequest, CredentialError, Grant, JoinTokens, JwksValidator, JwtRules, NetworkValidator,
+    ValidationFuture, Validator, ValidatorError, ValidatorKind,
 };

@@ -183,6 +183,7 @@ impl Ca {
             &signing.material,
             &csr,
             &self.own_id,
+            &[],
             SystemTime::now(),
             self.config.workload_ttl,
             self.config.allowed_clock_skew,
@@ -206,38 +207,89 @@ impl Ca {
         request: &SignCertificateRequest,
         peer: Option<&[CertificateDer<'static>]>,
     ) -> Result<SignCertificateResponse, Status> {
+        self.check_request(request)?;
+        self.sign_checked(request, peer, None)
+    }
+
+    /// The checks every request passes before any credential is looked at: a validator this sentry runs, and
+    /// names that are one Dapr segment each.
+    fn check_request(&self, request: &SignCertificateRequest) -> Result<(), Status> {
         let requested = WireValidator::try_from(request.token_validator).unwrap_or(WireValidator::Unknown);
         let compatible = match requested {
             WireValidator::Unknown => true,
             WireValidator::Insecure => self.validator.kind() == ValidatorKind::Insecure,
             WireValidator::Jwks => self.validator.kind() == ValidatorKind::Jwks,
-            WireValidator::Kubernetes => false,
+            WireValidator::Kubernetes => self.validator.kind() == ValidatorKind::Kubernetes,
         };
         if !compatible {
             return Err(Status::invalid_argument("the requested validator is not enabled"));
         }
-        let app_id = request.id.as_str();
         // Each name must be one Dapr name segment before anything formats or looks it up: the message names the
         // request field and never echoes the (caller-sized) value.
-        ward_identity::validate_app_id(app_id)
+        ward_identity::validate_app_id(&request.id)
             .map_err(|err| Status::invalid_argument(format!("invalid {}: {err}", err.field())))?;
         ward_identity::validate_namespace(&request.namespace)
             .map_err(|err| Status::invalid_argument(format!("invalid {}: {err}", err.field())))?;
-        if !request.trust_domain.is_empty() && request.trust_domain != self.config.trust_domain.as_str() {
-            return Err(Status::invalid_argument(format!(
-                "trust domain {} is not served by this sentry (it signs only for {:?})",
-                quote_truncated(&request.trust_domain),
-                self.config.trust_domain.as_str()
-            )));
-        }
-        let id = SpiffeId::dapr(&self.config.trust_domain, &request.namespace, app_id)
-            .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;
-        if app_id == SENTRY_APP_ID {
+        if request.id == SENTRY_APP_ID {
             // Nobody but sentry itself may hold sentry's identity: clients pin it to trust this CA.
             return Err(Status::permission_denied("the dapr-sentry identity cannot be requested"));
         }
+        Ok(())
+    }
+
+    /// Handles one request under a [`NetworkValidator`] (the Kubernetes one): the credential is judged
+    /// asynchronously (the API server is asked), then the CPU part runs on the blocking pool. Every request
+    /// carries its token: a pod's identity is re-checked against the cluster on each renewal (a deleted pod
+    /// renews nothing), so a presented client certificate is not a credential here.
+    pub async fn handle_networked(
+        self: Arc<Self>,
+        request: SignCertificateRequest,
+    ) -> Result<SignCertificateResponse, Status> {
+        self.check_request(&request)?;
+        let Validator::Kubernetes(validator) = &self.validator else {
+            return Err(Status::internal("no network validator"));
+        };
+        let grant = validator
+            .validate(crate::validator::BootstrapRequest {
+                namespace: &request.namespace,
+                app_id: &request.id,
+                token: request.token.trim(),
+            })
+            .await
+            .map_err(|err| {
+                tracing::warn!(
+                    app_id = %request.id, namespace = %request.namespace, reason = %err,
+                    "refused certificate request"
+                );
+                Status::permission_denied(err.to_string())
+            })?;
+        let ca = self.clone();
+        tokio::task::spawn_blocking(move || ca.sign_checked(&request, None, Some(grant)))
+            .await
+            .map_err(|_| Status::internal("failed to sign certificate"))?
+    }
+
+    fn sign_checked(
+        &self,
+        request: &SignCertificateRequest,
+        peer: Option<&[CertificateDer<'static>]>,
+        grant: Option<crate::validator::Grant>,
+    ) -> Result<SignCertificateResponse, Status> {
+        let app_id = request.id.as_str();
+        let trust_domain = grant.as_ref().map_or(&self.config.trust_domain, |grant| &grant.trust_domain);
+        if !request.trust_domain.is_empty() && request.trust_domain != trust_domain.as_str() {
+            return Err(Status::invalid_argument(format!(
+                "trust domain {} is not the one this caller is entitled to ({:?})",
+                quote_truncated(&request.trust_domain),
+                trust_domain.as_str()
+            )));
+        }
+        let id = SpiffeId::dapr(trust_domain, &request.namespace, app_id)
+            .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;
+        let dns_names = grant.as_ref().map(|grant| grant.dns_names.as_slice()).unwrap_or_default();
         let signing = self.signing.load();
         let approval = match peer.filter(|chain| !chain.is_empty()) {
+            _ if grant.is_some() => Approval::Granted,
             Some(chain) => {
                 self.authenticate_renewal(&signing.bundle, chain, &id)?;
                 Approval::Granted
@@ -256,6 +308,7 @@ impl Ca {
             &signing.material,
             &csr,
             &id,
+            dns_names,
             SystemTime::now(),
             self.config.workload_ttl,
             self.config.allowed_clock_skew,
@@ -368,12 +421,16 @@ impl CaService for GrpcCa {
         let ca = self.0.clone();
         let peer = peer_certificates(&request);
         let request = request.into_inner();
-        // Key generation and signing are CPU work; keep them off the reactor threads.
         let counted = ca.clone();
-        let result = tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
-            .await
-            .map_err(|_| Status::internal("failed to sign certificate"))
-            .and_then(|r| r);
+        let result = if ca.validator.kind() == ValidatorKind::Kubernetes {
+            ca.handle_networked(request).await
+        } else {
+            // Key generation and signing are CPU work; keep them off the reactor threads.
+            tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
+                .await
+                .map_err(|_| Status::internal("failed to sign certificate"))
+                .and_then(|r| r)
+        };
         counted.metrics.signed(result.as_ref().map(|_| ()).map_err(Status::code));
         result.map(Response::new)
     }
