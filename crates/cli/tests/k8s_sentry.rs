@@ -1,0 +1,176 @@
+//! `ward sentry --mode kubernetes` as a real process against a real API server: it generates its CA into Secret
+//! `dapr-trust-bundle`, publishes the roots to `dapr-root-ca.crt` where annotated pods live, signs for a
+//! pod-bound token (the identity in the pod's trust domain), refuses over gRPC with the reason, and a restarted
+//! sentry signs with the same CA.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use kube::Api;
+use kube::api::PostParams;
+use rcgen::{CertificateParams, KeyPair};
+use serde_json::json;
+use support::{Sentry, path_str};
+use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
+use ward_sentry::proto::SignCertificateRequest;
+use ward_sentry::proto::sign_certificate_request::TokenValidator;
+use ward_sentry::{SentryClient, SentryClientConfig};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn install_configuration_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "configurations.dapr.io"},
+        "spec": {"group": "dapr.io", "scope": "Namespaced",
+            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .unwrap();
+    let params = kube::api::PatchParams::apply("ward-test").force();
+    crds.patch("configurations.dapr.io", &params, &kube::api::Patch::Apply(&crd)).await.unwrap();
+    eventually_async(Duration::from_secs(10), "CRD established", || async {
+        let crd = crds.get("configurations.dapr.io").await.ok()?;
+        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens() {
+    let Some(cluster) = ward_k8s_testenv::shared_or_skip("kubernetes_sentry_keeps_its_ca_in_the_cluster") else {
+        return;
+    };
+    let rt = runtime();
+    // The gRPC channel and the kube client are built inside the runtime.
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
+    let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let args = [
+        "--mode",
+        "kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        &control_plane,
+        "--trust-domain",
+        "cluster.local",
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(&dir.path().join("credentials"), &args);
+    // The CA lives in the Secret; the files are its mirror.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &control_plane);
+    let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
+    let data = secret.data.unwrap();
+    for key in ["ca.crt", "issuer.crt", "issuer.key"] {
+        assert!(data.contains_key(key), "Secret lacks {key}");
+    }
+    assert_eq!(data["ca.crt"].0, sentry.roots_pem());
+
+    // A pod asking for a sidecar: its namespace gets the roots.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    rt.block_on(
+        accounts
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let roots = String::from_utf8(sentry.roots_pem()).unwrap();
+    rt.block_on(eventually_async(Duration::from_secs(15), "dapr-root-ca.crt published", || async {
+        let map = configmaps.get_opt("dapr-root-ca.crt").await.ok()??;
+        (map.data?.get("ca.crt")? == &roots).then_some(())
+    }));
+
+    // The projected token a kubelet would mount, and a SignCertificate as daprd sends it.
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [sentry_id], "expirationSeconds": 7200,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
+    }}))
+    .unwrap();
+    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
+    let token = token.status.unwrap().token;
+    let ca = ca_client(&sentry, &control_plane);
+    let sign = |app_id: &str| {
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap().into_bytes();
+        let request = SignCertificateRequest {
+            id: app_id.to_owned(),
+            token: token.clone(),
+            namespace: ns.clone(),
+            certificate_signing_request: csr,
+            token_validator: TokenValidator::Kubernetes as i32,
+            ..Default::default()
+        };
+        rt.block_on(ca.grpc().sign_certificate(request)).map(|r| r.into_inner())
+    };
+    let issued = sign("orders").expect("a pod-bound token buys its pod's identity");
+    let pem = String::from_utf8(issued.workload_certificate).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next().unwrap().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let uri = cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+        _ => None,
+    });
+    assert_eq!(uri.as_deref(), Some(format!("spiffe://public/ns/{ns}/orders").as_str()));
+
+    let refused = sign("billing").unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("app id is \"orders\""), "{}", refused.message());
+
+    // Restarted with an empty credentials directory: the same CA, from the Secret.
+    drop(sentry);
+    let again = Sentry::start(&dir.path().join("fresh"), &args);
+    assert_eq!(again.roots_pem(), roots.as_bytes());
+}
+
+async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ca_client(sentry: &Sentry, control_plane: &str) -> SentryClient {
+    let td = TrustDomain::new("cluster.local").unwrap();
+    let bundle = TrustBundle::from_pem(td.clone(), &sentry.roots_pem()).unwrap();
+    SentryClient::new(SentryClientConfig {
+        address: sentry.grpc.clone(),
+        sentry_id: SpiffeId::parse(&format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry")).unwrap(),
+        bundle: TrustBundleHandle::new(bundle),
+        app_id: "unused".to_owned(),
+        namespace: "unused".to_owned(),
+        trust_domain: td,
+        token_file: None,
+        skew: Duration::from_secs(60),
+    })
+    .unwrap()
+}
