@@ -310,7 +310,7 @@ impl Sidecar {
         }
         // Only the request paths of a sidecar that makes spans get a handle; without one they pay a branch.
         let spans = tracing.clone().filter(|t| t.spans());
-        let metrics = crate::metrics::Metrics::new(&options.app_id);
+        let metrics = crate::metrics::Metrics::with_recording(&options.app_id, options.metrics.is_some());
         metrics.set_sources(crate::metrics::Sources {
             audit: audit.clone(),
             svid_not_after: match &transport {
