@@ -160,8 +160,13 @@ async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
 }
 
 fn ca_client(sentry: &Sentry, control_plane: &str) -> SentryClient {
+    ca_client_trusting(sentry, control_plane, &sentry.roots_pem())
+}
+
+/// A client that trusts `roots` (in a pod: the mounted `dapr-root-ca.crt`).
+fn ca_client_trusting(sentry: &Sentry, control_plane: &str, roots: &[u8]) -> SentryClient {
     let td = TrustDomain::new("cluster.local").unwrap();
-    let bundle = TrustBundle::from_pem(td.clone(), &sentry.roots_pem()).unwrap();
+    let bundle = TrustBundle::from_pem(td.clone(), roots).unwrap();
     SentryClient::new(SentryClientConfig {
         address: sentry.grpc.clone(),
         sentry_id: SpiffeId::parse(&format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry")).unwrap(),
@@ -173,4 +178,127 @@ fn ca_client(sentry: &Sentry, control_plane: &str) -> SentryClient {
         skew: Duration::from_secs(60),
     })
     .unwrap()
+}
+
+/// The PEM blocks of a bundle.
+fn blocks(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----\n").map(str::to_owned).filter(|b| b.contains("BEGIN")).collect()
+}
+
+#[test]
+fn a_root_rotation_appends_switches_and_retires_without_a_restart() {
+    if ward_k8s_testenv::shared_or_skip("a_root_rotation_appends_switches_and_retires").is_none() {
+        return;
+    }
+    // A cluster of its own: a sentry publishes roots cluster-wide and waits for every ConfigMap, so another
+    // test's sentry in the same cluster would interfere (a cluster has one control plane).
+    let assets = ward_k8s_testenv::assets().unwrap();
+    let cluster = ward_k8s_testenv::TestCluster::start(&assets, Default::default()).unwrap();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
+    let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    // Short lifetimes so the whole rotation fits in a test: 4 s certificates, 1 s propagation.
+    let sentry = Sentry::start(
+        &dir.path().join("credentials"),
+        &[
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            &control_plane,
+            "--trust-domain",
+            "cluster.local",
+            "--workload-cert-ttl",
+            "4s",
+            "--allowed-clock-skew",
+            "1s",
+            "--root-rotation-propagation",
+            "1s",
+        ],
+    );
+    let old_root = String::from_utf8(sentry.roots_pem()).unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    rt.block_on(
+        accounts
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [sentry_id], "expirationSeconds": 7200,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
+    }}))
+    .unwrap();
+    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
+    let token = token.status.unwrap().token;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let published =
+        || rt.block_on(configmaps.get_opt("dapr-root-ca.crt")).unwrap().and_then(|m| m.data?.get("ca.crt").cloned());
+    // The issuer a new certificate chains to (the second PEM block of the returned chain), asked by a client
+    // that trusts what is published to the pod's namespace — as a sidecar reading its mounted bundle does.
+    let issuer_of_new_certificate = || {
+        let ca = ca_client_trusting(&sentry, &control_plane, published().expect("roots published").as_bytes());
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap().into_bytes();
+        let request = SignCertificateRequest {
+            id: "orders".to_owned(),
+            token: token.clone(),
+            namespace: ns.clone(),
+            certificate_signing_request: csr,
+            token_validator: TokenValidator::Kubernetes as i32,
+            ..Default::default()
+        };
+        let issued =
+            rt.block_on(ca.grpc().sign_certificate(request)).expect("signs throughout the rotation").into_inner();
+        blocks(&String::from_utf8(issued.workload_certificate).unwrap())[1].clone()
+    };
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let published =
+        || rt.block_on(configmaps.get_opt("dapr-root-ca.crt")).unwrap().and_then(|m| m.data?.get("ca.crt").cloned());
+    support::eventually(Duration::from_secs(15), "roots published", || (published()? == old_root).then_some(()));
+    let old_issuer = issuer_of_new_certificate();
+
+    let phase = rt
+        .block_on(ward_kube::rotation::start(
+            &client,
+            &control_plane,
+            &TrustDomain::new("cluster.local").unwrap(),
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+    assert!(matches!(phase, ward_kube::rotation::Phase::Distributing { .. }));
+    // 1. Both roots everywhere, the old issuer still signing.
+    let both = support::eventually(Duration::from_secs(15), "both roots published", || {
+        let roots = published()?;
+        (blocks(&roots).len() == 2).then_some(roots)
+    });
+    assert!(both.starts_with(&old_root), "the new root is appended");
+    // 2. The issuer switches once every ConfigMap carries the new root: new certificates chain to the new root.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &control_plane);
+    support::eventually(Duration::from_secs(20), "issuer switched", || {
+        let issuer = issuer_of_new_certificate();
+        (issuer != old_issuer).then_some(())
+    });
+    let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
+    assert!(matches!(ward_kube::rotation::phase_of(&secret), Ok(ward_kube::rotation::Phase::Retiring { .. })));
+    // 3. The old root leaves only after the last certificate under it expired (4 s + 1 s skew after the switch).
+    let new_root = blocks(&both)[1].clone();
+    support::eventually(Duration::from_secs(30), "old root retired", || (published()? == new_root).then_some(()));
+    assert_eq!(String::from_utf8(sentry.roots_pem()).unwrap(), new_root, "sentry serves the new root only");
+    let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
+    assert_eq!(ward_kube::rotation::phase_of(&secret), Ok(ward_kube::rotation::Phase::Idle));
+    assert!(!secret.data.unwrap().contains_key("next-issuer.crt"));
 }

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dapr;
+pub mod rotation;
 pub mod sentry;
 pub mod trust_bundle;
 

@@ -103,6 +103,15 @@ pub struct Args {
     /// answers for 10 s itself; the token's pod is fetched on every request regardless). 0 asks every time.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     token_review_cache: Duration,
+    /// Kubernetes mode: start a root rotation when the newest root has lived this fraction of its life (0 < f < 1;
+    /// `0` turns automatic rotation off — `ward mtls renew-certificate -k` still starts one). The new root lives
+    /// --ca-valid-for.
+    #[arg(long, default_value_t = 0.8)]
+    root_rotation_at: f64,
+    /// Kubernetes mode: during a rotation, how long the new root is published before the issuer switches to it
+    /// (kubelets refresh mounted ConfigMaps within about a minute; sidecars then reload the file).
+    #[arg(long, default_value = "2m", value_parser = super::parse_duration)]
+    root_rotation_propagation: Duration,
     #[command(flatten)]
     log: super::LogArgs,
 }
@@ -215,6 +224,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 roots_tx,
             )));
             background.push(Box::pin(trust_bundle::publish_roots(client.clone(), args.namespace.clone(), roots_rx)));
+            if !(0.0..1.0).contains(&args.root_rotation_at) {
+                anyhow::bail!("--root-rotation-at must be at least 0 and below 1 (0 turns automatic rotation off)");
+            }
+            let timing = ward_kube::rotation::RotationTiming {
+                propagation: args.root_rotation_propagation,
+                workload_ttl: workload_cert_ttl,
+                allowed_clock_skew,
+            };
+            let automatic = (args.root_rotation_at > 0.0).then_some((args.root_rotation_at, args.ca_valid_for));
+            background.push(Box::pin(ward_kube::rotation::drive(
+                client.clone(),
+                args.namespace.clone(),
+                args.trust_domain.clone(),
+                timing,
+                automatic,
+                Duration::from_secs(2),
+            )));
             let validator = sentry::PodValidator::new(
                 client.clone(),
                 sentry::PodValidatorConfig {
