@@ -34,8 +34,11 @@ fn main() {
     rt.block_on(ward_k8s_testenv::create_namespace(&client, ns));
     rt.block_on(ward_k8s_testenv::create_namespace(&client, "dapr-system"));
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    rt.block_on(accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()))
-        .unwrap();
+    rt.block_on(
+        accounts
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
+    )
+    .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
@@ -59,9 +62,24 @@ fn main() {
         let sentry = WardProc::spawn(
             &ward_binary(),
             &[
-                "sentry", "--mode", "kubernetes", "--kubeconfig", &kubeconfig, "--namespace", "dapr-system",
-                "--trust-domain", "cluster.local", "--issuer-credentials", &credentials, "--port", "0",
-                "--healthz-port", "0", "--enable-metrics=false", "--token-review-cache", cache,
+                "sentry",
+                "--mode",
+                "kubernetes",
+                "--kubeconfig",
+                &kubeconfig,
+                "--namespace",
+                "dapr-system",
+                "--trust-domain",
+                "cluster.local",
+                "--issuer-credentials",
+                &credentials,
+                "--port",
+                "0",
+                "--healthz-port",
+                "0",
+                "--enable-metrics=false",
+                "--token-review-cache",
+                cache,
             ],
             &[],
             "ward sentry ready:",
@@ -77,6 +95,7 @@ fn main() {
             trust_domain: td,
             token_file: None,
             skew: Duration::from_secs(60),
+            kubernetes: false,
         })
         .unwrap();
         let csrs: Vec<Vec<u8>> = (0..requests + 20)

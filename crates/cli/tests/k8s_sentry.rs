@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -176,6 +177,7 @@ fn ca_client_trusting(sentry: &Sentry, control_plane: &str, roots: &[u8]) -> Sen
         trust_domain: td,
         token_file: None,
         skew: Duration::from_secs(60),
+        kubernetes: false,
     })
     .unwrap()
 }
@@ -301,4 +303,229 @@ fn a_root_rotation_appends_switches_and_retires_without_a_restart() {
     let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
     assert_eq!(ward_kube::rotation::phase_of(&secret), Ok(ward_kube::rotation::Phase::Idle));
     assert!(!secret.data.unwrap().contains_key("next-issuer.crt"));
+}
+
+/// Two `ward sidecar --mode kubernetes` processes (pod-bound tokens, anchors from the file a kubelet would refresh
+/// from `dapr-root-ca.crt`) call each other through a whole root rotation: not one call fails, both renew their
+/// certificates under the new root, and the old root is gone from their anchors at the end.
+#[test]
+fn sidecars_keep_calling_each_other_through_a_root_rotation() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use support::mesh::{Http, TestApp};
+    if ward_k8s_testenv::shared_or_skip("sidecars_keep_calling_each_other_through_a_root_rotation").is_none() {
+        return;
+    }
+    let assets = ward_k8s_testenv::assets().unwrap();
+    let cluster = ward_k8s_testenv::TestCluster::start(&assets, Default::default()).unwrap();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = "dapr-system";
+    rt.block_on(ward_k8s_testenv::create_namespace(&client, control_plane));
+    let ns = "shop";
+    rt.block_on(ward_k8s_testenv::create_namespace(&client, ns));
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("credentials"),
+        &[
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            control_plane,
+            "--trust-domain",
+            "cluster.local",
+            "--workload-cert-ttl",
+            "6s",
+            "--allowed-clock-skew",
+            "1s",
+            "--root-rotation-propagation",
+            "2s",
+        ],
+    );
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // Per app: a pod, its projected token in a file, and the anchors file the "kubelet" below keeps current.
+    let mut files = Vec::new();
+    for app in ["caller", "callee"] {
+        rt.block_on(
+            accounts
+                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": app}})).unwrap()),
+        )
+        .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("{app}-0"), "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": app}},
+            "spec": {"serviceAccountName": app, "containers": [{"name": "app", "image": "app:1"}]}
+        }))
+        .unwrap();
+        let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+        let request: TokenRequest = serde_json::from_value(json!({"spec": {
+            "audiences": [sentry_id], "expirationSeconds": 7200,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": format!("{app}-0"), "uid": pod.metadata.uid}
+        }}))
+        .unwrap();
+        let token = rt.block_on(accounts.create_token_request(app, &PostParams::default(), &request)).unwrap();
+        let token_file = dir.path().join(format!("{app}.token"));
+        std::fs::write(&token_file, token.status.unwrap().token).unwrap();
+        files.push((token_file, dir.path().join(format!("{app}-ca.crt"))));
+    }
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let published = {
+        let configmaps = configmaps.clone();
+        let handle = rt.handle().clone();
+        move || {
+            handle
+                .block_on(configmaps.get_opt("dapr-root-ca.crt"))
+                .ok()
+                .flatten()
+                .and_then(|m| m.data?.get("ca.crt").cloned())
+        }
+    };
+    let first_roots = support::eventually(Duration::from_secs(15), "roots published", &published);
+    for (_, anchors) in &files {
+        std::fs::write(anchors, &first_roots).unwrap();
+    }
+    // The kubelet's part: the mounted ConfigMap follows the API object (atomically, like its symlink swap).
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubelet = {
+        let stop = stop.clone();
+        let anchors: Vec<_> = files.iter().map(|(_, a)| a.clone()).collect();
+        let published = published.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(roots) = published() {
+                    for file in &anchors {
+                        if std::fs::read_to_string(file).ok().as_deref() != Some(roots.as_str()) {
+                            let tmp = file.with_extension("tmp");
+                            std::fs::write(&tmp, &roots).unwrap();
+                            std::fs::rename(&tmp, file).unwrap();
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    let app = TestApp::start();
+    let config = dir.path().join("callee.yaml");
+    std::fs::write(&config, format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {{name: callee}}\nspec:\n  accessControl:\n    \
+         defaultAction: deny\n    trustDomain: public\n    policies:\n    - {{appId: caller, namespace: {ns}, trustDomain: public, \
+         defaultAction: deny, operations: [{{name: /orders/**, httpVerb: ['GET'], action: allow}}]}}\n"
+    ))
+    .unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let sidecar = |app_id: &str, (token, anchors): &(std::path::PathBuf, std::path::PathBuf), extra: &[&str]| {
+        let mut args = vec![
+            "sidecar",
+            "--mode",
+            "kubernetes",
+            "--app-id",
+            app_id,
+            "--dapr-http-port",
+            "0",
+            "--dapr-internal-grpc-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--sentry-address",
+            &sentry.grpc,
+            "--control-plane-namespace",
+            control_plane,
+            "--control-plane-trust-domain",
+            "cluster.local",
+        ];
+        args.extend_from_slice(extra);
+        let env = [
+            ("NAMESPACE", ns),
+            ("DAPR_SENTRY_TOKEN_FILE", path_str(token)),
+            ("DAPR_TRUST_ANCHORS_FILE", path_str(anchors)),
+            ("WARD_HOME", path_str(&home)),
+            // Tests run as root here; the check itself is covered below.
+            ("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
+        ];
+        let mut process = support::Ward::spawn(app_id, &args, &env);
+        let line = process.wait_stdout("ward sidecar ready:", Duration::from_secs(30));
+        (process, support::field(&line, "http"))
+    };
+    let port = app.addr.port().to_string();
+    let (_callee, _) = sidecar("callee", &files[1], &["--app-port", &port, "--config", path_str(&config)]);
+    let (_caller, caller_http) = sidecar("caller", &files[0], &[]);
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (stop, calls, failures) = (stop.clone(), calls.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let http = Http::new();
+            while !stop.load(Ordering::Relaxed) {
+                let reply = http.get(&caller_http, "/v1.0/invoke/callee/method/orders/1");
+                calls.fetch_add(1, Ordering::Relaxed);
+                if reply.status != 200 {
+                    failures.lock().unwrap().push(format!("{} {}", reply.status, reply.text()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    rt.block_on(ward_kube::rotation::start(
+        &client,
+        control_plane,
+        &TrustDomain::new("cluster.local").unwrap(),
+        Duration::from_secs(3600),
+    ))
+    .unwrap();
+    // The whole rotation: both roots out, issuer switched, old root retired after the last old certificate.
+    let both = support::eventually(Duration::from_secs(20), "both roots published", || {
+        published().filter(|r| blocks(r).len() == 2)
+    });
+    let new_root = blocks(&both)[1].clone();
+    support::eventually(Duration::from_secs(60), "old root retired", || (published()? == new_root).then_some(()));
+    // Both sidecars renew (every 3 s) under the new issuer and keep serving on the new root alone.
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    kubelet.join().unwrap();
+    let failures = failures.lock().unwrap();
+    let calls = calls.load(Ordering::Relaxed);
+    assert!(calls > 200, "the load ran ({calls} calls)");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed during the rotation: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    for (_, anchors) in &files {
+        assert_eq!(
+            std::fs::read_to_string(anchors).unwrap(),
+            new_root,
+            "the old root is gone from the sidecars' anchors"
+        );
+    }
+}
+
+#[test]
+fn a_kubernetes_sidecar_refuses_to_run_as_root() {
+    let (code, _, stderr) = support::ward_output(
+        &["sidecar", "--mode", "kubernetes", "--app-id", "orders", "--sentry-address", "127.0.0.1:1"],
+        &[("NAMESPACE", "shop")],
+    );
+    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
+    let root = uid.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next() == Some("0");
+    if root {
+        assert_ne!(code, 0);
+        assert!(stderr.contains("refuses to run as UID 0"), "{stderr}");
+    } else {
+        // Not root: the check passes and the start fails later (no sentry at 127.0.0.1:1), not for the UID.
+        assert!(!stderr.contains("UID 0"), "{stderr}");
+    }
 }

@@ -116,6 +116,10 @@ pub struct SentryClientConfig {
     /// rotated.
     pub token_file: Option<PathBuf>,
     pub skew: Duration,
+    /// Kubernetes mode (Dapr's `KUBERNETES` validator): every request, renewals included, carries the projected
+    /// service-account token from `token_file` (sentry re-checks the pod each time), and the trust anchors come
+    /// only from the mounted bundle file, so a bundle sentry returns is not adopted.
+    pub kubernetes: bool,
 }
 
 /// A sentry client. Cheap to clone.
@@ -206,6 +210,11 @@ impl SentryClient {
     /// While this client holds a valid SVID (after [`Self::start`]) the request authenticates with it and sends
     /// no token; otherwise the token file is read, and a join token file is deleted once it bought a certificate.
     pub async fn fetch(&self) -> Result<(X509Svid, Option<TrustBundle>), ClientError> {
+        if self.config.kubernetes {
+            let token = self.token()?;
+            let (svid, _ignored) = self.request(token).await?;
+            return Ok((svid, None));
+        }
         let renewing = self.svid.current().is_some_and(|svid| !svid.is_expired_at(SystemTime::now()));
         if renewing {
             match self.request(String::new()).await {
@@ -244,7 +253,13 @@ impl SentryClient {
             trust_domain: String::new(),
             namespace: self.config.namespace.clone(),
             certificate_signing_request: csr.into_bytes(),
-            token_validator: if looks_like_jwt { WireValidator::Jwks as i32 } else { WireValidator::Unknown as i32 },
+            token_validator: if self.config.kubernetes {
+                WireValidator::Kubernetes as i32
+            } else if looks_like_jwt {
+                WireValidator::Jwks as i32
+            } else {
+                WireValidator::Unknown as i32
+            },
             jwt_audiences: Vec::new(),
         };
         let response = CaClient::new(self.channel()).sign_certificate(request).await?.into_inner();

@@ -86,6 +86,12 @@ pub struct MtlsOptions {
     pub control_plane_trust_domain: Option<TrustDomain>,
     pub control_plane_namespace: String,
     pub sentry_token_file: Option<PathBuf>,
+    /// Kubernetes mode: the projected token goes with every certificate request (Dapr's `KUBERNETES` validator).
+    pub kubernetes: bool,
+    /// A trust-anchor file that is the only source of anchors and is re-read when it changes (in a pod: the
+    /// mounted `dapr-root-ca.crt`, which the kubelet refreshes during a root rotation). `trust_anchors_pem` is its
+    /// content at start.
+    pub trust_anchors_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,9 +261,13 @@ impl Sidecar {
                     trust_domain: trust_domain.clone(),
                     token_file: mtls.sentry_token_file.clone(),
                     skew: settings.clock_skew,
+                    kubernetes: mtls.kubernetes,
                 })
                 .map_err(sentry_error)?;
                 let supervisor = client.start().await.map_err(sentry_error)?;
+                if let Some(path) = &mtls.trust_anchors_file {
+                    tokio::spawn(follow_trust_anchors(path.clone(), trust_domain.clone(), bundle.clone()));
+                }
                 let transport = Transport::Mtls(Mtls {
                     svid: supervisor.resolver(),
                     bundle,
@@ -687,6 +697,31 @@ impl Drop for Sidecar {
         let _ = self.stop_tx.send(true);
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// Keeps `bundle` equal to the anchors in `path` (polled every two seconds; a mounted ConfigMap changes by a
+/// symlink swap, which a poll sees as well as any watcher would). A file that does not parse keeps the current
+/// anchors (logged): a half-written or emptied file must not leave the sidecar trusting nothing, or anything.
+async fn follow_trust_anchors(path: PathBuf, trust_domain: ward_identity::TrustDomain, bundle: TrustBundleHandle) {
+    let mut current = std::fs::read(&path).unwrap_or_default();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        if bytes == current {
+            continue;
+        }
+        match TrustBundle::from_pem(trust_domain.clone(), &bytes) {
+            Ok(next) => {
+                tracing::info!(file = %path.display(), roots = next.roots().len(), "trust anchors changed; reloaded");
+                bundle.store(next);
+                current = bytes;
+            }
+            Err(err) => {
+                tracing::error!(file = %path.display(), error = %err, "trust anchors file does not parse; keeping the current anchors");
+                current = bytes;
+            }
         }
     }
 }
