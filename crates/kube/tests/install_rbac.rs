@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -357,4 +358,42 @@ async fn trust_bundle_secret_gives_expiry_and_export() {
     secrets.patch("dapr-trust-bundle", &PatchParams::default(), &Patch::Merge(&garbage)).await.unwrap();
     let bad = install::trust_bundle(&admin, &ns).await.unwrap().expiry().unwrap_err();
     assert!(matches!(bad, InstallError::BundleBadCertificate { key: "ca.crt", .. }), "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_times_out_without_ready_pods_and_status_shows_ready_deployments() {
+    let Some((_cluster, setup, admin)) = admin_setup().await else { return };
+    let cp = setup.control_plane.as_str();
+    // --wait: no kubelet here, so no pod ever becomes ready and the wait times out, naming what is pending.
+    let err = install::wait_ready(&admin, cp, Duration::from_secs(2)).await.unwrap_err();
+    match &err {
+        InstallError::NotReady { pending, .. } => {
+            assert!(pending.iter().any(|p| p.starts_with("dapr-sentry (0/1")), "{pending:?}");
+            assert!(pending.iter().any(|p| p.starts_with("dapr-sidecar-injector (0/1")), "{pending:?}");
+        }
+        other => panic!("expected NotReady, got {other}"),
+    }
+    let status = install::deployments(&admin, cp).await.unwrap();
+    assert!(status.iter().all(|d| !d.healthy()), "{status:?}");
+    // What a kubelet and the Deployment controller would report once the pods run.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), cp);
+    for name in ["dapr-sentry", "dapr-sidecar-injector"] {
+        let generation = deployments.get(name).await.unwrap().metadata.generation;
+        let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "readyReplicas": 1,
+            "availableReplicas": 1, "updatedReplicas": 1}});
+        deployments.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    }
+    install::wait_ready(&admin, cp, Duration::from_secs(10)).await.expect("ready after status");
+    let status = install::deployments(&admin, cp).await.unwrap();
+    let shown: Vec<(&str, i32, i32, bool)> =
+        status.iter().map(|d| (d.name.as_str(), d.ready, d.desired, d.healthy())).collect();
+    assert_eq!(shown, [("dapr-sentry", 1, 1, true), ("dapr-sidecar-injector", 1, 1, true)]);
+    assert_eq!(status[0].version, env!("CARGO_PKG_VERSION"));
+    // A status from an older generation does not count: a changed spec is not ready until observed.
+    let bump = json!({"spec": {"template": {"metadata": {"annotations": {"bump": "1"}}}}});
+    deployments.patch("dapr-sentry", &PatchParams::default(), &Patch::Merge(&bump)).await.unwrap();
+    let status = install::deployments(&admin, cp).await.unwrap();
+    assert!(!status[0].healthy(), "{:?}", status[0]);
+    let err = install::wait_ready(&admin, cp, Duration::from_millis(500)).await.unwrap_err();
+    assert!(matches!(err, InstallError::NotReady { ref pending, .. } if pending.len() == 1), "{err}");
 }
