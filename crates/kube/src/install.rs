@@ -63,7 +63,7 @@ pub enum InstallError {
     ManifestYaml {
         file: &'static str,
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("manifest {file}: {reason}")]
     ManifestShape { file: &'static str, reason: String },
@@ -76,7 +76,7 @@ pub enum InstallError {
         name: String,
         namespace: Option<String>,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("CustomResourceDefinition {name} not Established after {waited:?}")]
     CrdNotEstablished { name: String, waited: Duration },
@@ -158,7 +158,7 @@ impl Object {
             kind: self.kind.clone(),
             name: self.name.clone(),
             namespace: self.namespace.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -175,9 +175,7 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => ("clusterrolebindings", false),
         ("rbac.authorization.k8s.io/v1", "Role") => ("roles", true),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => ("rolebindings", true),
-        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
-            ("mutatingwebhookconfigurations", false)
-        }
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => ("mutatingwebhookconfigurations", false),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => ("customresourcedefinitions", false),
         ("dapr.io/v1alpha1", "Configuration") => ("configurations", true),
         _ => return None,
@@ -231,8 +229,8 @@ pub fn render(options: &InstallOptions) -> Result<Vec<Object>, InstallError> {
     let mut objects = Vec::new();
     for (file, text) in MANIFESTS {
         let text = text.replace(DEFAULT_NAMESPACE, &options.namespace);
-        let documents: Vec<Value> =
-            serde_saphyr::from_multiple(&text).map_err(|source| InstallError::ManifestYaml { file, source })?;
+        let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .map_err(|source| InstallError::ManifestYaml { file, source: Box::new(source) })?;
         // A file's leading comment block parses as an empty document.
         for mut value in documents.into_iter().filter(|v| !v.is_null()) {
             customise(&mut value, options);
@@ -257,8 +255,7 @@ fn object_of(file: &'static str, value: Value) -> Result<Object, InstallError> {
     if namespaced != namespace.is_some() {
         return Err(shape(format!("{kind} {name}: metadata.namespace must be set exactly for namespaced kinds")));
     }
-    if text(&format!("/metadata/labels/{}", MANAGED_BY_LABEL.replace('/', "~1"))).as_deref() != Some(MANAGED_BY_VALUE)
-    {
+    if text(&format!("/metadata/labels/{}", MANAGED_BY_LABEL.replace('/', "~1"))).as_deref() != Some(MANAGED_BY_VALUE) {
         return Err(shape(format!("{kind} {name}: missing label {MANAGED_BY_LABEL}: {MANAGED_BY_VALUE}")));
     }
     Ok(Object { file, api_version, kind, name, namespace, value })
@@ -347,7 +344,7 @@ async fn namespace_is_ours_or_absent(client: &Client, name: &str) -> Result<bool
         kind: "Namespace".into(),
         name: name.to_owned(),
         namespace: None,
-        source,
+        source: Box::new(source),
     })?;
     Ok(existing.is_none_or(|ns| is_ours(&ns.metadata.labels)))
 }
@@ -366,7 +363,7 @@ async fn wait_established(client: &Client, name: &str, limit: Duration) -> Resul
             kind: "CustomResourceDefinition".into(),
             name: name.to_owned(),
             namespace: None,
-            source,
+            source: Box::new(source),
         })?;
         let established = crd
             .status
@@ -406,8 +403,7 @@ pub struct UninstallReport {
 /// Deletes what `install` created, in reverse order: only objects carrying ward's label, the CRDs only with
 /// `all`, the namespace only if ward created it.
 pub async fn uninstall(client: &Client, options: &UninstallOptions) -> Result<UninstallReport, InstallError> {
-    let objects =
-        render(&InstallOptions { namespace: options.namespace.clone(), ..InstallOptions::default() })?;
+    let objects = render(&InstallOptions { namespace: options.namespace.clone(), ..InstallOptions::default() })?;
     let mut report = UninstallReport::default();
     let mut deleted = Vec::new();
     for object in objects.iter().rev() {
@@ -490,7 +486,7 @@ pub async fn deployments(client: &Client, namespace: &str) -> Result<Vec<Deploym
         kind: "Deployment".into(),
         name: "*".into(),
         namespace: Some(namespace.to_owned()),
-        source,
+        source: Box::new(source),
     })?;
     let mut out: Vec<DeploymentStatus> = list.items.iter().map(|d| deployment_status(d, namespace)).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -555,7 +551,7 @@ pub async fn mtls_enabled(client: &Client, namespace: &str) -> Result<bool, Inst
                 kind: "Configuration".into(),
                 name: CONTROL_PLANE_CONFIGURATION.into(),
                 namespace: Some(namespace.to_owned()),
-                source,
+                source: Box::new(source),
             });
         }
     };
@@ -625,7 +621,7 @@ pub async fn trust_bundle(client: &Client, namespace: &str) -> Result<TrustBundl
             kind: "Secret".into(),
             name: TRUST_BUNDLE_SECRET.into(),
             namespace: Some(namespace.to_owned()),
-            source,
+            source: Box::new(source),
         })?
         .ok_or_else(|| InstallError::NotInstalled {
             kind: "Secret",
@@ -707,7 +703,8 @@ mod tests {
         let env = injector.value.pointer("/spec/template/spec/containers/0/env").unwrap().as_array().unwrap();
         let sidecar_image = env.iter().find(|v| v["name"] == "SIDECAR_IMAGE").unwrap();
         assert_eq!(sidecar_image["value"], "registry.example/ward:1.2.3");
-        let audience = injector.value.pointer("/spec/template/spec/volumes/0/projected/sources/0/serviceAccountToken/audience");
+        let audience =
+            injector.value.pointer("/spec/template/spec/volumes/0/projected/sources/0/serviceAccountToken/audience");
         assert_eq!(audience.unwrap(), "spiffe://cluster.local/ns/ward-cp/dapr-sentry");
         let sentry = find(&objects, "Deployment", "dapr-sentry");
         let args = sentry.value.pointer("/spec/template/spec/containers/0/args").unwrap().as_array().unwrap();

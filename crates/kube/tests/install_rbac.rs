@@ -10,10 +10,10 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::authentication::v1::TokenReview;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -38,7 +38,10 @@ fn setup(cluster: &'static TestCluster) -> &'static Setup {
                 let app = cluster.fresh_namespace(&client, "app").await;
                 // No controller manager here, so no `default` service account: the pod names its own.
                 let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &app);
-                accounts.create(&PostParams::default(), &from_json(json!({"metadata": {"name": "app"}}))).await.unwrap();
+                accounts
+                    .create(&PostParams::default(), &from_json(json!({"metadata": {"name": "app"}})))
+                    .await
+                    .unwrap();
                 let pods: Api<Pod> = Api::namespaced(client.clone(), &app);
                 let pod = json!({"metadata": {"name": "app-0"},
                     "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "app:1"}]}});
@@ -48,7 +51,11 @@ fn setup(cluster: &'static TestCluster) -> &'static Setup {
                     .await
                     .expect("install timed out")
                     .unwrap();
-                assert_eq!(report.skipped, vec![format!("Namespace {control_plane}")], "a foreign namespace is not ward's");
+                assert_eq!(
+                    report.skipped,
+                    vec![format!("Namespace {control_plane}")],
+                    "a foreign namespace is not ward's"
+                );
                 Setup { control_plane, app }
             })
         })
@@ -88,7 +95,8 @@ async fn sentry_can_do_its_job_and_nothing_else() {
     let post = PostParams::default();
     // Objects the sentry must not touch, made by the admin.
     let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), cp);
-    let _ = admin_secrets.create(&post, &from_json(json!({"metadata": {"name": "other"}, "stringData": {"k": "v"}}))).await;
+    let _ =
+        admin_secrets.create(&post, &from_json(json!({"metadata": {"name": "other"}, "stringData": {"k": "v"}}))).await;
     let admin_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), app);
     let _ = admin_maps.create(&post, &from_json(json!({"metadata": {"name": "other"}, "data": {"k": "v"}}))).await;
 
@@ -142,7 +150,8 @@ async fn sentry_can_do_its_job_and_nothing_else() {
     forbidden("update another ConfigMap", maps.replace("other", &post, &other).await);
     forbidden("delete dapr-root-ca.crt", maps.delete("dapr-root-ca.crt", &DeleteParams::default()).await);
     forbidden("delete a namespace", Api::<Namespace>::all(sentry.clone()).delete(app, &DeleteParams::default()).await);
-    let pod: Pod = from_json(json!({"metadata": {"name": "evil"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
+    let pod: Pod =
+        from_json(json!({"metadata": {"name": "evil"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
     forbidden("create a pod", Api::<Pod>::namespaced(sentry.clone(), cp).create(&post, &pod).await);
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(sentry.clone());
     let label = json!({"metadata": {"labels": {"touched": "yes"}}});
@@ -176,15 +185,16 @@ async fn injector_can_patch_its_webhook_only() {
     assert_eq!(stored.0, b"foo");
 
     let label = json!({"metadata": {"labels": {"touched": "yes"}}});
-    forbidden("patch another webhook", webhooks.patch(&other_name, &PatchParams::default(), &Patch::Merge(&label)).await);
-    forbidden("list webhooks", webhooks.list(&ListParams::default()).await);
     forbidden(
-        "delete its webhook",
-        webhooks.delete("dapr-sidecar-injector", &DeleteParams::default()).await,
+        "patch another webhook",
+        webhooks.patch(&other_name, &PatchParams::default(), &Patch::Merge(&label)).await,
     );
+    forbidden("list webhooks", webhooks.list(&ListParams::default()).await);
+    forbidden("delete its webhook", webhooks.delete("dapr-sidecar-injector", &DeleteParams::default()).await);
     forbidden("get a Secret", Api::<Secret>::namespaced(injector.clone(), cp).get("dapr-trust-bundle").await);
     forbidden("get a pod", Api::<Pod>::namespaced(injector.clone(), app).get("app-0").await);
-    let pod: Pod = from_json(json!({"metadata": {"name": "evil"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
+    let pod: Pod =
+        from_json(json!({"metadata": {"name": "evil"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
     forbidden("create a pod", Api::<Pod>::namespaced(injector.clone(), cp).create(&PostParams::default(), &pod).await);
     forbidden("delete a namespace", Api::<Namespace>::all(injector).delete(app, &DeleteParams::default()).await);
 
@@ -231,9 +241,13 @@ async fn operator_reads_dapr_resources_and_secrets_and_writes_services() {
         forbidden("update the trust bundle", secrets.replace("dapr-trust-bundle", &post, secret).await);
     }
     forbidden("get a ConfigMap", Api::<ConfigMap>::namespaced(operator.clone(), app).get("dapr-root-ca.crt").await);
-    let pod: Pod = from_json(json!({"metadata": {"name": "evil"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
+    let pod: Pod =
+        from_json(json!({"metadata": {"name": "evil"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
     forbidden("create a pod", Api::<Pod>::namespaced(operator.clone(), cp).create(&post, &pod).await);
-    forbidden("delete a namespace", Api::<Namespace>::all(operator.clone()).delete(app, &DeleteParams::default()).await);
+    forbidden(
+        "delete a namespace",
+        Api::<Namespace>::all(operator.clone()).delete(app, &DeleteParams::default()).await,
+    );
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(operator);
     let label = json!({"metadata": {"labels": {"touched": "yes"}}});
     forbidden(
@@ -311,7 +325,8 @@ async fn webhook_refuses_pods_while_the_injector_is_down() {
             "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]}}))
     };
     // An app namespace: failurePolicy Fail, so no pod starts without the injector having seen it.
-    let err = Api::<Pod>::namespaced(admin.clone(), &setup.app).create(&post, &pod("refused", "app")).await.unwrap_err();
+    let err =
+        Api::<Pod>::namespaced(admin.clone(), &setup.app).create(&post, &pod("refused", "app")).await.unwrap_err();
     assert!(
         matches!(&err, kube::Error::Api(status) if status.message.contains("sidecar-injector.dapr.io")),
         "expected the webhook's failure, got {err}"
