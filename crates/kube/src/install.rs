@@ -38,12 +38,12 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// The manifests, in the order they are applied (each file is one or more YAML documents).
 pub const MANIFESTS: [(&str, &str); 6] = [
-    ("namespace.yaml", include_str!("../../../deploy/kubernetes/namespace.yaml")),
-    ("crds.yaml", include_str!("../../../deploy/kubernetes/crds.yaml")),
-    ("sentry.yaml", include_str!("../../../deploy/kubernetes/sentry.yaml")),
-    ("injector.yaml", include_str!("../../../deploy/kubernetes/injector.yaml")),
-    ("operator.yaml", include_str!("../../../deploy/kubernetes/operator.yaml")),
-    ("configuration.yaml", include_str!("../../../deploy/kubernetes/configuration.yaml")),
+    ("00-namespace.yaml", include_str!("../../../deploy/kubernetes/00-namespace.yaml")),
+    ("10-crds.yaml", include_str!("../../../deploy/kubernetes/10-crds.yaml")),
+    ("20-sentry.yaml", include_str!("../../../deploy/kubernetes/20-sentry.yaml")),
+    ("30-injector.yaml", include_str!("../../../deploy/kubernetes/30-injector.yaml")),
+    ("40-operator.yaml", include_str!("../../../deploy/kubernetes/40-operator.yaml")),
+    ("50-configuration.yaml", include_str!("../../../deploy/kubernetes/50-configuration.yaml")),
 ];
 
 /// The image the manifests run by default: this build's version.
