@@ -96,6 +96,7 @@ fn main() {
             token_file: None,
             skew: Duration::from_secs(60),
             kubernetes: false,
+            sentry_trust: None,
         })
         .unwrap();
         let csrs: Vec<Vec<u8>> = (0..requests + 20)

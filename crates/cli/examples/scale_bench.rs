@@ -575,6 +575,7 @@ fn sentry(env: &Env) {
                         token_file: None,
                         skew: Duration::from_secs(60),
                         kubernetes: false,
+                        sentry_trust: None,
                     })
                     .expect("client");
                     let csrs = csrs.clone();

@@ -178,6 +178,7 @@ fn ca_client_trusting(sentry: &Sentry, control_plane: &str, roots: &[u8]) -> Sen
         token_file: None,
         skew: Duration::from_secs(60),
         kubernetes: false,
+        sentry_trust: None,
     })
     .unwrap()
 }

@@ -58,6 +58,7 @@ async fn bench(requests: usize, concurrency: usize) {
         token_file: None,
         skew: Duration::from_secs(60),
         kubernetes: false,
+        sentry_trust: None,
     })
     .expect("client");
 

@@ -120,6 +120,10 @@ pub struct SentryClientConfig {
     /// service-account token from `token_file` (sentry re-checks the pod each time), and the trust anchors come
     /// only from the mounted bundle file, so a bundle sentry returns is not adopted.
     pub kubernetes: bool,
+    /// The roots sentry is verified with when its trust domain is not the workload's (Kubernetes: sentry is in
+    /// the control-plane trust domain, apps usually in `public`); the same anchors under sentry's trust domain.
+    /// `None`: `bundle`.
+    pub sentry_trust: Option<TrustBundleHandle>,
 }
 
 /// A sentry client. Cheap to clone.
@@ -147,9 +151,13 @@ impl SentryClient {
     /// becomes the pinned set of trust anchors.
     pub fn new(config: SentryClientConfig) -> Result<Self, ClientError> {
         let svid = Arc::new(SvidResolver::new());
+        // In Kubernetes every request is authenticated by the pod-bound token; the SVID is not presented (it is in
+        // the workload's trust domain, which sentry's listener does not serve, and a renewal by certificate would
+        // skip the pod checks).
+        let presented = if config.kubernetes { Arc::new(SvidResolver::new()) } else { svid.clone() };
         let mut tls = ward_identity::client_config(
-            svid.clone(),
-            config.bundle.clone(),
+            presented,
+            config.sentry_trust.clone().unwrap_or_else(|| config.bundle.clone()),
             Authorizer::Exact(config.sentry_id.clone()),
             config.skew,
             &[b"h2"],
@@ -286,6 +294,8 @@ impl SentryClient {
                     .map_err(|err| ClientError::BadResponse(format!("trust bundle: {err}")))?,
             )
         };
+        // Kubernetes: the mounted anchors file is the only source of trust; what sentry sends is not adopted.
+        let offered = offered.filter(|_| !self.config.kubernetes);
         let bundle = offered.and_then(|offered| match check_pinned(&self.pinned, &offered) {
             Ok(()) => Some(offered),
             Err(err) => {

@@ -278,11 +278,19 @@ impl Ca {
         let app_id = request.id.as_str();
         let trust_domain = grant.as_ref().map_or(&self.config.trust_domain, |grant| &grant.trust_domain);
         if !request.trust_domain.is_empty() && request.trust_domain != trust_domain.as_str() {
-            return Err(Status::invalid_argument(format!(
-                "trust domain {} is not the one this caller is entitled to ({:?})",
-                quote_truncated(&request.trust_domain),
-                trust_domain.as_str()
-            )));
+            return Err(Status::invalid_argument(if grant.is_some() {
+                format!(
+                    "trust domain {} is not the one this caller is entitled to ({:?})",
+                    quote_truncated(&request.trust_domain),
+                    trust_domain.as_str()
+                )
+            } else {
+                format!(
+                    "trust domain {} is not served by this sentry (it signs only for {:?})",
+                    quote_truncated(&request.trust_domain),
+                    trust_domain.as_str()
+                )
+            }));
         }
         let id = SpiffeId::dapr(trust_domain, &request.namespace, app_id)
             .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;

@@ -252,6 +252,11 @@ impl Sidecar {
                 let sentry_id = SpiffeId::dapr(&cp_td, &mtls.control_plane_namespace, "dapr-sentry")
                     .map_err(|err| StartError::TrustDomain(cp_td.to_string(), err))?;
                 let sentry_error = |source| StartError::Sentry { address: mtls.sentry_address.clone(), source };
+                // Sentry may live in another trust domain (Kubernetes: the control plane's): the same anchors,
+                // under its trust domain, verify it.
+                let sentry_trust = (cp_td != trust_domain)
+                    .then(|| TrustBundle::from_pem(cp_td.clone(), &mtls.trust_anchors_pem).map(TrustBundleHandle::new))
+                    .transpose()?;
                 let client = ward_sentry::SentryClient::new(ward_sentry::SentryClientConfig {
                     address: mtls.sentry_address.clone(),
                     sentry_id,
@@ -262,11 +267,14 @@ impl Sidecar {
                     token_file: mtls.sentry_token_file.clone(),
                     skew: settings.clock_skew,
                     kubernetes: mtls.kubernetes,
+                    sentry_trust: sentry_trust.clone(),
                 })
                 .map_err(sentry_error)?;
                 let supervisor = client.start().await.map_err(sentry_error)?;
                 if let Some(path) = &mtls.trust_anchors_file {
-                    tokio::spawn(follow_trust_anchors(path.clone(), trust_domain.clone(), bundle.clone()));
+                    let mut follow = vec![(trust_domain.clone(), bundle.clone())];
+                    follow.extend(sentry_trust.map(|handle| (cp_td.clone(), handle)));
+                    tokio::spawn(follow_trust_anchors(path.clone(), follow));
                 }
                 let transport = Transport::Mtls(Mtls {
                     svid: supervisor.resolver(),
@@ -701,10 +709,10 @@ impl Drop for Sidecar {
     }
 }
 
-/// Keeps `bundle` equal to the anchors in `path` (polled every two seconds; a mounted ConfigMap changes by a
+/// Keeps each bundle (one per trust domain that is verified with these anchors) equal to the anchors in `path` (polled every two seconds; a mounted ConfigMap changes by a
 /// symlink swap, which a poll sees as well as any watcher would). A file that does not parse keeps the current
 /// anchors (logged): a half-written or emptied file must not leave the sidecar trusting nothing, or anything.
-async fn follow_trust_anchors(path: PathBuf, trust_domain: ward_identity::TrustDomain, bundle: TrustBundleHandle) {
+async fn follow_trust_anchors(path: PathBuf, bundles: Vec<(ward_identity::TrustDomain, TrustBundleHandle)>) {
     let mut current = std::fs::read(&path).unwrap_or_default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -712,10 +720,15 @@ async fn follow_trust_anchors(path: PathBuf, trust_domain: ward_identity::TrustD
         if bytes == current {
             continue;
         }
-        match TrustBundle::from_pem(trust_domain.clone(), &bytes) {
+        let parsed: Result<Vec<TrustBundle>, _> =
+            bundles.iter().map(|(trust_domain, _)| TrustBundle::from_pem(trust_domain.clone(), &bytes)).collect();
+        match parsed {
             Ok(next) => {
-                tracing::info!(file = %path.display(), roots = next.roots().len(), "trust anchors changed; reloaded");
-                bundle.store(next);
+                let roots = next.first().map_or(0, |b| b.roots().len());
+                for ((_, handle), bundle) in bundles.iter().zip(next) {
+                    handle.store(bundle);
+                }
+                tracing::info!(file = %path.display(), roots, "trust anchors changed; reloaded");
                 current = bytes;
             }
             Err(err) => {
