@@ -382,3 +382,44 @@ pub async fn watch_bindings(
         }
     }
 }
+
+/// `ward policy lint -k`: what the app-id bindings leave open or will refuse, for every pod annotated
+/// `dapr.io/enabled: "true"` in the cluster. One line per finding, sorted; empty when all is bound and consistent.
+pub async fn lint_app_id_bindings(
+    client: &kube::Client,
+    control_plane_namespace: &str,
+    config_name: &str,
+) -> Result<Vec<String>, String> {
+    let configuration = read_control_plane_configuration(client, control_plane_namespace, config_name).await?;
+    let bindings = AppIdBindings::from_config(
+        configuration.as_ref().map(|c| c.ward.app_id_bindings.as_slice()).unwrap_or_default(),
+    );
+    let pods: Api<Pod> = Api::all(client.clone());
+    let list = pods.list(&Default::default()).await.map_err(|err| format!("listing pods: {err}"))?;
+    let mut findings = std::collections::BTreeSet::new();
+    for pod in list.items {
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let enabled =
+            annotations.get(crate::trust_bundle::ENABLED_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let (Some(namespace), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else {
+            continue;
+        };
+        if !enabled || namespace == control_plane_namespace {
+            continue;
+        }
+        let app_id = annotations.get(APP_ID_ANNOTATION).map(String::as_str).unwrap_or(name);
+        let account = pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
+        match bindings.accounts(namespace, app_id) {
+            None => findings.insert(format!(
+                "app id {namespace}/{app_id} (pod {name}) has no spec.ward.appIdBindings entry in \
+                 {control_plane_namespace}/{config_name}: any pod of {namespace} may claim it"
+            )),
+            Some(accounts) if !accounts.iter().any(|a| a == account) => findings.insert(format!(
+                "pod {namespace}/{name} runs as {account:?} but app id {app_id} is bound to {accounts:?}: sentry \
+                 will refuse its certificate"
+            )),
+            Some(_) => false,
+        };
+    }
+    Ok(findings.into_iter().collect())
+}

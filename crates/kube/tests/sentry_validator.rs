@@ -307,3 +307,32 @@ async fn forged_token(f: &Fixture, ns: &str, account: &str, pod: &Pod, lifetime_
     let key = jsonwebtoken::EncodingKey::from_ec_pem(cluster.sa_signing_key_pem().as_bytes()).unwrap();
     jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_names_unbound_and_misbound_app_ids() {
+    let Some(f) = fixture("lint_names_unbound_and_misbound_app_ids", Duration::ZERO).await else { return };
+    let ns = f.ns.clone();
+    // A control-plane namespace of its own, with its daprsystem Configuration binding one app id.
+    let cp = format!("{ns}-cp");
+    ward_k8s_testenv::create_namespace(&f.client, &cp).await;
+    let api: Api<DynamicObject> = Api::namespaced_with(f.client.clone(), &cp, &ward_kube::dapr::configuration());
+    let daprsystem = json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "metadata": {"name": "daprsystem"},
+        "spec": {"ward": {"appIdBindings": [{"namespace": ns, "appId": "payments", "serviceAccounts": ["payments"]}]}}
+    });
+    api.patch("daprsystem", &PatchParams::apply("ward-test").force(), &Patch::Apply(&daprsystem)).await.unwrap();
+    f.pod(&ns, "payments-0", "payments", json!({"dapr.io/enabled": "true", "dapr.io/app-id": "payments"})).await;
+    f.pod(&ns, "payments-1", "intruder", json!({"dapr.io/enabled": "true", "dapr.io/app-id": "payments"})).await;
+    f.pod(&ns, "orders-0", "orders", json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders"})).await;
+    f.pod(&ns, "batch", "orders", json!({})).await;
+    let findings = ward_kube::sentry::lint_app_id_bindings(&f.client, &cp, "daprsystem").await.unwrap();
+    let mine: Vec<&String> = findings.iter().filter(|l| l.contains(&format!("{ns}/"))).collect();
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    assert!(
+        mine.iter().any(|l| l.contains(&format!("app id {ns}/orders (pod orders-0) has no spec.ward.appIdBindings")))
+    );
+    assert!(
+        mine.iter()
+            .any(|l| l.contains(&format!("pod {ns}/payments-1 runs as \"intruder\"")) && l.contains("will refuse"))
+    );
+}
