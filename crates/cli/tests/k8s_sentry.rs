@@ -58,6 +58,8 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
     let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
     let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_log = dir.path().join("sentry-audit.log");
     let args = [
         "--mode",
         "kubernetes",
@@ -67,9 +69,9 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
         &control_plane,
         "--trust-domain",
         "cluster.local",
+        "--audit-log",
+        path_str(&audit_log),
     ];
-
-    let dir = tempfile::tempdir().unwrap();
     let sentry = Sentry::start(&dir.path().join("credentials"), &args);
     // The CA lives in the Secret; the files are its mirror.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &control_plane);
@@ -138,6 +140,22 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
     let refused = sign("billing").unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().contains("app id is \"orders\""), "{}", refused.message());
+    // Both decisions are audit lines of one verifiable chain.
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("SENTRY_CERTIFICATE_ISSUED") && lines[0].contains(&format!("spiffe://public/ns/{ns}/orders")),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("SENTRY_CERTIFICATE_REFUSED")
+            && lines[1].contains("kubernetes")
+            && lines[1].contains("billing"),
+        "{log}"
+    );
+    let (code, out, err) = support::ward_output(&["audit", "verify", path_str(&audit_log)], &[]);
+    assert_eq!(code, 0, "{out}{err}");
 
     // Restarted with an empty credentials directory: the same CA, from the Secret.
     drop(sentry);

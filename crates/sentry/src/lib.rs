@@ -4,6 +4,7 @@
 //!
 //! What it does not do: decide what an identity may access (`ward-policy`), or verify peers (`ward-identity`).
 
+pub mod audit;
 pub mod client;
 pub mod material;
 pub mod metrics;

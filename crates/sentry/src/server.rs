@@ -114,6 +114,8 @@ pub struct Ca {
     signing: ArcSwap<Signing>,
     own_id: SpiffeId,
     metrics: crate::metrics::SentryMetrics,
+    /// `--audit-log`: every certificate decision, hash-chained; `None`: decisions are only logged.
+    audit: Option<crate::audit::SentryAudit>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -143,7 +145,7 @@ impl Ca {
         let signing = Signing::new(loaded, &config.trust_domain, &config.issuer_dir)?;
         let metrics = crate::metrics::SentryMetrics::default();
         metrics.set_issuer_expiry(signing.material.issuer_not_after);
-        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id, metrics })
+        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id, metrics, audit: None })
     }
 
     pub fn own_id(&self) -> &SpiffeId {
@@ -195,6 +197,30 @@ impl Ca {
         let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
             .map_err(|err| SentryError::OwnSvid(err.to_string()))?;
         X509Svid::from_der(chain, key).map_err(|err| SentryError::OwnSvid(err.to_string()))
+    }
+
+    /// Records every certificate decision in `audit` (fail closed: an issuance that cannot be recorded is withheld).
+    pub fn with_audit(mut self, audit: crate::audit::SentryAudit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn audit_refusal(&self, identity: &str, rule: &str, reason: &str) {
+        if let Some(audit) = &self.audit
+            && let Err(err) = audit.record(identity, false, rule, reason)
+        {
+            // The request is refused either way; the missing line is what an operator must learn about.
+            tracing::error!(error = %err, "could not record a refused certificate request in the audit log");
+        }
+    }
+
+    fn validator_name(&self) -> &'static str {
+        match self.validator.kind() {
+            ValidatorKind::Insecure => "insecure",
+            ValidatorKind::JoinToken => "join-token",
+            ValidatorKind::Jwks => "jwks",
+            ValidatorKind::Kubernetes => "kubernetes",
+        }
     }
 
     /// Handles one SignCertificate request: validator selection, identity checks, credential, CSR, signing.
@@ -261,6 +287,7 @@ impl Ca {
                     app_id = %request.id, namespace = %request.namespace, reason = %err,
                     "refused certificate request"
                 );
+                self.audit_refusal(&format!("{}/{}", request.namespace, request.id), "kubernetes", &err.to_string());
                 Status::permission_denied(err.to_string())
             })?;
         let ca = self.clone();
@@ -296,16 +323,22 @@ impl Ca {
             .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;
         let dns_names = grant.as_ref().map(|grant| grant.dns_names.as_slice()).unwrap_or_default();
         let signing = self.signing.load();
+        let renewal = grant.is_none() && peer.is_some_and(|chain| !chain.is_empty());
+        let rule = if renewal { "renewal" } else { self.validator_name() };
         let approval = match peer.filter(|chain| !chain.is_empty()) {
             _ if grant.is_some() => Approval::Granted,
             Some(chain) => {
-                self.authenticate_renewal(&signing.bundle, chain, &id)?;
+                if let Err(status) = self.authenticate_renewal(&signing.bundle, chain, &id) {
+                    self.audit_refusal(id.as_str(), rule, status.message());
+                    return Err(status);
+                }
                 Approval::Granted
             }
             None => match self.validator.validate(&id, &request.namespace, app_id, &request.token) {
                 Ok(approval) => approval,
                 Err(err) => {
                     tracing::warn!(%id, reason = %err, "refused certificate request");
+                    self.audit_refusal(id.as_str(), self.validator_name(), &err.to_string());
                     return Err(Status::permission_denied(err.to_string()));
                 }
             },
@@ -325,9 +358,18 @@ impl Ca {
             tracing::error!(%id, error = %err, "signing failed");
             Status::internal("failed to sign certificate")
         })?;
-        // The certificate exists only in memory until now: spend the credential before it leaves, and hand
-        // nothing out if that cannot be recorded (the token would otherwise stay usable).
+        // The certificate exists only in memory until now: it leaves only once the audit log holds it.
+        if let Some(audit) = &self.audit {
+            let what = format!("valid until {}", humantime_rfc3339(issued.not_after));
+            if let Err(err) = audit.record(id.as_str(), true, rule, &what) {
+                tracing::error!(%id, error = %err, "recording the certificate in the audit log failed; certificate withheld");
+                return Err(Status::internal("failed to record the certificate in the audit log"));
+            }
+        }
+        // Spend the credential before the certificate leaves, and hand nothing out if that cannot be recorded (the
+        // token would otherwise stay usable).
         if let Err(err) = approval.commit() {
+            self.audit_refusal(id.as_str(), rule, "recording the join token as used failed; certificate withheld");
             tracing::error!(%id, error = %err, "recording the join token as used failed; certificate withheld");
             return Err(Status::internal(crate::validator::CredentialError::LedgerWrite.to_string()));
         }
@@ -750,6 +792,20 @@ mod tests {
             validator,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_certificate_that_cannot_be_audited_is_withheld_and_its_join_token_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = JoinTokens::parse("default/orders 0123456789abcdef-orders\n").unwrap();
+        // Every write to /dev/full fails (ENOSPC).
+        let full = std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let ca = ca(&dir.path().join("ca"), Validator::JoinToken(tokens.clone()))
+            .with_audit(crate::audit::SentryAudit::on_file(std::path::Path::new("/dev/full"), full));
+        let err = ca.handle(&request("orders", "0123456789abcdef-orders"), None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert!(err.message().contains("audit log"), "{}", err.message());
+        assert_eq!(tokens.used_count(), 0, "the token bought nothing, so it is not spent");
     }
 
     fn request(app_id: &str, token: &str) -> SignCertificateRequest {

@@ -71,6 +71,10 @@ pub struct Args {
     /// Refuse insecure settings (the insecure validator).
     #[arg(long)]
     production: bool,
+    /// Every certificate decision on a credential (issued, or refused with the reason) as a hash-chained audit line
+    /// (`ward audit verify FILE`). An issuance that cannot be recorded is withheld.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     /// Both listeners (gRPC and healthz): a TLS handshake must complete within this after accept.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     handshake_timeout: Duration,
@@ -307,7 +311,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Refused before anything starts: a zero timeout or cap would switch a protection off.
     config.limits.validate().context("--handshake-timeout/--header-read-timeout/--idle-timeout/--max-connections")?;
-    let ca = Arc::new(Ca::new(config, validator)?);
+    let mut ca = Ca::new(config, validator)?;
+    if let Some(path) = &args.audit_log {
+        ca = ca.with_audit(ward_sentry::audit::SentryAudit::open(path)?);
+    }
+    let ca = Arc::new(ca);
     for task in background {
         runtime.spawn(task);
     }
