@@ -30,6 +30,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _entered = rt.enter();
     let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
     let ns = "shop";
     rt.block_on(ward_k8s_testenv::create_namespace(&client, ns));
     rt.block_on(ward_k8s_testenv::create_namespace(&client, "dapr-system"));
@@ -184,4 +185,38 @@ fn main() {
             );
         }
     }
+}
+
+/// Dapr's Configuration CRD (the install manifests carry the full set; the bench needs only this one).
+async fn install_configuration_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "configurations.dapr.io"},
+        "spec": {"group": "dapr.io", "scope": "Namespaced",
+            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .unwrap();
+    crds.patch(
+        "configurations.dapr.io",
+        &kube::api::PatchParams::apply("ward-bench").force(),
+        &kube::api::Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        let crd = crds.get("configurations.dapr.io").await.unwrap();
+        if crd
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("configurations.dapr.io not Established");
 }

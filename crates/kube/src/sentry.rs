@@ -315,8 +315,16 @@ pub async fn read_control_plane_configuration(
 ) -> Result<Option<ward_config::Configuration>, String> {
     let configurations: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &crate::dapr::configuration());
-    let Some(object) = configurations.get_opt(name).await.map_err(|err| err.to_string())? else {
-        return Ok(None);
+    let object = match configurations.get_opt(name).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return Ok(None),
+        // A 404 that is not an object's: the resource type itself is missing.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return Err("the dapr.io CRDs are not installed (no configurations.dapr.io): run `ward init -k`, or \
+                        apply deploy/kubernetes/10-crds.yaml"
+                .to_owned());
+        }
+        Err(err) => return Err(err.to_string()),
     };
     parse_configuration(namespace, name, &object).map(Some)
 }
