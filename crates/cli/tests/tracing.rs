@@ -666,3 +666,21 @@ fn grpc_calls_continue_grpc_trace_bin_and_state_operations_are_spans() {
         }
     }
 }
+
+/// Sentry with `spec.tracing` in its Configuration: a server span per SignCertificate, service `dapr-sentry`.
+#[test]
+fn sentry_makes_a_span_per_certificate_request() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sentry_config = dir.path().join("daprsystem.yaml");
+    std::fs::write(&sentry_config, config("1", collector.grpc, "grpc", "")).unwrap();
+    let mesh = Mesh::start(&["--config", support::path_str(&sentry_config)]);
+    let _orders = mesh.sidecar(SidecarSpec::new("orders", None));
+    // The sentry's batch exporter runs on its default schedule (5 s).
+    let span = eventually(Duration::from_secs(20), "sentry's span", || {
+        collector.store.spans().into_iter().find(|s| s.service == "dapr-sentry" && s.name == "SignCertificate")
+    });
+    assert_eq!(span.kind, SERVER);
+    assert_eq!(find(&span.attributes, "rpc.service"), "dapr.proto.sentry.v1.CA");
+    assert_no_secret(&collector.store.spans(), &[]);
+}

@@ -20,7 +20,7 @@ pub mod proto {
 
 pub use client::{ClientError, SentryClient, SentryClientConfig};
 pub use client::{PinError, SvidSupervisor, check_pinned};
-pub use server::{BoundAddrs, Ca, PeerCertificates, SentryConfig, SentryError, run};
+pub use server::{BoundAddrs, Ca, PeerCertificates, RequestSpan, RequestTracer, SentryConfig, SentryError, run};
 pub use validator::{
     Approval, BootstrapRequest, CredentialError, Grant, JoinTokens, JwksValidator, JwtRules, NetworkValidator,
     ValidationFuture, Validator, ValidatorError, ValidatorKind,

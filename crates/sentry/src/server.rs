@@ -116,6 +116,19 @@ pub struct Ca {
     metrics: crate::metrics::SentryMetrics,
     /// `--audit-log`: every certificate decision, hash-chained; `None`: decisions are only logged.
     audit: Option<crate::audit::SentryAudit>,
+    /// `spec.tracing` of sentry's Configuration: a server span per request; `None`: no spans.
+    tracer: Option<Arc<dyn RequestTracer>>,
+}
+
+/// Makes one server span per request (the sidecar's OpenTelemetry setup implements it; sentry does not depend on
+/// it). The span continues the caller's `traceparent` when one is sent.
+pub trait RequestTracer: Send + Sync {
+    fn start(&self, method: &'static str, traceparent: Option<&str>) -> Box<dyn RequestSpan>;
+}
+
+/// A started span; `finish` ends it, failed with the gRPC code's name on an error.
+pub trait RequestSpan: Send {
+    fn finish(self: Box<Self>, failure: Option<&'static str>);
 }
 
 impl std::fmt::Debug for Ca {
@@ -145,7 +158,15 @@ impl Ca {
         let signing = Signing::new(loaded, &config.trust_domain, &config.issuer_dir)?;
         let metrics = crate::metrics::SentryMetrics::default();
         metrics.set_issuer_expiry(signing.material.issuer_not_after);
-        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id, metrics, audit: None })
+        Ok(Self {
+            config,
+            validator,
+            signing: ArcSwap::from_pointee(signing),
+            own_id,
+            metrics,
+            audit: None,
+            tracer: None,
+        })
     }
 
     pub fn own_id(&self) -> &SpiffeId {
@@ -202,6 +223,12 @@ impl Ca {
     /// Records every certificate decision in `audit` (fail closed: an issuance that cannot be recorded is withheld).
     pub fn with_audit(mut self, audit: crate::audit::SentryAudit) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Makes a span per SignCertificate with `tracer`.
+    pub fn with_tracer(mut self, tracer: Arc<dyn RequestTracer>) -> Self {
+        self.tracer = Some(tracer);
         self
     }
 
@@ -470,6 +497,9 @@ impl CaService for GrpcCa {
     ) -> Result<Response<SignCertificateResponse>, Status> {
         let ca = self.0.clone();
         let peer = peer_certificates(&request);
+        let span = ca.tracer.as_ref().map(|tracer| {
+            tracer.start("SignCertificate", request.metadata().get("traceparent").and_then(|v| v.to_str().ok()))
+        });
         let request = request.into_inner();
         let counted = ca.clone();
         let result = if ca.validator.kind() == ValidatorKind::Kubernetes {
@@ -482,6 +512,9 @@ impl CaService for GrpcCa {
                 .and_then(|r| r)
         };
         counted.metrics.signed(result.as_ref().map(|_| ()).map_err(Status::code));
+        if let Some(span) = span {
+            span.finish(result.as_ref().err().map(|status| status.code().description()));
+        }
         result.map(Response::new)
     }
 }

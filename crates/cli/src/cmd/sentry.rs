@@ -290,7 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = SentryConfig {
         issuer_dir,
         trust_domain: args.trust_domain,
-        namespace: args.namespace,
+        namespace: args.namespace.clone(),
         listen: SocketAddr::new(args.listen_address, args.port),
         healthz_listen: SocketAddr::new(args.healthz_listen_address, args.healthz_port),
         workload_ttl: workload_cert_ttl,
@@ -315,6 +315,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.audit_log {
         ca = ca.with_audit(ward_sentry::audit::SentryAudit::open(path)?);
     }
+    // spec.tracing of sentry's Configuration (or the OTEL_EXPORTER_OTLP_* environment), as for a sidecar.
+    let tracing =
+        ward_sidecar::otel::TracingSettings::resolve(configuration.as_ref(), &|name| std::env::var(name).ok())
+            .context("spec.tracing")?
+            .map(|settings| {
+                let _entered = runtime.enter();
+                ward_sidecar::otel::Tracing::start(&settings, ward_sentry::server::SENTRY_APP_ID, &args.namespace)
+            })
+            .transpose()
+            .context("spec.tracing")?;
+    if let Some(tracing) = tracing.as_ref().filter(|t| t.spans()) {
+        ca = ca.with_tracer(Arc::new(ward_sidecar::otel::SentryTracer(tracing.clone())));
+    }
     let ca = Arc::new(ca);
     for task in background {
         runtime.spawn(task);
@@ -327,6 +340,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .await
     })?;
+    if let Some(tracing) = &tracing {
+        tracing.shutdown();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -476,3 +476,30 @@ pub(crate) async fn public_api(
 
 #[cfg(test)]
 mod tests;
+
+/// Sentry's spans (`ward sentry` with `spec.tracing` in its Configuration): one server span per request,
+/// continuing the caller's `traceparent`.
+pub struct SentryTracer(pub Arc<Tracing>);
+
+struct SentrySpan(Context);
+
+impl ward_sentry::RequestTracer for SentryTracer {
+    fn start(&self, method: &'static str, traceparent: Option<&str>) -> Box<dyn ward_sentry::RequestSpan> {
+        let parent = propagation::from_values(traceparent, None);
+        let attributes = vec![
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", "dapr.proto.sentry.v1.CA"),
+            KeyValue::new("rpc.method", method),
+        ];
+        Box::new(SentrySpan(self.0.start_remote(method, SpanKind::Server, parent, attributes)))
+    }
+}
+
+impl ward_sentry::RequestSpan for SentrySpan {
+    fn finish(self: Box<Self>, failure: Option<&'static str>) {
+        match failure {
+            Some(reason) => end_failed(&self.0, reason),
+            None => self.0.span().end(),
+        }
+    }
+}
