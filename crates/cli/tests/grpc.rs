@@ -527,7 +527,14 @@ fn a_grpc_app_subscribes_and_receives_topic_events_with_its_own_token() {
          version: v1\n  metadata: []\n",
     )
     .unwrap();
+    // Tracing on (spans to stdout): the delivery's app-channel span reaches the app as `traceparent` metadata.
+    let traced = mesh.write(
+        "traced.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: traced\nspec:\n  tracing:\n    \
+         samplingRate: \"1\"\n    stdout: true\n",
+    );
     let mut spec = SidecarSpec::new("callee", Some(port));
+    spec.config = Some(&traced);
     spec.extra =
         vec!["--app-protocol".into(), "grpc".into(), "--resources-path".into(), resources.to_str().unwrap().into()];
     spec.env = vec![("APP_API_TOKEN".into(), "callee-own-token".into())];
@@ -536,11 +543,12 @@ fn a_grpc_app_subscribes_and_receives_topic_events_with_its_own_token() {
     support::eventually(Duration::from_secs(10), "healthz", || {
         (http.get(&sidecar.http, "/v1.0/healthz").status == 204).then_some(())
     });
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let reply = http.send(
         "POST",
         &sidecar.http,
         "/v1.0/publish/bus/orders",
-        &[("content-type", "application/json")],
+        &[("content-type", "application/json"), ("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
         br#"{"id": 5}"#.to_vec(),
     );
     assert_eq!(reply.status, 204, "{}", reply.text());
@@ -550,6 +558,9 @@ fn a_grpc_app_subscribes_and_receives_topic_events_with_its_own_token() {
     assert_eq!(metadata.get("dapr-api-token").map(String::as_str), Some("callee-own-token"));
     assert_eq!(metadata.get("ward-publisher").map(String::as_str), Some("spiffe://public/ns/default/callee"));
     assert!(metadata.contains_key("ward-provenance"));
+    let traceparent = metadata.get("traceparent").expect("the app channel's traceparent");
+    assert!(traceparent.starts_with(&format!("00-{trace}-")), "{traceparent}");
+    assert!(!traceparent.contains("00f067aa0ba902b7"), "a child span of its own: {traceparent}");
     assert_eq!((event.topic.as_str(), event.pubsub_name.as_str(), event.source.as_str()), ("orders", "bus", "callee"));
     assert_eq!(event.data_content_type, "application/json");
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&event.data).unwrap(), serde_json::json!({"id": 5}));

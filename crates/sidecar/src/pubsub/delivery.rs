@@ -721,7 +721,27 @@ async fn on_topic_event(
     let mut request = tonic::Request::new(topic_event(spec, event, path));
     let mut headers = http::HeaderMap::new();
     handles.app_token.apply(&mut headers);
+    // The app channel's span (tracing on), child of the delivery span, as for an HTTP app; the app receives its
+    // `traceparent` (and `tracestate`) as metadata.
+    let span = crate::otel::child(
+        || "app-channel".into(),
+        opentelemetry::trace::SpanKind::Client,
+        || {
+            vec![
+                opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                opentelemetry::KeyValue::new("rpc.method", "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent"),
+            ]
+        },
+    );
+    if let Some(cx) = &span {
+        crate::otel::inject(cx, &mut headers, false);
+    }
     let metadata = request.metadata_mut();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            metadata.insert(name, value);
+        }
+    }
     if let Some(value) = headers.get(headers::API_TOKEN).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
         metadata.insert(headers::API_TOKEN, value);
     }
@@ -739,7 +759,14 @@ async fn on_topic_event(
         None => None,
     };
     use rt::topic_event_response::TopicEventResponseStatus as Status;
-    match callback.on_topic_event(request).await {
+    let answer = callback.on_topic_event(request).await;
+    if let Some(cx) = &span {
+        match &answer {
+            Ok(_) => opentelemetry::trace::TraceContextExt::span(cx).end(),
+            Err(_) => crate::otel::end_failed(cx, "not delivered to the app"),
+        }
+    }
+    match answer {
         Ok(answer) => match Status::try_from(answer.into_inner().status) {
             Ok(Status::Success) => Outcome::Success,
             Ok(Status::Drop) => Outcome::Drop("the app answered DROP".to_owned()),
