@@ -46,7 +46,14 @@ pub struct RegistryOptions {
     pub production: bool,
     /// `--max-body-size`: the most an OPA middleware with `readBody` buffers.
     pub max_body_size: u64,
+    /// Kubernetes mode: add Dapr's built-in secret store `kubernetes` (`secretstores.kubernetes`, the sidecar's own
+    /// namespace) unless a component of that name is declared.
+    pub builtin_kubernetes_secret_store: bool,
 }
+
+/// Dapr's built-in Kubernetes secret store, as if it were declared (so scopes and every rule apply as to any store).
+const BUILTIN_KUBERNETES_SECRET_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: \
+     kubernetes\nspec:\n  type: secretstores.kubernetes\n  version: v1\n  metadata: []\n";
 
 /// Why a registry could not be built. `Display` is one line naming the file, the resource and the field; never a
 /// value.
@@ -236,7 +243,7 @@ impl Registry {
             })?,
             None => SecretScopes::allow_all(),
         };
-        let resources = if options.dirs.is_empty() {
+        let mut resources = if options.dirs.is_empty() {
             ResourceSet::default()
         } else {
             let dirs = options.dirs.clone();
@@ -251,6 +258,14 @@ impl Registry {
         };
         for warning in &resources.warnings {
             tracing::warn!("{warning}");
+        }
+        if options.builtin_kubernetes_secret_store && resources.component("kubernetes").is_none() {
+            let builtin = ResourceSet::from_yaml(
+                Path::new("<built-in secret store kubernetes>"),
+                BUILTIN_KUBERNETES_SECRET_STORE,
+                None,
+            )?;
+            resources.components.extend(builtin.components);
         }
 
         let mut secret_components = Vec::new();
@@ -680,6 +695,7 @@ mod tests {
             data_dir: dir.join("home"),
             production: false,
             max_body_size: 4 << 20,
+            builtin_kubernetes_secret_store: false,
         }
     }
 

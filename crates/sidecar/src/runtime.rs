@@ -67,6 +67,8 @@ pub struct SidecarOptions {
     pub drain_timeout: Duration,
     /// `--resources-path` directories (components).
     pub resources_paths: Vec<PathBuf>,
+    /// Kubernetes mode without `--disable-builtin-k8s-secret-store`: the built-in `kubernetes` secret store.
+    pub builtin_kubernetes_secret_store: bool,
     /// Whether env `NAMESPACE` was set: as daprd, components are filtered by namespace only then.
     pub filter_namespace: bool,
     /// `/metrics` (`--enable-metrics`, `--metrics-port`, `--metrics-listen-address`); `None` when disabled.
@@ -236,6 +238,7 @@ impl Sidecar {
                     data_dir: options.ward_home.clone(),
                     production: settings.production,
                     max_body_size: settings.max_body_size,
+                    builtin_kubernetes_secret_store: options.builtin_kubernetes_secret_store,
                 },
                 configuration.as_ref(),
             )

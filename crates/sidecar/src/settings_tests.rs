@@ -41,6 +41,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         unsupported_flags: Vec::new(),
         app_max_concurrency: None,
         resources_paths: Vec::new(),
+        builtin_kubernetes_secret_store: false,
         filter_namespace: false,
         metrics: None,
         app_health: None,

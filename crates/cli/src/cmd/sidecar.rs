@@ -77,6 +77,10 @@ pub struct Args {
     /// Append audit events to FILE (hash-chained JSON lines) instead of stderr.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Kubernetes mode: no built-in `kubernetes` secret store (Dapr's flag; the injector sets it for
+    /// `dapr.io/disable-builtin-k8s-secret-store: "true"`).
+    #[arg(long)]
+    disable_builtin_k8s_secret_store: bool,
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,
     /// A file of accepted API tokens, one per line (watched: rotate without a restart). Overrides DAPR_API_TOKEN.
@@ -345,6 +349,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         app_max_concurrency,
         listener_limits: args.listeners.limits()?,
         resources_paths: args.resources_path.clone(),
+        builtin_kubernetes_secret_store: kubernetes && !args.disable_builtin_k8s_secret_store,
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
         filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),
         app_health: (args.daprd.enable_app_health_check == Some(true)).then(|| {

@@ -1,5 +1,5 @@
-//! The secrets building block: the [`SecretStore`] trait and the local stores (`secretstores.local.file`,
-//! `secretstores.local.env`), plus the factory that builds one from a component's type, version and metadata.
+//! The secrets building block: the [`SecretStore`] trait, the local stores (`secretstores.local.file`,
+//! `secretstores.local.env`) and `secretstores.kubernetes`, plus the factory that builds one from a component's type, version and metadata.
 //!
 //! Owns: reading secrets from the backend and Dapr's shape of the answer (a secret is a map of key → value).
 //!
@@ -7,6 +7,7 @@
 //! resolve `secretKeyRef`s in other components. Secret values never appear in errors or `Debug` output; an unknown
 //! secret is `Ok(None)` so the sidecar can answer exactly as for an out-of-scope one.
 
+mod kubernetes;
 mod local_env;
 mod local_file;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use crate::metadata::{BoxError, ComponentError, ComponentMetadata};
 use crate::{BuildContext, check_version, normalize_type};
 
+pub use kubernetes::KubernetesSecretStore;
 pub use local_env::{EnvSource, LocalEnvSecretStore};
 pub use local_file::{LocalFileOptions, LocalFileSecretStore};
 
@@ -64,7 +66,7 @@ pub trait SecretStore: Send + Sync {
 
 /// The secret store types this build can create, as `(type, version)`.
 pub fn secret_store_types() -> &'static [(&'static str, &'static str)] {
-    &[("secretstores.local.file", "v1"), ("secretstores.local.env", "v1")]
+    &[("secretstores.local.file", "v1"), ("secretstores.local.env", "v1"), ("secretstores.kubernetes", "v1")]
 }
 
 /// Builds a secret store from a component's `spec.type`, `spec.version`, name and resolved metadata.
@@ -83,6 +85,7 @@ pub async fn build_secret_store(
             Ok(Arc::new(LocalFileSecretStore::load(&opts).await?))
         }
         "secretstores.local.env" => Ok(Arc::new(LocalEnvSecretStore::from_metadata(metadata))),
+        "secretstores.kubernetes" => Ok(Arc::new(KubernetesSecretStore::from_metadata(metadata, ctx).await?)),
         _ => Err(ComponentError::new("spec.type", format!("unknown secret store type {component_type:?}"))),
     }
 }
