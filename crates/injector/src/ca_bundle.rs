@@ -1,0 +1,182 @@
+//! Keeps the `caBundle` of the injector's own `MutatingWebhookConfiguration` equal to the trust anchors it is
+//! given (`--trust-anchors-file`, the mounted `dapr-root-ca.crt` ConfigMap), so the API server trusts the
+//! serving certificate sentry issued — before and after a root rotation, without a restart (Dapr's injector
+//! reads its bundle once: dapr/dapr#7161).
+//!
+//! Owns: reading and checking the anchors file, the compare-and-replace of every webhook's `caBundle` in the one
+//! configuration named, and the loop that re-does it when the file or the configuration changes (a kube-rs
+//! watcher on that one object, so an `apply` that resets the bundle is repaired at once). Does not own the
+//! configuration's rules or selectors (the install manifests do) and never creates or deletes it.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+/// A trust-anchors file is a few roots; anything larger is not one.
+const MAX_ANCHORS_BYTES: u64 = 1024 * 1024;
+/// How often a replace that lost a race is retried before the next trigger.
+const CONFLICT_RETRIES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    #[error("trust anchors {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("trust anchors {path}: larger than {MAX_ANCHORS_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("trust anchors {path}: no PEM certificate in it")]
+    NoCertificate { path: PathBuf },
+    #[error("MutatingWebhookConfiguration {name}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("MutatingWebhookConfiguration {name}: still conflicting after {CONFLICT_RETRIES} attempts")]
+    Conflicts { name: String },
+}
+
+/// Reads the anchors file and checks it holds at least one certificate (an empty or half-written file must
+/// not become a `caBundle` that trusts nothing, which would stop every pod creation).
+pub fn read_anchors(path: &Path) -> Result<Vec<u8>, CaBundleError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| CaBundleError::Read { path: path.to_owned(), source })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ANCHORS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| CaBundleError::Read { path: path.to_owned(), source })?;
+    if bytes.len() as u64 > MAX_ANCHORS_BYTES {
+        return Err(CaBundleError::TooLarge { path: path.to_owned() });
+    }
+    match ward_identity::parse_certificates(&bytes) {
+        Ok(certs) if !certs.is_empty() => Ok(bytes),
+        _ => Err(CaBundleError::NoCertificate { path: path.to_owned() }),
+    }
+}
+
+/// Sets `caBundle` of every webhook in configuration `name` to `pem`, if any differs. Returns whether it
+/// changed anything. Optimistic concurrency: the replace carries the resourceVersion read, and a conflict is
+/// retried on a fresh read.
+pub async fn sync_ca_bundle(client: &kube::Client, name: &str, pem: &[u8]) -> Result<bool, CaBundleError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let wrap = |source| CaBundleError::Api { name: name.to_owned(), source };
+    for _ in 0..CONFLICT_RETRIES {
+        let mut configuration = api.get(name).await.map_err(wrap)?;
+        let mut changed = false;
+        for webhook in configuration.webhooks.iter_mut().flatten() {
+            if webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(pem) {
+                webhook.client_config.ca_bundle = Some(ByteString(pem.to_vec()));
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(false);
+        }
+        match api.replace(name, &PostParams::default(), &configuration).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(err) => return Err(wrap(err)),
+        }
+    }
+    Err(CaBundleError::Conflicts { name: name.to_owned() })
+}
+
+/// The running sync: what to keep equal to what.
+#[derive(Clone)]
+pub struct CaBundleSync {
+    pub client: kube::Client,
+    /// The `MutatingWebhookConfiguration` (Dapr's name: `dapr-sidecar-injector`).
+    pub webhook_name: String,
+    pub trust_anchors_file: PathBuf,
+    /// How often the file is read for changes.
+    pub poll: Duration,
+}
+
+impl std::fmt::Debug for CaBundleSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaBundleSync")
+            .field("webhook_name", &self.webhook_name)
+            .field("trust_anchors_file", &self.trust_anchors_file)
+            .field("poll", &self.poll)
+            .finish()
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl CaBundleSync {
+    /// Checks the file now (a missing or empty anchors file is a start-up error), then runs the loop on the
+    /// current tokio runtime until the returned handle is aborted.
+    pub fn spawn(self) -> Result<tokio::task::JoinHandle<()>, CaBundleError> {
+        let anchors = read_anchors(&self.trust_anchors_file)?;
+        Ok(tokio::spawn(self.run(anchors)))
+    }
+
+    async fn run(self, mut anchors: Vec<u8>) {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let selector = format!("metadata.name={}", self.webhook_name);
+        let mut changes = watcher(api, watcher::Config::default().fields(&selector)).default_backoff().boxed();
+        let mut ticker = tokio::time::interval(self.poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_file = hash(&anchors);
+        // Needs a sync at start, after each file change, and after each change of the object (ours included:
+        // that one finds nothing to do). A failed sync is retried at the next tick.
+        let mut pending = true;
+        let mut failing = false;
+        loop {
+            if pending {
+                match sync_ca_bundle(&self.client, &self.webhook_name, &anchors).await {
+                    Ok(changed) => {
+                        pending = false;
+                        failing = false;
+                        if changed {
+                            tracing::info!(webhook = %self.webhook_name, "caBundle set to the trust anchors");
+                        }
+                    }
+                    Err(err) => {
+                        if !failing {
+                            tracing::error!(error = %err, "keeping caBundle in sync failed; retrying");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+            tokio::select! {
+                event = changes.next() => match event {
+                    Some(Ok(_)) => pending = true,
+                    Some(Err(err)) => tracing::warn!(error = %err, webhook = %self.webhook_name, "watching the webhook configuration"),
+                    None => {
+                        tracing::error!(webhook = %self.webhook_name, "webhook configuration watch ended");
+                        return;
+                    }
+                },
+                _ = ticker.tick() => {
+                    match read_anchors(&self.trust_anchors_file) {
+                        Ok(bytes) if hash(&bytes) != last_file => {
+                            tracing::info!(path = %self.trust_anchors_file.display(), "trust anchors changed");
+                            last_file = hash(&bytes);
+                            anchors = bytes;
+                            pending = true;
+                        }
+                        Ok(_) => {}
+                        // Mid-rotation writes can be seen half-done: keep the last good anchors.
+                        Err(err) => tracing::warn!(error = %err, "trust anchors unreadable; keeping the last good ones"),
+                    }
+                }
+            }
+        }
+    }
+}
