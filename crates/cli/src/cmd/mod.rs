@@ -1,6 +1,7 @@
 //! One module per `ward` subcommand, plus the small helpers they share.
 
 pub mod audit;
+pub mod injector;
 mod logjson;
 pub mod mtls;
 pub mod policy;

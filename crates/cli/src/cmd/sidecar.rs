@@ -186,6 +186,14 @@ impl DaprdFlags {
     }
 }
 
+impl Args {
+    /// The daprd flags given that ward does not implement (for the injector's test of its command line).
+    #[cfg(test)]
+    pub(crate) fn unsupported_flag_names(&self) -> Vec<&'static str> {
+        self.daprd.unsupported().iter().map(|u| u.flag).collect()
+    }
+}
+
 async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     if args.mode != "standalone" {
         bail!("--mode {:?} is not supported (only standalone)", args.mode);
