@@ -136,6 +136,7 @@ impl CaBundleSync {
         // that one finds nothing to do). A failed sync is retried at the next tick.
         let mut pending = true;
         let mut failing = false;
+        let mut unreadable = false;
         loop {
             if pending {
                 match sync_ca_bundle(&self.client, &self.webhook_name, &anchors).await {
@@ -170,10 +171,17 @@ impl CaBundleSync {
                             last_file = hash(&bytes);
                             anchors = bytes;
                             pending = true;
+                            unreadable = false;
                         }
-                        Ok(_) => {}
-                        // Mid-rotation writes can be seen half-done: keep the last good anchors.
-                        Err(err) => tracing::warn!(error = %err, "trust anchors unreadable; keeping the last good ones"),
+                        Ok(_) => unreadable = false,
+                        // Mid-rotation writes can be seen half-done: keep the last good anchors (and say so once,
+                        // not at every tick).
+                        Err(err) => {
+                            if !unreadable {
+                                tracing::warn!(error = %err, "trust anchors unusable; keeping the last good ones");
+                            }
+                            unreadable = true;
+                        }
                     }
                 }
             }

@@ -235,12 +235,14 @@ async fn annotated_pods_get_the_sidecar_and_other_pods_do_not() {
 }
 
 type Check = fn(&Pod, &Container);
+/// A case name, the annotations beyond `enabled` and `app-id`, and what the stored pod must show.
+type EffectCase = (&'static str, &'static [(&'static str, &'static str)], Check);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_annotation_takes_effect_in_the_stored_pod() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("each_annotation_takes_effect") else { return };
     let env = setup(cluster, "effects", None, true).await;
-    let cases: &[(&str, &[(&str, &str)], Check)] = &[
+    let cases: &[EffectCase] = &[
         ("config", &[(a::CONFIG, "appconfig")], |_, c| assert_eq!(flag(c, "--config").as_deref(), Some("appconfig"))),
         ("app-protocol", &[(a::APP_PROTOCOL, "grpc")], |p, c| {
             assert_eq!(flag(c, "--app-protocol").as_deref(), Some("grpc"));

@@ -193,11 +193,13 @@ fn the_apps_own_env_values_are_kept() {
 }
 
 type Check = fn(&Value, &Container);
+/// A case name, the annotations beyond `enabled` and `app-id`, and what the stored pod must show.
+type EffectCase = (&'static str, &'static [(&'static str, &'static str)], Check);
 
 /// Each honoured annotation's effect.
 #[test]
 fn each_honoured_annotation_has_its_effect() {
-    let cases: &[(&str, &[(&str, &str)], Check)] = &[
+    let cases: &[EffectCase] = &[
         ("app-port", &[(a::APP_PORT, "8080")], |_, c| assert_eq!(flag(c, "--app-port").as_deref(), Some("8080"))),
         ("config", &[(a::CONFIG, "appconfig")], |_, c| assert_eq!(flag(c, "--config").as_deref(), Some("appconfig"))),
         ("app-protocol grpc", &[(a::APP_PROTOCOL, "grpc")], |d, c| {

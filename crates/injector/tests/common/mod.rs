@@ -118,6 +118,8 @@ pub async fn post(
     path: &str,
     body: Vec<u8>,
 ) -> (u16, Vec<u8>) {
+    // HTTP/1.1: the previous exchange must be finished before the next request goes out.
+    sender.ready().await.expect("connection ready");
     let request = http::Request::post(path)
         .header(http::header::HOST, "127.0.0.1")
         .header(http::header::CONTENT_TYPE, "application/json")
