@@ -21,11 +21,10 @@ const WHO: &str = "ward sidecar injector";
 /// A body that cannot be answered with an `AdmissionReview`.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
-    #[error("request body is not an AdmissionReview: {source}")]
-    NotAReview {
-        #[source]
-        source: serde_json::Error,
-    },
+    /// Where and what kind of problem, but not serde's message: that can quote a value from the body (an env
+    /// value of the pod, say), and this error is logged and sent back.
+    #[error("request body is not an AdmissionReview: {category} error at line {line}, column {column}")]
+    NotAReview { category: &'static str, line: usize, column: usize },
     #[error("AdmissionReview has no request")]
     NoRequest,
     #[error("AdmissionReview apiVersion {api_version:?} is not admission.k8s.io/v1")]
@@ -39,8 +38,16 @@ pub enum ReviewError {
 
 /// Answers one review body: the JSON of the `AdmissionReview` to send back.
 pub fn review(config: &InjectorConfig, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
-    let review: AdmissionReview<Pod> =
-        serde_json::from_slice(body).map_err(|source| ReviewError::NotAReview { source })?;
+    let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(|err| ReviewError::NotAReview {
+        category: match err.classify() {
+            serde_json::error::Category::Io => "read",
+            serde_json::error::Category::Syntax => "JSON syntax",
+            serde_json::error::Category::Data => "content",
+            serde_json::error::Category::Eof => "truncated JSON",
+        },
+        line: err.line(),
+        column: err.column(),
+    })?;
     // v1beta1 reviews need a v1beta1 answer; ward registers its webhook with admissionReviewVersions [v1] only.
     if review.types.api_version != "admission.k8s.io/v1" {
         return Err(ReviewError::ApiVersion { api_version: review.types.api_version });

@@ -190,7 +190,9 @@ pub(crate) fn shown(value: &str) -> String {
 }
 
 pub(crate) fn invalid(annotation: &'static str, value: &str, problem: impl Into<String>) -> Denial {
-    Denial::InvalidValue { annotation, value: shown(value), problem: problem.into() }
+    // `dapr.io/env` values are often credentials: the message names the annotation and the problem only.
+    let value = if annotation == ENV { "(not shown)".to_owned() } else { shown(value) };
+    Denial::InvalidValue { annotation, value, problem: problem.into() }
 }
 
 /// Dapr's truthy/falsy words (`dapr/kit` `strings.IsTruthy`), case-insensitive. Anything else is refused rather
@@ -353,6 +355,12 @@ mod tests {
         assert_eq!(parse_listen_addresses("[::1],127.0.0.1").map(|a| a.len()), Ok(2));
         assert!(parse_listen_addresses("localhost").is_err());
         assert!(parse_listen_addresses("").is_err());
+    }
+
+    #[test]
+    fn env_values_are_never_echoed() {
+        let denial = invalid(ENV, "=hunter2-secret", "expected NAME=value pairs");
+        assert!(!denial.to_string().contains("hunter2"), "{denial}");
     }
 
     #[test]

@@ -516,3 +516,74 @@ async fn the_ca_bundle_follows_the_trust_anchors_file() {
     handle.abort();
     env.teardown().await;
 }
+
+/// The rights the `caBundle` sync needs, and no more: get, list, watch and update of its one
+/// `MutatingWebhookConfiguration` (by `resourceNames`). The install's RBAC for the injector is this rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_bundle_sync_runs_with_rights_on_its_one_configuration_only() {
+    let Some(cluster) = ward_k8s_testenv::shared_or_skip("the_ca_bundle_sync_runs_with_least_rights") else { return };
+    let admin = cluster.client().await;
+    let ns = cluster.fresh_namespace(&admin, "carbac").await;
+    label_namespace(&admin, &ns, &ns).await;
+    let webhook = format!("ward-injector-{ns}");
+    let role_name = format!("ward-injector-{ns}");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "rules": [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+                   "resourceNames": [webhook], "verbs": ["get", "list", "watch", "update"]}]
+    }))
+    .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "dapr-sidecar-injector", "namespace": ns}]
+    }))
+    .unwrap();
+    let post = PostParams::default();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone()).create(&post, &role).await.unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone()).create(&post, &binding).await.unwrap();
+    register(&admin, &webhook, 1, None, &ns, &["kube-system".to_owned()]).await;
+
+    let injector_sa = cluster.client_as_service_account(&ns, "dapr-sidecar-injector").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::new("rbac");
+    let anchors = dir.path().join("ca.crt");
+    std::fs::write(&anchors, &pki.ca_pem).unwrap();
+    let handle = CaBundleSync {
+        client: injector_sa.clone(),
+        webhook_name: webhook.clone(),
+        trust_anchors_file: anchors,
+        poll: Duration::from_millis(200),
+    }
+    .spawn()
+    .unwrap();
+    let api: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let bundle = api.get(&webhook).await.unwrap().webhooks.unwrap()[0].client_config.ca_bundle.clone();
+        if bundle.map(|b| b.0) == Some(pki.ca_pem.clone().into_bytes()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caBundle not synced with the injector's own rights");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The watch works with these rights too: a stale bundle written by someone else is repaired.
+    let mut stale = api.get(&webhook).await.unwrap();
+    stale.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = Some(ByteString(b"stale".to_vec()));
+    api.replace(&webhook, &post, &stale).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let bundle = api.get(&webhook).await.unwrap().webhooks.unwrap()[0].client_config.ca_bundle.clone();
+        if bundle.map(|b| b.0) == Some(pki.ca_pem.clone().into_bytes()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stale caBundle not repaired through the watch");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing beyond its own configuration.
+    let theirs: Api<MutatingWebhookConfiguration> = Api::all(injector_sa);
+    let err = theirs.list(&Default::default()).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
+    handle.abort();
+    let _ = api.delete(&webhook, &DeleteParams::default()).await;
+}

@@ -605,6 +605,11 @@ fn bodies_that_are_not_reviews_are_errors_and_other_kinds_are_denied() {
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["uid"], "u1");
     assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    // A malformed body's error does not quote the body (a pod's env values may be credentials).
+    let mut leaky = review.clone();
+    leaky["request"]["userInfo"] = json!("hunter2-in-the-wrong-place");
+    let err = ward_injector::review(&config, leaky.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("not an AdmissionReview") && !err.contains("hunter2"), "{err}");
     review["apiVersion"] = json!("admission.k8s.io/v1beta1");
     assert!(ward_injector::review(&config, review.to_string().as_bytes()).is_err());
 }
