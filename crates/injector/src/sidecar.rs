@@ -925,7 +925,7 @@ pub fn patch(config: &InjectorConfig, s: &Settings, pod: &Pod) -> Result<Patch, 
     }
     ops.push(add(pointer(&["spec", "containers", "-"]), to_value(&container(config, s))));
 
-    let app_env = vec![
+    let app_env = [
         env_value("DAPR_HTTP_PORT", HTTP_PORT.to_string()),
         env_value("DAPR_GRPC_PORT", s.grpc_port.to_string()),
         env_value("APP_PROTOCOL", s.app_protocol),
