@@ -37,10 +37,16 @@ async fn setup(
     prefix: &str,
     control_plane: Option<&str>,
     exclude_control_plane: bool,
+    also_selected: &[&str],
 ) -> Env {
     let client = cluster.client().await;
     let ns = cluster.fresh_namespace(&client, prefix).await;
     label_namespace(&client, &ns, &ns).await;
+    // Labelled before the configuration exists, so by the time it serves the test namespace these are selected
+    // too.
+    for other in also_selected {
+        label_namespace(&client, other, &ns).await;
+    }
     let pki = common::Pki::new(prefix);
     let dir = tempfile::tempdir().unwrap();
     let mut config = InjectorConfig::default();
@@ -184,7 +190,7 @@ fn denial_message(result: Result<Pod, kube::Error>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_pods_get_the_sidecar_and_other_pods_do_not() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("annotated_pods_get_the_sidecar") else { return };
-    let env = setup(cluster, "inject", None, true).await;
+    let env = setup(cluster, "inject", None, true, &[]).await;
 
     let plain = env.create(&pod("plain", &[])).await.unwrap();
     assert!(daprd(&plain).is_none());
@@ -241,7 +247,7 @@ type EffectCase = (&'static str, &'static [(&'static str, &'static str)], Check)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_annotation_takes_effect_in_the_stored_pod() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("each_annotation_takes_effect") else { return };
-    let env = setup(cluster, "effects", None, true).await;
+    let env = setup(cluster, "effects", None, true, &[]).await;
     let cases: &[EffectCase] = &[
         ("config", &[(a::CONFIG, "appconfig")], |_, c| assert_eq!(flag(c, "--config").as_deref(), Some("appconfig"))),
         ("app-protocol", &[(a::APP_PROTOCOL, "grpc")], |p, c| {
@@ -345,7 +351,7 @@ async fn each_annotation_takes_effect_in_the_stored_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_and_unsupported_annotations_are_denied_by_name() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("invalid_annotations_are_denied") else { return };
-    let env = setup(cluster, "deny", None, true).await;
+    let env = setup(cluster, "deny", None, true, &[]).await;
     let cases: &[(&str, &str, &str)] = &[
         (a::APP_PORT, "eighty", "not a port number"),
         (a::GRPC_PORT, "70000", "not a port number"),
@@ -383,7 +389,7 @@ async fn invalid_and_unsupported_annotations_are_denied_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_with_its_own_daprd_is_stored_as_it_is() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("a_pod_with_its_own_daprd") else { return };
-    let env = setup(cluster, "idem", None, true).await;
+    let env = setup(cluster, "idem", None, true, &[]).await;
     let mut own = pod("own", &[(a::ENABLED, "true"), (a::APP_ID, "own")]);
     own.spec
         .as_mut()
@@ -406,24 +412,30 @@ fn daprd_image(containers: &[Container]) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_pods_get_no_sidecar() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("control_plane_pods_get_no_sidecar") else { return };
-    // This injector's control plane is the test's own namespace. With the install's selector the webhook is not
-    // even called there: the pod is stored without a sidecar.
+    // This injector's control plane is a namespace of the test's. With the install's selector the webhook is not
+    // even called there: the pod is stored without a sidecar (while the same configuration injects in the test
+    // namespace, selected the same way).
     let client = cluster.client().await;
     let cp = cluster.fresh_namespace(&client, "cp").await;
-    let env = setup(cluster, "cpsel", Some(&cp), true).await;
-    label_namespace(&client, &cp, &env.ns).await;
+    let env = setup(cluster, "cpsel", Some(&cp), true, &[&cp]).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &cp);
     let annotated = pod("sentry-0", &[(a::ENABLED, "true"), (a::APP_ID, "app")]);
     let stored = pods.create(&PostParams::default(), &annotated).await.unwrap();
     assert!(daprd(&stored).is_none());
     env.teardown().await;
 
-    // If a selector lets such a pod through anyway, the injector itself refuses it.
-    let env = setup(cluster, "cpdeny", Some(&cp), false).await;
-    label_namespace(&client, &cp, &env.ns).await;
-    let result =
-        pods.create(&PostParams::default(), &pod("sentry-1", &[(a::ENABLED, "true"), (a::APP_ID, "app")])).await;
-    let message = denial_message(result);
+    // If a selector lets such a pod through anyway, the injector itself refuses it. (The namespace's label
+    // changes to the new configuration's: the API server sees that a moment later, hence the bounded retry.)
+    let env = setup(cluster, "cpdeny", Some(&cp), false, &[&cp]).await;
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        match pods.create(&dry_run, &pod("sentry-1", &[(a::ENABLED, "true"), (a::APP_ID, "app")])).await {
+            Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => break status.message,
+            other => assert!(Instant::now() < deadline, "not refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(message.contains("control-plane namespace") && message.contains(&cp), "{message}");
     env.teardown().await;
 }
@@ -431,7 +443,7 @@ async fn control_plane_pods_get_no_sidecar() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_webhook_down_pods_are_refused() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("with_the_webhook_down_pods_are_refused") else { return };
-    let mut env = setup(cluster, "down", None, true).await;
+    let mut env = setup(cluster, "down", None, true, &[]).await;
     env.injector.take().unwrap().shutdown().await;
     let result = env.create(&pod("orders-0", &[(a::ENABLED, "true"), (a::APP_ID, "orders")])).await;
     let message = match result {
