@@ -337,6 +337,25 @@ async fn each_annotation_takes_effect_in_the_stored_pod() {
                 assert_eq!(flag(c, "--app-max-concurrency").as_deref(), Some("10"));
             },
         ),
+        ("legacy body size", &[(a::HTTP_MAX_REQUEST_SIZE, "8")], |_, c| {
+            assert_eq!(flag(c, "--dapr-http-max-request-size").as_deref(), Some("8"))
+        }),
+        (
+            "features ward lacks, switched off",
+            &[
+                (a::PLACEMENT_HOST_ADDRESS, ""),
+                (a::SCHEDULER_HOST_ADDRESS, ""),
+                (a::ENABLE_PROFILING, "false"),
+                (a::ENABLE_NATIVE_SIDECAR, "false"),
+                (a::DISABLE_BUILTIN_K8S_SECRET_STORE, "true"),
+            ],
+            |_, c| {
+                let args = c.args.clone().unwrap();
+                assert!(
+                    !args.iter().any(|a| a.contains("placement") || a.contains("scheduler") || a.contains("profiling"))
+                );
+            },
+        ),
     ];
     for (i, (name, annotations, check)) in cases.iter().enumerate() {
         let mut all = vec![(a::ENABLED, "true"), (a::APP_ID, "effects")];

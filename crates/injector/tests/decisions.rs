@@ -682,3 +682,63 @@ mod generated {
         }
     }
 }
+
+mod arbitrary_values {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Values that are near what users write (numbers, words, quantities, lists) and plain noise.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "(true|false|yes|no|1|0|on|off|ture)",
+            "-?[0-9]{1,6}",
+            "[0-9]{1,4}(m|Mi|Gi|k|e3)?",
+            "[a-z][a-z0-9-]{0,12}",
+            "/[a-z/]{0,12}",
+            "[A-Z_]{1,5}=[a-z,=]{0,8}(,[A-Z_]{1,5}=[a-z]{0,4})?",
+            "[a-z]{1,6}:/[a-z]{1,6}",
+            "\\PC{0,24}",
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(ANNOTATIONS.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever the annotations say: no panic; either an injection whose patch applies and whose re-review
+        /// changes nothing, or a denial whose message names one of the pod's `dapr.io/` annotations.
+        #[test]
+        fn any_annotations_are_injected_cleanly_or_denied_by_name(
+            extra in proptest::collection::vec((key(), value()), 0..6)
+        ) {
+            let mut annotations = vec![(a::ENABLED, "true".to_owned()), (a::APP_ID, "orders".to_owned())];
+            for (k, v) in extra {
+                annotations.retain(|(have, _)| *have != k);
+                annotations.push((k, v));
+            }
+            let pairs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut pod = pod(&pairs);
+            pod["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
+            let response = answer(pod.clone());
+            if response.allowed {
+                let doc = patched(&pod, &response);
+                if response.patch.is_some() {
+                    let _ = daprd(&doc);
+                    let again = answer(doc);
+                    prop_assert!(again.allowed && again.patch.is_none());
+                }
+            } else {
+                let message = &response.result.message;
+                prop_assert!(
+                    annotations.iter().any(|(k, _)| message.contains(k)),
+                    "denial names none of the annotations: {message}"
+                );
+            }
+        }
+    }
+}
