@@ -180,4 +180,61 @@ fn bad_settings_are_refused_before_listening() {
     );
     assert_ne!(code, 0);
     assert!(stderr.contains("/nonexistent"), "{stderr}");
+    // Neither files nor the anchors to verify sentry with.
+    let (code, _, stderr) = support::ward_output(&["injector", "--port", "0", "--healthz-port", "0"], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--trust-anchors-file"), "{stderr}");
+    // One of the pair alone.
+    let (code, _, stderr) =
+        support::ward_output(&["injector", "--tls-cert-file", "/x", "--port", "0", "--healthz-port", "0"], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--tls-key-file"), "{stderr}");
+}
+
+/// Without certificate files, `ward injector` gets `dapr-injector`'s certificate from `ward sentry` (verified
+/// with the trust anchors file) and serves it. (The anchors file also turns on the caBundle sync, hence the
+/// cluster; its webhook configuration does not exist here, which the sync reports and retries.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_files_the_certificate_comes_from_sentry() {
+    let Some(cluster) = ward_k8s_testenv::shared_or_skip("without_files_the_certificate_comes_from_sentry") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = support::Sentry::start(
+        &dir.path().join("ca"),
+        &["--trust-domain", "cluster.local", "--namespace", "dapr-system"],
+    );
+    let anchors = dir.path().join("anchors.crt");
+    std::fs::write(&anchors, sentry.roots_pem()).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "test-token").unwrap();
+    let mut injector = Ward::spawn(
+        "injector",
+        &[
+            "injector",
+            "--port",
+            "0",
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--trust-anchors-file",
+            path_str(&anchors),
+            "--sentry-address",
+            &sentry.grpc,
+            "--sentry-token-file",
+            path_str(&token),
+            "--kubeconfig",
+            path_str(cluster.kubeconfig_path()),
+            "--webhook-name",
+            "ward-injector-sentry-test-absent",
+        ],
+        &[("NAMESPACE", "dapr-system")],
+    );
+    injector.wait_stdout("ward injector ready:", Duration::from_secs(30));
+    injector.wait_stderr("received workload certificate", Duration::from_secs(5));
+    let log = injector.stderr_text();
+    assert!(log.contains("spiffe://cluster.local/ns/dapr-system/dapr-injector"), "{log}");
 }

@@ -10,8 +10,8 @@
 //!   reloaded from files ([`tls`]) and the `caBundle` of its own `MutatingWebhookConfiguration` kept equal to
 //!   the trust anchors file ([`ca_bundle`]).
 //!
-//! What it does not do: issue its own certificate (the files are given; fetching one from sentry with the
-//! projected token is a follow-up), create Services, or validate anything about pods that are not annotated.
+//! What it does not do: create Services, read anything from the API server to decide (the review carries the
+//! pod), or validate anything about pods that are not annotated.
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +25,7 @@ pub mod tls;
 
 pub use admission::{MAX_REVIEW_BYTES, ReviewError, admit, review};
 pub use ca_bundle::{CaBundleSync, sync_ca_bundle};
-pub use server::{Injector, InjectorError, ServeOptions};
+pub use server::{Injector, InjectorError, ServeOptions, ServingCert, sentry_client_config};
 
 /// The image injected when neither `SIDECAR_IMAGE` nor `dapr.io/sidecar-image` says otherwise.
 pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("ghcr.io/ward-mesh/ward:", env!("CARGO_PKG_VERSION"));

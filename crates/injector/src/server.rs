@@ -2,8 +2,9 @@
 //! port of its own, both through `ward-net` (handshake, header-read and idle timeouts, a connection cap).
 //!
 //! Owns: binding, the request handling around [`crate::review`] (method and path, the bounded body, 400 for a
-//! body that is not a review — the server keeps serving), start and shutdown, and starting the `caBundle`
-//! sync. Does not own the decision ([`crate::admission`]) or the certificate's origin ([`crate::tls`]).
+//! body that is not a review — the server keeps serving), start and shutdown, choosing the serving certificate's
+//! source ([`ServingCert`]: files, or an SVID from sentry renewed by `ward-sentry`'s client), and starting the
+//! `caBundle` sync. Does not own the decision ([`crate::admission`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +45,70 @@ pub enum InjectorError {
     Limits(#[from] ward_net::LimitsError),
     #[error("caBundle sync: {0}")]
     CaBundle(#[from] CaBundleError),
+    #[error("serving certificate from sentry: {0}")]
+    Sentry(#[from] ward_sentry::ClientError),
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug)]
+pub enum ServingCert {
+    /// PEM files (e.g. a Secret volume), polled every second and swapped in when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// An X.509 SVID for `spiffe://<cp-td>/ns/<cp-ns>/dapr-injector` from sentry, proven with the projected
+    /// token and renewed before it expires (see [`sentry_client_config`]). Sentry decides the DNS SANs the API
+    /// server checks (`dapr-sidecar-injector.<ns>.svc`).
+    Sentry(ward_sentry::SentryClientConfig),
+}
+
+/// The injector's identity at sentry (Dapr's `dapr-injector`).
+pub const INJECTOR_APP_ID: &str = "dapr-injector";
+
+/// Why a sentry client configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SentrySetupError {
+    #[error("control-plane trust domain {value:?}: {source}")]
+    TrustDomain {
+        value: String,
+        #[source]
+        source: ward_identity::SpiffeIdError,
+    },
+    #[error("trust anchors: {0}")]
+    Anchors(#[source] ward_identity::BundleError),
+}
+
+/// The sentry client settings of the injector: its own identity (`dapr-injector` in the control-plane namespace),
+/// sentry's expected identity, the trust anchors (PEM) that verify sentry, and the projected token file.
+pub fn sentry_client_config(
+    config: &InjectorConfig,
+    address: String,
+    trust_anchors_pem: &[u8],
+    token_file: PathBuf,
+) -> Result<ward_sentry::SentryClientConfig, SentrySetupError> {
+    let wrap = |source| SentrySetupError::TrustDomain { value: config.control_plane_trust_domain.clone(), source };
+    let trust_domain = ward_identity::TrustDomain::new(&config.control_plane_trust_domain).map_err(wrap)?;
+    let sentry_id =
+        ward_identity::SpiffeId::dapr(&trust_domain, &config.control_plane_namespace, "dapr-sentry").map_err(wrap)?;
+    let bundle = ward_identity::TrustBundle::from_pem(trust_domain.clone(), trust_anchors_pem)
+        .map_err(SentrySetupError::Anchors)?;
+    Ok(ward_sentry::SentryClientConfig {
+        address,
+        sentry_id,
+        bundle: ward_identity::TrustBundleHandle::new(bundle),
+        app_id: INJECTOR_APP_ID.to_owned(),
+        namespace: config.control_plane_namespace.clone(),
+        trust_domain,
+        token_file: Some(token_file),
+        skew: ward_identity::DEFAULT_CLOCK_SKEW,
+    })
+}
+
+/// Keeps the certificate source alive as long as the server: the file watcher, or sentry's renewal task.
+enum CertSource {
+    Files(
+        #[expect(dead_code, reason = "held for its watcher, which stops when the last handle is dropped")]
+        Arc<CertResolver>,
+    ),
+    Sentry(#[expect(dead_code, reason = "held: dropping the supervisor stops renewals")] ward_sentry::SvidSupervisor),
 }
 
 /// Everything `ward injector` needs to serve.
@@ -54,8 +119,7 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// `--healthz-port` (Dapr's 8080).
     pub healthz_listen: SocketAddr,
-    pub tls_cert_file: PathBuf,
-    pub tls_key_file: PathBuf,
+    pub serving: ServingCert,
     pub limits: ward_net::ListenerLimits,
     /// Keep the webhook configuration's `caBundle` equal to the trust anchors (off in tests that register their
     /// own configuration by hand).
@@ -83,9 +147,18 @@ impl Injector {
     pub async fn start(options: ServeOptions) -> Result<Injector, InjectorError> {
         options.config.validate()?;
         options.limits.validate()?;
-        let resolver =
-            CertResolver::load_and_watch(options.tls_cert_file.clone(), options.tls_key_file.clone(), CERT_POLL)?;
-        let tls = Arc::new(crate::tls::server_config(resolver.clone())?);
+        let (resolver, source): (Arc<dyn rustls::server::ResolvesServerCert>, CertSource) = match options.serving {
+            ServingCert::Files { cert, key } => {
+                let files = CertResolver::load_and_watch(cert, key, CERT_POLL)?;
+                (files.clone(), CertSource::Files(files))
+            }
+            // The first SVID is fetched before anything listens: a sentry that refuses is a start-up error.
+            ServingCert::Sentry(client) => {
+                let supervisor = ward_sentry::SentryClient::new(client)?.start().await?;
+                (supervisor.resolver(), CertSource::Sentry(supervisor))
+            }
+        };
+        let tls = Arc::new(crate::tls::server_config(resolver)?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|source| InjectorError::Bind { addr, source })
         };
@@ -111,9 +184,9 @@ impl Injector {
         tracing::info!(%addr, %healthz_addr, image = %config.sidecar_image, "sidecar injector listening");
         let webhook_stop = stopped(stop_rx.clone());
         let health_stop = stopped(stop_rx);
-        // The resolver is kept alive by the serving task: its watcher stops once the last handle is gone.
+        // The certificate source lives as long as the serving task.
         let serving = tokio::spawn(async move {
-            let _resolver = resolver;
+            let _source = source;
             let webhook = webhook.serve(
                 move |_: &ward_net::ConnectionInfo| {
                     let config = config.clone();

@@ -4,7 +4,7 @@
 //! Owns: loading the pair, the rustls resolver, the poll loop. Polling rather than inotify, for the reason the
 //! token files are polled (`ward-gate`'s watch): Kubernetes secret volumes change by symlink swaps that file
 //! events report unreliably. A pair that does not load (half-written, mismatched) keeps the last good one.
-//! Does not own where the certificate comes from (a Secret volume today; sentry is a follow-up).
+//! The other source, an SVID from sentry, is `ward-sentry`'s client (see [`crate::server::ServingCert`]).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -158,9 +158,10 @@ async fn watch(target: Weak<CertResolver>, cert_path: PathBuf, key_path: PathBuf
     }
 }
 
-/// rustls settings for the webhook: the resolver's certificate, no client certificates (the API server
+/// rustls settings for the webhook: the resolver's certificate (from files, or sentry's SVID resolver), no client
+/// certificates (the API server
 /// authenticates the webhook, not the reverse), HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

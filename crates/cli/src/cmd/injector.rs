@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use ward_injector::{CaBundleSync, Injector, InjectorConfig, ServeOptions};
+use ward_injector::{CaBundleSync, Injector, InjectorConfig, ServeOptions, ServingCert};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,16 +22,23 @@ pub struct Args {
     #[arg(long, default_value = "0.0.0.0")]
     healthz_listen_address: IpAddr,
     /// Serving certificate chain (PEM), watched and reloaded. It must chain to the trust anchors and name
-    /// `dapr-sidecar-injector.<namespace>.svc`.
-    #[arg(long)]
-    tls_cert_file: PathBuf,
+    /// `dapr-sidecar-injector.<namespace>.svc`. Without it (and --tls-key-file) the certificate comes from sentry.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
     /// Serving key (PEM), watched and reloaded with the certificate.
-    #[arg(long)]
-    tls_key_file: PathBuf,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
     /// The trust anchors (the mounted `dapr-root-ca.crt` ConfigMap): the `caBundle` of the webhook configuration
-    /// is kept equal to this file. Without it the `caBundle` is left as installed.
+    /// is kept equal to this file, and sentry is verified with it. Without it the `caBundle` is left as installed.
     #[arg(long)]
     trust_anchors_file: Option<PathBuf>,
+    /// Sentry (`host:port`), when the certificate comes from sentry. Default:
+    /// `dapr-sentry.<namespace>.svc.<cluster domain>:443`.
+    #[arg(long)]
+    sentry_address: Option<String>,
+    /// The token proving the injector's identity to sentry (the projected service-account token).
+    #[arg(long, env = "DAPR_SENTRY_TOKEN_FILE", default_value = "/var/run/secrets/dapr.io/sentrytoken/token")]
+    sentry_token_file: PathBuf,
     /// The `MutatingWebhookConfiguration` whose `caBundle` is kept in sync.
     #[arg(long, default_value = "dapr-sidecar-injector")]
     webhook_name: String,
@@ -93,12 +100,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 None
             }
         };
+        let serving = match (&args.tls_cert_file, &args.tls_key_file) {
+            (Some(cert), Some(key)) => ServingCert::Files { cert: cert.clone(), key: key.clone() },
+            _ => {
+                // The certificate from sentry, for `dapr-injector`; sentry is verified with the trust anchors.
+                let anchors_path = args
+                    .trust_anchors_file
+                    .as_ref()
+                    .context("without --tls-cert-file/--tls-key-file the certificate comes from sentry, which needs --trust-anchors-file")?;
+                let anchors = std::fs::read(anchors_path)
+                    .with_context(|| format!("--trust-anchors-file {}", anchors_path.display()))?;
+                let address = args.sentry_address.clone().unwrap_or_else(|| config.sentry_address());
+                tracing::info!(sentry = %address, "serving certificate from sentry");
+                ServingCert::Sentry(
+                    ward_injector::sentry_client_config(&config, address, &anchors, args.sentry_token_file.clone())
+                        .with_context(|| format!("--trust-anchors-file {}", anchors_path.display()))?,
+                )
+            }
+        };
         let injector = Injector::start(ServeOptions {
             config,
             listen: SocketAddr::new(args.listen_address, args.port),
             healthz_listen: SocketAddr::new(args.healthz_listen_address, args.healthz_port),
-            tls_cert_file: args.tls_cert_file.clone(),
-            tls_key_file: args.tls_key_file.clone(),
+            serving,
             limits,
             ca_bundle,
         })

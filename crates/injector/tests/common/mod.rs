@@ -76,8 +76,7 @@ pub async fn start_injector(
         config,
         listen: "127.0.0.1:0".parse().unwrap(),
         healthz_listen: "127.0.0.1:0".parse().unwrap(),
-        tls_cert_file: cert,
-        tls_key_file: key,
+        serving: ward_injector::ServingCert::Files { cert, key },
         limits: ward_net::ListenerLimits::default(),
         ca_bundle,
     })
