@@ -3,20 +3,20 @@
 //! serving certificate sentry issued — before and after a root rotation, without a restart (Dapr's injector
 //! reads its bundle once: dapr/dapr#7161).
 //!
-//! Owns: reading and checking the anchors file, the compare-and-replace of every webhook's `caBundle` in the one
-//! configuration named, and the loop that re-does it when the file or the configuration changes (a kube-rs
-//! watcher on that one object, so an `apply` that resets the bundle is repaired at once). Does not own the
+//! Owns: reading and checking the anchors file, the compare-and-patch of every webhook's `caBundle` in the one
+//! configuration named, and the loop that re-does it when the file changes and every `resync` (so a stale bundle
+//! written by someone else is repaired). Least privilege: it needs `get` and `patch` on that one object and
+//! nothing else (no list or watch), which is why it re-reads on a timer rather than watching. Does not own the
 //! configuration's rules or selectors (the install manifests do) and never creates or deletes it.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 
 /// A trust-anchors file is a few roots; anything larger is not one.
 const MAX_ANCHORS_BYTES: u64 = 1024 * 1024;
@@ -64,24 +64,29 @@ pub fn read_anchors(path: &Path) -> Result<Vec<u8>, CaBundleError> {
 }
 
 /// Sets `caBundle` of every webhook in configuration `name` to `pem`, if any differs. Returns whether it
-/// changed anything. Optimistic concurrency: the replace carries the resourceVersion read, and a conflict is
-/// retried on a fresh read.
+/// changed anything. A strategic merge patch (webhooks merge by name) carrying the resourceVersion read, so the
+/// write is conditional: a conflict is retried on a fresh read.
 pub async fn sync_ca_bundle(client: &kube::Client, name: &str, pem: &[u8]) -> Result<bool, CaBundleError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let wrap = |source| CaBundleError::Api { name: name.to_owned(), source };
+    let bundle = serde_json::to_value(ByteString(pem.to_vec())).unwrap_or_default();
     for _ in 0..CONFLICT_RETRIES {
-        let mut configuration = api.get(name).await.map_err(wrap)?;
-        let mut changed = false;
-        for webhook in configuration.webhooks.iter_mut().flatten() {
-            if webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(pem) {
-                webhook.client_config.ca_bundle = Some(ByteString(pem.to_vec()));
-                changed = true;
-            }
-        }
-        if !changed {
+        let configuration = api.get(name).await.map_err(wrap)?;
+        let stale: Vec<serde_json::Value> = configuration
+            .webhooks
+            .iter()
+            .flatten()
+            .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(pem))
+            .map(|w| json!({"name": w.name, "clientConfig": {"caBundle": bundle}}))
+            .collect();
+        if stale.is_empty() {
             return Ok(false);
         }
-        match api.replace(name, &PostParams::default(), &configuration).await {
+        let patch = json!({
+            "metadata": {"resourceVersion": configuration.metadata.resource_version},
+            "webhooks": stale,
+        });
+        match api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
             Ok(_) => return Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(err) => return Err(wrap(err)),
@@ -99,6 +104,9 @@ pub struct CaBundleSync {
     pub trust_anchors_file: PathBuf,
     /// How often the file is read for changes.
     pub poll: Duration,
+    /// How often the configuration is re-read even when the file did not change (repairs a bundle someone else
+    /// overwrote).
+    pub resync: Duration,
 }
 
 impl std::fmt::Debug for CaBundleSync {
@@ -107,6 +115,7 @@ impl std::fmt::Debug for CaBundleSync {
             .field("webhook_name", &self.webhook_name)
             .field("trust_anchors_file", &self.trust_anchors_file)
             .field("poll", &self.poll)
+            .field("resync", &self.resync)
             .finish()
     }
 }
@@ -126,14 +135,13 @@ impl CaBundleSync {
     }
 
     async fn run(self, mut anchors: Vec<u8>) {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let selector = format!("metadata.name={}", self.webhook_name);
-        let mut changes = watcher(api, watcher::Config::default().fields(&selector)).default_backoff().boxed();
         let mut ticker = tokio::time::interval(self.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resync = tokio::time::interval(self.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_file = hash(&anchors);
-        // Needs a sync at start, after each file change, and after each change of the object (ours included:
-        // that one finds nothing to do). A failed sync is retried at the next tick.
+        // Needs a sync at start, after each file change, and at each resync. A failed sync is retried at the next
+        // tick.
         let mut pending = true;
         let mut failing = false;
         let mut unreadable = false;
@@ -156,14 +164,7 @@ impl CaBundleSync {
                 }
             }
             tokio::select! {
-                event = changes.next() => match event {
-                    Some(Ok(_)) => pending = true,
-                    Some(Err(err)) => tracing::warn!(error = %err, webhook = %self.webhook_name, "watching the webhook configuration"),
-                    None => {
-                        tracing::error!(webhook = %self.webhook_name, "webhook configuration watch ended");
-                        return;
-                    }
-                },
+                _ = resync.tick() => pending = true,
                 _ = ticker.tick() => {
                     match read_anchors(&self.trust_anchors_file) {
                         Ok(bytes) if hash(&bytes) != last_file => {

@@ -516,6 +516,7 @@ async fn the_ca_bundle_follows_the_trust_anchors_file() {
         webhook_name: webhook.clone(),
         trust_anchors_file: anchors.clone(),
         poll: Duration::from_millis(200),
+        resync: Duration::from_millis(500),
     };
     let handle = sync.spawn().unwrap();
     wait_for_bundle(pki.ca_pem.clone().into_bytes()).await;
@@ -533,7 +534,7 @@ async fn the_ca_bundle_follows_the_trust_anchors_file() {
     let rotated = format!("{}{}", env.pki.ca_pem, other.ca_pem);
     std::fs::write(&anchors, &rotated).unwrap();
     wait_for_bundle(rotated.clone().into_bytes()).await;
-    // Someone re-applies the configuration with a stale bundle: repaired (the watch sees the change).
+    // Someone re-applies the configuration with a stale bundle: repaired at the next resync.
     let mut stale = api.get(&webhook).await.unwrap();
     stale.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = Some(ByteString(other.ca_pem.clone().into_bytes()));
     api.replace(&webhook, &PostParams::default(), &stale).await.unwrap();
@@ -548,8 +549,8 @@ async fn the_ca_bundle_follows_the_trust_anchors_file() {
     env.teardown().await;
 }
 
-/// The rights the `caBundle` sync needs, and no more: get, list, watch and update of its one
-/// `MutatingWebhookConfiguration` (by `resourceNames`). The install's RBAC for the injector is this rule.
+/// The rights the `caBundle` sync needs, and no more: get and patch of its one `MutatingWebhookConfiguration`
+/// (by `resourceNames`). The install's RBAC for the injector is this rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ca_bundle_sync_runs_with_rights_on_its_one_configuration_only() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("the_ca_bundle_sync_runs_with_least_rights") else { return };
@@ -561,7 +562,7 @@ async fn the_ca_bundle_sync_runs_with_rights_on_its_one_configuration_only() {
     let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
         "metadata": {"name": role_name},
         "rules": [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-                   "resourceNames": [webhook], "verbs": ["get", "list", "watch", "update"]}]
+                   "resourceNames": [webhook], "verbs": ["get", "patch"]}]
     }))
     .unwrap();
     let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
@@ -585,6 +586,7 @@ async fn the_ca_bundle_sync_runs_with_rights_on_its_one_configuration_only() {
         webhook_name: webhook.clone(),
         trust_anchors_file: anchors,
         poll: Duration::from_millis(200),
+        resync: Duration::from_millis(500),
     }
     .spawn()
     .unwrap();
@@ -598,7 +600,7 @@ async fn the_ca_bundle_sync_runs_with_rights_on_its_one_configuration_only() {
         assert!(Instant::now() < deadline, "caBundle not synced with the injector's own rights");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The watch works with these rights too: a stale bundle written by someone else is repaired.
+    // The resync works with these rights too: a stale bundle written by someone else is repaired.
     let mut stale = api.get(&webhook).await.unwrap();
     stale.webhooks.as_mut().unwrap()[0].client_config.ca_bundle = Some(ByteString(b"stale".to_vec()));
     api.replace(&webhook, &post, &stale).await.unwrap();
@@ -608,7 +610,7 @@ async fn the_ca_bundle_sync_runs_with_rights_on_its_one_configuration_only() {
         if bundle.map(|b| b.0) == Some(pki.ca_pem.clone().into_bytes()) {
             break;
         }
-        assert!(Instant::now() < deadline, "stale caBundle not repaired through the watch");
+        assert!(Instant::now() < deadline, "stale caBundle not repaired by the resync");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Nothing beyond its own configuration.

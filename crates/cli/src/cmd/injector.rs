@@ -93,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     webhook_name: args.webhook_name.clone(),
                     trust_anchors_file: path.clone(),
                     poll: Duration::from_secs(1),
+                    resync: Duration::from_secs(10),
                 })
             }
             None => {
