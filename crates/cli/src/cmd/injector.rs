@@ -30,7 +30,7 @@ pub struct Args {
     tls_key_file: Option<PathBuf>,
     /// The trust anchors (the mounted `dapr-root-ca.crt` ConfigMap): the `caBundle` of the webhook configuration
     /// is kept equal to this file, and sentry is verified with it. Without it the `caBundle` is left as installed.
-    #[arg(long)]
+    #[arg(long, env = "DAPR_TRUST_ANCHORS_FILE")]
     trust_anchors_file: Option<PathBuf>,
     /// Sentry (`host:port`), when the certificate comes from sentry. Default:
     /// `dapr-sentry.<namespace>.svc.<cluster domain>:443`.
