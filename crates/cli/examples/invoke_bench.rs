@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo build --release -p ward && cargo run --release -p ward --example invoke_bench -- [seconds]`
 //! It starts `ward sentry` and two `ward sidecar` processes (from target/release/ward), and an in-process echo app.
+//! `WARD_BENCH_METRICS=off` runs both sidecars with `--enable-metrics=false` (nothing recorded), to price metrics;
 //! `WARD_BENCH_CALLEE_CONFIG=<file>` gives the callee sidecar a Configuration (`--config`) and
 //! `WARD_BENCH_CALLEE_RESOURCES=<dir>` its resources (`--resources-path`, e.g. middleware components);
 //! `WARD_BENCH_PATH` (default `orders`), `WARD_BENCH_BODY` (default `{"order":1}`) and `WARD_BENCH_HEADER`
@@ -211,6 +212,10 @@ fn main() {
             && let Ok(config) = std::env::var("WARD_BENCH_CALLER_CONFIG")
         {
             args.extend(["--config".into(), config]);
+        }
+        // `WARD_BENCH_METRICS=off`: both sidecars with `--enable-metrics=false`, to price the metrics.
+        if std::env::var("WARD_BENCH_METRICS").is_ok_and(|v| v == "off") {
+            args.push("--enable-metrics=false".into());
         }
         if let Some(port) = app_port {
             args.extend(["--app-port".into(), port.to_string()]);

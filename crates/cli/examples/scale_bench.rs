@@ -574,6 +574,8 @@ fn sentry(env: &Env) {
                         trust_domain: td.clone(),
                         token_file: None,
                         skew: Duration::from_secs(60),
+                        kubernetes: false,
+                        sentry_trust: None,
                     })
                     .expect("client");
                     let csrs = csrs.clone();

@@ -16,9 +16,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Offline CA material: init, expiry, export, renew-certificate.
-    #[command(subcommand)]
-    Mtls(cmd::mtls::Command),
+    /// CA material: init, expiry, export, renew-certificate (offline files, or with -k the cluster's CA).
+    Mtls(cmd::mtls::Args),
+    /// Install ward's control plane on Kubernetes (-k).
+    Init(Box<cmd::k8s::InitArgs>),
+    /// Remove ward's control plane from Kubernetes (-k).
+    Uninstall(Box<cmd::k8s::UninstallArgs>),
+    /// The control plane's Deployments and CA expiry on Kubernetes (-k).
+    Status(Box<cmd::k8s::StatusArgs>),
     /// The certificate authority that issues SPIFFE X.509 certificates to sidecars (Dapr Sentry's role).
     Sentry(Box<cmd::sentry::Args>),
     /// The sidecar (a drop-in for daprd): public Dapr API for one app, mTLS to other sidecars.
@@ -41,7 +46,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Mtls(command) => cmd::mtls::run(command),
+        Command::Mtls(args) => cmd::mtls::run(args),
+        Command::Init(args) => cmd::k8s::init(*args),
+        Command::Uninstall(args) => cmd::k8s::uninstall(*args),
+        Command::Status(args) => cmd::k8s::status(*args),
         Command::Sentry(args) => cmd::sentry::run(*args),
         Command::Sidecar(args) => cmd::sidecar::run(*args),
         Command::Run(args) => cmd::run::run(*args),

@@ -76,6 +76,8 @@ fn after_expiry_a_certificate_is_back_within_three_seconds_of_sentrys_return() {
         trust_domain: td,
         token_file: None,
         skew: Duration::ZERO,
+        kubernetes: false,
+        sentry_trust: None,
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

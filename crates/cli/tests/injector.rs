@@ -191,23 +191,78 @@ fn bad_settings_are_refused_before_listening() {
     assert!(stderr.contains("--tls-key-file"), "{stderr}");
 }
 
-/// Without certificate files, `ward injector` gets `dapr-injector`'s certificate from `ward sentry` (verified
-/// with the trust anchors file) and serves it. (The anchors file also turns on the caBundle sync, hence the
-/// cluster; its webhook configuration does not exist here, which the sync reports and retries.)
+async fn install_configuration_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "configurations.dapr.io"},
+        "spec": {"group": "dapr.io", "scope": "Namespaced",
+            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .unwrap();
+    let params = PatchParams::apply("ward-test").force();
+    crds.patch("configurations.dapr.io", &params, &Patch::Apply(&crd)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let established = crds
+            .get("configurations.dapr.io")
+            .await
+            .ok()
+            .and_then(|crd| crd.status?.conditions)
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CRD not established");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Without certificate files, `ward injector` gets `dapr-injector`'s certificate from `ward sentry --mode
+/// kubernetes` with a pod-bound token of its own pod, and serves it under the names the API server checks for the
+/// `dapr-sidecar-injector` Service: a client that trusts only the roots and verifies the host name as the API
+/// server does gets reviews answered. (The URL-registered webhooks of the other tests need an IP SAN, which a
+/// sentry certificate rightly lacks, so the API server itself cannot be the client here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_files_the_certificate_comes_from_sentry() {
+async fn without_files_the_certificate_comes_from_the_kubernetes_sentry() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("without_files_the_certificate_comes_from_sentry") else {
         return;
     };
+    let client = cluster.client().await;
+    install_configuration_crd(&client).await;
+    let cp = cluster.fresh_namespace(&client, "injcp").await;
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let sentry = support::Sentry::start(
-        &dir.path().join("ca"),
-        &["--trust-domain", "cluster.local", "--namespace", "dapr-system"],
-    );
-    let anchors = dir.path().join("anchors.crt");
+    let sentry_args =
+        ["--mode", "kubernetes", "--kubeconfig", &kubeconfig, "--namespace", &cp, "--trust-domain", "cluster.local"];
+    let sentry = tokio::task::block_in_place(|| support::Sentry::start(&dir.path().join("credentials"), &sentry_args));
+
+    // The injector's own pod and service account, and the token a kubelet would project into it.
+    let post = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &cp);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "dapr-sidecar-injector"}})).unwrap();
+    accounts.create(&post, &account).await.unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "dapr-sidecar-injector-0", "labels": {"app": "dapr-sidecar-injector"}},
+        "spec": {"serviceAccountName": "dapr-sidecar-injector", "containers": [{"name": "injector", "image": "ward:1"}]}
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), &cp).create(&post, &pod).await.unwrap();
+    let request: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [format!("spiffe://cluster.local/ns/{cp}/dapr-sentry")], "expirationSeconds": 7200,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "dapr-sidecar-injector-0", "uid": pod.metadata.uid}
+    }}))
+    .unwrap();
+    let token = accounts.create_token_request("dapr-sidecar-injector", &post, &request).await.unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token.status.unwrap().token).unwrap();
+    let anchors = dir.path().join("ca.crt");
     std::fs::write(&anchors, sentry.roots_pem()).unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "test-token").unwrap();
+
     let mut injector = Ward::spawn(
         "injector",
         &[
@@ -225,16 +280,65 @@ async fn without_files_the_certificate_comes_from_sentry() {
             "--sentry-address",
             &sentry.grpc,
             "--sentry-token-file",
-            path_str(&token),
+            path_str(&token_file),
             "--kubeconfig",
-            path_str(cluster.kubeconfig_path()),
+            &kubeconfig,
+            // The caBundle sync is exercised elsewhere; this configuration does not exist (the sync says so and
+            // retries).
             "--webhook-name",
             "ward-injector-sentry-test-absent",
         ],
-        &[("NAMESPACE", "dapr-system")],
+        &[("NAMESPACE", &cp)],
     );
-    injector.wait_stdout("ward injector ready:", Duration::from_secs(30));
-    injector.wait_stderr("received workload certificate", Duration::from_secs(5));
-    let log = injector.stderr_text();
-    assert!(log.contains("spiffe://cluster.local/ns/dapr-system/dapr-injector"), "{log}");
+    let ready = tokio::task::block_in_place(|| injector.wait_stdout("ward injector ready:", Duration::from_secs(30)));
+    let addr: std::net::SocketAddr = support::field(&ready, "webhook").parse().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&sentry.roots_pem()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for host in [format!("dapr-sidecar-injector.{cp}.svc"), format!("dapr-sidecar-injector.{cp}.svc.cluster.local")] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}\ninjector stderr:\n{}", injector.stderr_text()));
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "name": "orders-0", "namespace": "shop",
+                "operation": "CREATE", "userInfo": {},
+                "object": {"metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true"}},
+                    "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+        });
+        let request = hyper::Request::post("/mutate")
+            .header(hyper::header::HOST, host.as_str())
+            .body(http_body_util::Full::new(bytes::Bytes::from(review.to_string())))
+            .unwrap();
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), sender.send_request(request)).await.unwrap().unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+    }
+    // Not a name of the injector's.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("dapr-sentry.dapr-system.svc").unwrap();
+    assert!(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.is_err());
+    assert!(
+        injector.stderr_text().contains(&format!("spiffe://cluster.local/ns/{cp}/dapr-injector")),
+        "{}",
+        injector.stderr_text()
+    );
 }

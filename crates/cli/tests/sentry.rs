@@ -28,6 +28,8 @@ fn client_for(sentry: &Sentry, app_id: &str, token_file: Option<&Path>) -> Sentr
         trust_domain: td(),
         token_file: token_file.map(Path::to_owned),
         skew: Duration::from_secs(60),
+        kubernetes: false,
+        sentry_trust: None,
     })
     .unwrap()
 }
@@ -413,6 +415,8 @@ fn a_bundle_that_widens_trust_is_refused_by_the_client() {
         trust_domain: td(),
         token_file: None,
         skew: Duration::from_secs(60),
+        kubernetes: false,
+        sentry_trust: None,
     })
     .unwrap();
     let supervisor = rt.block_on(client.start()).unwrap();

@@ -29,6 +29,8 @@ fn the_control_plane_configuration_sets_the_certificate_lifetime() {
         trust_domain: td,
         token_file: None,
         skew: Duration::from_secs(60),
+        kubernetes: false,
+        sentry_trust: None,
     })
     .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -217,6 +217,8 @@ struct RawWardSpec {
     capabilities: Option<CapabilitiesSpec>,
     #[serde(default)]
     provenance: Option<RawProvenance>,
+    #[serde(default)]
+    app_id_bindings: Option<Vec<AppIdBinding>>,
 }
 
 /// `spec.ward.audit`.
@@ -383,6 +385,19 @@ pub struct WardSpec {
     pub provenance_enabled: Option<bool>,
     /// `spec.ward.mcp`, unvalidated (`ward-policy` compiles it).
     pub mcp: Option<McpSpec>,
+    /// `spec.ward.appIdBindings`: which service accounts may hold an app id (read by sentry on Kubernetes from the
+    /// control-plane Configuration only; a sidecar refuses or warns about it).
+    pub app_id_bindings: Vec<AppIdBinding>,
+}
+
+/// One `spec.ward.appIdBindings` entry: app id `app_id` in `namespace` is issued only to pods running as one of
+/// `service_accounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppIdBinding {
+    pub namespace: String,
+    pub app_id: String,
+    pub service_accounts: Vec<String>,
 }
 
 /// `spec.ward.audit.fsync`: when the audit file is flushed to stable storage. Every line is handed to the operating
@@ -655,6 +670,26 @@ impl Configuration {
             None => None,
             Some(value) => Some(value.parse::<AuditFsync>().map_err(|m| invalid("spec.ward.audit.fsync", m))?),
         };
+        let app_id_bindings = raw_ward.app_id_bindings.unwrap_or_default();
+        for (i, binding) in app_id_bindings.iter().enumerate() {
+            let field = |name: &str| format!("spec.ward.appIdBindings[{i}].{name}");
+            if binding.namespace.trim().is_empty() {
+                return Err(invalid(&field("namespace"), "must not be empty".to_owned()));
+            }
+            if binding.app_id.trim().is_empty() {
+                return Err(invalid(&field("appId"), "must not be empty".to_owned()));
+            }
+            // An empty list would bind the app id to nobody: say so rather than lock it out silently.
+            if binding.service_accounts.is_empty() || binding.service_accounts.iter().any(|sa| sa.trim().is_empty()) {
+                return Err(invalid(&field("serviceAccounts"), "must list at least one non-empty name".to_owned()));
+            }
+            if app_id_bindings[..i].iter().any(|b| b.namespace == binding.namespace && b.app_id == binding.app_id) {
+                return Err(invalid(
+                    &field("appId"),
+                    format!("{}/{} is bound twice", binding.namespace, binding.app_id),
+                ));
+            }
+        }
         let ward = WardSpec {
             production_mode: raw_ward.production_mode.unwrap_or(false),
             audit_log: raw_ward.audit_log.filter(|p| !p.is_empty()).map(PathBuf::from),
@@ -664,6 +699,7 @@ impl Configuration {
             capabilities: raw_ward.capabilities,
             provenance_enabled: raw_ward.provenance.and_then(|p| p.enabled),
             mcp: raw_ward.mcp,
+            app_id_bindings,
         };
 
         let tracing = match spec.tracing {

@@ -51,8 +51,8 @@ pub use component::{
     SecretRef,
 };
 pub use configuration::{
-    ApiLogging, AuditFsync, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature, HandlerSpec,
-    IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, OtelSpec, OtlpProtocol, TracingSpec, WardSpec,
+    ApiLogging, AppIdBinding, AuditFsync, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature,
+    HandlerSpec, IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, OtelSpec, OtlpProtocol, TracingSpec, WardSpec,
 };
 pub use error::{
     BoxError, ConfigError, Location, MAX_ECHOED_CHARS, MAX_MESSAGE_CHARS, MetadataItemRef, ResolveError, ResourceId,

@@ -138,7 +138,9 @@ const WARD: &[Key] = &[
     section("mcp", Shape::Map(MCP)),
     section("capabilities", Shape::Map(CAPABILITIES)),
     section("provenance", Shape::Map(PROVENANCE)),
+    section("appIdBindings", Shape::List(&Shape::Map(APP_ID_BINDING))),
 ];
+const APP_ID_BINDING: &[Key] = &[applied("namespace"), applied("appId"), applied("serviceAccounts")];
 
 /// `spec` of a Configuration: every section of Dapr's `ConfigurationSpec`, plus `ward`.
 const SPEC: &[Key] = &[

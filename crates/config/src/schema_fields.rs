@@ -376,6 +376,33 @@ fn cases() -> Vec<Case> {
             Typed(|c| c.ward.max_body_size == Some(1024 * 1024)),
         ),
         case(
+            "spec.ward.appIdBindings[].namespace",
+            vec![
+                ("spec.ward.appIdBindings[0].namespace", json!("shop")),
+                ("spec.ward.appIdBindings[0].appId", json!("orders")),
+                ("spec.ward.appIdBindings[0].serviceAccounts", json!(["orders"])),
+            ],
+            Typed(|c| c.ward.app_id_bindings.first().is_some_and(|b| b.namespace == "shop")),
+        ),
+        case(
+            "spec.ward.appIdBindings[].appId",
+            vec![
+                ("spec.ward.appIdBindings[0].namespace", json!("shop")),
+                ("spec.ward.appIdBindings[0].appId", json!("orders")),
+                ("spec.ward.appIdBindings[0].serviceAccounts", json!(["orders"])),
+            ],
+            Typed(|c| c.ward.app_id_bindings.first().is_some_and(|b| b.app_id == "orders")),
+        ),
+        case(
+            "spec.ward.appIdBindings[].serviceAccounts",
+            vec![
+                ("spec.ward.appIdBindings[0].namespace", json!("shop")),
+                ("spec.ward.appIdBindings[0].appId", json!("orders")),
+                ("spec.ward.appIdBindings[0].serviceAccounts", json!(["orders", "orders-v2"])),
+            ],
+            Typed(|c| c.ward.app_id_bindings.first().is_some_and(|b| b.service_accounts.len() == 2)),
+        ),
+        case(
             "spec.ward.capabilities.grants[].appId",
             vec![
                 ("spec.ward.capabilities.grants[0].appId", json!("analytics")),

@@ -78,11 +78,14 @@ pub enum SentrySetupError {
 
 /// The sentry client settings of the injector: its own identity (`dapr-injector` in the control-plane namespace),
 /// sentry's expected identity, the trust anchors (PEM) that verify sentry, and the projected token file.
+/// `kubernetes`: Dapr's `KUBERNETES` validator (the projected token on every request, anchors only from the
+/// file) — what `ward injector` uses; `false` only against a sentry that validates otherwise (tests).
 pub fn sentry_client_config(
     config: &InjectorConfig,
     address: String,
     trust_anchors_pem: &[u8],
     token_file: PathBuf,
+    kubernetes: bool,
 ) -> Result<ward_sentry::SentryClientConfig, SentrySetupError> {
     let wrap = |source| SentrySetupError::TrustDomain { value: config.control_plane_trust_domain.clone(), source };
     let trust_domain = ward_identity::TrustDomain::new(&config.control_plane_trust_domain).map_err(wrap)?;
@@ -99,6 +102,9 @@ pub fn sentry_client_config(
         trust_domain,
         token_file: Some(token_file),
         skew: ward_identity::DEFAULT_CLOCK_SKEW,
+        kubernetes,
+        // The injector is in the control-plane trust domain, sentry's own.
+        sentry_trust: None,
     })
 }
 

@@ -50,12 +50,14 @@ async fn the_injector_serves_the_svid_sentry_issued_it() {
     let addrs = tokio::time::timeout(Duration::from_secs(10), ready_rx).await.unwrap().unwrap();
     let anchors = std::fs::read(dir.path().join("ca").join("ca.crt")).unwrap();
     let token = dir.path().join("token");
-    // Not JWT-shaped: main's client marks JWT-shaped tokens for the JWKS validator, which this insecure sentry
-    // does not run. (The projected token is a JWT; which validator it goes to is the Kubernetes part's business.)
+    // Against this insecure sentry the client runs in its non-Kubernetes mode (`false` below) with a token that is
+    // not JWT-shaped (a JWT would be sent to the JWKS validator, which this sentry does not run). The Kubernetes
+    // validator with a real pod-bound token: `ward`'s tests/injector.rs.
     std::fs::write(&token, "test-token").unwrap();
 
     let config = InjectorConfig::default();
-    let client = ward_injector::sentry_client_config(&config, addrs.grpc.to_string(), &anchors, token.clone()).unwrap();
+    let client =
+        ward_injector::sentry_client_config(&config, addrs.grpc.to_string(), &anchors, token.clone(), false).unwrap();
     let injector = Injector::start(ServeOptions {
         config,
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -2,10 +2,18 @@
 //!
 //! - [`client`]: one way to reach the API server (in-cluster service account, or a kubeconfig).
 //! - [`dapr`]: Dapr's CRDs (group `dapr.io`) as dynamic resources, so users' YAML applies unchanged.
+//! - [`install`]: the control plane's manifests (`deploy/kubernetes/`), applied, removed and inspected.
+//! - [`sentry`]: sentry's Kubernetes validator (TokenReview, pod checks, app-id bindings).
+//! - [`rotation`]: root rotation without downtime (append, switch the issuer, retire the old root).
+//! - [`trust_bundle`]: CA material in Secret `dapr-trust-bundle`, roots in ConfigMaps `dapr-root-ca.crt`.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod dapr;
+pub mod install;
+pub mod rotation;
+pub mod sentry;
+pub mod trust_bundle;
 
 pub use client::{KubeError, connect};

@@ -57,6 +57,8 @@ async fn bench(requests: usize, concurrency: usize) {
         trust_domain: td,
         token_file: None,
         skew: Duration::from_secs(60),
+        kubernetes: false,
+        sentry_trust: None,
     })
     .expect("client");
 

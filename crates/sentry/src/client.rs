@@ -116,6 +116,14 @@ pub struct SentryClientConfig {
     /// rotated.
     pub token_file: Option<PathBuf>,
     pub skew: Duration,
+    /// Kubernetes mode (Dapr's `KUBERNETES` validator): every request, renewals included, carries the projected
+    /// service-account token from `token_file` (sentry re-checks the pod each time), and the trust anchors come
+    /// only from the mounted bundle file, so a bundle sentry returns is not adopted.
+    pub kubernetes: bool,
+    /// The roots sentry is verified with when its trust domain is not the workload's (Kubernetes: sentry is in
+    /// the control-plane trust domain, apps usually in `public`); the same anchors under sentry's trust domain.
+    /// `None`: `bundle`.
+    pub sentry_trust: Option<TrustBundleHandle>,
 }
 
 /// A sentry client. Cheap to clone.
@@ -143,9 +151,13 @@ impl SentryClient {
     /// becomes the pinned set of trust anchors.
     pub fn new(config: SentryClientConfig) -> Result<Self, ClientError> {
         let svid = Arc::new(SvidResolver::new());
+        // In Kubernetes every request is authenticated by the pod-bound token; the SVID is not presented (it is in
+        // the workload's trust domain, which sentry's listener does not serve, and a renewal by certificate would
+        // skip the pod checks).
+        let presented = if config.kubernetes { Arc::new(SvidResolver::new()) } else { svid.clone() };
         let mut tls = ward_identity::client_config(
-            svid.clone(),
-            config.bundle.clone(),
+            presented,
+            config.sentry_trust.clone().unwrap_or_else(|| config.bundle.clone()),
             Authorizer::Exact(config.sentry_id.clone()),
             config.skew,
             &[b"h2"],
@@ -206,6 +218,11 @@ impl SentryClient {
     /// While this client holds a valid SVID (after [`Self::start`]) the request authenticates with it and sends
     /// no token; otherwise the token file is read, and a join token file is deleted once it bought a certificate.
     pub async fn fetch(&self) -> Result<(X509Svid, Option<TrustBundle>), ClientError> {
+        if self.config.kubernetes {
+            let token = self.token()?;
+            let (svid, _ignored) = self.request(token).await?;
+            return Ok((svid, None));
+        }
         let renewing = self.svid.current().is_some_and(|svid| !svid.is_expired_at(SystemTime::now()));
         if renewing {
             match self.request(String::new()).await {
@@ -244,7 +261,13 @@ impl SentryClient {
             trust_domain: String::new(),
             namespace: self.config.namespace.clone(),
             certificate_signing_request: csr.into_bytes(),
-            token_validator: if looks_like_jwt { WireValidator::Jwks as i32 } else { WireValidator::Unknown as i32 },
+            token_validator: if self.config.kubernetes {
+                WireValidator::Kubernetes as i32
+            } else if looks_like_jwt {
+                WireValidator::Jwks as i32
+            } else {
+                WireValidator::Unknown as i32
+            },
             jwt_audiences: Vec::new(),
         };
         let response = CaClient::new(self.channel()).sign_certificate(request).await?.into_inner();
@@ -271,6 +294,8 @@ impl SentryClient {
                     .map_err(|err| ClientError::BadResponse(format!("trust bundle: {err}")))?,
             )
         };
+        // Kubernetes: the mounted anchors file is the only source of trust; what sentry sends is not adopted.
+        let offered = offered.filter(|_| !self.config.kubernetes);
         let bundle = offered.and_then(|offered| match check_pinned(&self.pinned, &offered) {
             Ok(()) => Some(offered),
             Err(err) => {

@@ -4,6 +4,7 @@
 //!
 //! What it does not do: decide what an identity may access (`ward-policy`), or verify peers (`ward-identity`).
 
+pub mod audit;
 pub mod client;
 pub mod material;
 pub mod metrics;
@@ -21,5 +22,6 @@ pub use client::{ClientError, SentryClient, SentryClientConfig};
 pub use client::{PinError, SvidSupervisor, check_pinned};
 pub use server::{BoundAddrs, Ca, PeerCertificates, SentryConfig, SentryError, run};
 pub use validator::{
-    Approval, CredentialError, JoinTokens, JwksValidator, JwtRules, Validator, ValidatorError, ValidatorKind,
+    Approval, BootstrapRequest, CredentialError, Grant, JoinTokens, JwksValidator, JwtRules, NetworkValidator,
+    ValidationFuture, Validator, ValidatorError, ValidatorKind,
 };

@@ -114,6 +114,8 @@ pub struct Ca {
     signing: ArcSwap<Signing>,
     own_id: SpiffeId,
     metrics: crate::metrics::SentryMetrics,
+    /// `--audit-log`: every certificate decision, hash-chained; `None`: decisions are only logged.
+    audit: Option<crate::audit::SentryAudit>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -143,7 +145,7 @@ impl Ca {
         let signing = Signing::new(loaded, &config.trust_domain, &config.issuer_dir)?;
         let metrics = crate::metrics::SentryMetrics::default();
         metrics.set_issuer_expiry(signing.material.issuer_not_after);
-        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id, metrics })
+        Ok(Self { config, validator, signing: ArcSwap::from_pointee(signing), own_id, metrics, audit: None })
     }
 
     pub fn own_id(&self) -> &SpiffeId {
@@ -183,6 +185,7 @@ impl Ca {
             &signing.material,
             &csr,
             &self.own_id,
+            &[],
             SystemTime::now(),
             self.config.workload_ttl,
             self.config.allowed_clock_skew,
@@ -196,6 +199,30 @@ impl Ca {
         X509Svid::from_der(chain, key).map_err(|err| SentryError::OwnSvid(err.to_string()))
     }
 
+    /// Records every certificate decision in `audit` (fail closed: an issuance that cannot be recorded is withheld).
+    pub fn with_audit(mut self, audit: crate::audit::SentryAudit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn audit_refusal(&self, identity: &str, rule: &str, reason: &str) {
+        if let Some(audit) = &self.audit
+            && let Err(err) = audit.record(identity, false, rule, reason)
+        {
+            // The request is refused either way; the missing line is what an operator must learn about.
+            tracing::error!(error = %err, "could not record a refused certificate request in the audit log");
+        }
+    }
+
+    fn validator_name(&self) -> &'static str {
+        match self.validator.kind() {
+            ValidatorKind::Insecure => "insecure",
+            ValidatorKind::JoinToken => "join-token",
+            ValidatorKind::Jwks => "jwks",
+            ValidatorKind::Kubernetes => "kubernetes",
+        }
+    }
+
     /// Handles one SignCertificate request: validator selection, identity checks, credential, CSR, signing.
     ///
     /// `peer` is the certificate chain the caller presented on the TLS connection (leaf first), if any. It is
@@ -206,46 +233,112 @@ impl Ca {
         request: &SignCertificateRequest,
         peer: Option<&[CertificateDer<'static>]>,
     ) -> Result<SignCertificateResponse, Status> {
+        self.check_request(request)?;
+        self.sign_checked(request, peer, None)
+    }
+
+    /// The checks every request passes before any credential is looked at: a validator this sentry runs, and
+    /// names that are one Dapr segment each.
+    fn check_request(&self, request: &SignCertificateRequest) -> Result<(), Status> {
         let requested = WireValidator::try_from(request.token_validator).unwrap_or(WireValidator::Unknown);
         let compatible = match requested {
             WireValidator::Unknown => true,
             WireValidator::Insecure => self.validator.kind() == ValidatorKind::Insecure,
             WireValidator::Jwks => self.validator.kind() == ValidatorKind::Jwks,
-            WireValidator::Kubernetes => false,
+            WireValidator::Kubernetes => self.validator.kind() == ValidatorKind::Kubernetes,
         };
         if !compatible {
             return Err(Status::invalid_argument("the requested validator is not enabled"));
         }
-        let app_id = request.id.as_str();
         // Each name must be one Dapr name segment before anything formats or looks it up: the message names the
         // request field and never echoes the (caller-sized) value.
-        ward_identity::validate_app_id(app_id)
+        ward_identity::validate_app_id(&request.id)
             .map_err(|err| Status::invalid_argument(format!("invalid {}: {err}", err.field())))?;
         ward_identity::validate_namespace(&request.namespace)
             .map_err(|err| Status::invalid_argument(format!("invalid {}: {err}", err.field())))?;
-        if !request.trust_domain.is_empty() && request.trust_domain != self.config.trust_domain.as_str() {
-            return Err(Status::invalid_argument(format!(
-                "trust domain {} is not served by this sentry (it signs only for {:?})",
-                quote_truncated(&request.trust_domain),
-                self.config.trust_domain.as_str()
-            )));
-        }
-        let id = SpiffeId::dapr(&self.config.trust_domain, &request.namespace, app_id)
-            .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;
-        if app_id == SENTRY_APP_ID {
+        if request.id == SENTRY_APP_ID {
             // Nobody but sentry itself may hold sentry's identity: clients pin it to trust this CA.
             return Err(Status::permission_denied("the dapr-sentry identity cannot be requested"));
         }
+        Ok(())
+    }
+
+    /// Handles one request under a [`NetworkValidator`] (the Kubernetes one): the credential is judged
+    /// asynchronously (the API server is asked), then the CPU part runs on the blocking pool. Every request
+    /// carries its token: a pod's identity is re-checked against the cluster on each renewal (a deleted pod
+    /// renews nothing), so a presented client certificate is not a credential here.
+    pub async fn handle_networked(
+        self: Arc<Self>,
+        request: SignCertificateRequest,
+    ) -> Result<SignCertificateResponse, Status> {
+        self.check_request(&request)?;
+        let Validator::Kubernetes(validator) = &self.validator else {
+            return Err(Status::internal("no network validator"));
+        };
+        let grant = validator
+            .validate(crate::validator::BootstrapRequest {
+                namespace: &request.namespace,
+                app_id: &request.id,
+                token: request.token.trim(),
+            })
+            .await
+            .map_err(|err| {
+                tracing::warn!(
+                    app_id = %request.id, namespace = %request.namespace, reason = %err,
+                    "refused certificate request"
+                );
+                self.audit_refusal(&format!("{}/{}", request.namespace, request.id), "kubernetes", &err.to_string());
+                Status::permission_denied(err.to_string())
+            })?;
+        let ca = self.clone();
+        tokio::task::spawn_blocking(move || ca.sign_checked(&request, None, Some(grant)))
+            .await
+            .map_err(|_| Status::internal("failed to sign certificate"))?
+    }
+
+    fn sign_checked(
+        &self,
+        request: &SignCertificateRequest,
+        peer: Option<&[CertificateDer<'static>]>,
+        grant: Option<crate::validator::Grant>,
+    ) -> Result<SignCertificateResponse, Status> {
+        let app_id = request.id.as_str();
+        let trust_domain = grant.as_ref().map_or(&self.config.trust_domain, |grant| &grant.trust_domain);
+        if !request.trust_domain.is_empty() && request.trust_domain != trust_domain.as_str() {
+            return Err(Status::invalid_argument(if grant.is_some() {
+                format!(
+                    "trust domain {} is not the one this caller is entitled to ({:?})",
+                    quote_truncated(&request.trust_domain),
+                    trust_domain.as_str()
+                )
+            } else {
+                format!(
+                    "trust domain {} is not served by this sentry (it signs only for {:?})",
+                    quote_truncated(&request.trust_domain),
+                    trust_domain.as_str()
+                )
+            }));
+        }
+        let id = SpiffeId::dapr(trust_domain, &request.namespace, app_id)
+            .map_err(|err| Status::invalid_argument(format!("invalid identity: {err}")))?;
+        let dns_names = grant.as_ref().map(|grant| grant.dns_names.as_slice()).unwrap_or_default();
         let signing = self.signing.load();
+        let renewal = grant.is_none() && peer.is_some_and(|chain| !chain.is_empty());
+        let rule = if renewal { "renewal" } else { self.validator_name() };
         let approval = match peer.filter(|chain| !chain.is_empty()) {
+            _ if grant.is_some() => Approval::Granted,
             Some(chain) => {
-                self.authenticate_renewal(&signing.bundle, chain, &id)?;
+                if let Err(status) = self.authenticate_renewal(&signing.bundle, chain, &id) {
+                    self.audit_refusal(id.as_str(), rule, status.message());
+                    return Err(status);
+                }
                 Approval::Granted
             }
             None => match self.validator.validate(&id, &request.namespace, app_id, &request.token) {
                 Ok(approval) => approval,
                 Err(err) => {
                     tracing::warn!(%id, reason = %err, "refused certificate request");
+                    self.audit_refusal(id.as_str(), self.validator_name(), &err.to_string());
                     return Err(Status::permission_denied(err.to_string()));
                 }
             },
@@ -256,6 +349,7 @@ impl Ca {
             &signing.material,
             &csr,
             &id,
+            dns_names,
             SystemTime::now(),
             self.config.workload_ttl,
             self.config.allowed_clock_skew,
@@ -264,9 +358,18 @@ impl Ca {
             tracing::error!(%id, error = %err, "signing failed");
             Status::internal("failed to sign certificate")
         })?;
-        // The certificate exists only in memory until now: spend the credential before it leaves, and hand
-        // nothing out if that cannot be recorded (the token would otherwise stay usable).
+        // The certificate exists only in memory until now: it leaves only once the audit log holds it.
+        if let Some(audit) = &self.audit {
+            let what = format!("valid until {}", humantime_rfc3339(issued.not_after));
+            if let Err(err) = audit.record(id.as_str(), true, rule, &what) {
+                tracing::error!(%id, error = %err, "recording the certificate in the audit log failed; certificate withheld");
+                return Err(Status::internal("failed to record the certificate in the audit log"));
+            }
+        }
+        // Spend the credential before the certificate leaves, and hand nothing out if that cannot be recorded (the
+        // token would otherwise stay usable).
         if let Err(err) = approval.commit() {
+            self.audit_refusal(id.as_str(), rule, "recording the join token as used failed; certificate withheld");
             tracing::error!(%id, error = %err, "recording the join token as used failed; certificate withheld");
             return Err(Status::internal(crate::validator::CredentialError::LedgerWrite.to_string()));
         }
@@ -368,12 +471,16 @@ impl CaService for GrpcCa {
         let ca = self.0.clone();
         let peer = peer_certificates(&request);
         let request = request.into_inner();
-        // Key generation and signing are CPU work; keep them off the reactor threads.
         let counted = ca.clone();
-        let result = tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
-            .await
-            .map_err(|_| Status::internal("failed to sign certificate"))
-            .and_then(|r| r);
+        let result = if ca.validator.kind() == ValidatorKind::Kubernetes {
+            ca.handle_networked(request).await
+        } else {
+            // Key generation and signing are CPU work; keep them off the reactor threads.
+            tokio::task::spawn_blocking(move || ca.handle(&request, peer.as_deref().map(Vec::as_slice)))
+                .await
+                .map_err(|_| Status::internal("failed to sign certificate"))
+                .and_then(|r| r)
+        };
         counted.metrics.signed(result.as_ref().map(|_| ()).map_err(Status::code));
         result.map(Response::new)
     }
@@ -685,6 +792,20 @@ mod tests {
             validator,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_certificate_that_cannot_be_audited_is_withheld_and_its_join_token_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = JoinTokens::parse("default/orders 0123456789abcdef-orders\n").unwrap();
+        // Every write to /dev/full fails (ENOSPC).
+        let full = std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let ca = ca(&dir.path().join("ca"), Validator::JoinToken(tokens.clone()))
+            .with_audit(crate::audit::SentryAudit::on_file(std::path::Path::new("/dev/full"), full));
+        let err = ca.handle(&request("orders", "0123456789abcdef-orders"), None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert!(err.message().contains("audit log"), "{}", err.message());
+        assert_eq!(tokens.used_count(), 0, "the token bought nothing, so it is not spent");
     }
 
     fn request(app_id: &str, token: &str) -> SignCertificateRequest {

@@ -98,12 +98,14 @@ pub enum SignError {
     Rcgen(#[from] rcgen::Error),
 }
 
-/// Issues an SVID for `id`: one URI SAN, no subject, not a CA, EKU serverAuth + clientAuth, valid from
+/// Issues an SVID for `id`: one URI SAN (plus `dns_names`, for control-plane services a Kubernetes API server
+/// calls by Service name), no subject, not a CA, EKU serverAuth + clientAuth, valid from
 /// `now - skew` until `now + ttl` but never after the issuer (Dapr lets leaves outlive the issuer, #8557).
 pub fn sign(
     material: &CaMaterial,
     csr: &CheckedCsr,
     id: &SpiffeId,
+    dns_names: &[String],
     now: SystemTime,
     ttl: Duration,
     skew: Duration,
@@ -116,6 +118,9 @@ pub fn sign(
     // No subject: the identity is the URI SAN alone, as Dapr's SVIDs.
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.subject_alt_names = vec![SanType::URI(id.as_str().try_into()?)];
+    for name in dns_names {
+        params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into()?));
+    }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];

@@ -11,6 +11,9 @@
 //!   `iss` the configured issuer, `aud` the configured audience (default: sentry's own SPIFFE ID), with `iat`
 //!   required, not in the future, and at most a configured lifetime before `exp`.
 //!
+//! - `kubernetes`: a pod-bound service-account token, judged by the cluster (`ward-kube` implements
+//!   [`NetworkValidator`] for it; it needs the network, so it runs before the blocking part of a request).
+//!
 //! This module does not sign anything. Its only network I/O is fetching a JWKS from a URL.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +35,8 @@ pub enum ValidatorKind {
     Insecure,
     JoinToken,
     Jwks,
+    /// Dapr's `KUBERNETES` validator (implemented by `ward-kube`; selected by `ward sentry --mode kubernetes`).
+    Kubernetes,
 }
 
 impl std::str::FromStr for ValidatorKind {
@@ -41,6 +46,10 @@ impl std::str::FromStr for ValidatorKind {
             "insecure" => Ok(Self::Insecure),
             "join-token" => Ok(Self::JoinToken),
             "jwks" => Ok(Self::Jwks),
+            // Dapr's rule: the built-in kubernetes validator comes with the mode, it is not configured by name.
+            "kubernetes" => {
+                Err("the kubernetes validator is not chosen by name: run sentry with --mode kubernetes".to_owned())
+            }
             other => Err(format!("unknown token validator {other:?} (expected insecure, join-token or jwks)")),
         }
     }
@@ -100,6 +109,40 @@ pub enum CredentialError {
     JwtLifetimeTooLong { lifetime_secs: u64, max_secs: u64 },
     #[error("the JWT subject {sub:?} does not match the requested identity {id}")]
     JwtSubjectMismatch { sub: String, id: String },
+    /// A refusal by a [`NetworkValidator`] (its own words: which check failed, never the token).
+    #[error("{0}")]
+    Refused(String),
+    /// The validator could not reach what it needs (the Kubernetes API): refused, and worth retrying.
+    #[error("the credential could not be checked: {0}")]
+    Unavailable(String),
+}
+
+/// What a bootstrapping caller asks for, as a [`NetworkValidator`] sees it (already checked to be one Dapr name
+/// segment each).
+#[derive(Debug, Clone, Copy)]
+pub struct BootstrapRequest<'a> {
+    pub namespace: &'a str,
+    pub app_id: &'a str,
+    pub token: &'a str,
+}
+
+/// What a [`NetworkValidator`] grants: the identity is `spiffe://<trust_domain>/ns/<namespace>/<app-id>`, with
+/// `dns_names` as extra DNS SANs (Dapr gives those only to control-plane services that serve TLS to the API server,
+/// such as the injector's webhook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub trust_domain: ward_identity::TrustDomain,
+    pub dns_names: Vec<String>,
+}
+
+pub type ValidationFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Grant, CredentialError>> + Send + 'a>>;
+
+/// A validator that asks someone else (the Kubernetes API) and therefore runs asynchronously, before signing.
+/// It also decides the trust domain (Dapr: from the pod's Configuration), which the other validators take from
+/// sentry's own configuration.
+pub trait NetworkValidator: Send + Sync + std::fmt::Debug {
+    fn validate<'a>(&'a self, request: BootstrapRequest<'a>) -> ValidationFuture<'a>;
 }
 
 /// One join-token entry. Its SHA-256 is what the ledger records once it is used.
@@ -530,6 +573,7 @@ pub enum Validator {
     Insecure,
     JoinToken(JoinTokens),
     Jwks(JwksValidator),
+    Kubernetes(Arc<dyn NetworkValidator>),
 }
 
 /// A credential that passed. A join token stays reserved until [`Approval::commit`] (or is released when the
@@ -557,6 +601,7 @@ impl Validator {
             Self::Insecure => ValidatorKind::Insecure,
             Self::JoinToken(_) => ValidatorKind::JoinToken,
             Self::Jwks(_) => ValidatorKind::Jwks,
+            Self::Kubernetes(_) => ValidatorKind::Kubernetes,
         }
     }
 
@@ -582,6 +627,9 @@ impl Validator {
                 }
                 jwks.validate(token.trim(), id).map(|()| Approval::Granted)
             }
+            // Judged asynchronously before this point (`Ca::handle` is given its grant); reaching here without
+            // one is a programming error, refused rather than signed.
+            Self::Kubernetes(_) => Err(CredentialError::Refused("the kubernetes validator did not run".to_owned())),
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Sources {
 }
 
 pub(crate) struct Metrics {
+    /// False with `--enable-metrics=false`: nothing is recorded (one branch per call site), nothing is served.
+    recording: bool,
     registry: Registry,
     app_id: String,
     http_server_request_count: IntCounterVec,
@@ -123,7 +125,14 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
 }
 
 impl Metrics {
+    #[cfg(test)]
     pub(crate) fn new(app_id: &str) -> Arc<Metrics> {
+        Self::with_recording(app_id, true)
+    }
+
+    /// `recording: false` for `--enable-metrics=false`: the registry exists (so every caller keeps one handle)
+    /// but no call records anything.
+    pub(crate) fn with_recording(app_id: &str, recording: bool) -> Arc<Metrics> {
         let registry = Registry::new();
         let r = &registry;
         let audit_events = IntCounter::new("ward_audit_events_total", "Audit events accepted for the log.")
@@ -151,6 +160,7 @@ impl Metrics {
         r.register(Box::new(build_info)).expect("each metric is registered once");
         let acl_labels = ["app_id", "trust_domain", "namespace", "operation", "httpverb", "policy_action"];
         Arc::new(Metrics {
+            recording,
             app_id: app_id.to_owned(),
             http_server_request_count: counter(
                 r,
@@ -325,6 +335,10 @@ impl Metrics {
     }
 
     /// Where the scrape-time numbers come from (set once the parts exist).
+    pub(crate) fn recording(&self) -> bool {
+        self.recording
+    }
+
     pub(crate) fn set_sources(&self, sources: Sources) {
         if let Ok(mut slot) = self.sources.lock() {
             *slot = Some(sources);
@@ -333,6 +347,9 @@ impl Metrics {
 
     /// One answer of the public HTTP API.
     pub(crate) fn http_server(&self, method: &str, path: &str, status: u16, millis: f64) {
+        if !self.recording {
+            return;
+        }
         let status = status.to_string();
         let labels = [self.app_id.as_str(), method, path, status.as_str()];
         self.http_server_request_count.with_label_values(&labels).inc();
@@ -342,6 +359,9 @@ impl Metrics {
     /// Request and response sizes of one public HTTP API answer, as declared by `Content-Length` (streamed bodies
     /// without one count as 0).
     pub(crate) fn http_server_sizes(&self, method: &str, path: &str, status: u16, request: u64, response: u64) {
+        if !self.recording {
+            return;
+        }
         let status = status.to_string();
         self.http_server_request_bytes.with_label_values(&[self.app_id.as_str(), method, path]).observe(request as f64);
         self.http_server_response_bytes
@@ -352,6 +372,9 @@ impl Metrics {
     /// One HTTP request the sidecar sent to its app (`path` is bounded: `_other`, as the server side without a
     /// matched operation), its status (0: no answer) and sizes.
     pub(crate) fn http_client(&self, method: &str, status: u16, millis: f64, sent: u64, received: u64) {
+        if !self.recording {
+            return;
+        }
         let status = status.to_string();
         let labels = [self.app_id.as_str(), method, "_other", status.as_str()];
         self.http_client_completed.with_label_values(&labels).inc();
@@ -362,6 +385,9 @@ impl Metrics {
 
     /// One RPC of the public gRPC API (`method` is a Dapr API method or `_proxy`).
     pub(crate) fn grpc_server(&self, method: &str, status: &str, millis: f64) {
+        if !self.recording {
+            return;
+        }
         let labels = [self.app_id.as_str(), method, status];
         self.grpc_server_completed.with_label_values(&labels).inc();
         self.grpc_server_latency.with_label_values(&labels).observe(millis);
@@ -369,11 +395,17 @@ impl Metrics {
 
     /// mTLS is set up (the first certificate arrived).
     pub(crate) fn mtls_initialised(&self) {
+        if !self.recording {
+            return;
+        }
         self.mtls_init.with_label_values(&[self.app_id.as_str()]).inc();
     }
 
     /// One invocation this sidecar sent to `dst` (caller side), and its answer's status.
     pub(crate) fn invocation_sent(&self, dst: &str, kind: &str, status: &str, millis: f64) {
+        if !self.recording {
+            return;
+        }
         self.invocation_req_sent.with_label_values(&[self.app_id.as_str(), dst, kind]).inc();
         self.invocation_res_recv.with_label_values(&[self.app_id.as_str(), dst, status, kind]).inc();
         self.invocation_res_recv_latency.with_label_values(&[self.app_id.as_str(), dst, status]).observe(millis);
@@ -381,6 +413,9 @@ impl Metrics {
 
     /// One invocation received from `src` (callee side), answered with `status`.
     pub(crate) fn invocation_received(&self, src: &str, status: u16) {
+        if !self.recording {
+            return;
+        }
         self.invocation_req_recv.with_label_values(&[self.app_id.as_str(), src]).inc();
         self.invocation_res_sent.with_label_values(&[self.app_id.as_str(), src, &status.to_string()]).inc();
     }
@@ -396,6 +431,9 @@ impl Metrics {
         verb: &str,
         reason: &str,
     ) {
+        if !self.recording {
+            return;
+        }
         let (app_id, trust_domain, namespace) = caller;
         let action = if allowed { "allow" } else { "deny" };
         let labels = [app_id, trust_domain, namespace, operation, verb, action];
@@ -411,12 +449,18 @@ impl Metrics {
 
     /// One decision of any layer (`acl`, `middleware`, `mcp`, …).
     pub(crate) fn authz(&self, layer: &str, allowed: bool, reason: &str) {
+        if !self.recording {
+            return;
+        }
         let decision = if allowed { "allow" } else { "deny" };
         self.authz.with_label_values(&[layer, decision, reason]).inc();
     }
 
     /// One MCP `tools/call` decision.
     pub(crate) fn mcp_tool(&self, caller: &str, tool: &str, allowed: bool, rule: &str) {
+        if !self.recording {
+            return;
+        }
         let decision = if allowed { "allow" } else { "deny" };
         self.mcp_tools.with_label_values(&[caller, tool, decision]).inc();
         self.authz("mcp", allowed, rule);
@@ -424,12 +468,18 @@ impl Metrics {
 
     /// One publish to `component`/`topic`.
     pub(crate) fn pubsub_published(&self, component: &str, topic: &str, success: bool) {
+        if !self.recording {
+            return;
+        }
         let success = if success { "true" } else { "false" };
         self.pubsub_egress.with_label_values(&[self.app_id.as_str(), component, "", success, topic]).inc();
     }
 
     /// One delivery attempt's outcome (`success`, `retry`, `drop`) and how long the app took.
     pub(crate) fn pubsub_delivered(&self, component: &str, topic: &str, status: &str, millis: f64) {
+        if !self.recording {
+            return;
+        }
         let labels = [self.app_id.as_str(), component, "", status, topic];
         self.pubsub_ingress.with_label_values(&labels).inc();
         self.pubsub_ingress_latency.with_label_values(&labels).observe(millis);
@@ -437,6 +487,9 @@ impl Metrics {
 
     /// One reload attempt.
     pub(crate) fn reload(&self, applied: bool) {
+        if !self.recording {
+            return;
+        }
         self.config_reload.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
     }
 
@@ -507,6 +560,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !self.metrics.recording {
+            return Box::pin(self.inner.call(request));
+        }
         let started = std::time::Instant::now();
         let path = request.uri().path();
         let method: Arc<str> = match path.strip_prefix("/dapr.proto.runtime.v1.Dapr/") {
@@ -598,6 +654,9 @@ pub(crate) async fn record_public(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    if !metrics.recording {
+        return next.run(request).await;
+    }
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
     let path = public_path_label(request.uri().path());
@@ -618,6 +677,18 @@ pub(crate) async fn record_public(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_off_records_nothing() {
+        let m = Metrics::with_recording("orders", false);
+        m.http_server("GET", "/v1.0/state", 200, 1.5);
+        m.invocation_sent("payments", "unary", "200", 2.0);
+        m.acl(AclScope::App, false, ("checkout", "public", "default"), "policies[0]", "GET", "x");
+        let text = m.render();
+        assert!(!text.contains("dapr_http_server_request_count{"), "{text}");
+        assert!(!text.contains("dapr_runtime_service_invocation_req_sent_total{"), "{text}");
+        assert!(!text.contains("dapr_runtime_acl_app_policy_action_blocked_total{"), "{text}");
+    }
 
     #[test]
     fn names_are_dapr_spelled_and_paths_bounded() {

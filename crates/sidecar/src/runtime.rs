@@ -86,6 +86,12 @@ pub struct MtlsOptions {
     pub control_plane_trust_domain: Option<TrustDomain>,
     pub control_plane_namespace: String,
     pub sentry_token_file: Option<PathBuf>,
+    /// Kubernetes mode: the projected token goes with every certificate request (Dapr's `KUBERNETES` validator).
+    pub kubernetes: bool,
+    /// A trust-anchor file that is the only source of anchors and is re-read when it changes (in a pod: the
+    /// mounted `dapr-root-ca.crt`, which the kubelet refreshes during a root rotation). `trust_anchors_pem` is its
+    /// content at start.
+    pub trust_anchors_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +252,11 @@ impl Sidecar {
                 let sentry_id = SpiffeId::dapr(&cp_td, &mtls.control_plane_namespace, "dapr-sentry")
                     .map_err(|err| StartError::TrustDomain(cp_td.to_string(), err))?;
                 let sentry_error = |source| StartError::Sentry { address: mtls.sentry_address.clone(), source };
+                // Sentry may live in another trust domain (Kubernetes: the control plane's): the same anchors,
+                // under its trust domain, verify it.
+                let sentry_trust = (cp_td != trust_domain)
+                    .then(|| TrustBundle::from_pem(cp_td.clone(), &mtls.trust_anchors_pem).map(TrustBundleHandle::new))
+                    .transpose()?;
                 let client = ward_sentry::SentryClient::new(ward_sentry::SentryClientConfig {
                     address: mtls.sentry_address.clone(),
                     sentry_id,
@@ -255,9 +266,16 @@ impl Sidecar {
                     trust_domain: trust_domain.clone(),
                     token_file: mtls.sentry_token_file.clone(),
                     skew: settings.clock_skew,
+                    kubernetes: mtls.kubernetes,
+                    sentry_trust: sentry_trust.clone(),
                 })
                 .map_err(sentry_error)?;
                 let supervisor = client.start().await.map_err(sentry_error)?;
+                if let Some(path) = &mtls.trust_anchors_file {
+                    let mut follow = vec![(trust_domain.clone(), bundle.clone())];
+                    follow.extend(sentry_trust.map(|handle| (cp_td.clone(), handle)));
+                    tokio::spawn(follow_trust_anchors(path.clone(), follow));
+                }
                 let transport = Transport::Mtls(Mtls {
                     svid: supervisor.resolver(),
                     bundle,
@@ -310,7 +328,7 @@ impl Sidecar {
         }
         // Only the request paths of a sidecar that makes spans get a handle; without one they pay a branch.
         let spans = tracing.clone().filter(|t| t.spans());
-        let metrics = crate::metrics::Metrics::new(&options.app_id);
+        let metrics = crate::metrics::Metrics::with_recording(&options.app_id, options.metrics.is_some());
         metrics.set_sources(crate::metrics::Sources {
             audit: audit.clone(),
             svid_not_after: match &transport {
@@ -687,6 +705,36 @@ impl Drop for Sidecar {
         let _ = self.stop_tx.send(true);
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// Keeps each bundle (one per trust domain that is verified with these anchors) equal to the anchors in `path` (polled every two seconds; a mounted ConfigMap changes by a
+/// symlink swap, which a poll sees as well as any watcher would). A file that does not parse keeps the current
+/// anchors (logged): a half-written or emptied file must not leave the sidecar trusting nothing, or anything.
+async fn follow_trust_anchors(path: PathBuf, bundles: Vec<(ward_identity::TrustDomain, TrustBundleHandle)>) {
+    let mut current = std::fs::read(&path).unwrap_or_default();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        if bytes == current {
+            continue;
+        }
+        let parsed: Result<Vec<TrustBundle>, _> =
+            bundles.iter().map(|(trust_domain, _)| TrustBundle::from_pem(trust_domain.clone(), &bytes)).collect();
+        match parsed {
+            Ok(next) => {
+                let roots = next.first().map_or(0, |b| b.roots().len());
+                for ((_, handle), bundle) in bundles.iter().zip(next) {
+                    handle.store(bundle);
+                }
+                tracing::info!(file = %path.display(), roots, "trust anchors changed; reloaded");
+                current = bytes;
+            }
+            Err(err) => {
+                tracing::error!(file = %path.display(), error = %err, "trust anchors file does not parse; keeping the current anchors");
+                current = bytes;
+            }
         }
     }
 }

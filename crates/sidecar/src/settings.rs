@@ -309,6 +309,13 @@ pub fn unhonoured(configuration: &Configuration, mtls_on: bool, app_grpc: bool) 
             false,
         );
     }
+    if !configuration.ward.app_id_bindings.is_empty() {
+        push(
+            "spec.ward.appIdBindings".to_owned(),
+            "app-id bindings are enforced by sentry on Kubernetes (the control-plane Configuration), not by a sidecar",
+            false,
+        );
+    }
     // Everything else the file asks for that ward does not do, as `ward-config` found it (unknown keys outside the
     // security sections, Dapr sections and features ward does not implement).
     for item in &configuration.unsupported {

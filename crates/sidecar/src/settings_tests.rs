@@ -26,6 +26,8 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
             control_plane_trust_domain: None,
             control_plane_namespace: "default".into(),
             sentry_token_file: None,
+            kubernetes: false,
+            trust_anchors_file: None,
         }),
         production,
         max_body_size: None,

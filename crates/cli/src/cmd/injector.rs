@@ -114,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let address = args.sentry_address.clone().unwrap_or_else(|| config.sentry_address());
                 tracing::info!(sentry = %address, "serving certificate from sentry");
                 ServingCert::Sentry(
-                    ward_injector::sentry_client_config(&config, address, &anchors, args.sentry_token_file.clone())
+                    ward_injector::sentry_client_config(&config, address, &anchors, args.sentry_token_file.clone(), true)
                         .with_context(|| format!("--trust-anchors-file {}", anchors_path.display()))?,
                 )
             }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod injector;
+pub mod k8s;
 mod logjson;
 pub mod mtls;
 pub mod policy;

@@ -56,10 +56,19 @@ pub enum Command {
         #[arg(long, default_value = "default")]
         namespace: String,
     },
-    /// Warn about risky access-control settings; exit 1 when there are warnings.
+    /// Warn about risky access-control settings; exit 1 when there are warnings. With -k: app ids of annotated
+    /// pods in the cluster that spec.ward.appIdBindings leaves unbound (or that sentry will refuse).
     Lint {
+        #[arg(long, required_unless_present = "kubernetes")]
+        config: Option<PathBuf>,
+        #[arg(short = 'k', long)]
+        kubernetes: bool,
+        /// With -k: the control-plane namespace, whose `daprsystem` Configuration holds the bindings.
+        #[arg(short = 'n', long, default_value = "dapr-system")]
+        namespace: String,
+        /// With -k: a kubeconfig file (default: in-cluster, else KUBECONFIG).
         #[arg(long)]
-        config: PathBuf,
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -127,7 +136,29 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Lint { config } => {
+        Command::Lint { kubernetes: true, namespace, kubeconfig, .. } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let findings = runtime.block_on(async {
+                let client = ward_kube::connect(kubeconfig.as_deref()).await?;
+                ward_kube::sentry::lint_app_id_bindings(
+                    &client,
+                    &namespace,
+                    ward_kube::sentry::CONTROL_PLANE_CONFIGURATION,
+                )
+                .await
+                .map_err(|err| anyhow::anyhow!(err))
+            })?;
+            for finding in &findings {
+                println!("warning: {finding}");
+            }
+            if findings.is_empty() {
+                println!("ok: every app id of an annotated pod is bound to its service accounts");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(ExitCode::from(1))
+        }
+        Command::Lint { config, .. } => {
+            let config = config.context("--config FILE (or -k for the cluster)")?;
             let configuration = ward_config::load_configuration(&config)?;
             let policies = ward_sidecar::compile_policies(Some(&configuration))?;
             let mut warnings = policies.capabilities.lint();

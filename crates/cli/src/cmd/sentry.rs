@@ -71,6 +71,10 @@ pub struct Args {
     /// Refuse insecure settings (the insecure validator).
     #[arg(long)]
     production: bool,
+    /// Every certificate decision on a credential (issued, or refused with the reason) as a hash-chained audit line
+    /// (`ward audit verify FILE`). An issuance that cannot be recorded is withheld.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     /// Both listeners (gRPC and healthz): a TLS handshake must complete within this after accept.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     handshake_timeout: Duration,
@@ -87,6 +91,31 @@ pub struct Args {
     /// Sentry's own namespace (part of its SPIFFE ID).
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     namespace: String,
+    /// `standalone` (files, the validator of --token-validator) or `kubernetes`: CA material in Secret
+    /// `dapr-trust-bundle` of --namespace (generated when absent), roots published to ConfigMaps
+    /// `dapr-root-ca.crt`, callers proven by pod-bound service-account tokens (TokenReview), --config naming the
+    /// control-plane Configuration resource (default `daprsystem`) in --namespace.
+    #[arg(long, default_value = "standalone", value_parser = ["standalone", "kubernetes"])]
+    mode: String,
+    /// Kubernetes mode: a kubeconfig file (default: in-cluster service account, else KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: the cluster's DNS domain (the injector's certificate names its Service in it).
+    #[arg(long, env = "KUBE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Kubernetes mode: how long a successful TokenReview is reused for the same token (the API server caches its
+    /// answers for 10 s itself; the token's pod is fetched on every request regardless). 0 asks every time.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    token_review_cache: Duration,
+    /// Kubernetes mode: start a root rotation when the newest root has lived this fraction of its life (0 < f < 1;
+    /// `0` turns automatic rotation off — `ward mtls renew-certificate -k` still starts one). The new root lives
+    /// --ca-valid-for.
+    #[arg(long, default_value_t = 0.8)]
+    root_rotation_at: f64,
+    /// Kubernetes mode: during a rotation, how long the new root is published before the issuer switches to it
+    /// (kubelets refresh mounted ConfigMaps within about a minute; sidecars then reload the file).
+    #[arg(long, default_value = "2m", value_parser = super::parse_duration)]
+    root_rotation_propagation: Duration,
     #[command(flatten)]
     log: super::LogArgs,
 }
@@ -107,15 +136,48 @@ fn unused_by_sentry(c: &ward_config::Configuration) -> Vec<String> {
     note(!c.http_pipeline.is_empty(), "spec.httpPipeline");
     note(!c.app_http_pipeline.is_empty(), "spec.appHttpPipeline");
     note(c.api_logging != ward_config::ApiLogging::default(), "spec.logging");
-    note(c.ward != ward_config::WardSpec::default(), "spec.ward");
+    let ward_but_bindings = ward_config::WardSpec { app_id_bindings: Vec::new(), ..c.ward.clone() };
+    note(ward_but_bindings != ward_config::WardSpec::default(), "spec.ward");
     unused
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.log.init("dapr-sentry")?;
-    let configuration = match &args.config {
-        Some(path) => Some(ward_config::load_configuration(path)?),
-        None => None,
+    let kubernetes = args.mode == "kubernetes";
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let kube_client = if kubernetes {
+        if args.token_validator != ValidatorKind::Insecure || args.join_tokens.is_some() || args.jwks.is_some() {
+            // Dapr's rule: in Kubernetes the built-in validator is the one; ward runs no second one beside it.
+            anyhow::bail!(
+                "--mode kubernetes validates pod-bound service-account tokens; --token-validator, --join-tokens and --jwks do not apply"
+            );
+        }
+        Some(runtime.block_on(ward_kube::connect(args.kubeconfig.as_deref())).context("--mode kubernetes")?)
+    } else {
+        if args.kubeconfig.is_some() {
+            anyhow::bail!("--kubeconfig needs --mode kubernetes");
+        }
+        None
+    };
+    let configuration = match (&args.config, &kube_client) {
+        (Some(path), None) => Some(ward_config::load_configuration(path)?),
+        (None, None) => None,
+        (name, Some(client)) => {
+            // The control-plane Configuration is read only from sentry's own namespace (Dapr 1.12.1's fix).
+            let name = name
+                .as_ref()
+                .map_or_else(|| ward_kube::sentry::CONTROL_PLANE_CONFIGURATION.to_owned(), |p| p.display().to_string());
+            let found = runtime
+                .block_on(ward_kube::sentry::read_control_plane_configuration(client, &args.namespace, &name))
+                .map_err(|err| anyhow::anyhow!("Configuration {}/{name}: {err}", args.namespace))?;
+            if found.is_none() {
+                tracing::warn!(
+                    "Configuration {}/{name} not found: default certificate lifetimes, no app-id bindings",
+                    args.namespace
+                );
+            }
+            found
+        }
     };
     if let Some(c) = &configuration {
         for field in unused_by_sentry(c) {
@@ -129,17 +191,81 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let workload_cert_ttl = args.workload_cert_ttl.or(mtls.workload_cert_ttl).unwrap_or(Duration::from_secs(24 * 3600));
     let allowed_clock_skew =
         args.allowed_clock_skew.or(mtls.allowed_clock_skew).unwrap_or(Duration::from_secs(15 * 60));
-    let issuer_dir = args.issuer_credentials.clone().unwrap_or_else(|| super::ward_home().join("ca"));
+    let issuer_dir = args.issuer_credentials.clone().unwrap_or_else(|| {
+        if kubernetes { PathBuf::from("/var/run/secrets/dapr.io/credentials") } else { super::ward_home().join("ca") }
+    });
     let own_id = SpiffeId::dapr(&args.trust_domain, &args.namespace, ward_sentry::server::SENTRY_APP_ID)
         .with_context(|| format!("--namespace {:?}", args.namespace))?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let validator = match args.token_validator {
-        ValidatorKind::Insecure => Validator::Insecure,
-        ValidatorKind::JoinToken => {
+    let mut background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
+    let validator = match (&kube_client, args.token_validator) {
+        (Some(client), _) => {
+            use ward_kube::{sentry, trust_bundle};
+            let contents = runtime.block_on(trust_bundle::ensure_secret(
+                client,
+                &args.namespace,
+                &args.trust_domain,
+                args.ca_valid_for,
+            ))?;
+            trust_bundle::write_dir(&issuer_dir, &contents)?;
+            let bindings = Arc::new(arc_swap::ArcSwap::from_pointee(sentry::AppIdBindings::from_config(
+                configuration.as_ref().map(|c| c.ward.app_id_bindings.as_slice()).unwrap_or_default(),
+            )));
+            let config_name = args
+                .config
+                .as_ref()
+                .map_or_else(|| sentry::CONTROL_PLANE_CONFIGURATION.to_owned(), |p| p.display().to_string());
+            let (roots_tx, roots_rx) = tokio::sync::watch::channel(contents.roots_pem.clone());
+            background.push(Box::pin(sentry::watch_bindings(
+                client.clone(),
+                args.namespace.clone(),
+                config_name,
+                bindings.clone(),
+            )));
+            background.push(Box::pin(trust_bundle::mirror_secret(
+                client.clone(),
+                args.namespace.clone(),
+                issuer_dir.clone(),
+                roots_tx,
+            )));
+            background.push(Box::pin(trust_bundle::publish_roots(client.clone(), args.namespace.clone(), roots_rx)));
+            if !(0.0..1.0).contains(&args.root_rotation_at) {
+                anyhow::bail!("--root-rotation-at must be at least 0 and below 1 (0 turns automatic rotation off)");
+            }
+            let timing = ward_kube::rotation::RotationTiming {
+                propagation: args.root_rotation_propagation,
+                workload_ttl: workload_cert_ttl,
+                allowed_clock_skew,
+            };
+            let automatic = (args.root_rotation_at > 0.0).then_some((args.root_rotation_at, args.ca_valid_for));
+            background.push(Box::pin(ward_kube::rotation::drive(
+                client.clone(),
+                args.namespace.clone(),
+                args.trust_domain.clone(),
+                timing,
+                automatic,
+                Duration::from_secs(2),
+            )));
+            let validator = sentry::PodValidator::new(
+                client.clone(),
+                sentry::PodValidatorConfig {
+                    audience: own_id.to_string(),
+                    control_plane_namespace: args.namespace.clone(),
+                    control_plane_trust_domain: args.trust_domain.clone(),
+                    cluster_domain: args.cluster_domain.clone(),
+                    production: args.production,
+                    review_cache: args.token_review_cache,
+                },
+                bindings,
+            );
+            Validator::Kubernetes(Arc::new(validator))
+        }
+        (None, ValidatorKind::Kubernetes) => anyhow::bail!("the kubernetes validator needs --mode kubernetes"),
+        (None, ValidatorKind::Insecure) => Validator::Insecure,
+        (None, ValidatorKind::JoinToken) => {
             let path = args.join_tokens.as_ref().context("--token-validator join-token needs --join-tokens FILE")?;
             Validator::JoinToken(JoinTokens::load(path)?)
         }
-        ValidatorKind::Jwks => {
+        (None, ValidatorKind::Jwks) => {
             let source = args.jwks.as_ref().context("--token-validator jwks needs --jwks FILE|URL")?;
             let issuer = args.jwks_issuer.as_ref().context("--token-validator jwks needs --jwks-issuer ISSUER")?;
             let audience = args.jwks_audience.clone().unwrap_or_else(|| own_id.to_string());
@@ -185,7 +311,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Refused before anything starts: a zero timeout or cap would switch a protection off.
     config.limits.validate().context("--handshake-timeout/--header-read-timeout/--idle-timeout/--max-connections")?;
-    let ca = Arc::new(Ca::new(config, validator)?);
+    let mut ca = Ca::new(config, validator)?;
+    if let Some(path) = &args.audit_log {
+        ca = ca.with_audit(ward_sentry::audit::SentryAudit::open(path)?);
+    }
+    let ca = Arc::new(ca);
+    for task in background {
+        runtime.spawn(task);
+    }
     runtime.block_on(async move {
         ward_sentry::run(ca, shutdown_signal(), |addrs| {
             // One machine-readable line on stdout, so scripts and tests can find ports chosen with 0.

@@ -194,9 +194,54 @@ impl Args {
     }
 }
 
+/// Where the sentry token is in a pod: `DAPR_SENTRY_TOKEN_FILE`, else the projected volume the injector mounts,
+/// else (with a warning; refused in production) the service account's default token, which is not bound to the
+/// pod and which sentry therefore refuses anyway (Dapr's fallback path).
+fn kubernetes_token_file(production: bool) -> anyhow::Result<PathBuf> {
+    const PROJECTED: &str = "/var/run/secrets/dapr.io/sentrytoken/token";
+    const FALLBACK: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    if let Some(path) = std::env::var_os("DAPR_SENTRY_TOKEN_FILE").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    if std::path::Path::new(PROJECTED).exists() {
+        return Ok(PathBuf::from(PROJECTED));
+    }
+    if production {
+        bail!(
+            "no sentry token at {PROJECTED} (the injector's dapr-identity-token volume) and DAPR_SENTRY_TOKEN_FILE is unset; the service account's own token is refused in production"
+        );
+    }
+    tracing::warn!(
+        "no sentry token at {PROJECTED}: falling back to {FALLBACK}, which is not bound to the pod (sentry will refuse it)"
+    );
+    Ok(PathBuf::from(FALLBACK))
+}
+
+/// Dapr's rule for `--mode kubernetes`: the sidecar must not run as UID 0 unless
+/// `DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true`.
+fn refuse_root_in_kubernetes() -> anyhow::Result<()> {
+    if std::env::var("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(());
+    }
+    // The real and effective UIDs, from the kernel's own account of this process (no libc call needed).
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status for the UID check")?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:")).context("no Uid line in /proc/self/status")?;
+    if uids.split_whitespace().take(2).any(|uid| uid == "0") {
+        bail!(
+            "--mode kubernetes refuses to run as UID 0 (set a non-root runAsUser, or DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK=true)"
+        );
+    }
+    Ok(())
+}
+
 async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
-    if args.mode != "standalone" {
-        bail!("--mode {:?} is not supported (only standalone)", args.mode);
+    let kubernetes = match args.mode.as_str() {
+        "standalone" => false,
+        "kubernetes" => true,
+        other => bail!("--mode {other:?} is not supported (standalone or kubernetes)"),
+    };
+    if kubernetes {
+        refuse_root_in_kubernetes()?;
     }
     let app_protocol_grpc = match args.app_protocol.as_str() {
         "http" => false,
@@ -221,9 +266,18 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         Some(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         Some(n) => bail!("--app-max-concurrency {n}: must be positive, or -1 for unlimited"),
     };
-    let mtls = if args.enable_mtls {
-        let sentry_address = args.sentry_address.clone().context("--enable-mtls needs --sentry-address")?;
-        let trust_anchors_pem = match (&args.trust_anchors_file, std::env::var("DAPR_TRUST_ANCHORS")) {
+    // In Kubernetes the anchors are the mounted `dapr-root-ca.crt` (DAPR_TRUST_ANCHORS_FILE, set by the injector),
+    // followed through root rotations.
+    let trust_anchors_file = args.trust_anchors_file.clone().or_else(|| {
+        kubernetes.then(|| std::env::var_os("DAPR_TRUST_ANCHORS_FILE").filter(|v| !v.is_empty()).map(PathBuf::from))?
+    });
+    let mtls = if args.enable_mtls || kubernetes {
+        let sentry_address = args.sentry_address.clone().context(if kubernetes {
+            "--mode kubernetes needs --sentry-address (the injector passes dapr-sentry.<namespace>.svc:443)"
+        } else {
+            "--enable-mtls needs --sentry-address"
+        })?;
+        let trust_anchors_pem = match (&trust_anchors_file, std::env::var("DAPR_TRUST_ANCHORS")) {
             (Some(path), _) => {
                 std::fs::read(path).with_context(|| format!("--trust-anchors-file {}", path.display()))?
             }
@@ -237,7 +291,13 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
             trust_anchors_pem,
             control_plane_trust_domain: args.control_plane_trust_domain.clone(),
             control_plane_namespace: args.control_plane_namespace.clone(),
-            sentry_token_file: std::env::var_os("DAPR_SENTRY_TOKEN_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+            sentry_token_file: if kubernetes {
+                Some(kubernetes_token_file(args.production)?)
+            } else {
+                std::env::var_os("DAPR_SENTRY_TOKEN_FILE").filter(|v| !v.is_empty()).map(PathBuf::from)
+            },
+            kubernetes,
+            trust_anchors_file: trust_anchors_file.filter(|_| kubernetes),
         })
     } else {
         None

@@ -42,6 +42,9 @@ where
     }
 
     fn call(&mut self, request: InboundRequest) -> Self::Future {
+        if !self.metrics.recording() {
+            return self.inner.call(request).boxed();
+        }
         let caller = request
             .extensions()
             .get::<CallerIdentity>()

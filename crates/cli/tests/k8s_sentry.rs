@@ -1,0 +1,550 @@
+//! `ward sentry --mode kubernetes` as a real process against a real API server: it generates its CA into Secret
+//! `dapr-trust-bundle`, publishes the roots to `dapr-root-ca.crt` where annotated pods live, signs for a
+//! pod-bound token (the identity in the pod's trust domain), refuses over gRPC with the reason, and a restarted
+//! sentry signs with the same CA.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use kube::Api;
+use kube::api::PostParams;
+use rcgen::{CertificateParams, KeyPair};
+use serde_json::json;
+use support::{Sentry, path_str};
+use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
+use ward_sentry::proto::SignCertificateRequest;
+use ward_sentry::proto::sign_certificate_request::TokenValidator;
+use ward_sentry::{SentryClient, SentryClientConfig};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn install_configuration_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "configurations.dapr.io"},
+        "spec": {"group": "dapr.io", "scope": "Namespaced",
+            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .unwrap();
+    let params = kube::api::PatchParams::apply("ward-test").force();
+    crds.patch("configurations.dapr.io", &params, &kube::api::Patch::Apply(&crd)).await.unwrap();
+    eventually_async(Duration::from_secs(10), "CRD established", || async {
+        let crd = crds.get("configurations.dapr.io").await.ok()?;
+        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens() {
+    let Some(cluster) = ward_k8s_testenv::shared_or_skip("kubernetes_sentry_keeps_its_ca_in_the_cluster") else {
+        return;
+    };
+    let rt = runtime();
+    // The gRPC channel and the kube client are built inside the runtime.
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
+    let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_log = dir.path().join("sentry-audit.log");
+    let args = [
+        "--mode",
+        "kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        &control_plane,
+        "--trust-domain",
+        "cluster.local",
+        "--audit-log",
+        path_str(&audit_log),
+    ];
+    let sentry = Sentry::start(&dir.path().join("credentials"), &args);
+    // The CA lives in the Secret; the files are its mirror.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &control_plane);
+    let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
+    let data = secret.data.unwrap();
+    for key in ["ca.crt", "issuer.crt", "issuer.key"] {
+        assert!(data.contains_key(key), "Secret lacks {key}");
+    }
+    assert_eq!(data["ca.crt"].0, sentry.roots_pem());
+
+    // A pod asking for a sidecar: its namespace gets the roots.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    rt.block_on(
+        accounts
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let roots = String::from_utf8(sentry.roots_pem()).unwrap();
+    rt.block_on(eventually_async(Duration::from_secs(15), "dapr-root-ca.crt published", || async {
+        let map = configmaps.get_opt("dapr-root-ca.crt").await.ok()??;
+        (map.data?.get("ca.crt")? == &roots).then_some(())
+    }));
+
+    // The projected token a kubelet would mount, and a SignCertificate as daprd sends it.
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [sentry_id], "expirationSeconds": 7200,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
+    }}))
+    .unwrap();
+    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
+    let token = token.status.unwrap().token;
+    let ca = ca_client(&sentry, &control_plane);
+    let sign = |app_id: &str| {
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap().into_bytes();
+        let request = SignCertificateRequest {
+            id: app_id.to_owned(),
+            token: token.clone(),
+            namespace: ns.clone(),
+            certificate_signing_request: csr,
+            token_validator: TokenValidator::Kubernetes as i32,
+            ..Default::default()
+        };
+        rt.block_on(ca.grpc().sign_certificate(request)).map(|r| r.into_inner())
+    };
+    let issued = sign("orders").expect("a pod-bound token buys its pod's identity");
+    let pem = String::from_utf8(issued.workload_certificate).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next().unwrap().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let uri = cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+        _ => None,
+    });
+    assert_eq!(uri.as_deref(), Some(format!("spiffe://public/ns/{ns}/orders").as_str()));
+
+    let refused = sign("billing").unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("app id is \"orders\""), "{}", refused.message());
+    // Both decisions are audit lines of one verifiable chain.
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("SENTRY_CERTIFICATE_ISSUED") && lines[0].contains(&format!("spiffe://public/ns/{ns}/orders")),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("SENTRY_CERTIFICATE_REFUSED")
+            && lines[1].contains("kubernetes")
+            && lines[1].contains("billing"),
+        "{log}"
+    );
+    let (code, out, err) = support::ward_output(&["audit", "verify", path_str(&audit_log)], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Restarted with an empty credentials directory: the same CA, from the Secret.
+    drop(sentry);
+    let again = Sentry::start(&dir.path().join("fresh"), &args);
+    assert_eq!(again.roots_pem(), roots.as_bytes());
+}
+
+async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ca_client(sentry: &Sentry, control_plane: &str) -> SentryClient {
+    ca_client_trusting(sentry, control_plane, &sentry.roots_pem())
+}
+
+/// A client that trusts `roots` (in a pod: the mounted `dapr-root-ca.crt`).
+fn ca_client_trusting(sentry: &Sentry, control_plane: &str, roots: &[u8]) -> SentryClient {
+    let td = TrustDomain::new("cluster.local").unwrap();
+    let bundle = TrustBundle::from_pem(td.clone(), roots).unwrap();
+    SentryClient::new(SentryClientConfig {
+        address: sentry.grpc.clone(),
+        sentry_id: SpiffeId::parse(&format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry")).unwrap(),
+        bundle: TrustBundleHandle::new(bundle),
+        app_id: "unused".to_owned(),
+        namespace: "unused".to_owned(),
+        trust_domain: td,
+        token_file: None,
+        skew: Duration::from_secs(60),
+        kubernetes: false,
+        sentry_trust: None,
+    })
+    .unwrap()
+}
+
+/// The PEM blocks of a bundle.
+fn blocks(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----\n").map(str::to_owned).filter(|b| b.contains("BEGIN")).collect()
+}
+
+#[test]
+fn a_root_rotation_appends_switches_and_retires_without_a_restart() {
+    if ward_k8s_testenv::shared_or_skip("a_root_rotation_appends_switches_and_retires").is_none() {
+        return;
+    }
+    // A cluster of its own: a sentry publishes roots cluster-wide and waits for every ConfigMap, so another
+    // test's sentry in the same cluster would interfere (a cluster has one control plane).
+    let assets = ward_k8s_testenv::assets().unwrap();
+    let cluster = ward_k8s_testenv::TestCluster::start(&assets, Default::default()).unwrap();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
+    let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    // Short lifetimes so the whole rotation fits in a test: 4 s certificates, 1 s propagation.
+    let sentry = Sentry::start(
+        &dir.path().join("credentials"),
+        &[
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            &control_plane,
+            "--trust-domain",
+            "cluster.local",
+            "--workload-cert-ttl",
+            "4s",
+            "--allowed-clock-skew",
+            "1s",
+            "--root-rotation-propagation",
+            "1s",
+        ],
+    );
+    let old_root = String::from_utf8(sentry.roots_pem()).unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    rt.block_on(
+        accounts
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [sentry_id], "expirationSeconds": 7200,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
+    }}))
+    .unwrap();
+    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
+    let token = token.status.unwrap().token;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let published =
+        || rt.block_on(configmaps.get_opt("dapr-root-ca.crt")).unwrap().and_then(|m| m.data?.get("ca.crt").cloned());
+    // The issuer a new certificate chains to (the second PEM block of the returned chain), asked by a client
+    // that trusts what is published to the pod's namespace — as a sidecar reading its mounted bundle does.
+    let issuer_of_new_certificate = || {
+        let ca = ca_client_trusting(&sentry, &control_plane, published().expect("roots published").as_bytes());
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap().into_bytes();
+        let request = SignCertificateRequest {
+            id: "orders".to_owned(),
+            token: token.clone(),
+            namespace: ns.clone(),
+            certificate_signing_request: csr,
+            token_validator: TokenValidator::Kubernetes as i32,
+            ..Default::default()
+        };
+        let issued =
+            rt.block_on(ca.grpc().sign_certificate(request)).expect("signs throughout the rotation").into_inner();
+        blocks(&String::from_utf8(issued.workload_certificate).unwrap())[1].clone()
+    };
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let published =
+        || rt.block_on(configmaps.get_opt("dapr-root-ca.crt")).unwrap().and_then(|m| m.data?.get("ca.crt").cloned());
+    support::eventually(Duration::from_secs(15), "roots published", || (published()? == old_root).then_some(()));
+    let old_issuer = issuer_of_new_certificate();
+
+    let phase = rt
+        .block_on(ward_kube::rotation::start(
+            &client,
+            &control_plane,
+            &TrustDomain::new("cluster.local").unwrap(),
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+    assert!(matches!(phase, ward_kube::rotation::Phase::Distributing { .. }));
+    // 1. Both roots everywhere, the old issuer still signing.
+    let both = support::eventually(Duration::from_secs(15), "both roots published", || {
+        let roots = published()?;
+        (blocks(&roots).len() == 2).then_some(roots)
+    });
+    assert!(both.starts_with(&old_root), "the new root is appended");
+    // 2. The issuer switches once every ConfigMap carries the new root: new certificates chain to the new root.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &control_plane);
+    support::eventually(Duration::from_secs(20), "issuer switched", || {
+        let issuer = issuer_of_new_certificate();
+        (issuer != old_issuer).then_some(())
+    });
+    let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
+    assert!(matches!(ward_kube::rotation::phase_of(&secret), Ok(ward_kube::rotation::Phase::Retiring { .. })));
+    // 3. The old root leaves only after the last certificate under it expired (4 s + 1 s skew after the switch).
+    let new_root = blocks(&both)[1].clone();
+    support::eventually(Duration::from_secs(30), "old root retired", || (published()? == new_root).then_some(()));
+    assert_eq!(String::from_utf8(sentry.roots_pem()).unwrap(), new_root, "sentry serves the new root only");
+    let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
+    assert_eq!(ward_kube::rotation::phase_of(&secret), Ok(ward_kube::rotation::Phase::Idle));
+    assert!(!secret.data.unwrap().contains_key("next-issuer.crt"));
+}
+
+/// Two `ward sidecar --mode kubernetes` processes (pod-bound tokens, anchors from the file a kubelet would refresh
+/// from `dapr-root-ca.crt`) call each other through a whole root rotation: not one call fails, both renew their
+/// certificates under the new root, and the old root is gone from their anchors at the end.
+#[test]
+fn sidecars_keep_calling_each_other_through_a_root_rotation() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use support::mesh::{Http, TestApp};
+    if ward_k8s_testenv::shared_or_skip("sidecars_keep_calling_each_other_through_a_root_rotation").is_none() {
+        return;
+    }
+    let assets = ward_k8s_testenv::assets().unwrap();
+    let cluster = ward_k8s_testenv::TestCluster::start(&assets, Default::default()).unwrap();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = "dapr-system";
+    rt.block_on(ward_k8s_testenv::create_namespace(&client, control_plane));
+    let ns = "shop";
+    rt.block_on(ward_k8s_testenv::create_namespace(&client, ns));
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("credentials"),
+        &[
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            control_plane,
+            "--trust-domain",
+            "cluster.local",
+            "--workload-cert-ttl",
+            "6s",
+            "--allowed-clock-skew",
+            "1s",
+            "--root-rotation-propagation",
+            "2s",
+        ],
+    );
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // Per app: a pod, its projected token in a file, and the anchors file the "kubelet" below keeps current.
+    let mut files = Vec::new();
+    for app in ["caller", "callee"] {
+        rt.block_on(
+            accounts
+                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": app}})).unwrap()),
+        )
+        .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("{app}-0"), "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": app}},
+            "spec": {"serviceAccountName": app, "containers": [{"name": "app", "image": "app:1"}]}
+        }))
+        .unwrap();
+        let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+        let request: TokenRequest = serde_json::from_value(json!({"spec": {
+            "audiences": [sentry_id], "expirationSeconds": 7200,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": format!("{app}-0"), "uid": pod.metadata.uid}
+        }}))
+        .unwrap();
+        let token = rt.block_on(accounts.create_token_request(app, &PostParams::default(), &request)).unwrap();
+        let token_file = dir.path().join(format!("{app}.token"));
+        std::fs::write(&token_file, token.status.unwrap().token).unwrap();
+        files.push((token_file, dir.path().join(format!("{app}-ca.crt"))));
+    }
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let published = {
+        let configmaps = configmaps.clone();
+        let handle = rt.handle().clone();
+        move || {
+            handle
+                .block_on(configmaps.get_opt("dapr-root-ca.crt"))
+                .ok()
+                .flatten()
+                .and_then(|m| m.data?.get("ca.crt").cloned())
+        }
+    };
+    let first_roots = support::eventually(Duration::from_secs(15), "roots published", &published);
+    for (_, anchors) in &files {
+        std::fs::write(anchors, &first_roots).unwrap();
+    }
+    // The kubelet's part: the mounted ConfigMap follows the API object (atomically, like its symlink swap).
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubelet = {
+        let stop = stop.clone();
+        let anchors: Vec<_> = files.iter().map(|(_, a)| a.clone()).collect();
+        let published = published.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(roots) = published() {
+                    for file in &anchors {
+                        if std::fs::read_to_string(file).ok().as_deref() != Some(roots.as_str()) {
+                            let tmp = file.with_extension("tmp");
+                            std::fs::write(&tmp, &roots).unwrap();
+                            std::fs::rename(&tmp, file).unwrap();
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    let app = TestApp::start();
+    let config = dir.path().join("callee.yaml");
+    std::fs::write(&config, format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {{name: callee}}\nspec:\n  accessControl:\n    \
+         defaultAction: deny\n    trustDomain: public\n    policies:\n    - {{appId: caller, namespace: {ns}, trustDomain: public, \
+         defaultAction: deny, operations: [{{name: /orders/**, httpVerb: ['GET'], action: allow}}]}}\n"
+    ))
+    .unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let sidecar = |app_id: &str, (token, anchors): &(std::path::PathBuf, std::path::PathBuf), extra: &[&str]| {
+        let mut args = vec![
+            "sidecar",
+            "--mode",
+            "kubernetes",
+            "--app-id",
+            app_id,
+            "--dapr-http-port",
+            "0",
+            "--dapr-internal-grpc-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--sentry-address",
+            &sentry.grpc,
+            "--control-plane-namespace",
+            control_plane,
+            "--control-plane-trust-domain",
+            "cluster.local",
+        ];
+        args.extend_from_slice(extra);
+        let env = [
+            ("NAMESPACE", ns),
+            ("DAPR_SENTRY_TOKEN_FILE", path_str(token)),
+            ("DAPR_TRUST_ANCHORS_FILE", path_str(anchors)),
+            ("WARD_HOME", path_str(&home)),
+            // Tests run as root here; the check itself is covered below.
+            ("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
+        ];
+        let mut process = support::Ward::spawn(app_id, &args, &env);
+        let line = process.wait_stdout("ward sidecar ready:", Duration::from_secs(30));
+        (process, support::field(&line, "http"))
+    };
+    let port = app.addr.port().to_string();
+    let (_callee, _) = sidecar("callee", &files[1], &["--app-port", &port, "--config", path_str(&config)]);
+    let (_caller, caller_http) = sidecar("caller", &files[0], &[]);
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (stop, calls, failures) = (stop.clone(), calls.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let http = Http::new();
+            while !stop.load(Ordering::Relaxed) {
+                let reply = http.get(&caller_http, "/v1.0/invoke/callee/method/orders/1");
+                calls.fetch_add(1, Ordering::Relaxed);
+                if reply.status != 200 {
+                    failures.lock().unwrap().push(format!("{} {}", reply.status, reply.text()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    rt.block_on(ward_kube::rotation::start(
+        &client,
+        control_plane,
+        &TrustDomain::new("cluster.local").unwrap(),
+        Duration::from_secs(3600),
+    ))
+    .unwrap();
+    // The whole rotation: both roots out, issuer switched, old root retired after the last old certificate.
+    let both = support::eventually(Duration::from_secs(20), "both roots published", || {
+        published().filter(|r| blocks(r).len() == 2)
+    });
+    let new_root = blocks(&both)[1].clone();
+    support::eventually(Duration::from_secs(60), "old root retired", || (published()? == new_root).then_some(()));
+    // Both sidecars renew (every 3 s) under the new issuer and keep serving on the new root alone.
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    kubelet.join().unwrap();
+    let failures = failures.lock().unwrap();
+    let calls = calls.load(Ordering::Relaxed);
+    assert!(calls > 200, "the load ran ({calls} calls)");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed during the rotation: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    for (_, anchors) in &files {
+        assert_eq!(
+            std::fs::read_to_string(anchors).unwrap(),
+            new_root,
+            "the old root is gone from the sidecars' anchors"
+        );
+    }
+}
+
+#[test]
+fn a_kubernetes_sidecar_refuses_to_run_as_root() {
+    let (code, _, stderr) = support::ward_output(
+        &["sidecar", "--mode", "kubernetes", "--app-id", "orders", "--sentry-address", "127.0.0.1:1"],
+        &[("NAMESPACE", "shop")],
+    );
+    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
+    let root = uid.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next() == Some("0");
+    if root {
+        assert_ne!(code, 0);
+        assert!(stderr.contains("refuses to run as UID 0"), "{stderr}");
+    } else {
+        // Not root: the check passes and the start fails later (no sentry at 127.0.0.1:1), not for the UID.
+        assert!(!stderr.contains("UID 0"), "{stderr}");
+    }
+}
