@@ -39,6 +39,8 @@ enum Command {
     /// Audit logs: verify the hash chain.
     #[command(subcommand)]
     Audit(cmd::audit::Command),
+    /// Kubernetes: the sidecar injector, a mutating admission webhook adding `daprd` to annotated pods.
+    Injector(Box<cmd::injector::Args>),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => cmd::run::stop(args),
         Command::Policy(command) => cmd::policy::run(command),
         Command::Audit(command) => cmd::audit::run(command),
+        Command::Injector(args) => cmd::injector::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per `ward` subcommand, plus the small helpers they share.
 
 pub mod audit;
+pub mod injector;
 pub mod k8s;
 mod logjson;
 pub mod mtls;

@@ -190,6 +190,14 @@ impl DaprdFlags {
     }
 }
 
+impl Args {
+    /// The daprd flags given that ward does not implement (for the injector's test of its command line).
+    #[cfg(test)]
+    pub(crate) fn unsupported_flag_names(&self) -> Vec<&'static str> {
+        self.daprd.unsupported().iter().map(|u| u.flag).collect()
+    }
+}
+
 /// Where the sentry token is in a pod: `DAPR_SENTRY_TOKEN_FILE`, else the projected volume the injector mounts,
 /// else (with a warning; refused in production) the service account's default token, which is not bound to the
 /// pod and which sentry therefore refuses anyway (Dapr's fallback path).
