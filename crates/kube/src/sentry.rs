@@ -91,7 +91,7 @@ pub struct PodValidator {
     client: kube::Client,
     config: Arc<PodValidatorConfig>,
     bindings: Arc<ArcSwap<AppIdBindings>>,
-    reviews: Arc<std::sync::Mutex<HashMap<[u8; 32], (Instant, ReviewedUser)>>>,
+    reviews: Arc<std::sync::Mutex<ReviewCache>>,
 }
 
 impl std::fmt::Debug for PodValidator {
@@ -99,6 +99,9 @@ impl std::fmt::Debug for PodValidator {
         f.debug_struct("PodValidator").field("config", &self.config).finish_non_exhaustive()
     }
 }
+
+/// Successful reviews by SHA-256 of the token, with when they were made.
+type ReviewCache = HashMap<[u8; 32], (Instant, ReviewedUser)>;
 
 /// What TokenReview said about a token.
 #[derive(Debug, Clone)]
@@ -169,7 +172,7 @@ impl PodValidator {
             )));
         }
         match self.bindings.load().accounts(request.namespace, request.app_id) {
-            Some(accounts) if !accounts.iter().any(|a| *a == user.service_account) => {
+            Some(accounts) if !accounts.contains(&user.service_account) => {
                 return Err(refused(format!(
                     "app id {}/{} is bound to service accounts {accounts:?} (spec.ward.appIdBindings), not {:?}",
                     request.namespace, request.app_id, user.service_account
