@@ -15,7 +15,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--scheduler-host-address=localhost:50006",
     "--dapr-http-read-buffer-size=4",
     "--dapr-block-shutdown-duration=5s",
-    "--dapr-public-port=3501",
     "--enable-profiling",
 ];
 
@@ -30,10 +29,21 @@ fn a_daprd_command_line_starts_and_every_unimplemented_flag_is_named() {
             "--dapr-http-max-request-size=8",
             "--dapr-graceful-shutdown-seconds=2",
             "--enable-metrics",
+            "--dapr-public-port=0",
+            "--dapr-public-listen-address=127.0.0.1",
         ]
         .map(String::from),
     );
-    let sidecar = mesh.sidecar(spec);
+    let mut sidecar = mesh.sidecar(spec);
+    // The public port answers health without a token, and nothing else.
+    let line = sidecar.process.wait_stdout("ward sidecar ready:", Duration::from_secs(1));
+    let public = support::field(&line, "public");
+    let http = Http::new();
+    support::eventually(Duration::from_secs(10), "healthy on the public port", || {
+        (http.get(&public, "/v1.0/healthz").status == 204).then_some(())
+    });
+    assert_eq!(http.get(&public, "/v1.0/healthz/outbound").status, 204);
+    assert_eq!(http.get(&public, "/v1.0/metadata").status, 404, "only health on the public port");
     let stderr = sidecar.process.stderr_text();
     for flag in NOT_IMPLEMENTED {
         let name = flag.split('=').next().unwrap_or(flag);
@@ -45,6 +55,7 @@ fn a_daprd_command_line_starts_and_every_unimplemented_flag_is_named() {
         "--dapr-graceful-shutdown-seconds",
         "--enable-metrics",
         "--metrics-port",
+        "--dapr-public-port",
     ] {
         assert!(!stderr.contains(&format!("{applied}: NOT APPLIED")), "{applied} is applied:\n{stderr}");
     }

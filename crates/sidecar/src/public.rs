@@ -154,6 +154,14 @@ pub(crate) fn router(
         )
 }
 
+/// The health-only router of `--dapr-public-port` (Dapr's public port): no API token, nothing but health.
+pub(crate) fn health_router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+        .with_state(readiness)
+}
+
 async fn healthz(State(readiness): State<Readiness>) -> Response {
     if !readiness.is_ready() {
         return ApiError::NotReady { detail: "the sidecar is starting".to_owned() }.into_response();

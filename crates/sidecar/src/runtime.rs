@@ -73,6 +73,10 @@ pub struct SidecarOptions {
     pub filter_namespace: bool,
     /// `/metrics` (`--enable-metrics`, `--metrics-port`, `--metrics-listen-address`); `None` when disabled.
     pub metrics: Option<ward_net::MetricsListen>,
+    /// `--dapr-public-port` (with `--dapr-public-listen-address`): health only (`/v1.0/healthz`,
+    /// `/v1.0/healthz/outbound`), no API token, for probes from outside the pod (the injector points the kubelet's
+    /// probes at it); the API itself stays on its loopback listeners.
+    pub public_health: Option<SocketAddr>,
     /// `--enable-app-health-check` and its probe flags; `None` when off.
     pub app_health: Option<crate::app_health::AppHealthCheck>,
     /// `--unix-domain-socket DIR`: the HTTP and gRPC APIs listen on `DIR/dapr-http-<app-id>.socket` and
@@ -156,6 +160,8 @@ pub struct Sidecar {
     pub http_addrs: Vec<SocketAddr>,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the health-only public port listens, when it does.
+    pub public_addr: Option<SocketAddr>,
     pub grpc_addrs: Vec<SocketAddr>,
     /// The API's Unix domain sockets (HTTP, gRPC) with `--unix-domain-socket`; the TCP address lists are empty then.
     pub api_sockets: Option<(PathBuf, PathBuf)>,
@@ -488,6 +494,15 @@ impl Sidecar {
             Some(listen) => listen.bind().await.map_err(|source| StartError::Bind { addr: listen.address, source })?,
         };
         let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
+        let public_listener = match options.public_health {
+            None => None,
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind { addr: address, source })?,
+            ),
+        };
+        let public_addr = public_listener.as_ref().map(local_addr).transpose()?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let control =
@@ -578,6 +593,14 @@ impl Sidecar {
             tasks.push(tokio::spawn(crate::app_health::run(check, probe, readiness.clone(), stop_rx.clone())));
         }
         tasks.push(tokio::spawn(crate::pubsub::delivery::run(delivery.clone())));
+        if let Some(listener) = public_listener {
+            tasks.push(tokio::spawn(crate::listeners::serve_public(
+                listener,
+                crate::public::health_router(readiness.clone()),
+                0,
+                control.clone(),
+            )));
+        }
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
@@ -626,6 +649,7 @@ impl Sidecar {
         Ok(Sidecar {
             http_addrs,
             metrics_addr,
+            public_addr,
             grpc_addrs,
             api_sockets,
             internal_addr,

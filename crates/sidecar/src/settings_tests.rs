@@ -44,6 +44,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         builtin_kubernetes_secret_store: false,
         filter_namespace: false,
         metrics: None,
+        public_health: None,
         app_health: None,
         unix_domain_socket: None,
     }

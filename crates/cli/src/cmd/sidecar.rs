@@ -145,8 +145,12 @@ struct DaprdFlags {
     dapr_block_shutdown_duration: Option<String>,
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     enable_metrics: Option<bool>,
+    /// Health only (`/v1.0/healthz`), no token, on all interfaces by default: for the kubelet's probes (Dapr's
+    /// public port, 3501 in Kubernetes). Not opened unless given.
     #[arg(long)]
     dapr_public_port: Option<u16>,
+    #[arg(long, default_value = "0.0.0.0")]
+    dapr_public_listen_address: std::net::IpAddr,
     #[arg(long)]
     unix_domain_socket: Option<PathBuf>,
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -184,7 +188,6 @@ impl DaprdFlags {
             "--dapr-block-shutdown-duration",
             "ward does not block shutdown waiting for the app",
         );
-        push(self.dapr_public_port.is_some(), "--dapr-public-port", "ward serves health on its API port only");
         push(self.enable_profiling == Some(true), "--enable-profiling", "ward has no profiling endpoint");
         out
     }
@@ -383,6 +386,10 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
             explicit: args.metrics_port.is_some(),
         }),
         unix_domain_socket: args.daprd.unix_domain_socket.clone(),
+        public_health: args
+            .daprd
+            .dapr_public_port
+            .map(|port| std::net::SocketAddr::new(args.daprd.dapr_public_listen_address, port)),
     })
 }
 
@@ -402,6 +409,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         };
         let metrics = sidecar.metrics_addr.map(|a| format!(" metrics={a}")).unwrap_or_default();
+        let metrics = format!("{metrics}{}", sidecar.public_addr.map(|a| format!(" public={a}")).unwrap_or_default());
         println!(
             "ward sidecar ready: app-id={} http={http} grpc={grpc} internal={}{metrics} elapsed-ms={}",
             args.app_id,
