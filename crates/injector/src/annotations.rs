@@ -93,8 +93,6 @@ const NO_PROFILING: &str = "ward has no profiling endpoint";
 const NO_DEBUG: &str = "ward has no debugger mode (daprd's dlv build)";
 const NO_READ_BUFFER: &str = "ward's header limits are fixed (ward-net listener limits), not a read-buffer size";
 const NO_BLOCK_SHUTDOWN: &str = "ward does not block shutdown waiting for the app";
-const NO_BUILTIN_SECRET_STORE: &str =
-    "ward has no built-in Kubernetes secret store; declare a secretstores component instead";
 const NO_PLACEMENT: &str = "ward has no actors or workflows, so no placement service";
 const NO_SCHEDULER: &str = "ward has no jobs, actors or workflows, so no scheduler service";
 const NO_PLUGGABLE: &str = "ward has no pluggable components";
@@ -171,9 +169,6 @@ pub const ANNOTATIONS: &[(&str, Support)] = &[
     (DISABLE_INIT_ENDPOINTS, Support::Refused(NO_INIT_ENDPOINTS)),
     (ENABLE_NATIVE_SIDECAR, Support::OnlyOff(NO_NATIVE_SIDECAR)),
 ];
-
-/// The reason for refusing `"false"` on `dapr.io/disable-builtin-k8s-secret-store`.
-pub(crate) const BUILTIN_SECRET_STORE_REASON: &str = NO_BUILTIN_SECRET_STORE;
 
 /// How ward treats `key`, or `None` when Dapr's injector has no such annotation.
 pub fn support(key: &str) -> Option<Support> {

@@ -138,6 +138,8 @@ pub struct Settings {
     pub max_body_size: Option<String>,
     pub graceful_shutdown_seconds: Option<i64>,
     pub enable_api_logging: Option<bool>,
+    /// `dapr.io/disable-builtin-k8s-secret-store: "true"`: no built-in `kubernetes` secret store.
+    pub disable_builtin_secret_store: bool,
     pub unix_domain_socket_path: Option<String>,
     pub extra_mounts: Vec<ExtraMount>,
     pub app_health: Option<AppHealth>,
@@ -204,15 +206,10 @@ impl Settings {
                 }
             }
         }
-        if let Some(value) = get(a::DISABLE_BUILTIN_K8S_SECRET_STORE)
-            && !parse_bool(a::DISABLE_BUILTIN_K8S_SECRET_STORE, value)?
-        {
-            return Err(Denial::Unsupported {
-                annotation: a::DISABLE_BUILTIN_K8S_SECRET_STORE,
-                value: shown(value),
-                reason: a::BUILTIN_SECRET_STORE_REASON,
-            });
-        }
+        let disable_builtin_secret_store = get(a::DISABLE_BUILTIN_K8S_SECRET_STORE)
+            .map(|value| parse_bool(a::DISABLE_BUILTIN_K8S_SECRET_STORE, value))
+            .transpose()?
+            .unwrap_or(false);
 
         let app_id = app_id(get(a::APP_ID), pod_name)?;
         let port = |key: &'static str, default: u16| get(key).map_or(Ok(default), |v| parse_port(key, v));
@@ -480,6 +477,7 @@ impl Settings {
             max_body_size,
             graceful_shutdown_seconds,
             enable_api_logging,
+            disable_builtin_secret_store,
             unix_domain_socket_path,
             extra_mounts,
             app_health,
@@ -733,6 +731,9 @@ pub fn sidecar_args(config: &InjectorConfig, s: &Settings) -> Vec<String> {
     }
     if s.app_health.is_some() {
         args.push("--enable-app-health-check=true".into());
+    }
+    if s.disable_builtin_secret_store {
+        args.push("--disable-builtin-k8s-secret-store".into());
     }
     if let Some(n) = s.app_max_concurrency {
         args.push(format!("--app-max-concurrency={n}"));

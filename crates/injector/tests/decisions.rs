@@ -325,7 +325,10 @@ fn each_honoured_annotation_has_its_effect() {
             );
         }),
         ("disable-builtin-k8s-secret-store true", &[(a::DISABLE_BUILTIN_K8S_SECRET_STORE, "true")], |_, c| {
-            assert!(!args(c).iter().any(|a| a.contains("secret-store")))
+            assert!(args(c).iter().any(|a| a == "--disable-builtin-k8s-secret-store"))
+        }),
+        ("disable-builtin-k8s-secret-store false", &[(a::DISABLE_BUILTIN_K8S_SECRET_STORE, "false")], |_, c| {
+            assert!(!args(c).iter().any(|a| a.contains("secret-store")), "the built-in store stays")
         }),
         (
             "app health",
@@ -504,7 +507,6 @@ fn every_unsupported_annotation_is_refused_by_name() {
         (a::APP_PROTOCOL, "h2c"),
         (a::LOG_LEVEL, "fatal"),
         (a::SECCOMP_PROFILE_TYPE, "Localhost"),
-        (a::DISABLE_BUILTIN_K8S_SECRET_STORE, "false"),
     ] {
         let message = denied_naming(enabled(&[(annotation, value)]), annotation);
         assert!(message.contains("ward has no such feature"), "{message}");
