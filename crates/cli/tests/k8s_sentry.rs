@@ -548,3 +548,138 @@ fn a_kubernetes_sidecar_refuses_to_run_as_root() {
         assert!(!stderr.contains("UID 0"), "{stderr}");
     }
 }
+
+/// The built-in `kubernetes` secret store of a `ward sidecar --mode kubernetes`: Secrets of its own namespace,
+/// secret scopes applied (Dapr's 403 for a secret out of scope), a secret in another namespace answered exactly as a
+/// missing one; `--disable-builtin-k8s-secret-store` removes the store.
+#[test]
+fn the_builtin_kubernetes_secret_store_serves_its_own_namespace_under_scopes() {
+    use k8s_openapi::ByteString;
+    let Some(cluster) = ward_k8s_testenv::shared_or_skip("the_builtin_kubernetes_secret_store") else { return };
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(install_configuration_crd(&client));
+    let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
+    let ns = rt.block_on(cluster.fresh_namespace(&client, "vault"));
+    let elsewhere = rt.block_on(cluster.fresh_namespace(&client, "elsewhere"));
+    let secret = |namespace: &str, name: &str, key: &str, value: &str| {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let object = Secret {
+            metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+            data: Some([(key.to_owned(), ByteString(value.as_bytes().to_vec()))].into()),
+            ..Default::default()
+        };
+        rt.block_on(secrets.create(&PostParams::default(), &object)).unwrap();
+    };
+    secret(&ns, "db", "password", "s3cret");
+    secret(&ns, "hidden", "key", "not-for-this-app");
+    secret(&elsewhere, "other", "key", "other-namespace");
+
+    let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = Sentry::start(
+        &dir.path().join("credentials"),
+        &[
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            &control_plane,
+            "--trust-domain",
+            "cluster.local",
+        ],
+    );
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    rt.block_on(
+        accounts
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "reader"}})).unwrap()),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "reader-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "reader"}},
+        "spec": {"serviceAccountName": "reader", "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry")], "expirationSeconds": 7200,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "reader-0", "uid": pod.metadata.uid}
+    }}))
+    .unwrap();
+    let token = rt.block_on(accounts.create_token_request("reader", &PostParams::default(), &request)).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token.status.unwrap().token).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: reader}\nspec:\n  secrets:\n    scopes:\n    \
+         - {storeName: kubernetes, defaultAccess: deny, allowedSecrets: [db, absent]}\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let anchors = dir.path().join("credentials/ca.crt");
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "sidecar",
+            "--mode",
+            "kubernetes",
+            "--app-id",
+            "reader",
+            "--dapr-http-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--dapr-internal-grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--sentry-address",
+            &sentry.grpc,
+            "--control-plane-namespace",
+            &control_plane,
+            "--control-plane-trust-domain",
+            "cluster.local",
+            "--config",
+            path_str(&config),
+        ];
+        args.extend_from_slice(extra);
+        let env = [
+            ("NAMESPACE", ns.as_str()),
+            ("DAPR_SENTRY_TOKEN_FILE", path_str(&token_file)),
+            ("DAPR_TRUST_ANCHORS_FILE", path_str(&anchors)),
+            ("WARD_HOME", path_str(&home)),
+            // The store's API client: the test cluster's (in a pod, the pod's service account).
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
+        ];
+        let mut process = support::Ward::spawn("reader", &args, &env);
+        let line = process.wait_stdout("ward sidecar ready:", Duration::from_secs(30));
+        (process, support::field(&line, "http"))
+    };
+    let (_reader, http_addr) = start(&[]);
+    let http = support::mesh::Http::new();
+    let db = http.get(&http_addr, "/v1.0/secrets/kubernetes/db");
+    assert_eq!(db.status, 200, "{}", db.text());
+    assert_eq!(db.json(), json!({"password": "s3cret"}));
+    // Out of scope: Dapr's answer (403 ERR_PERMISSION_DENIED). Another namespace answers exactly as a missing secret.
+    let hidden = http.get(&http_addr, "/v1.0/secrets/kubernetes/hidden");
+    assert_eq!(hidden.status, 403, "{}", hidden.text());
+    assert!(!hidden.text().contains("not-for-this-app"));
+    let absent = http.get(&http_addr, "/v1.0/secrets/kubernetes/absent");
+    let other = http.get(&http_addr, &format!("/v1.0/secrets/kubernetes/db?metadata.namespace={elsewhere}"));
+    assert_eq!(absent.status, other.status, "{} / {}", absent.text(), other.text());
+    assert_eq!(absent.text().replace("absent", "X"), other.text().replace("db", "X"));
+    assert!(!other.text().contains("s3cret"));
+    let bulk = http.get(&http_addr, "/v1.0/secrets/kubernetes/bulk");
+    assert_eq!(bulk.status, 200, "{}", bulk.text());
+    assert_eq!(bulk.json(), json!({"db": {"password": "s3cret"}}), "only what the scopes allow");
+
+    let (_plain, http_addr) = start(&["--disable-builtin-k8s-secret-store"]);
+    let gone = http.get(&http_addr, "/v1.0/secrets/kubernetes/db");
+    // No store at all now: Dapr's answer for a sidecar without secret stores.
+    assert!(gone.text().contains("ERR_SECRET_STORES_NOT_CONFIGURED"), "{} {}", gone.status, gone.text());
+}
