@@ -168,6 +168,8 @@ fn main() {
                     &[
                         ("NAMESPACE", ns),
                         ("DAPR_SENTRY_TOKEN_FILE", &token_file.display().to_string()),
+                        // The built-in secret store's API client (in a pod: the service account).
+                        ("KUBECONFIG", &kubeconfig),
                         ("DAPR_TRUST_ANCHORS_FILE", &anchors.display().to_string()),
                         ("WARD_HOME", &home.display().to_string()),
                         ("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),

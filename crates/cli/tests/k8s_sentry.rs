@@ -440,34 +440,54 @@ fn sidecars_keep_calling_each_other_through_a_root_rotation() {
     .unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let sidecar = |app_id: &str, (token, anchors): &(std::path::PathBuf, std::path::PathBuf), extra: &[&str]| {
-        let mut args = vec![
-            "sidecar",
-            "--mode",
-            "kubernetes",
-            "--app-id",
-            app_id,
-            "--dapr-http-port",
-            "0",
-            "--dapr-internal-grpc-port",
-            "0",
-            "--dapr-grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--sentry-address",
-            &sentry.grpc,
-            "--control-plane-namespace",
-            control_plane,
-            "--control-plane-trust-domain",
-            "cluster.local",
-        ];
-        args.extend_from_slice(extra);
+    // Each sidecar runs with the command line the injector gives a pod with these annotations.
+    let injector = ward_injector::InjectorConfig {
+        control_plane_namespace: control_plane.into(),
+        control_plane_trust_domain: "cluster.local".into(),
+        ..Default::default()
+    };
+    let sidecar = |app_id: &str, (token, anchors): &(std::path::PathBuf, std::path::PathBuf), app_port: Option<u16>| {
+        let mut annotations = json!({"dapr.io/enabled": "true", "dapr.io/app-id": app_id});
+        if let Some(port) = app_port {
+            annotations["dapr.io/app-port"] = json!(port.to_string());
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("{app_id}-0"), "annotations": annotations},
+            "spec": {"serviceAccountName": app_id, "containers": [{"name": "app", "image": "app:1"}]}
+        }))
+        .unwrap();
+        let settings = ward_injector::sidecar::Settings::from_pod(&injector, &format!("{app_id}-0"), &pod).unwrap();
+        let mut injected = ward_injector::sidecar::sidecar_args(&injector, &settings);
+        // Two "pods" on one machine: every port chosen by the kernel, everything on loopback, this test's sentry
+        // (a pod reaches it as dapr-sentry.<ns>.svc:443).
+        for i in 1..injected.len() {
+            let value = match injected[i - 1].as_str() {
+                "--dapr-http-port"
+                | "--dapr-grpc-port"
+                | "--dapr-internal-grpc-port"
+                | "--dapr-public-port"
+                | "--metrics-port" => "0".to_owned(),
+                "--dapr-internal-grpc-listen-address" | "--metrics-listen-address" | "--dapr-listen-addresses" => {
+                    "127.0.0.1".to_owned()
+                }
+                "--sentry-address" => sentry.grpc.clone(),
+                _ => continue,
+            };
+            injected[i] = value;
+        }
+        if app_port.is_some() {
+            injected.extend(["--config".to_owned(), path_str(&config).to_owned()]);
+        }
+        let args: Vec<&str> = injected.iter().map(String::as_str).collect();
         let env = [
             ("NAMESPACE", ns),
+            ("DAPR_CONTROLPLANE_NAMESPACE", control_plane),
+            ("DAPR_CONTROLPLANE_TRUST_DOMAIN", "cluster.local"),
             ("DAPR_SENTRY_TOKEN_FILE", path_str(token)),
             ("DAPR_TRUST_ANCHORS_FILE", path_str(anchors)),
             ("WARD_HOME", path_str(&home)),
+            // The built-in secret store's API client (in a pod: the service account).
+            ("KUBECONFIG", kubeconfig.as_str()),
             // Tests run as root here; the check itself is covered below.
             ("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
         ];
@@ -475,9 +495,8 @@ fn sidecars_keep_calling_each_other_through_a_root_rotation() {
         let line = process.wait_stdout("ward sidecar ready:", Duration::from_secs(30));
         (process, support::field(&line, "http"))
     };
-    let port = app.addr.port().to_string();
-    let (_callee, _) = sidecar("callee", &files[1], &["--app-port", &port, "--config", path_str(&config)]);
-    let (_caller, caller_http) = sidecar("caller", &files[0], &[]);
+    let (_callee, _) = sidecar("callee", &files[1], Some(app.addr.port()));
+    let (_caller, caller_http) = sidecar("caller", &files[0], None);
 
     let calls = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
