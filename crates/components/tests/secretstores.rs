@@ -142,7 +142,7 @@ async fn local_file_errors_name_the_field_and_hide_content() {
             .err()
             .unwrap();
         assert_eq!(e.field.as_deref(), Some("spec.type"));
-        assert_eq!(secret_store_types().len(), 2);
+        assert_eq!(secret_store_types().len(), 3, "local.file, local.env, kubernetes");
     })
     .await;
 }
