@@ -13,10 +13,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{WardProc, stats, ward_binary};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::Api;
-use kube::api::PostParams;
 use serde_json::json;
 use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
 use ward_sentry::proto::SignCertificateRequest;
@@ -30,30 +26,14 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _entered = rt.enter();
     let client = rt.block_on(cluster.client());
-    rt.block_on(install_configuration_crd(&client));
+    rt.block_on(ward_k8s_testenv::install_configuration_crd(&client));
     let ns = "shop";
     rt.block_on(ward_k8s_testenv::create_namespace(&client, ns));
     rt.block_on(ward_k8s_testenv::create_namespace(&client, "dapr-system"));
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    rt.block_on(
-        accounts
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
-    )
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
-        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
-    }))
-    .unwrap();
-    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
-    let request: TokenRequest = serde_json::from_value(json!({"spec": {
-        "audiences": ["spiffe://cluster.local/ns/dapr-system/dapr-sentry"], "expirationSeconds": 7200,
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
-    }}))
-    .unwrap();
-    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
-    let token = token.status.unwrap().token;
+    let annotations = json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders"});
+    let pod = rt.block_on(ward_k8s_testenv::annotated_pod(&client, ns, "orders-0", "orders", annotations));
+    let audience = "spiffe://cluster.local/ns/dapr-system/dapr-sentry";
+    let token = rt.block_on(ward_k8s_testenv::bound_token(&client, ns, "orders", Some(&pod), audience));
     let kubeconfig = cluster.kubeconfig_path().display().to_string();
 
     println!("sentry --mode kubernetes, {requests} sequential SignCertificate calls (one pod-bound token)");
@@ -187,38 +167,4 @@ fn main() {
             );
         }
     }
-}
-
-/// Dapr's Configuration CRD (the install manifests carry the full set; the bench needs only this one).
-async fn install_configuration_crd(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "configurations.dapr.io"},
-        "spec": {"group": "dapr.io", "scope": "Namespaced",
-            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
-            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    }))
-    .unwrap();
-    crds.patch(
-        "configurations.dapr.io",
-        &kube::api::PatchParams::apply("ward-bench").force(),
-        &kube::api::Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    for _ in 0..100 {
-        let crd = crds.get("configurations.dapr.io").await.unwrap();
-        if crd
-            .status
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("configurations.dapr.io not Established");
 }

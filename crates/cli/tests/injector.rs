@@ -191,36 +191,6 @@ fn bad_settings_are_refused_before_listening() {
     assert!(stderr.contains("--tls-key-file"), "{stderr}");
 }
 
-async fn install_configuration_crd(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "configurations.dapr.io"},
-        "spec": {"group": "dapr.io", "scope": "Namespaced",
-            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
-            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    }))
-    .unwrap();
-    let params = PatchParams::apply("ward-test").force();
-    crds.patch("configurations.dapr.io", &params, &Patch::Apply(&crd)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let established = crds
-            .get("configurations.dapr.io")
-            .await
-            .ok()
-            .and_then(|crd| crd.status?.conditions)
-            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-        if established {
-            return;
-        }
-        assert!(Instant::now() < deadline, "CRD not established");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Without certificate files, `ward injector` gets `dapr-injector`'s certificate from `ward sentry --mode
 /// kubernetes` with a pod-bound token of its own pod, and serves it under the names the API server checks for the
 /// `dapr-sidecar-injector` Service: a client that trusts only the roots and verifies the host name as the API
@@ -232,7 +202,7 @@ async fn without_files_the_certificate_comes_from_the_kubernetes_sentry() {
         return;
     };
     let client = cluster.client().await;
-    install_configuration_crd(&client).await;
+    ward_k8s_testenv::install_configuration_crd(&client).await;
     let cp = cluster.fresh_namespace(&client, "injcp").await;
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
     let dir = tempfile::tempdir().unwrap();

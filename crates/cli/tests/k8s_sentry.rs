@@ -8,8 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
 use rcgen::{CertificateParams, KeyPair};
@@ -24,27 +23,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-async fn install_configuration_crd(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "configurations.dapr.io"},
-        "spec": {"group": "dapr.io", "scope": "Namespaced",
-            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
-            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    }))
-    .unwrap();
-    let params = kube::api::PatchParams::apply("ward-test").force();
-    crds.patch("configurations.dapr.io", &params, &kube::api::Patch::Apply(&crd)).await.unwrap();
-    eventually_async(Duration::from_secs(10), "CRD established", || async {
-        let crd = crds.get("configurations.dapr.io").await.ok()?;
-        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-    })
-    .await;
-}
-
 #[test]
 fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens() {
     let Some(cluster) = ward_k8s_testenv::shared_or_skip("kubernetes_sentry_keeps_its_ca_in_the_cluster") else {
@@ -54,7 +32,7 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
     // The gRPC channel and the kube client are built inside the runtime.
     let _entered = rt.enter();
     let client = rt.block_on(cluster.client());
-    rt.block_on(install_configuration_crd(&client));
+    rt.block_on(ward_k8s_testenv::install_configuration_crd(&client));
     let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
     let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
@@ -83,19 +61,13 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
     assert_eq!(data["ca.crt"].0, sentry.roots_pem());
 
     // A pod asking for a sidecar: its namespace gets the roots.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    rt.block_on(
-        accounts
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
-    )
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
-        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
-    }))
-    .unwrap();
-    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let pod = rt.block_on(ward_k8s_testenv::annotated_pod(
+        &client,
+        &ns,
+        "orders-0",
+        "orders",
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}),
+    ));
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let roots = String::from_utf8(sentry.roots_pem()).unwrap();
     rt.block_on(eventually_async(Duration::from_secs(15), "dapr-root-ca.crt published", || async {
@@ -105,13 +77,7 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
 
     // The projected token a kubelet would mount, and a SignCertificate as daprd sends it.
     let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
-    let request: TokenRequest = serde_json::from_value(json!({"spec": {
-        "audiences": [sentry_id], "expirationSeconds": 7200,
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
-    }}))
-    .unwrap();
-    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
-    let token = token.status.unwrap().token;
+    let token = rt.block_on(ward_k8s_testenv::bound_token(&client, &ns, "orders", Some(&pod), &sentry_id));
     let ca = ca_client(&sentry, &control_plane);
     let sign = |app_id: &str| {
         let key = KeyPair::generate().unwrap();
@@ -218,7 +184,7 @@ fn a_root_rotation_appends_switches_and_retires_without_a_restart() {
     let rt = runtime();
     let _entered = rt.enter();
     let client = rt.block_on(cluster.client());
-    rt.block_on(install_configuration_crd(&client));
+    rt.block_on(ward_k8s_testenv::install_configuration_crd(&client));
     let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
     let ns = rt.block_on(cluster.fresh_namespace(&client, "shop"));
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
@@ -244,27 +210,15 @@ fn a_root_rotation_appends_switches_and_retires_without_a_restart() {
         ],
     );
     let old_root = String::from_utf8(sentry.roots_pem()).unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    rt.block_on(
-        accounts
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap()),
-    )
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "orders-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
-        "spec": {"serviceAccountName": "orders", "containers": [{"name": "app", "image": "app:1"}]}
-    }))
-    .unwrap();
-    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let pod = rt.block_on(ward_k8s_testenv::annotated_pod(
+        &client,
+        &ns,
+        "orders-0",
+        "orders",
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}),
+    ));
     let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
-    let request: TokenRequest = serde_json::from_value(json!({"spec": {
-        "audiences": [sentry_id], "expirationSeconds": 7200,
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "orders-0", "uid": pod.metadata.uid}
-    }}))
-    .unwrap();
-    let token = rt.block_on(accounts.create_token_request("orders", &PostParams::default(), &request)).unwrap();
-    let token = token.status.unwrap().token;
+    let token = rt.block_on(ward_k8s_testenv::bound_token(&client, &ns, "orders", Some(&pod), &sentry_id));
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let published =
         || rt.block_on(configmaps.get_opt("dapr-root-ca.crt")).unwrap().and_then(|m| m.data?.get("ca.crt").cloned());
@@ -339,7 +293,7 @@ fn sidecars_keep_calling_each_other_through_a_root_rotation() {
     let rt = runtime();
     let _entered = rt.enter();
     let client = rt.block_on(cluster.client());
-    rt.block_on(install_configuration_crd(&client));
+    rt.block_on(ward_k8s_testenv::install_configuration_crd(&client));
     let control_plane = "dapr-system";
     rt.block_on(ward_k8s_testenv::create_namespace(&client, control_plane));
     let ns = "shop";
@@ -361,35 +315,21 @@ fn sidecars_keep_calling_each_other_through_a_root_rotation() {
             "6s",
             "--allowed-clock-skew",
             "1s",
+            // Longer than the sidecars' 2 s anchor poll plus the "kubelet" copy (the real default, 2m, covers a
+            // kubelet's ConfigMap refresh of about a minute).
             "--root-rotation-propagation",
-            "2s",
+            "5s",
         ],
     );
     let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // Per app: a pod, its projected token in a file, and the anchors file the "kubelet" below keeps current.
     let mut files = Vec::new();
     for app in ["caller", "callee"] {
-        rt.block_on(
-            accounts
-                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": app}})).unwrap()),
-        )
-        .unwrap();
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": format!("{app}-0"), "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": app}},
-            "spec": {"serviceAccountName": app, "containers": [{"name": "app", "image": "app:1"}]}
-        }))
-        .unwrap();
-        let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
-        let request: TokenRequest = serde_json::from_value(json!({"spec": {
-            "audiences": [sentry_id], "expirationSeconds": 7200,
-            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": format!("{app}-0"), "uid": pod.metadata.uid}
-        }}))
-        .unwrap();
-        let token = rt.block_on(accounts.create_token_request(app, &PostParams::default(), &request)).unwrap();
+        let annotations = json!({"dapr.io/enabled": "true", "dapr.io/app-id": app});
+        let pod = rt.block_on(ward_k8s_testenv::annotated_pod(&client, ns, &format!("{app}-0"), app, annotations));
+        let token = rt.block_on(ward_k8s_testenv::bound_token(&client, ns, app, Some(&pod), &sentry_id));
         let token_file = dir.path().join(format!("{app}.token"));
-        std::fs::write(&token_file, token.status.unwrap().token).unwrap();
+        std::fs::write(&token_file, token).unwrap();
         files.push((token_file, dir.path().join(format!("{app}-ca.crt"))));
     }
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -578,7 +518,7 @@ fn the_builtin_kubernetes_secret_store_serves_its_own_namespace_under_scopes() {
     let rt = runtime();
     let _entered = rt.enter();
     let client = rt.block_on(cluster.client());
-    rt.block_on(install_configuration_crd(&client));
+    rt.block_on(ward_k8s_testenv::install_configuration_crd(&client));
     let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
     let ns = rt.block_on(cluster.fresh_namespace(&client, "vault"));
     let elsewhere = rt.block_on(cluster.fresh_namespace(&client, "elsewhere"));
@@ -610,27 +550,17 @@ fn the_builtin_kubernetes_secret_store_serves_its_own_namespace_under_scopes() {
             "cluster.local",
         ],
     );
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    rt.block_on(
-        accounts
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "reader"}})).unwrap()),
-    )
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "reader-0", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "reader"}},
-        "spec": {"serviceAccountName": "reader", "containers": [{"name": "app", "image": "app:1"}]}
-    }))
-    .unwrap();
-    let pod = rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
-    let request: TokenRequest = serde_json::from_value(json!({"spec": {
-        "audiences": [format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry")], "expirationSeconds": 7200,
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "reader-0", "uid": pod.metadata.uid}
-    }}))
-    .unwrap();
-    let token = rt.block_on(accounts.create_token_request("reader", &PostParams::default(), &request)).unwrap();
+    let pod = rt.block_on(ward_k8s_testenv::annotated_pod(
+        &client,
+        &ns,
+        "reader-0",
+        "reader",
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "reader"}),
+    ));
+    let audience = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let token = rt.block_on(ward_k8s_testenv::bound_token(&client, &ns, "reader", Some(&pod), &audience));
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, token.status.unwrap().token).unwrap();
+    std::fs::write(&token_file, token).unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,

@@ -496,3 +496,92 @@ impl Pki {
         })
     }
 }
+
+/// Dapr's `configurations.dapr.io` CRD (v1alpha1, `spec` kept as written), applied and waited for until
+/// Established. The full set of CRDs is in `deploy/kubernetes/`; tests of sentry and sidecars need only this one.
+pub async fn install_configuration_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "configurations.dapr.io"},
+        "spec": {"group": "dapr.io", "scope": "Namespaced",
+            "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration",
+                "listKind": "ConfigurationList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .expect("CRD");
+    let params = kube::api::PatchParams::apply("ward-test").force();
+    crds.patch("configurations.dapr.io", &params, &kube::api::Patch::Apply(&crd)).await.expect("apply CRD");
+    for _ in 0..100 {
+        let established = crds
+            .get("configurations.dapr.io")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("configurations.dapr.io never became Established");
+}
+
+/// Creates service account `account` in `namespace` (unless it exists) and pod `name` running as it with
+/// `annotations`; returns the stored pod (with its uid).
+pub async fn annotated_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    account: &str,
+    annotations: serde_json::Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let post = kube::api::PostParams::default();
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    let object = serde_json::from_value(serde_json::json!({"metadata": {"name": account}})).expect("account");
+    match accounts.create(&post, &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("creating service account {namespace}/{account}: {err}"),
+    }
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .expect("pod");
+    pods.create(&post, &pod).await.unwrap_or_else(|err| panic!("creating pod {namespace}/{name}: {err}"))
+}
+
+/// A token of service account `account` for `audience`, bound to `pod` when given (what a kubelet mounts from a
+/// projected volume), valid two hours.
+pub async fn bound_token(
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    pod: Option<&k8s_openapi::api::core::v1::Pod>,
+    audience: &str,
+) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let mut spec = serde_json::json!({"audiences": [audience], "expirationSeconds": 7200});
+    if let Some(pod) = pod {
+        spec["boundObjectRef"] = serde_json::json!({
+            "kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name, "uid": pod.metadata.uid
+        });
+    }
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({ "spec": spec })).expect("request");
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    accounts
+        .create_token_request(account, &kube::api::PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|err| panic!("token for {namespace}/{account}: {err}"))
+        .status
+        .expect("token status")
+        .token
+}

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -27,7 +26,7 @@ struct Fixture {
 async fn fixture(test: &str, review_cache: Duration) -> Option<Fixture> {
     let cluster = ward_k8s_testenv::shared_or_skip(test)?;
     let client = cluster.client().await;
-    ward_kube_testing::install_dapr_crds(&client).await;
+    ward_k8s_testenv::install_configuration_crd(&client).await;
     ward_k8s_testenv::create_namespace(&client, CONTROL_PLANE).await;
     let ns = cluster.fresh_namespace(&client, "sentry").await;
     let bindings = Arc::new(ArcSwap::from_pointee(AppIdBindings::default()));
@@ -46,40 +45,6 @@ async fn fixture(test: &str, review_cache: Duration) -> Option<Fixture> {
     Some(Fixture { client, ns, bindings, validator })
 }
 
-mod ward_kube_testing {
-    /// Dapr's Configuration CRD, as small as the API server accepts (the install manifests carry the full set).
-    pub async fn install_dapr_crds(client: &kube::Client) {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "configurations.dapr.io"},
-            "spec": {"group": "dapr.io", "scope": "Namespaced",
-                "names": {"kind": "Configuration", "plural": "configurations", "singular": "configuration", "listKind": "ConfigurationList"},
-                "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                    "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-        }))
-        .unwrap();
-        let params = kube::api::PatchParams::apply("ward-test").force();
-        crds.patch("configurations.dapr.io", &params, &kube::api::Patch::Apply(&crd)).await.unwrap();
-        // Established takes a moment; the first create would 404 before it.
-        for _ in 0..100 {
-            let established = crds
-                .get("configurations.dapr.io")
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            if established {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("configurations.dapr.io never became Established");
-    }
-}
-
 impl Fixture {
     async fn account(&self, ns: &str, name: &str) {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
@@ -93,27 +58,12 @@ impl Fixture {
 
     /// Creates pod `name` in `ns` running as `account` with `annotations`.
     async fn pod(&self, ns: &str, name: &str, account: &str, annotations: serde_json::Value) -> Pod {
-        self.account(ns, account).await;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": annotations},
-            "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": "app:1"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap()
+        ward_k8s_testenv::annotated_pod(&self.client, ns, name, account, annotations).await
     }
 
     /// A token for `account`, bound to `pod` when given, for `audience` — what a kubelet mounts.
     async fn token(&self, ns: &str, account: &str, pod: Option<&Pod>, audience: &str) -> String {
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
-        let bound = pod
-            .map(|pod| json!({"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name, "uid": pod.metadata.uid}));
-        let mut spec = json!({"audiences": [audience], "expirationSeconds": 7200});
-        if let Some(bound) = bound {
-            spec["boundObjectRef"] = bound;
-        }
-        let request: TokenRequest = serde_json::from_value(json!({ "spec": spec })).unwrap();
-        accounts.create_token_request(account, &PostParams::default(), &request).await.unwrap().status.unwrap().token
+        ward_k8s_testenv::bound_token(&self.client, ns, account, pod, audience).await
     }
 
     async fn configuration(&self, ns: &str, name: &str, trust_domain: &str) {
