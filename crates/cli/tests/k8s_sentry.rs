@@ -38,19 +38,8 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
     let dir = tempfile::tempdir().unwrap();
     let audit_log = dir.path().join("sentry-audit.log");
-    let args = [
-        "--mode",
-        "kubernetes",
-        "--kubeconfig",
-        &kubeconfig,
-        "--namespace",
-        &control_plane,
-        "--trust-domain",
-        "cluster.local",
-        "--audit-log",
-        path_str(&audit_log),
-    ];
-    let sentry = Sentry::start(&dir.path().join("credentials"), &args);
+    let audit = ["--audit-log", path_str(&audit_log)];
+    let sentry = k8s_sentry(&dir.path().join("credentials"), &kubeconfig, &control_plane, &audit);
     // The CA lives in the Secret; the files are its mirror.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &control_plane);
     let secret = rt.block_on(secrets.get("dapr-trust-bundle")).unwrap();
@@ -125,7 +114,7 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
 
     // Restarted with an empty credentials directory: the same CA, from the Secret.
     drop(sentry);
-    let again = Sentry::start(&dir.path().join("fresh"), &args);
+    let again = k8s_sentry(&dir.path().join("fresh"), &kubeconfig, &control_plane, &audit);
     assert_eq!(again.roots_pem(), roots.as_bytes());
 }
 
@@ -142,6 +131,23 @@ async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `ward sentry --mode kubernetes` for the control plane in `control_plane` (trust domain `cluster.local`), with
+/// its credentials mirrored into `credentials`, plus `extra` flags.
+fn k8s_sentry(credentials: &std::path::Path, kubeconfig: &str, control_plane: &str, extra: &[&str]) -> Sentry {
+    let mut args = vec![
+        "--mode",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        control_plane,
+        "--trust-domain",
+        "cluster.local",
+    ];
+    args.extend_from_slice(extra);
+    Sentry::start(credentials, &args)
 }
 
 fn ca_client(sentry: &Sentry, control_plane: &str) -> SentryClient {
@@ -190,24 +196,11 @@ fn a_root_rotation_appends_switches_and_retires_without_a_restart() {
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
     let dir = tempfile::tempdir().unwrap();
     // Short lifetimes so the whole rotation fits in a test: 4 s certificates, 1 s propagation.
-    let sentry = Sentry::start(
+    let sentry = k8s_sentry(
         &dir.path().join("credentials"),
-        &[
-            "--mode",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            &control_plane,
-            "--trust-domain",
-            "cluster.local",
-            "--workload-cert-ttl",
-            "4s",
-            "--allowed-clock-skew",
-            "1s",
-            "--root-rotation-propagation",
-            "1s",
-        ],
+        &kubeconfig,
+        &control_plane,
+        &["--workload-cert-ttl", "4s", "--allowed-clock-skew", "1s", "--root-rotation-propagation", "1s"],
     );
     let old_root = String::from_utf8(sentry.roots_pem()).unwrap();
     let pod = rt.block_on(ward_k8s_testenv::annotated_pod(
@@ -300,17 +293,11 @@ fn sidecars_keep_calling_each_other_through_a_root_rotation() {
     rt.block_on(ward_k8s_testenv::create_namespace(&client, ns));
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let sentry = Sentry::start(
+    let sentry = k8s_sentry(
         &dir.path().join("credentials"),
+        &kubeconfig,
+        control_plane,
         &[
-            "--mode",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            control_plane,
-            "--trust-domain",
-            "cluster.local",
             "--workload-cert-ttl",
             "6s",
             "--allowed-clock-skew",
@@ -537,19 +524,7 @@ fn the_builtin_kubernetes_secret_store_serves_its_own_namespace_under_scopes() {
 
     let kubeconfig = path_str(cluster.kubeconfig_path()).to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let sentry = Sentry::start(
-        &dir.path().join("credentials"),
-        &[
-            "--mode",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            &control_plane,
-            "--trust-domain",
-            "cluster.local",
-        ],
-    );
+    let sentry = k8s_sentry(&dir.path().join("credentials"), &kubeconfig, &control_plane, &[]);
     let pod = rt.block_on(ward_k8s_testenv::annotated_pod(
         &client,
         &ns,
@@ -631,4 +606,15 @@ fn the_builtin_kubernetes_secret_store_serves_its_own_namespace_under_scopes() {
     let gone = http.get(&http_addr, "/v1.0/secrets/kubernetes/db");
     // No store at all now: Dapr's answer for a sidecar without secret stores.
     assert!(gone.text().contains("ERR_SECRET_STORES_NOT_CONFIGURED"), "{} {}", gone.status, gone.text());
+}
+
+/// A second validator beside the Kubernetes one is refused, not ignored (Dapr runs only the built-in one there).
+#[test]
+fn kubernetes_mode_refuses_another_token_validator() {
+    let (code, _, stderr) = support::ward_output(
+        &["sentry", "--mode", "kubernetes", "--token-validator", "jwks", "--jwks", "x.json", "--port", "0"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--mode kubernetes validates pod-bound service-account tokens"), "{stderr}");
 }

@@ -290,3 +290,21 @@ fn relative_secrets_file_is_taken_from_the_working_directory_first() {
     let neither = LocalFileOptions::from_metadata(&md, cwd.path(), components.path()).unwrap();
     assert_eq!(neither.secrets_file, cwd.path().join("missing.json"), "the error names daprd's path");
 }
+
+/// `secretstores.kubernetes` settings ward does not honour are refused naming the field, before any API call:
+/// another namespace than the sidecar's, and keys that are not the store's.
+#[tokio::test]
+async fn kubernetes_store_refuses_another_namespace_and_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = ctx(dir.path());
+    ctx.namespace = "shop".to_owned();
+    for (key, value, field, text) in [
+        ("defaultNamespace", "kube-system", "spec.metadata[defaultNamespace]", "own namespace"),
+        ("namespaceScope", "all", "spec.metadata[namespaceScope]", "not a secretstores.kubernetes setting"),
+    ] {
+        let md: ComponentMetadata = [(key, value)].into_iter().collect();
+        let e = build_secret_store("secretstores.kubernetes", "v1", "kubernetes", &md, &ctx).await.err().unwrap();
+        assert_eq!(e.field.as_deref(), Some(field), "{key}: {e}");
+        assert!(e.to_string().contains(text), "{key}: {e}");
+    }
+}
