@@ -13,15 +13,11 @@ use kube::Api;
 use kube::api::PostParams;
 use rcgen::{CertificateParams, KeyPair};
 use serde_json::json;
-use support::{Sentry, path_str};
-use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
+use support::k8s::{ca_client, ca_client_trusting, eventually_async, k8s_sentry, runtime};
+use support::path_str;
+use ward_identity::TrustDomain;
 use ward_sentry::proto::SignCertificateRequest;
 use ward_sentry::proto::sign_certificate_request::TokenValidator;
-use ward_sentry::{SentryClient, SentryClientConfig};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 #[test]
 fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens() {
@@ -116,61 +112,6 @@ fn kubernetes_sentry_keeps_its_ca_in_the_cluster_and_signs_for_pod_bound_tokens(
     drop(sentry);
     let again = k8s_sentry(&dir.path().join("fresh"), &kubeconfig, &control_plane, &audit);
     assert_eq!(again.roots_pem(), roots.as_bytes());
-}
-
-async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `ward sentry --mode kubernetes` for the control plane in `control_plane` (trust domain `cluster.local`), with
-/// its credentials mirrored into `credentials`, plus `extra` flags.
-fn k8s_sentry(credentials: &std::path::Path, kubeconfig: &str, control_plane: &str, extra: &[&str]) -> Sentry {
-    let mut args = vec![
-        "--mode",
-        "kubernetes",
-        "--kubeconfig",
-        kubeconfig,
-        "--namespace",
-        control_plane,
-        "--trust-domain",
-        "cluster.local",
-    ];
-    args.extend_from_slice(extra);
-    Sentry::start(credentials, &args)
-}
-
-fn ca_client(sentry: &Sentry, control_plane: &str) -> SentryClient {
-    ca_client_trusting(sentry, control_plane, &sentry.roots_pem())
-}
-
-/// A client that trusts `roots` (in a pod: the mounted `dapr-root-ca.crt`).
-fn ca_client_trusting(sentry: &Sentry, control_plane: &str, roots: &[u8]) -> SentryClient {
-    let td = TrustDomain::new("cluster.local").unwrap();
-    let bundle = TrustBundle::from_pem(td.clone(), roots).unwrap();
-    SentryClient::new(SentryClientConfig {
-        address: sentry.grpc.clone(),
-        sentry_id: SpiffeId::parse(&format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry")).unwrap(),
-        bundle: TrustBundleHandle::new(bundle),
-        app_id: "unused".to_owned(),
-        namespace: "unused".to_owned(),
-        trust_domain: td,
-        token_file: None,
-        skew: Duration::from_secs(60),
-        kubernetes: false,
-        sentry_trust: None,
-    })
-    .unwrap()
 }
 
 /// The PEM blocks of a bundle.

@@ -231,6 +231,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+pub mod k8s;
 pub mod mesh;
 pub mod pubsub_app;
 
