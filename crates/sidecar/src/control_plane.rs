@@ -31,7 +31,8 @@ use ward_identity::{Authorizer, SpiffeId, SvidResolver, TrustBundleHandle};
 use ward_operator_api::OperatorClient;
 use ward_operator_api::proto::{
     ComponentUpdateRequest, ConfigurationUpdateRequest, GetConfigurationRequest, ListComponentsRequest,
-    ListSubscriptionsRequest, ResourceEventType, SubscriptionUpdateRequest,
+    ListHttpEndpointsRequest, ListResiliencyRequest, ListSubscriptionsRequest, ResourceEventType,
+    SubscriptionUpdateRequest,
 };
 
 /// How long one unary call may take.
@@ -73,6 +74,9 @@ struct Snapshot {
     subscriptions: BTreeMap<String, String>,
     /// The named Configuration's JSON, when `--config` names one.
     configuration: Option<String>,
+    /// Resources of kinds ward does not act on (Resiliency, HTTPEndpoint) that the operator has for this app: each
+    /// is reported as skipped on every build, as a file holding one is.
+    unsupported: Vec<String>,
 }
 
 /// The operator's view of this sidecar's resources, kept current by [`OperatorFeed::run`].
@@ -192,6 +196,7 @@ impl OperatorFeed {
             set.subscriptions.extend(one.subscriptions);
             set.warnings.extend(one.warnings);
         }
+        set.warnings.extend(snapshot.unsupported.iter().map(|what| format!("{what}: not supported by ward; skipped")));
         Ok(set)
     }
 
@@ -491,6 +496,39 @@ async fn list_all(
         let object =
             decode_object(Kind::Subscription, &bytes).map_err(|message| resource_error(connection, message))?;
         snapshot.subscriptions.insert(object.name, object.json);
+    }
+    // Kinds ward does not implement: listed so they are reported, never silently dropped. An operator that does
+    // not serve a kind (Unimplemented) has none to report.
+    let resiliencies = tokio::time::timeout(
+        RPC_TIMEOUT,
+        client.list_resiliency(ListResiliencyRequest { namespace: namespace.to_owned() }),
+    )
+    .await
+    .map_err(|_| timeout(connection, "ListResiliency"))?;
+    let endpoints = tokio::time::timeout(
+        RPC_TIMEOUT,
+        client.list_http_endpoints(ListHttpEndpointsRequest { namespace: namespace.to_owned() }),
+    )
+    .await
+    .map_err(|_| timeout(connection, "ListHTTPEndpoints"))?;
+    let unimplemented = |status: &tonic::Status| status.code() == tonic::Code::Unimplemented;
+    let objects = match resiliencies {
+        Ok(list) => list.into_inner().resiliencies.into_iter().map(|b| ("Resiliency", b)).collect(),
+        Err(status) if unimplemented(&status) => Vec::new(),
+        Err(status) => return Err(call("ListResiliency")(status)),
+    }
+    .into_iter()
+    .chain(match endpoints {
+        Ok(list) => list.into_inner().http_endpoints.into_iter().map(|b| ("HTTPEndpoint", b)).collect(),
+        Err(status) if unimplemented(&status) => Vec::new(),
+        Err(status) => return Err(call("ListHTTPEndpoints")(status)),
+    });
+    for (kind, bytes) in objects {
+        let name = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        snapshot.unsupported.push(format!("operator:{}/{namespace}: {kind} {name:?}", connection.address));
     }
     if let Some(name) = config_name {
         let request = GetConfigurationRequest { name: name.to_owned(), namespace: namespace.to_owned() };
