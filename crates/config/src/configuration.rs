@@ -279,6 +279,44 @@ pub struct Configuration {
     pub source: PathBuf,
 }
 
+/// Which security controls a Configuration sets ([`Configuration::controls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecurityControls {
+    access_control: bool,
+    secrets: bool,
+    api: bool,
+    components_deny: bool,
+    http_pipeline: bool,
+    app_http_pipeline: bool,
+    production_mode: bool,
+    capability_routes: bool,
+    provenance: bool,
+    mtls: bool,
+}
+
+impl SecurityControls {
+    /// The controls `previous` had and these lack, by field path (a reload that removes one is refused in
+    /// production: the classic half-written file).
+    pub fn removed_since(&self, previous: &SecurityControls) -> Vec<&'static str> {
+        [
+            ("spec.accessControl", previous.access_control, self.access_control),
+            ("spec.secrets", previous.secrets, self.secrets),
+            ("spec.api", previous.api, self.api),
+            ("spec.components.deny", previous.components_deny, self.components_deny),
+            ("spec.httpPipeline", previous.http_pipeline, self.http_pipeline),
+            ("spec.appHttpPipeline", previous.app_http_pipeline, self.app_http_pipeline),
+            ("spec.ward.productionMode", previous.production_mode, self.production_mode),
+            ("spec.ward.capabilities.routes", previous.capability_routes, self.capability_routes),
+            ("spec.ward.provenance.enabled", previous.provenance, self.provenance),
+            ("spec.mtls.enabled", previous.mtls, self.mtls),
+        ]
+        .into_iter()
+        .filter(|(_, had, has)| *had && !*has)
+        .map(|(field, _, _)| field)
+        .collect()
+    }
+}
+
 /// `spec.nameResolution`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NameResolution {
@@ -499,28 +537,24 @@ impl Configuration {
     /// the configuration watcher refuses it in production (the old snapshot stays until a restart) and applies it
     /// with a warning naming the file and these fields in development (issue 12, row 10). Tightening is never listed.
     pub fn security_controls_removed(&self, previous: &Configuration) -> Vec<&'static str> {
-        let mut removed = Vec::new();
-        let mut check = |field: &'static str, had: bool, has: bool| {
-            if had && !has {
-                removed.push(field);
-            }
-        };
-        check("spec.accessControl", previous.access_control.is_some(), self.access_control.is_some());
-        check("spec.secrets", previous.secrets.is_some(), self.secrets.is_some());
-        check("spec.api", previous.api.is_some(), self.api.is_some());
-        check("spec.components.deny", !previous.components_deny.is_empty(), !self.components_deny.is_empty());
-        check("spec.httpPipeline", !previous.http_pipeline.is_empty(), !self.http_pipeline.is_empty());
-        check("spec.appHttpPipeline", !previous.app_http_pipeline.is_empty(), !self.app_http_pipeline.is_empty());
-        check("spec.ward.productionMode", previous.ward.production_mode, self.ward.production_mode);
-        let routes = |c: &Configuration| c.ward.capabilities.as_ref().is_some_and(|caps| !caps.routes.is_empty());
-        check("spec.ward.capabilities.routes", routes(previous), routes(self));
-        check(
-            "spec.ward.provenance.enabled",
-            previous.ward.provenance_enabled != Some(false),
-            self.ward.provenance_enabled != Some(false),
-        );
-        check("spec.mtls.enabled", previous.mtls.enabled == Some(true), self.mtls.enabled == Some(true));
-        removed
+        self.controls().removed_since(&previous.controls())
+    }
+
+    /// Which security controls this configuration sets, without their content: what a running sidecar keeps to
+    /// judge the next reload (keeping the whole previous Configuration would hold every policy's spec twice).
+    pub fn controls(&self) -> SecurityControls {
+        SecurityControls {
+            access_control: self.access_control.is_some(),
+            secrets: self.secrets.is_some(),
+            api: self.api.is_some(),
+            components_deny: !self.components_deny.is_empty(),
+            http_pipeline: !self.http_pipeline.is_empty(),
+            app_http_pipeline: !self.app_http_pipeline.is_empty(),
+            production_mode: self.ward.production_mode,
+            capability_routes: self.ward.capabilities.as_ref().is_some_and(|caps| !caps.routes.is_empty()),
+            provenance: self.ward.provenance_enabled != Some(false),
+            mtls: self.mtls.enabled == Some(true),
+        }
     }
 
     pub(crate) fn from_document(path: &Path, doc: Document, header: &Header) -> Result<Configuration, ConfigError> {

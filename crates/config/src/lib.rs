@@ -52,7 +52,8 @@ pub use component::{
 };
 pub use configuration::{
     ApiLogging, AppIdBinding, AuditFsync, CONFIGURATION_API_VERSION, ComponentDenyList, Configuration, Feature,
-    HandlerSpec, IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, OtelSpec, OtlpProtocol, TracingSpec, WardSpec,
+    HandlerSpec, IMPLEMENTED_FEATURES, MtlsSpec, NameResolution, OtelSpec, OtlpProtocol, SecurityControls, TracingSpec,
+    WardSpec,
 };
 pub use error::{
     BoxError, ConfigError, Location, MAX_ECHOED_CHARS, MAX_MESSAGE_CHARS, MetadataItemRef, ResolveError, ResourceId,

@@ -304,8 +304,9 @@ pub struct AccessControl {
 }
 
 /// Compact on purpose (issue 25, defect 4: 10,000 policies must fit a small sidecar): every list is a boxed slice
-/// of exactly its length, namespaces and trust domains are interned (shared `Arc<str>`), and a policy keeps one
-/// trie when its HTTP (lower-cased) and gRPC names are the same, which is the common case.
+/// of exactly its length, namespaces and trust domains are interned (shared `Arc<str>`), policies with the same
+/// operations share one compiled [`Rules`] (large configurations repeat a few operation lists across many callers),
+/// and a rule set keeps one trie when its HTTP (lower-cased) and gRPC names are the same, the common case.
 #[derive(Debug, Clone)]
 struct Compiled {
     default_allow: bool,
@@ -320,11 +321,18 @@ struct Policy {
     namespace: Arc<str>,
     trust_domain: Arc<str>,
     default_allow: Option<bool>,
+    rules: Arc<Rules>,
+}
+
+/// A policy's compiled `operations`; shared by every policy whose `operations` list is the same (same names,
+/// verbs and actions in the same order, so the same indices and the same answers).
+#[derive(Debug)]
+struct Rules {
     operations: Box<[Operation]>,
     /// Names with ASCII letters lower-cased (Dapr lower-cases with full Unicode rules; see [`lower_case`]).
     http_trie: Node,
     /// Names as written, for gRPC apps; `None` when no name has an upper-case ASCII letter (then it would be
-    /// `http_trie` again). Boxed: most policies have none, and an inline `Node` would cost every policy its size.
+    /// `http_trie` again). Boxed: most rule sets have none, and an inline `Node` would cost each its size.
     grpc_trie: Option<Box<Node>>,
 }
 
@@ -387,10 +395,11 @@ impl AccessControl {
         // Every policy compiled into one vector first, then moved into one exact-size slice per app id: a growing
         // `Vec` per app id would leave ~1 KB of freed capacity per policy behind in the heap.
         let mut interner = Interner::default();
+        let mut shared: HashMap<&[OperationSpec], Arc<Rules>> = HashMap::new();
         let mut compiled: Vec<Option<Policy>> = Vec::with_capacity(specs.len());
         let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(specs.len());
         for (index, p) in specs.iter().enumerate() {
-            let policy = compile_policy(index, p, &mut interner)?;
+            let policy = compile_policy(index, p, &mut interner, &mut shared)?;
             if let Some(&first) = seen.get(&(p.app_id.as_str(), p.namespace.as_str())) {
                 return Err(AclError::DuplicatePolicy {
                     first,
@@ -403,6 +412,7 @@ impl AccessControl {
             compiled.push(Some(policy));
         }
         drop(seen);
+        drop(shared);
         let mut order: Vec<usize> = (0..specs.len()).collect();
         order.sort_by(|&a, &b| specs.get(a).map(|p| &p.app_id).cmp(&specs.get(b).map(|p| &p.app_id)));
         let mut by_app_id: HashMap<Box<str>, Box<[Policy]>> = HashMap::new();
@@ -469,12 +479,13 @@ impl AccessControl {
         };
 
         let (trie, operation) = match req.app_protocol {
-            AppProtocol::Http => (&policy.http_trie, lower_case(req.operation)),
+            AppProtocol::Http => (&policy.rules.http_trie, lower_case(req.operation)),
             AppProtocol::Grpc => {
-                (policy.grpc_trie.as_deref().unwrap_or(&policy.http_trie), Cow::Borrowed(req.operation))
+                (policy.rules.grpc_trie.as_deref().unwrap_or(&policy.rules.http_trie), Cow::Borrowed(req.operation))
             }
         };
-        let Some((op_index, op)) = trie.search(&operation).and_then(|i| policy.operations.get(i).map(|op| (i, op)))
+        let Some((op_index, op)) =
+            trie.search(&operation).and_then(|i| policy.rules.operations.get(i).map(|op| (i, op)))
         else {
             return fallback(
                 AppDefaultCause::NoOperationMatched,
@@ -578,14 +589,38 @@ fn check_required_fields(specs: &[AppPolicySpec]) -> Result<(), AclError> {
     if missing.is_empty() { Ok(()) } else { Err(AclError::MissingPolicyFields { missing }) }
 }
 
-fn compile_policy(index: usize, p: &AppPolicySpec, interner: &mut Interner) -> Result<Policy, AclError> {
+fn compile_policy<'a>(
+    index: usize,
+    p: &'a AppPolicySpec,
+    interner: &mut Interner,
+    shared: &mut HashMap<&'a [OperationSpec], Arc<Rules>>,
+) -> Result<Policy, AclError> {
     let default_allow = parse_action(p.default_action.as_deref(), || format!("policies[{index}].defaultAction"))?;
-    let mut operations = Vec::with_capacity(p.operations.len());
+    let rules = match shared.get(p.operations.as_slice()) {
+        Some(rules) => rules.clone(),
+        None => {
+            let rules = Arc::new(compile_rules(index, &p.operations)?);
+            shared.insert(p.operations.as_slice(), rules.clone());
+            rules
+        }
+    };
+    Ok(Policy {
+        index,
+        namespace: interner.get(&p.namespace),
+        trust_domain: interner.get(&p.trust_domain),
+        default_allow,
+        rules,
+    })
+}
+
+/// Compiles one `operations` list (of the policy at `index`, which load errors name).
+fn compile_rules(index: usize, specs: &[OperationSpec]) -> Result<Rules, AclError> {
+    let mut operations = Vec::with_capacity(specs.len());
     let mut http_trie = Node::default();
     let mut grpc_trie = Node::default();
     let mut mixed_case = false;
-    let mut names: HashMap<&str, usize> = HashMap::with_capacity(p.operations.len());
-    for (op_index, op) in p.operations.iter().enumerate() {
+    let mut names: HashMap<&str, usize> = HashMap::with_capacity(specs.len());
+    for (op_index, op) in specs.iter().enumerate() {
         let field = || format!("policies[{index}].operations[{op_index}]");
         let compiled = compile_operation(op, &field)?;
         check_operation_name(&op.name, &field)?;
@@ -603,11 +638,7 @@ fn compile_policy(index: usize, p: &AppPolicySpec, interner: &mut Interner) -> R
         operations.push(compiled);
     }
     http_trie.shrink();
-    Ok(Policy {
-        index,
-        namespace: interner.get(&p.namespace),
-        trust_domain: interner.get(&p.trust_domain),
-        default_allow,
+    Ok(Rules {
         operations: operations.into_boxed_slice(),
         http_trie,
         // Same insertions in the same order give the same trie: keep one.

@@ -40,7 +40,7 @@ pub struct AppPolicySpec {
 }
 
 /// One entry of `policies[].operations`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OperationSpec {
     pub name: String,

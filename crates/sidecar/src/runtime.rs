@@ -627,7 +627,7 @@ impl Sidecar {
                 feed: feed.clone(),
                 options: options.clone(),
                 production: settings.production,
-                current: configuration,
+                current: configuration.as_ref().map(crate::watcher::Applied::of),
                 targets: Reloadable {
                     acl,
                     capabilities,
@@ -658,6 +658,10 @@ impl Sidecar {
             None => None,
         };
         readiness.set(true);
+        // Everything the Configuration was needed for is built: drop it, and since parsing a large one peaks far
+        // above what stays live (issue 25), hand the freed pages back.
+        drop(configuration);
+        ward_memory::release_freed();
         tracing::info!(
             app_id = %options.app_id,
             id = %own_id,

@@ -46,9 +46,27 @@ pub(crate) struct Watcher {
     /// Kubernetes: the Configuration and resources come from the operator; a change there wakes the watcher.
     pub(crate) feed: Option<Arc<crate::control_plane::OperatorFeed>>,
     pub(crate) production: bool,
-    pub(crate) current: Option<Configuration>,
+    /// What the running configuration sets: its security controls and its tracing (judged on the next reload);
+    /// not the Configuration itself, whose policy specs are compiled and need not stay in memory twice.
+    pub(crate) current: Option<Applied>,
     pub(crate) targets: Reloadable,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What the watcher keeps of the configuration in force.
+pub(crate) struct Applied {
+    controls: ward_config::SecurityControls,
+    /// `spec.tracing` and `spec.ward.audit.otlp`: built at start, so a change is reported, not applied.
+    tracing: (Option<ward_config::TracingSpec>, bool),
+}
+
+impl Applied {
+    pub(crate) fn of(configuration: &Configuration) -> Applied {
+        Applied {
+            controls: configuration.controls(),
+            tracing: (configuration.tracing.clone(), configuration.ward.audit_otlp),
+        }
+    }
 }
 
 /// Why a reload was not applied.
@@ -122,7 +140,7 @@ impl Watcher {
             None => self.options.config_path.clone().unwrap_or_default(),
         };
         let removed = match (&self.current, &configuration) {
-            (Some(previous), Some(next)) => next.security_controls_removed(previous),
+            (Some(previous), Some(next)) => next.controls().removed_since(&previous.controls),
             _ => Vec::new(),
         };
         if let Some(first) = removed.first()
@@ -143,9 +161,8 @@ impl Watcher {
             );
         }
         // The tracer and its exporters are built at start (issue 17): a change is reported, not silently dropped.
-        let tracing_of =
-            |c: Option<&Configuration>| (c.and_then(|c| c.tracing.clone()), c.is_some_and(|c| c.ward.audit_otlp));
-        if tracing_of(self.current.as_ref()) != tracing_of(configuration.as_ref()) {
+        let next = configuration.as_ref().map(Applied::of);
+        if self.current.as_ref().map(|c| &c.tracing) != next.as_ref().map(|c| &c.tracing) {
             tracing::warn!(
                 "{}: spec.tracing / spec.ward.audit.otlp changed: NOT APPLIED until the sidecar restarts",
                 path.display()
@@ -157,7 +174,10 @@ impl Watcher {
         self.targets.api_log.store(Arc::new(settings.api_log));
         self.targets.mcp.store(settings.mcp.map(Arc::new));
         self.targets.components.install(registry);
-        self.current = configuration;
+        self.current = next;
+        drop(configuration);
+        // The parse and the build peaked above what stays live; hand the freed pages back.
+        ward_memory::release_freed();
         Ok(())
     }
 }

@@ -680,3 +680,34 @@ fn http_matching_folds_ascii_only() {
     // U+212A KELVIN SIGN lower-cases to 'k' under full Unicode rules; the ACL must not fold it.
     assert!(decide("\u{212a}ey"), "Kelvin sign is not k");
 }
+
+/// Policies with the same `operations` share one compiled rule set (issue 25): each still answers with its own
+/// index, its own defaults and its own identity checks, and a policy whose list differs only in an action or a
+/// verb gets its own rules.
+#[test]
+fn policies_sharing_operations_keep_their_own_answers() {
+    const SPEC: &str = r#"
+defaultAction: deny
+policies:
+- {appId: a, namespace: ns, trustDomain: public, defaultAction: allow,
+   operations: [{name: /orders, httpVerb: [GET], action: deny}, {name: /stock/*, httpVerb: ["*"], action: allow}]}
+- {appId: b, namespace: ns, trustDomain: public, defaultAction: deny,
+   operations: [{name: /orders, httpVerb: [GET], action: deny}, {name: /stock/*, httpVerb: ["*"], action: allow}]}
+- {appId: c, namespace: ns, trustDomain: public,
+   operations: [{name: /orders, httpVerb: [GET], action: allow}, {name: /stock/*, httpVerb: ["*"], action: allow}]}
+"#;
+    let acl = compile_yaml(SPEC).unwrap();
+    let decide = |app_id, path, verb| {
+        let caller = Some(Caller { trust_domain: "public", namespace: "ns", app_id });
+        let d = acl.decide(&AclRequest { caller, operation: path, verb: Some(verb), app_protocol: Http });
+        (d.allowed, d.rule)
+    };
+    let op = |policy, operation, verb| MatchedRule::Operation { policy, operation, verb };
+    assert_eq!(decide("a", "/orders", Get), (false, op(0, 0, VerbEntry::Verb { index: 0, verb: Get })));
+    assert_eq!(decide("b", "/orders", Get), (false, op(1, 0, VerbEntry::Verb { index: 0, verb: Get })));
+    assert_eq!(decide("c", "/orders", Get), (true, op(2, 0, VerbEntry::Verb { index: 0, verb: Get })));
+    assert_eq!(decide("b", "/stock/1", Put), (true, op(1, 1, VerbEntry::Wildcard { index: 0 })));
+    // Not covered by the shared operations: each policy's own default.
+    assert_eq!(decide("a", "/other", Get).0, true);
+    assert_eq!(decide("b", "/other", Get).0, false);
+}
