@@ -35,6 +35,8 @@ pub use store::{Index, Kind};
 
 /// The operator's app id at sentry (its SPIFFE ID is `spiffe://<cp-td>/ns/<cp-ns>/dapr-operator`).
 pub const OPERATOR_APP_ID: &str = ward_operator_api::OPERATOR_APP_ID;
+/// Dapr's operator API port.
+pub const DEFAULT_PORT: u16 = ward_operator_api::DEFAULT_PORT;
 /// Default bound of each update stream's queue.
 pub const DEFAULT_STREAM_QUEUE: usize = 256;
 /// Default capacity of the shared change feed (how far a stream may lag before it is disconnected).
