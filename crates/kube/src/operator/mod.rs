@@ -156,11 +156,7 @@ impl Operator {
                     uid: refusal.uid.clone(),
                     resource_version: refusal.resource_version.clone(),
                 };
-                let kept = if refusal.kept_previous {
-                    "the last valid version stays in use"
-                } else {
-                    "not served"
-                };
+                let kept = if refusal.kept_previous { "the last valid version stays in use" } else { "not served" };
                 recorder.warn(&object, "InvalidResource", &format!("{}; {kept}", refusal.reason)).await;
             }
         }));
@@ -230,8 +226,8 @@ impl Operator {
                 },
                 grpc_stop,
             );
-            let health =
-                health.serve(move |_: &ward_net::ConnectionInfo| hyper::service::service_fn(healthz_answer), health_stop);
+            let health = health
+                .serve(move |_: &ward_net::ConnectionInfo| hyper::service::service_fn(healthz_answer), health_stop);
             let (grpc, health) = tokio::join!(grpc, health);
             tokio::join!(grpc.drain(DRAIN_TIMEOUT), health.drain(DRAIN_TIMEOUT));
         });

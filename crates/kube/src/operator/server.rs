@@ -218,7 +218,9 @@ impl ward_operator_api::Operator for OperatorService {
         let name = &request.get_ref().name;
         match self.index.get(Kind::Configuration, &who.namespace, name) {
             Some(config) => Ok(Response::new(GetConfigurationResponse { configuration: to_bytes(&config.object) })),
-            None => Err(Status::not_found(format!("configuration {:?} not found in namespace {:?}", name, who.namespace))),
+            None => {
+                Err(Status::not_found(format!("configuration {:?} not found in namespace {:?}", name, who.namespace)))
+            }
         }
     }
 

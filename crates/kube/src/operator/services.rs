@@ -48,7 +48,12 @@ impl Workload {
             namespace: d.metadata.namespace.clone()?,
             name: d.metadata.name.clone()?,
             uid: d.metadata.uid.clone()?,
-            template_annotations: spec.template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default(),
+            template_annotations: spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.clone())
+                .unwrap_or_default(),
             match_labels: spec.selector.match_labels.clone().unwrap_or_default(),
             deleting: d.metadata.deletion_timestamp.is_some(),
         })
@@ -61,7 +66,12 @@ impl Workload {
             namespace: s.metadata.namespace.clone()?,
             name: s.metadata.name.clone()?,
             uid: s.metadata.uid.clone()?,
-            template_annotations: spec.template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default(),
+            template_annotations: spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.clone())
+                .unwrap_or_default(),
             match_labels: spec.selector.match_labels.clone().unwrap_or_default(),
             deleting: s.metadata.deletion_timestamp.is_some(),
         })
@@ -195,8 +205,7 @@ async fn owned_services(client: &kube::Client) -> HashMap<String, (String, Strin
     match api.list(&ListParams::default().labels(&format!("{SERVICE_LABEL}=true"))).await {
         Ok(list) => {
             for service in list {
-                let (Some(ns), Some(name)) = (service.metadata.namespace.clone(), service.metadata.name.clone())
-                else {
+                let (Some(ns), Some(name)) = (service.metadata.namespace.clone(), service.metadata.name.clone()) else {
                     continue;
                 };
                 for owner in service.metadata.owner_references.iter().flatten() {
@@ -226,7 +235,9 @@ async fn reconcile(client: &kube::Client, workload: &Workload, owned: &mut HashM
         && Some(&old) != desired_name.as_ref()
     {
         match api.delete(&old, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(namespace = %ns, service = %old, workload = %workload.name, "deleted <app-id>-dapr Service"),
+            Ok(_) => {
+                tracing::info!(namespace = %ns, service = %old, workload = %workload.name, "deleted <app-id>-dapr Service")
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => {
                 tracing::warn!(namespace = %ns, service = %old, error = %err, "deleting <app-id>-dapr Service");
@@ -278,7 +289,9 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| (p["name"].as_str().unwrap().to_owned(), p["port"].as_i64().unwrap(), p["targetPort"].as_i64().unwrap()))
+            .map(|p| {
+                (p["name"].as_str().unwrap().to_owned(), p["port"].as_i64().unwrap(), p["targetPort"].as_i64().unwrap())
+            })
             .collect();
         assert_eq!(
             ports,

@@ -268,8 +268,13 @@ impl Index {
 
     fn publish(&self, kind: Kind, old: Option<Arc<Resource>>, new: Option<Arc<Resource>>) {
         let Some(any) = new.as_ref().or(old.as_ref()) else { return };
-        let change =
-            Change { kind, namespace: any.namespace.clone(), name: any.name.clone(), old: old.clone(), new: new.clone() };
+        let change = Change {
+            kind,
+            namespace: any.namespace.clone(),
+            name: any.name.clone(),
+            old: old.clone(),
+            new: new.clone(),
+        };
         // No receiver is not an error: no stream is open.
         let _ = self.changes.send(Arc::new(change));
     }
@@ -312,7 +317,18 @@ fn build(kind: Kind, mut object: Value) -> Result<Resource, IndexError> {
 fn validate(resource: &Resource) -> Result<(), String> {
     let label = format!("{} {}/{}", resource.kind, resource.namespace, resource.name);
     let path = Path::new(&label);
-    let text = resource.object.to_string();
+    let text = if resource.kind == Kind::Component && resource.object.pointer("/auth/secretStore").is_none() {
+        // In Kubernetes mode a component without `auth.secretStore` uses the built-in `kubernetes` store
+        // (Dapr's rule); ward-config's self-hosted check would refuse its `secretKeyRef`s. Only the copy judged
+        // here says so: the object is served as stored.
+        let mut object = resource.object.clone();
+        if let Some(map) = object.as_object_mut() {
+            map.insert("auth".to_owned(), serde_json::json!({"secretStore": super::secrets::KUBERNETES_SECRET_STORE}));
+        }
+        object.to_string()
+    } else {
+        resource.object.to_string()
+    };
     let namespace = Some(resource.namespace.as_str());
     match resource.kind {
         Kind::Component | Kind::Subscription => {
@@ -420,7 +436,10 @@ mod tests {
     fn a_valid_component_is_served_without_managed_fields_and_announced() {
         let index = Index::new(16);
         let mut feed = index.subscribe();
-        assert_eq!(index.apply(Kind::Component, component("store", "1", &["a"], "state.in-memory")), Ok(Outcome::Served));
+        assert_eq!(
+            index.apply(Kind::Component, component("store", "1", &["a"], "state.in-memory")),
+            Ok(Outcome::Served)
+        );
         let served = index.get(Kind::Component, "shop", "store").unwrap();
         assert!(served.object["metadata"].get("managedFields").is_none());
         assert_eq!(served.scopes, vec!["a".to_owned()]);
@@ -453,12 +472,20 @@ mod tests {
         );
         assert!(feed.try_recv().is_err(), "a refused update is no change");
         // Never served, refused: nothing served.
-        let Outcome::Refused(refusal) = index.apply(Kind::Component, component("other", "3", &[], "")).unwrap()
-        else {
+        let Outcome::Refused(refusal) = index.apply(Kind::Component, component("other", "3", &[], "")).unwrap() else {
             panic!()
         };
         assert!(!refusal.kept_previous);
         assert!(index.get(Kind::Component, "shop", "other").is_none());
+    }
+
+    #[test]
+    fn a_secret_reference_without_a_store_means_the_kubernetes_store() {
+        let index = Index::new(4);
+        let mut c = component("store", "1", &[], "state.redis");
+        c["spec"]["metadata"] = json!([{"name": "redisPassword", "secretKeyRef": {"name": "redis", "key": "pw"}}]);
+        assert_eq!(index.apply(Kind::Component, c), Ok(Outcome::Served));
+        assert!(index.get(Kind::Component, "shop", "store").unwrap().object.get("auth").is_none());
     }
 
     #[test]
