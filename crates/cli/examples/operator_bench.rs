@@ -100,8 +100,8 @@ async fn connect(grpc: &str, roots: &[u8], cp: &str, svid: Arc<SvidResolver>) ->
     let control = TrustDomain::new("cluster.local").unwrap();
     let bundle = TrustBundleHandle::new(TrustBundle::from_pem(control.clone(), roots).unwrap());
     let id = SpiffeId::dapr(&control, cp, "dapr-operator").unwrap();
-    let tls = ward_identity::client_config(svid, bundle, Authorizer::Exact(id), Duration::from_secs(60), &[b"h2"])
-        .unwrap();
+    let tls =
+        ward_identity::client_config(svid, bundle, Authorizer::Exact(id), Duration::from_secs(60), &[b"h2"]).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let address = grpc.to_owned();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
@@ -160,8 +160,22 @@ fn main() {
     let sentry = Proc::spawn(
         &ward,
         &[
-            "sentry", "--issuer-credentials", &credentials_arg, "--port", "0", "--healthz-port", "0", "--metrics-port",
-            "0", "--mode", "kubernetes", "--kubeconfig", &kubeconfig, "--namespace", cp, "--trust-domain",
+            "sentry",
+            "--issuer-credentials",
+            &credentials_arg,
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            cp,
+            "--trust-domain",
             "cluster.local",
         ],
         &[],
@@ -172,7 +186,8 @@ fn main() {
     std::fs::write(&anchors, &roots).unwrap();
     let sentry_id = format!("spiffe://cluster.local/ns/{cp}/dapr-sentry");
     let token_for = |ns: &str, account: &str, annotations: serde_json::Value| {
-        let pod = rt.block_on(ward_k8s_testenv::annotated_pod(&client, ns, &format!("{account}-0"), account, annotations));
+        let pod =
+            rt.block_on(ward_k8s_testenv::annotated_pod(&client, ns, &format!("{account}-0"), account, annotations));
         let token = rt.block_on(ward_k8s_testenv::bound_token(&client, ns, account, Some(&pod), &sentry_id));
         let path = dir.path().join(format!("{account}.token"));
         std::fs::write(&path, token).unwrap();
@@ -182,9 +197,23 @@ fn main() {
     let operator = Proc::spawn(
         &ward,
         &[
-            "operator", "--kubeconfig", &kubeconfig, "--port", "0", "--listen-address", "127.0.0.1", "--healthz-port",
-            "0", "--healthz-listen-address", "127.0.0.1", "--trust-anchors-file", anchors.to_str().unwrap(),
-            "--sentry-address", &sentry_grpc, "--sentry-token-file", operator_token.to_str().unwrap(),
+            "operator",
+            "--kubeconfig",
+            &kubeconfig,
+            "--port",
+            "0",
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--trust-anchors-file",
+            anchors.to_str().unwrap(),
+            "--sentry-address",
+            &sentry_grpc,
+            "--sentry-token-file",
+            operator_token.to_str().unwrap(),
             "--disable-service-reconciler",
         ],
         &[("NAMESPACE", cp)],
