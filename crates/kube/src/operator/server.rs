@@ -343,6 +343,8 @@ impl ward_operator_api::Operator for OperatorService {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::json;
 
     use super::*;
@@ -357,6 +359,66 @@ mod tests {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             object: json!({}),
         })
+    }
+
+    fn unreachable_client() -> kube::Client {
+        // Never contacted: the resources below have no secrets to read.
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    fn caller(app: &str) -> Caller {
+        let td = ward_identity::TrustDomain::new("public").unwrap();
+        Caller {
+            id: ward_identity::SpiffeId::dapr(&td, "shop", app).unwrap(),
+            namespace: "shop".into(),
+            app_id: app.into(),
+        }
+    }
+
+    fn component(name: &str, scopes: &[&str]) -> Value {
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "1"},
+            "spec": {"type": "state.redis", "version": "v1", "metadata": []}, "scopes": scopes})
+    }
+
+    #[tokio::test]
+    async fn a_stream_gets_its_namespaces_changes_in_scope_and_a_slow_client_is_cut_off() {
+        use futures_util::StreamExt;
+        let client = unreachable_client();
+        let index = Arc::new(Index::new(64));
+        let service = OperatorService {
+            index: index.clone(),
+            client: client.clone(),
+            events: Arc::new(EventRecorder::new(client)),
+            queue: 4,
+        };
+        let make = |component, r#type| ComponentUpdateEvent { component, r#type };
+        let mut stream = service.stream(Kind::Component, caller("a"), "ComponentUpdate", make);
+        index.apply(Kind::Component, component("theirs", &["b"])).unwrap();
+        let mut elsewhere = component("elsewhere", &[]);
+        elsewhere["metadata"]["namespace"] = json!("bank");
+        index.apply(Kind::Component, elsewhere).unwrap();
+        index.apply(Kind::Component, component("mine", &["a"])).unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+        let object: Value = serde_json::from_slice(&event.component).unwrap();
+        assert_eq!(object["metadata"]["name"], "mine", "only the caller's namespace and scope");
+        assert_eq!(event.r#type, ResourceEventType::Created as i32);
+
+        // A client that reads nothing: after `queue` events the stream ends instead of buffering more.
+        for i in 0..20 {
+            index.apply(Kind::Component, component(&format!("c{i}"), &[])).unwrap();
+        }
+        let mut received = 0;
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(item) = stream.next().await {
+                assert!(item.is_ok());
+                received += 1;
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the stream of a slow client was not closed");
+        assert!((1..=4).contains(&received), "{received} events queued for a queue of 4");
     }
 
     #[test]
