@@ -21,8 +21,8 @@ use tonic::transport::Channel;
 use ward_identity::{Authorizer, SpiffeId, SvidResolver, TrustBundle, TrustBundleHandle, TrustDomain};
 use ward_operator_api::OperatorClient;
 use ward_operator_api::proto::{
-    ComponentUpdateEvent, ComponentUpdateRequest, GetConfigurationRequest, ListComponentsRequest,
-    ListMcpServersRequest, ListSubscriptionsRequest,
+    ComponentUpdateEvent, ComponentUpdateRequest, GetConfigurationRequest, GetResiliencyRequest, ListComponentsRequest,
+    ListMcpServersRequest, ListResiliencyRequest, ListSubscriptionsRequest,
 };
 
 const STEP: Duration = Duration::from_secs(20);
@@ -448,6 +448,54 @@ fn the_operator_serves_each_sidecar_its_namespace_within_its_scopes() {
     rt.block_on(eventually_async(STEP, "orders-dapr Service deleted", || async {
         services.get_opt("orders-dapr").await.ok().and_then(|s| s.is_none().then_some(()))
     }));
+
+    // Subscriptions and resiliencies: the same scope rule.
+    let subscription = json!({"apiVersion": "dapr.io/v2alpha1", "kind": "Subscription", "metadata": {"name": "orders-sub"},
+        "spec": {"pubsubname": "pubsub", "topic": "orders", "routes": {"default": "/orders"}}, "scopes": ["orders"]});
+    rt.block_on(apply(&client, &ns, Kind::Subscription, subscription));
+    let resiliency = json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Resiliency", "metadata": {"name": "retries"},
+        "spec": {"policies": {"retries": {"three": {"policy": "constant", "duration": "1s", "maxRetries": 3}}}},
+        "scopes": ["orders"]});
+    rt.block_on(apply(&client, &ns, Kind::Resiliency, resiliency));
+    let subscriptions = |c: &mut OperatorClient<Channel>| {
+        let request = ListSubscriptionsRequest { namespace: ns.clone() };
+        rt.block_on(c.list_subscriptions_v2(request)).unwrap().into_inner().subscriptions.len()
+    };
+    let resiliencies = |c: &mut OperatorClient<Channel>| {
+        let request = ListResiliencyRequest { namespace: ns.clone() };
+        rt.block_on(c.list_resiliency(request)).unwrap().into_inner().resiliencies.len()
+    };
+    support::eventually(STEP, "the subscription and resiliency served", || {
+        (subscriptions(&mut a) == 1 && resiliencies(&mut a) == 1).then_some(())
+    });
+    assert_eq!((subscriptions(&mut b), resiliencies(&mut b)), (0, 0));
+    let hidden = rt
+        .block_on(b.get_resiliency(GetResiliencyRequest { name: "retries".into(), namespace: ns.clone() }))
+        .unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+
+    // The trust anchors are re-read: with another root in the file, the same SVID no longer connects; with the
+    // real one back, it does again.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let foreign = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
+    std::fs::write(&cp.anchors, foreign).unwrap();
+    support::eventually(STEP, "a foreign anchor refuses the sidecar", || {
+        let refused = rt.block_on(async {
+            match connect(&cp, &grpc, orders.svid.clone()).await {
+                Err(_) => true,
+                Ok(mut c) => c.list_components(ListComponentsRequest { namespace: ns.clone() }).await.is_err(),
+            }
+        });
+        refused.then_some(())
+    });
+    std::fs::write(&cp.anchors, &cp.roots).unwrap();
+    support::eventually(STEP, "the real anchors accept it again", || {
+        rt.block_on(async {
+            let mut c = connect(&cp, &grpc, orders.svid.clone()).await.ok()?;
+            c.list_components(ListComponentsRequest { namespace: ns.clone() }).await.ok()
+        })
+    });
 
     // 8. A restarted operator: a client reconnects and lists the same components — except `guarded`, whose
     // stored version is the invalid one: the last good version lived only in the old process's memory, so the
