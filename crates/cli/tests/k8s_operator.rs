@@ -22,7 +22,7 @@ use ward_identity::{Authorizer, SpiffeId, SvidResolver, TrustBundle, TrustBundle
 use ward_operator_api::OperatorClient;
 use ward_operator_api::proto::{
     ComponentUpdateEvent, ComponentUpdateRequest, GetConfigurationRequest, GetResiliencyRequest, ListComponentsRequest,
-    ListMcpServersRequest, ListResiliencyRequest, ListSubscriptionsRequest,
+    ListHttpEndpointsRequest, ListMcpServersRequest, ListResiliencyRequest, ListSubscriptionsRequest,
 };
 
 const STEP: Duration = Duration::from_secs(20);
@@ -376,6 +376,18 @@ fn the_operator_serves_each_sidecar_its_namespace_within_its_scopes() {
     let all = serde_json::to_string(&served).unwrap();
     assert!(!all.contains("YmFuay1vbmx5LXNlY3JldA") && !all.contains("bank-only-secret"));
     rt.block_on(warning_event(&client, &ns, "cross-namespace", "SecretNotResolved"));
+    // HTTPEndpoints' header references, the same way.
+    let endpoint = json!({"apiVersion": "dapr.io/v1alpha1", "kind": "HTTPEndpoint", "metadata": {"name": "payments"},
+        "spec": {"baseUrl": "https://payments.example", "headers": [
+            {"name": "Authorization", "secretKeyRef": {"name": "redis-auth", "key": "password"}}]}});
+    rt.block_on(apply(&client, &ns, Kind::HttpEndpoint, endpoint));
+    let endpoints = support::eventually(STEP, "the HTTPEndpoint served", || {
+        let request = ListHttpEndpointsRequest { namespace: ns.clone() };
+        let listed = rt.block_on(a.list_http_endpoints(request)).unwrap().into_inner().http_endpoints;
+        (!listed.is_empty()).then_some(listed)
+    });
+    let endpoint: Value = serde_json::from_slice(&endpoints[0]).unwrap();
+    assert_eq!(endpoint["spec"]["headers"][0]["value"], "czNjcmV0", "{endpoint}");
     // Out of scope: the Secret is not even read for that caller (no Event for billing's request).
     rt.block_on(apply(&client, &ns, Kind::Component, {
         let mut c = with_ref("orders-only", "missing-secret");
