@@ -41,6 +41,8 @@ enum Command {
     Audit(cmd::audit::Command),
     /// Kubernetes: the sidecar injector, a mutating admission webhook adding `daprd` to annotated pods.
     Injector(Box<cmd::injector::Args>),
+    /// Kubernetes: Dapr's operator, serving the cluster's components, configurations and subscriptions to sidecars.
+    Operator(Box<cmd::operator::Args>),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => cmd::policy::run(command),
         Command::Audit(command) => cmd::audit::run(command),
         Command::Injector(args) => cmd::injector::run(*args),
+        Command::Operator(args) => cmd::operator::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -63,23 +63,14 @@ pub enum ServingCert {
 /// The injector's identity at sentry (Dapr's `dapr-injector`).
 pub const INJECTOR_APP_ID: &str = "dapr-injector";
 
-/// Why a sentry client configuration cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum SentrySetupError {
-    #[error("control-plane trust domain {value:?}: {source}")]
-    TrustDomain {
-        value: String,
-        #[source]
-        source: ward_identity::SpiffeIdError,
-    },
-    #[error("trust anchors: {0}")]
-    Anchors(#[source] ward_identity::BundleError),
-}
+/// Why a sentry client configuration cannot be built (shared with `ward operator`).
+pub use ward_sentry::ControlPlaneSetupError as SentrySetupError;
 
 /// The sentry client settings of the injector: its own identity (`dapr-injector` in the control-plane namespace),
 /// sentry's expected identity, the trust anchors (PEM) that verify sentry, and the projected token file.
 /// `kubernetes`: Dapr's `KUBERNETES` validator (the projected token on every request, anchors only from the
-/// file) — what `ward injector` uses; `false` only against a sentry that validates otherwise (tests).
+/// file) — what `ward injector` uses; `false` only against a sentry that validates otherwise (tests). The
+/// settings are `ward_sentry::control_plane_client_config`'s, which `ward operator` uses too.
 pub fn sentry_client_config(
     config: &InjectorConfig,
     address: String,
@@ -87,25 +78,15 @@ pub fn sentry_client_config(
     token_file: PathBuf,
     kubernetes: bool,
 ) -> Result<ward_sentry::SentryClientConfig, SentrySetupError> {
-    let wrap = |source| SentrySetupError::TrustDomain { value: config.control_plane_trust_domain.clone(), source };
-    let trust_domain = ward_identity::TrustDomain::new(&config.control_plane_trust_domain).map_err(wrap)?;
-    let sentry_id =
-        ward_identity::SpiffeId::dapr(&trust_domain, &config.control_plane_namespace, "dapr-sentry").map_err(wrap)?;
-    let bundle = ward_identity::TrustBundle::from_pem(trust_domain.clone(), trust_anchors_pem)
-        .map_err(SentrySetupError::Anchors)?;
-    Ok(ward_sentry::SentryClientConfig {
+    ward_sentry::control_plane_client_config(
+        &config.control_plane_trust_domain,
+        &config.control_plane_namespace,
+        INJECTOR_APP_ID,
         address,
-        sentry_id,
-        bundle: ward_identity::TrustBundleHandle::new(bundle),
-        app_id: INJECTOR_APP_ID.to_owned(),
-        namespace: config.control_plane_namespace.clone(),
-        trust_domain,
-        token_file: Some(token_file),
-        skew: ward_identity::DEFAULT_CLOCK_SKEW,
+        trust_anchors_pem,
+        token_file,
         kubernetes,
-        // The injector is in the control-plane trust domain, sentry's own.
-        sentry_trust: None,
-    })
+    )
 }
 
 /// Keeps the certificate source alive as long as the server: the file watcher, or sentry's renewal task.

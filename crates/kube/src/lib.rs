@@ -2,6 +2,7 @@
 //!
 //! - [`client`]: one way to reach the API server (in-cluster service account, or a kubeconfig).
 //! - [`dapr`]: Dapr's CRDs (group `dapr.io`) as dynamic resources, so users' YAML applies unchanged.
+//! - [`operator`]: `ward operator`, Dapr's operator API over the cluster's CRDs, and the `<app-id>-dapr` Services.
 //! - [`install`]: the control plane's manifests (`deploy/kubernetes/`), applied, removed and inspected.
 //! - [`sentry`]: sentry's Kubernetes validator (TokenReview, pod checks, app-id bindings).
 //! - [`rotation`]: root rotation without downtime (append, switch the issuer, retire the old root).
@@ -12,6 +13,7 @@
 pub mod client;
 pub mod dapr;
 pub mod install;
+pub mod operator;
 pub mod rotation;
 pub mod sentry;
 pub mod trust_bundle;

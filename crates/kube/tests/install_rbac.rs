@@ -220,11 +220,22 @@ async fn operator_reads_dapr_resources_and_secrets_and_writes_services() {
         let api: Api<DynamicObject> = Api::all_with(operator.clone(), &ar);
         allowed(&format!("list {resource}"), api.list(&ListParams::default()).await);
     }
-    allowed("list Secrets", Api::<Secret>::all(operator.clone()).list(&ListParams::default()).await);
+    // Secrets: read one by one (a component's secretKeyRef), never listed or watched cluster-wide.
+    allowed("get a Secret", Api::<Secret>::namespaced(operator.clone(), app).get_opt("redis").await);
+    forbidden("list Secrets", Api::<Secret>::all(operator.clone()).list(&ListParams::default()).await);
+    // The `<app-id>-dapr` Services follow annotated Deployments and StatefulSets.
+    let deployments = Api::<Deployment>::all(operator.clone());
+    allowed("list Deployments", deployments.list(&ListParams::default()).await);
+    let stateful_sets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(operator.clone());
+    allowed("list StatefulSets", stateful_sets.list(&ListParams::default()).await);
     let services: Api<Service> = Api::namespaced(operator.clone(), app);
     let service: Service = from_json(json!({"metadata": {"name": "orders-dapr"},
         "spec": {"selector": {"app": "orders"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
     allowed("create a Service", services.create(&post, &service).await);
+    let applied = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders-dapr"},
+        "spec": {"selector": {"app": "orders"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
+    let apply = PatchParams::apply("dapr-operator").force();
+    allowed("apply a Service", services.patch("orders-dapr", &apply, &Patch::Apply(&applied)).await);
     allowed("delete a Service", services.delete("orders-dapr", &DeleteParams::default()).await);
     let event: Event = from_json(json!({"metadata": {"name": "orders.1"},
         "involvedObject": {"kind": "Pod", "name": "app-0", "namespace": app}, "reason": "Test", "message": "m"}));
@@ -385,6 +396,7 @@ async fn wait_times_out_without_ready_pods_and_status_shows_ready_deployments() 
         InstallError::NotReady { pending, .. } => {
             assert!(pending.iter().any(|p| p.starts_with("dapr-sentry (0/1")), "{pending:?}");
             assert!(pending.iter().any(|p| p.starts_with("dapr-sidecar-injector (0/1")), "{pending:?}");
+            assert!(pending.iter().any(|p| p.starts_with("dapr-operator (0/1")), "{pending:?}");
         }
         other => panic!("expected NotReady, got {other}"),
     }
@@ -392,7 +404,7 @@ async fn wait_times_out_without_ready_pods_and_status_shows_ready_deployments() 
     assert!(status.iter().all(|d| !d.healthy()), "{status:?}");
     // What a kubelet and the Deployment controller would report once the pods run.
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), cp);
-    for name in ["dapr-sentry", "dapr-sidecar-injector"] {
+    for name in ["dapr-sentry", "dapr-sidecar-injector", "dapr-operator"] {
         let generation = deployments.get(name).await.unwrap().metadata.generation;
         let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "readyReplicas": 1,
             "availableReplicas": 1, "updatedReplicas": 1}});
@@ -402,13 +414,17 @@ async fn wait_times_out_without_ready_pods_and_status_shows_ready_deployments() 
     let status = install::deployments(&admin, cp).await.unwrap();
     let shown: Vec<(&str, i32, i32, bool)> =
         status.iter().map(|d| (d.name.as_str(), d.ready, d.desired, d.healthy())).collect();
-    assert_eq!(shown, [("dapr-sentry", 1, 1, true), ("dapr-sidecar-injector", 1, 1, true)]);
-    assert_eq!(status[0].version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        shown,
+        [("dapr-operator", 1, 1, true), ("dapr-sentry", 1, 1, true), ("dapr-sidecar-injector", 1, 1, true)]
+    );
+    assert_eq!(status[1].version, env!("CARGO_PKG_VERSION"));
     // A status from an older generation does not count: a changed spec is not ready until observed.
     let bump = json!({"spec": {"template": {"metadata": {"annotations": {"bump": "1"}}}}});
     deployments.patch("dapr-sentry", &PatchParams::default(), &Patch::Merge(&bump)).await.unwrap();
     let status = install::deployments(&admin, cp).await.unwrap();
-    assert!(!status[0].healthy(), "{:?}", status[0]);
+    let sentry = status.iter().find(|d| d.name == "dapr-sentry").unwrap();
+    assert!(!sentry.healthy(), "{sentry:?}");
     let err = install::wait_ready(&admin, cp, Duration::from_millis(500)).await.unwrap_err();
     assert!(matches!(err, InstallError::NotReady { ref pending, .. } if pending.len() == 1), "{err}");
 }

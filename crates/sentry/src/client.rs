@@ -126,6 +126,53 @@ pub struct SentryClientConfig {
     pub sentry_trust: Option<TrustBundleHandle>,
 }
 
+/// Why a control-plane component's sentry client settings cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneSetupError {
+    #[error("control-plane trust domain {value:?}: {source}")]
+    TrustDomain {
+        value: String,
+        #[source]
+        source: ward_identity::SpiffeIdError,
+    },
+    #[error("trust anchors: {0}")]
+    Anchors(#[source] ward_identity::BundleError),
+}
+
+/// The sentry client settings of a control-plane component (the injector's `dapr-injector`, the operator's
+/// `dapr-operator`): its identity `app_id` in the control-plane namespace and trust domain, sentry's expected
+/// identity (`dapr-sentry` there), the trust anchors (PEM) that verify sentry, and the projected token file.
+/// `kubernetes`: Dapr's `KUBERNETES` validator (the projected token on every request, anchors only from the
+/// file) — what the control plane uses in a cluster; `false` only against a sentry that validates otherwise.
+pub fn control_plane_client_config(
+    control_plane_trust_domain: &str,
+    control_plane_namespace: &str,
+    app_id: &str,
+    address: String,
+    trust_anchors_pem: &[u8],
+    token_file: PathBuf,
+    kubernetes: bool,
+) -> Result<SentryClientConfig, ControlPlaneSetupError> {
+    let wrap = |source| ControlPlaneSetupError::TrustDomain { value: control_plane_trust_domain.to_owned(), source };
+    let trust_domain = TrustDomain::new(control_plane_trust_domain).map_err(wrap)?;
+    let sentry_id = SpiffeId::dapr(&trust_domain, control_plane_namespace, "dapr-sentry").map_err(wrap)?;
+    let bundle =
+        TrustBundle::from_pem(trust_domain.clone(), trust_anchors_pem).map_err(ControlPlaneSetupError::Anchors)?;
+    Ok(SentryClientConfig {
+        address,
+        sentry_id,
+        bundle: TrustBundleHandle::new(bundle),
+        app_id: app_id.to_owned(),
+        namespace: control_plane_namespace.to_owned(),
+        trust_domain,
+        token_file: Some(token_file),
+        skew: ward_identity::DEFAULT_CLOCK_SKEW,
+        kubernetes,
+        // Control-plane components are in the control-plane trust domain, sentry's own.
+        sentry_trust: None,
+    })
+}
+
 /// A sentry client. Cheap to clone.
 #[derive(Clone)]
 pub struct SentryClient {

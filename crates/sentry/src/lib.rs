@@ -18,7 +18,7 @@ pub mod proto {
     include!("proto/dapr.proto.sentry.v1.rs");
 }
 
-pub use client::{ClientError, SentryClient, SentryClientConfig};
+pub use client::{ClientError, ControlPlaneSetupError, SentryClient, SentryClientConfig, control_plane_client_config};
 pub use client::{PinError, SvidSupervisor, check_pinned};
 pub use server::{BoundAddrs, Ca, PeerCertificates, RequestSpan, RequestTracer, SentryConfig, SentryError, run};
 pub use validator::{

@@ -5,6 +5,7 @@ pub mod injector;
 pub mod k8s;
 mod logjson;
 pub mod mtls;
+pub mod operator;
 pub mod policy;
 pub mod run;
 pub mod sentry;
