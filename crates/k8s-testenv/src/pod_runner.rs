@@ -1060,9 +1060,14 @@ impl Runner {
     }
 }
 
+/// Resolved env, in order.
+type Env = Vec<(String, String)>;
+/// Mount path → directory, longest path first.
+type Mounts = Vec<(String, PathBuf)>;
+
 struct Prepared {
     /// Per container in spec order: resolved env and mounts (mount path → directory).
-    envs: Vec<(Vec<(String, String)>, Vec<(String, PathBuf)>)>,
+    envs: Vec<(Env, Mounts)>,
     tokens: Vec<TokenFile>,
     sourced: Vec<SourcedVolume>,
 }
