@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use support::k8s::{eventually_async, k8s_sentry, runtime};
 use support::mesh::{Http, TestApp};
 use support::{WARD, Ward, path_str};
 use ward_k8s_testenv::pod_runner::{ContainerState, PodRunner, RunnerConfig, RunningPod};
+use ward_k8s_testenv::{Options, TestCluster};
 
 /// A CA (PEM) and a serving certificate and key it signed, with IP SAN 127.0.0.1 (for a webhook by URL).
 fn webhook_pki() -> (String, String, String) {
@@ -313,4 +315,213 @@ fn pod_runner_runs_injected_pods_against_the_kubernetes_sentry() {
     drop(runner);
     let _ = rt.block_on(webhooks.delete(&webhook_name, &DeleteParams::default()));
     eprintln!("pod runner test took {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Applies every document of `yaml` with server-side apply (field manager `ward-walkthrough`), as
+/// `kubectl apply --server-side -f` would.
+async fn apply_yaml(client: &kube::Client, yaml: &str) {
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    let params = PatchParams::apply("ward-walkthrough").force();
+    for document in documents.into_iter().filter(|d| !d.is_null()) {
+        let text = |pointer: &str| document.pointer(pointer).and_then(|v| v.as_str()).unwrap().to_owned();
+        let (api_version, kind, name) = (text("/apiVersion"), text("/kind"), text("/metadata/name"));
+        let plural = match kind.as_str() {
+            "Namespace" => "namespaces",
+            "Secret" => "secrets",
+            "ServiceAccount" => "serviceaccounts",
+            "Deployment" => "deployments",
+            "Component" => "components",
+            "Configuration" => "configurations",
+            other => panic!("the walk-through has no {other}"),
+        };
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &kind), plural);
+        let api: Api<DynamicObject> = match document.pointer("/metadata/namespace").and_then(|v| v.as_str()) {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&name, &params, &Patch::Apply(&document))
+            .await
+            .unwrap_or_else(|err| panic!("applying {kind} {name}: {err}"));
+    }
+}
+
+/// The example's files, in order.
+fn example_manifests() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files.iter().map(|f| format!("---\n{}\n", std::fs::read_to_string(f).unwrap())).collect()
+}
+
+/// The walk-through of docs/kubernetes-walkthrough.md: `ward init -k`, the control plane as local processes, the
+/// example applied with server-side apply, the pod runner as the kubelet; then what the document says holds.
+#[test]
+#[ignore = "needs `ward operator` and the sidecar's operator client (`--control-plane-address`, `--config <name>`) \
+            and nameresolution.kubernetes (issue 23, being merged); run with --ignored"]
+fn walkthrough_examples_kubernetes_end_to_end() {
+    let Some(assets) = ward_k8s_testenv::assets() else {
+        ward_k8s_testenv::shared_or_skip("walkthrough_examples_kubernetes_end_to_end");
+        return;
+    };
+    let started = Instant::now();
+    let cluster = TestCluster::start(&assets, Options { controller_manager: true }).expect("test cluster");
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    let kubeconfig = cluster.kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = "dapr-system";
+
+    // 1. `ward init -k`: CRDs, RBAC, the control plane's Deployments and the webhook configuration.
+    let (code, out, err) = support::ward_output(&["init", "-k", "--kubeconfig", path_str(kubeconfig)], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // 2. The control plane as local processes. The sentry keeps its CA in the cluster as in a pod.
+    let sentry = k8s_sentry(&dir.path().join("credentials"), path_str(kubeconfig), cp, &[]);
+    let anchors = dir.path().join("ca.crt");
+    std::fs::write(&anchors, sentry.roots_pem()).unwrap();
+    // The injector, behind the installed webhook configuration re-pointed at it by URL (no Service can reach a
+    // loopback process); the process keeps the caBundle.
+    let (injector, url, ca) = start_injector(dir.path(), kubeconfig, cp, "dapr-sidecar-injector");
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    rt.block_on(eventually_async(Duration::from_secs(10), "the webhook re-pointed", || async {
+        // The injector writes the caBundle meanwhile: a conflict is retried on the new version.
+        let mut webhook = webhooks.get("dapr-sidecar-injector").await.unwrap();
+        for hook in webhook.webhooks.iter_mut().flatten() {
+            hook.client_config.service = None;
+            hook.client_config.url = Some(url.clone());
+            hook.client_config.ca_bundle = Some(k8s_openapi::ByteString(ca.clone().into_bytes()));
+        }
+        webhooks.replace("dapr-sidecar-injector", &PostParams::default(), &webhook).await.ok()
+    }));
+    // The operator proves its identity to the sentry with a token bound to its (never running) pod, as its
+    // projected volume would hold.
+    let cp_pods: Api<Pod> = Api::namespaced(client.clone(), cp);
+    let operator_pod = rt.block_on(eventually_async(Duration::from_secs(30), "the dapr-operator pod", || async {
+        let list = cp_pods.list(&kube::api::ListParams::default().labels("app=dapr-operator")).await.ok()?;
+        list.items.into_iter().next()
+    }));
+    let sentry_id = format!("spiffe://cluster.local/ns/{cp}/dapr-sentry");
+    let operator_token =
+        rt.block_on(ward_k8s_testenv::bound_token(&client, cp, "dapr-operator", Some(&operator_pod), &sentry_id));
+    let operator_token_file = dir.path().join("operator-token");
+    std::fs::write(&operator_token_file, operator_token).unwrap();
+    let mut operator = Ward::spawn(
+        "operator",
+        &[
+            "operator",
+            "--port",
+            "0",
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--trust-anchors-file",
+            path_str(&anchors),
+            "--sentry-address",
+            &sentry.grpc,
+            "--sentry-token-file",
+            path_str(&operator_token_file),
+            "--kubeconfig",
+            path_str(kubeconfig),
+        ],
+        &[("NAMESPACE", cp)],
+    );
+    let ready = operator.wait_stdout("ward operator ready:", Duration::from_secs(30));
+    let operator_grpc = support::field(&ready, "grpc");
+
+    // 3. The pod runner plays the kubelet for the example's namespace; the apps are in-process echo servers
+    //    (what the manifests' http-echo image does).
+    let config = RunnerConfig::new(kubeconfig, &["ward-demo"], &dir.path().join("pods"), Path::new(WARD))
+        .service_address(&format!("dapr-sentry.{cp}.svc.cluster.local:443"), &sentry.grpc)
+        .service_address(&format!("dapr-api.{cp}.svc.cluster.local:443"), &operator_grpc);
+    let runner = PodRunner::start(config).unwrap();
+
+    // 4. `kubectl apply -f examples/kubernetes/` (server-side apply through the client).
+    let applied = Instant::now();
+    rt.block_on(apply_yaml(&client, &example_manifests()));
+
+    // A runner timeout carries the runner's state; the control plane's logs are added.
+    let dump = |what: &str| {
+        format!(
+            "{what}\nsentry:\n{}\ninjector:\n{}\noperator:\n{}",
+            sentry.process.stderr_text(),
+            injector.stderr_text(),
+            operator.stderr_text()
+        )
+    };
+    let mut apps = BTreeMap::new();
+    let mut sidecars = BTreeMap::new();
+    for app_id in ["orders", "checkout"] {
+        let pod = runner
+            .wait_running("ward-demo", app_id, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{}", dump(&e.to_string())));
+        apps.insert(app_id, TestApp::start_on(pod.ports.app));
+        runner
+            .wait_stdout(&pod, "daprd", "ward sidecar ready:", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{}", dump(&e.to_string())));
+        sidecars.insert(app_id, format!("127.0.0.1:{}", pod.ports.http));
+    }
+    let to_ready = applied.elapsed();
+
+    let http = Http::new();
+    let token = [("dapr-api-token", "walkthrough-demo-token-change-me")];
+    let (orders, checkout) = (&sidecars["orders"], &sidecars["checkout"]);
+
+    // The API token from the Secret is required on both sidecars' API.
+    for api in [orders, checkout] {
+        assert_eq!(http.get(api, "/v1.0/metadata").status, 401);
+        let wrong = http.send("GET", api, "/v1.0/metadata", &[("dapr-api-token", "wrong")], Vec::new());
+        assert_eq!(wrong.status, 401);
+    }
+
+    // checkout → orders through both sidecars (mTLS, orders found by the name the resolver forms): the one
+    // allowed operation passes, everything else is refused by orders' accessControl and never reaches the app.
+    let invoke = |from: &str, method: &str, path: &str| http.send(method, from, path, &token, b"{}".to_vec());
+    let allowed = support::eventually(Duration::from_secs(20), "checkout → orders POST /neworder", || {
+        let reply = invoke(checkout, "POST", "/v1.0/invoke/orders/method/neworder");
+        (reply.status == 200).then_some(reply)
+    });
+    assert!(allowed.text().starts_with("echo:/neworder"), "{}", allowed.text());
+    let seen_before = apps["orders"].seen().len();
+    let other_op = invoke(checkout, "POST", "/v1.0/invoke/orders/method/refund");
+    assert_eq!(other_op.status, 403, "{}", other_op.text());
+    let other_verb = invoke(checkout, "GET", "/v1.0/invoke/orders/method/neworder");
+    assert_eq!(other_verb.status, 403, "{}", other_verb.text());
+    // orders may not call checkout at all (no policy for orders in checkout's Configuration).
+    let reverse = invoke(orders, "POST", "/v1.0/invoke/checkout/method/neworder");
+    assert_eq!(reverse.status, 403, "{}", reverse.text());
+    assert_eq!(apps["orders"].seen().len(), seen_before, "a refused call reached orders");
+    assert!(apps["checkout"].seen().is_empty(), "a refused call reached checkout: {:?}", apps["checkout"].seen());
+
+    // The scoped state store: orders has it, checkout does not even see it.
+    let state = br#"[{"key":"order-1","value":{"item":"book"}}]"#.to_vec();
+    let saved = http.send("POST", orders, "/v1.0/state/statestore", &token, state.clone());
+    assert_eq!(saved.status, 204, "{}", saved.text());
+    let read = http.send("GET", orders, "/v1.0/state/statestore/order-1", &token, Vec::new());
+    assert_eq!((read.status, read.json()), (200, json!({"item": "book"})));
+    let refused = http.send("POST", checkout, "/v1.0/state/statestore", &token, state);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(refused.json()["errorCode"], "ERR_STATE_STORE_NOT_FOUND");
+    let components = |api: &str| {
+        let metadata = http.send("GET", api, "/v1.0/metadata", &token, Vec::new()).json();
+        metadata["components"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(components(orders).iter().any(|c| c["name"] == "statestore"), "{:?}", components(orders));
+    assert!(!components(checkout).iter().any(|c| c["name"] == "statestore"), "{:?}", components(checkout));
+
+    eprintln!(
+        "walk-through: apply → both sidecars ready in {:.1}s; whole test {:.1}s",
+        to_ready.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(runner);
 }
