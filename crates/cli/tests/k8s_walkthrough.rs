@@ -225,6 +225,15 @@ fn pod_runner_runs_injected_pods_against_the_kubernetes_sentry() {
     assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str());
     assert_eq!(claims["sub"], format!("system:serviceaccount:{ns}:orders"));
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 7200);
+    // Renewal (as at 80 % of the token's life): a new token, still bound to the pod, renamed over the old one.
+    let first_token = std::fs::read_to_string(&token_file).unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // a different `iat`, so a different token
+    runner.renew_tokens_now();
+    let renewed = support::eventually(Duration::from_secs(10), "the renewed token", || {
+        std::fs::read_to_string(&token_file).ok().filter(|t| !t.is_empty() && *t != first_token)
+    });
+    assert_eq!(jwt_claims(renewed.trim())["kubernetes.io"]["pod"]["uid"], uid.as_str());
+    assert!(runner.pods().iter().any(|p| p.events.iter().any(|e| e.contains("renewed"))));
     // The trust anchors: the ConfigMap the sentry publishes, mounted where DAPR_TRUST_ANCHORS_FILE points.
     let anchors = std::fs::read(running.dir.join("volumes/dapr-trust-anchors/ca.crt")).unwrap();
     assert_eq!(anchors, sentry.roots_pem());
