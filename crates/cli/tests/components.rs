@@ -480,8 +480,19 @@ fn out_of_scope_and_denied_components_are_indistinguishable_from_missing_ones() 
             assert_eq!(reply.status, 200, "{}/{}: {}", case.store, case.secret, reply.text());
             assert_eq!(reply.json(), json!({case.secret: API_KEY}));
         } else {
-            let msg = assert_error(&reply, 403, "ERR_PERMISSION_DENIED");
-            assert_eq!(msg, format!("access denied by policy to get \"{}\" from \"{}\"", case.secret, case.store));
+            // Invariant 3: a secret out of scope answers exactly as a missing one (status, code and message), so an
+            // app cannot learn that it exists.
+            let missing = http.get(&main.http, &format!("/v1.0/secrets/{}/no-such-secret", case.store));
+            assert_eq!(reply.status, missing.status, "{}/{}: {}", case.store, case.secret, reply.text());
+            assert_eq!(reply.text().replace(case.secret, "X"), missing.text().replace("no-such-secret", "X"));
+            let msg = assert_error(&reply, 500, "ERR_SECRET_GET");
+            assert_eq!(
+                msg,
+                format!(
+                    "failed getting secret with key {0} from secret store {1}: secret {0} not found",
+                    case.secret, case.store
+                )
+            );
         }
     }
     let bulk = |store: &str| {

@@ -112,6 +112,11 @@ impl InjectorConfig {
     pub fn sentry_address(&self) -> String {
         format!("dapr-sentry.{}.svc.{}:443", self.control_plane_namespace, self.kube_cluster_domain)
     }
+
+    /// Where sidecars reach the operator (Dapr's `dapr-api` Service, port 443).
+    pub fn operator_address(&self) -> String {
+        format!("dapr-api.{}.svc.{}:443", self.control_plane_namespace, self.kube_cluster_domain)
+    }
 }
 
 /// Why a pod is refused. Every variant names the annotation (or the namespace) and the value's problem, so the

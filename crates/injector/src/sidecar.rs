@@ -690,6 +690,7 @@ pub fn sidecar_args(config: &InjectorConfig, s: &Settings) -> Vec<String> {
     push("--app-protocol", s.app_protocol.to_owned());
     push("--log-level", s.log_level.to_owned());
     push("--sentry-address", config.sentry_address());
+    push("--control-plane-address", config.operator_address());
     if let Some(port) = s.app_port {
         push("--app-port", port.to_string());
     }

@@ -118,6 +118,7 @@ fn an_annotated_pod_gets_the_sidecar_with_daprs_names_and_a_hardened_context() {
     assert_eq!(flag(&c, "--dapr-public-port").as_deref(), Some("3501"));
     assert_eq!(flag(&c, "--dapr-listen-addresses").as_deref(), Some("[::1],127.0.0.1"));
     assert_eq!(flag(&c, "--sentry-address").as_deref(), Some("dapr-sentry.dapr-system.svc.cluster.local:443"));
+    assert_eq!(flag(&c, "--control-plane-address").as_deref(), Some("dapr-api.dapr-system.svc.cluster.local:443"));
     assert!(args(&c).contains(&"--enable-mtls".to_owned()));
     assert_eq!(flag(&c, "--enable-metrics").as_deref(), Some("true"));
     assert_eq!(flag(&c, "--metrics-port").as_deref(), Some("9090"));

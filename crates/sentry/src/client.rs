@@ -146,6 +146,14 @@ impl std::fmt::Debug for SentryClient {
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which trust domain a returned SVID must be in: the configured one, or (Kubernetes bootstrap) the one sentry
+/// assigned; app id and namespace are checked either way.
+#[derive(Clone, Copy)]
+enum TrustDomainCheck {
+    Configured,
+    AsAssigned,
+}
+
 impl SentryClient {
     /// Prepares the client; nothing is sent until the first request. The current content of `config.bundle`
     /// becomes the pinned set of trust anchors.
@@ -251,7 +259,25 @@ impl SentryClient {
         Ok(result)
     }
 
+    /// Kubernetes bootstrap: one SVID for this pod's app id and namespace in whatever trust domain sentry assigns
+    /// (sentry reads it from the pod's Configuration, which the sidecar can fetch from the operator only once it
+    /// has an identity). Used once, to fetch that Configuration; the sidecar then starts its renewing client with
+    /// the trust domain the Configuration names, and [`Self::start`] checks the two agree.
+    pub async fn fetch_kubernetes_bootstrap(&self) -> Result<X509Svid, ClientError> {
+        let token = self.token()?;
+        let (svid, _ignored) = self.request_for(token, TrustDomainCheck::AsAssigned).await?;
+        Ok(svid)
+    }
+
     async fn request(&self, token: String) -> Result<(X509Svid, Option<TrustBundle>), ClientError> {
+        self.request_for(token, TrustDomainCheck::Configured).await
+    }
+
+    async fn request_for(
+        &self,
+        token: String,
+        check: TrustDomainCheck,
+    ) -> Result<(X509Svid, Option<TrustBundle>), ClientError> {
         let key = KeyPair::generate()?;
         let csr = CertificateParams::default().serialize_request(&key)?.pem()?;
         let looks_like_jwt = looks_like_jwt(&token);
@@ -277,7 +303,11 @@ impl SentryClient {
         let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
             .map_err(|err| ClientError::BadResponse(err.to_string()))?;
         let svid = X509Svid::from_der(chain, key_der).map_err(|err| ClientError::BadResponse(err.to_string()))?;
-        let expected = SpiffeId::dapr(&self.config.trust_domain, &self.config.namespace, &self.config.app_id)
+        let trust_domain = match check {
+            TrustDomainCheck::Configured => self.config.trust_domain.clone(),
+            TrustDomainCheck::AsAssigned => svid.spiffe_id().trust_domain(),
+        };
+        let expected = SpiffeId::dapr(&trust_domain, &self.config.namespace, &self.config.app_id)
             .map_err(|err| ClientError::BadResponse(err.to_string()))?;
         if svid.spiffe_id() != &expected {
             return Err(ClientError::WrongIdentity {

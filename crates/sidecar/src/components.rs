@@ -49,6 +49,9 @@ pub struct RegistryOptions {
     /// Kubernetes mode: add Dapr's built-in secret store `kubernetes` (`secretstores.kubernetes`, the sidecar's own
     /// namespace) unless a component of that name is declared.
     pub builtin_kubernetes_secret_store: bool,
+    /// Kubernetes mode with `--control-plane-address`: components and subscriptions come from the operator (and
+    /// `dirs` is empty).
+    pub operator: Option<std::sync::Arc<crate::control_plane::OperatorFeed>>,
 }
 
 /// Dapr's built-in Kubernetes secret store, as if it were declared (so scopes and every rule apply as to any store).
@@ -243,7 +246,9 @@ impl Registry {
             })?,
             None => SecretScopes::allow_all(),
         };
-        let mut resources = if options.dirs.is_empty() {
+        let mut resources = if let Some(feed) = &options.operator {
+            feed.resource_set()?
+        } else if options.dirs.is_empty() {
             ResourceSet::default()
         } else {
             let dirs = options.dirs.clone();
@@ -696,6 +701,7 @@ mod tests {
             production: false,
             max_body_size: 4 << 20,
             builtin_kubernetes_secret_store: false,
+            operator: None,
         }
     }
 

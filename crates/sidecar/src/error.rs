@@ -56,9 +56,8 @@ pub enum ApiError {
     SecretStoreNotFound { name: String },
     /// No secret store is loaded for the app at all.
     SecretStoresNotConfigured,
-    /// `spec.secrets.scopes` denies this secret.
-    SecretDenied { key: String, store: String },
-    /// Reading a secret failed or it does not exist (`detail` never holds a value).
+    /// Reading a secret failed, or it does not exist or is out of the app's secret scopes (the same answer:
+    /// invariant 3). `detail` never holds a value.
     SecretGet { key: String, store: String, detail: String },
     /// Reading all secrets failed.
     SecretBulkGet { store: String, detail: String },
@@ -229,11 +228,6 @@ impl ApiError {
                 "ERR_SECRET_STORES_NOT_CONFIGURED",
                 "secret store is not configured".to_owned(),
             ),
-            Self::SecretDenied { key, store } => (
-                StatusCode::FORBIDDEN,
-                "ERR_PERMISSION_DENIED",
-                format!("access denied by policy to get {key:?} from {store:?}"),
-            ),
             Self::SecretGet { key, store, detail } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ERR_SECRET_GET",
@@ -301,7 +295,6 @@ impl ApiError {
             Self::StateNotSupported { .. } => (Code::InvalidArgument, "DAPR_STATE_NOT_SUPPORTED"),
             Self::SecretStoreNotFound { .. } => (Code::InvalidArgument, "DAPR_SECRET_STORE_NOT_FOUND"),
             Self::SecretStoresNotConfigured => (Code::FailedPrecondition, "DAPR_SECRET_STORES_NOT_CONFIGURED"),
-            Self::SecretDenied { .. } => (Code::PermissionDenied, "DAPR_SECRET_PERMISSION_DENIED"),
             Self::SecretGet { .. } | Self::SecretBulkGet { .. } => (Code::Internal, "DAPR_SECRET_GET"),
             Self::Malformed { .. } => (Code::InvalidArgument, "DAPR_MALFORMED_REQUEST"),
             Self::BodyTooLarge { .. } => (Code::ResourceExhausted, "DAPR_BODY_TOO_LARGE"),
@@ -910,12 +903,6 @@ mod tests {
                 500,
                 "ERR_SECRET_STORES_NOT_CONFIGURED",
                 tonic::Code::FailedPrecondition,
-            ),
-            (
-                ApiError::SecretDenied { key: "k".into(), store: "s".into() },
-                403,
-                "ERR_PERMISSION_DENIED",
-                tonic::Code::PermissionDenied,
             ),
             (
                 ApiError::SecretGet { key: "k".into(), store: "s".into(), detail: "d".into() },

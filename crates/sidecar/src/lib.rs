@@ -14,6 +14,7 @@ pub mod app_health;
 pub mod audit;
 mod body;
 pub(crate) mod components;
+pub mod control_plane;
 pub(crate) mod error;
 pub(crate) mod grpc_api;
 pub(crate) mod headers;
@@ -37,6 +38,7 @@ pub(crate) mod transport;
 pub(crate) mod watcher;
 
 pub use app_health::AppHealthCheck;
+pub use control_plane::ControlPlaneOptions;
 pub use runtime::{MtlsOptions, Sidecar, SidecarOptions, StartError};
 pub use settings::{Policies, Settings, SettingsError, Unhonoured, UnsupportedFlag, compile_policies};
 pub use ward_net::MetricsListen;

@@ -1,6 +1,6 @@
 //! Name resolution as the invocation core sees it: app id + namespace → the internal address of one instance.
-//! A trait, so tests and later resolvers (Kubernetes DNS) plug in; the SQLite registry of self-hosted mode is one
-//! implementation, used through [`Cached`].
+//! A trait, so tests and resolvers plug in: the SQLite registry of self-hosted mode and Kubernetes DNS names, each
+//! used through [`Cached`].
 //!
 //! Why a cache: without one every invocation paid a SQLite query on the blocking pool (a thread hop and a lock)
 //! on the hot path. [`Cached`] keeps every fresh address of an app for [`CACHE_TTL`] and picks one at random per
@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ward_components::nameresolution::SqliteRegistry;
+use ward_components::nameresolution::{KubernetesDns, SqliteRegistry};
 
 /// How long a resolved set of addresses is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -60,6 +60,15 @@ impl InstanceSource for SqliteRegistry {
         Box::pin(async move {
             SqliteRegistry::resolve_all(self, app_id, namespace).await.map_err(|e| ResolveError(Box::new(e)))
         })
+    }
+}
+
+impl InstanceSource for KubernetesDns {
+    fn resolve_all<'a>(&'a self, app_id: &'a str, namespace: &'a str) -> ResolveAllFuture<'a> {
+        // Forming a name (and, in tests, a stat of the override file) needs no blocking pool.
+        Box::pin(
+            async move { KubernetesDns::resolve_all(self, app_id, namespace).map_err(|e| ResolveError(Box::new(e))) },
+        )
     }
 }
 

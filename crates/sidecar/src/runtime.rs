@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use ward_components::nameresolution::{RegistryOptions, SqliteRegistry};
+use ward_components::nameresolution::{
+    KubernetesDns, KubernetesOptions, OVERRIDES_ENV, RegistryOptions, SqliteRegistry,
+};
 use ward_identity::{SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
 
 use crate::audit::{AuditSink, AuditTarget};
@@ -82,6 +84,9 @@ pub struct SidecarOptions {
     /// `--unix-domain-socket DIR`: the HTTP and gRPC APIs listen on `DIR/dapr-http-<app-id>.socket` and
     /// `DIR/dapr-grpc-<app-id>.socket` (mode 0600) instead of TCP, as daprd.
     pub unix_domain_socket: Option<PathBuf>,
+    /// `--control-plane-address` (Kubernetes mode): the Configuration named by `--config`, the components and the
+    /// subscriptions come from the operator instead of files.
+    pub control_plane: Option<crate::control_plane::ControlPlaneOptions>,
 }
 
 /// How to obtain an SVID.
@@ -143,6 +148,10 @@ pub enum StartError {
     Limits(#[from] ward_net::LimitsError),
     #[error("tracing: {0}")]
     Tracing(#[from] crate::otel::TracingError),
+    #[error(transparent)]
+    ControlPlane(#[from] crate::control_plane::ControlPlaneError),
+    #[error("--control-plane-address needs mTLS (Kubernetes mode): the operator answers only an SVID")]
+    ControlPlaneWithoutMtls,
     #[error("--unix-domain-socket {path}: {source}")]
     UnixSocket {
         path: PathBuf,
@@ -214,15 +223,24 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
 impl Sidecar {
     pub async fn start(options: SidecarOptions) -> Result<Sidecar, StartError> {
         let started = Instant::now();
-        // 1. Configuration and settings, resolved once: every field applied, refused, or (development) warned.
-        let configuration = match &options.config_path {
-            Some(path) => Some(ward_config::load_configuration(path)?),
-            None => None,
+        // 0. Kubernetes: the Configuration and resources come from the operator, which answers only an SVID.
+        let feed = match (&options.control_plane, &options.mtls) {
+            (Some(control_plane), Some(mtls)) => Some(bootstrap_operator(&options, control_plane, mtls).await?),
+            (Some(_), None) => return Err(StartError::ControlPlaneWithoutMtls),
+            (None, _) => None,
         };
+        // 1. Configuration and settings, resolved once: every field applied, refused, or (development) warned.
+        let configuration = match (&feed, &options.config_path) {
+            (Some(feed), _) => feed.configuration()?,
+            (None, Some(path)) => Some(ward_config::load_configuration(path)?),
+            (None, None) => None,
+        };
+        let configuration_source =
+            feed.as_ref().map(|feed| feed.configuration_source()).or_else(|| options.config_path.clone());
         let settings = Settings::resolve(&options, configuration.as_ref())?;
         options.listener_limits.validate()?;
         Settings::warn_unsupported_flags(&options);
-        if let Some(path) = &options.config_path {
+        if let Some(path) = &configuration_source {
             settings.warn_unhonoured(path);
         }
         if let Some(warning) =
@@ -245,6 +263,7 @@ impl Sidecar {
                     production: settings.production,
                     max_body_size: settings.max_body_size,
                     builtin_kubernetes_secret_store: options.builtin_kubernetes_secret_store,
+                    operator: feed.clone(),
                 },
                 configuration.as_ref(),
             )
@@ -280,6 +299,15 @@ impl Sidecar {
                 })
                 .map_err(sentry_error)?;
                 let supervisor = client.start().await.map_err(sentry_error)?;
+                if let Some(feed) = &feed {
+                    // From now on the operator sees the renewing SVID.
+                    feed.set_connection(operator_connection(
+                        &options,
+                        mtls,
+                        supervisor.resolver(),
+                        settings.clock_skew,
+                    )?);
+                }
                 if let Some(path) = &mtls.trust_anchors_file {
                     let mut follow = vec![(trust_domain.clone(), bundle.clone())];
                     follow.extend(sentry_trust.map(|handle| (cp_td.clone(), handle)));
@@ -308,25 +336,7 @@ impl Sidecar {
         };
 
         // 4. Name resolution.
-        let registry_options = match configuration.as_ref().and_then(|c| c.name_resolution.as_ref()) {
-            Some(nr) if nr.component.eq_ignore_ascii_case("sqlite") => {
-                RegistryOptions::from_configuration(&nr.configuration)
-                    .map_err(|err| StartError::NameResolution(err.to_string()))?
-            }
-            Some(nr) => {
-                return Err(StartError::NameResolution(format!(
-                    "spec.nameResolution.component {:?} is not supported (ward supports sqlite)",
-                    nr.component
-                )));
-            }
-            None => RegistryOptions::new(options.ward_home.join("nameresolution.db").to_string_lossy().into_owned()),
-        };
-        if let Some(parent) = std::path::Path::new(&registry_options.connection_string).parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let registry = Arc::new(crate::resolver::Cached::new(
-            SqliteRegistry::open(registry_options).await.map_err(|err| StartError::NameResolution(err.to_string()))?,
-        ));
+        let (resolver, sqlite) = name_resolution(&options, configuration.as_ref(), settings.production).await?;
 
         // 5. Audit, tracing, app channel, the handles each part uses.
         let audit = AuditSink::open_with(&settings.audit, crate::audit::DEFAULT_QUEUE_CAPACITY, settings.audit_fsync)?;
@@ -406,7 +416,7 @@ impl Sidecar {
             Transport::Plaintext => None,
         };
         let invoker = Arc::new(Invoker {
-            resolver: registry.clone(),
+            resolver,
             outbound: Outbound::new(transport, options.listener_limits.header_ceiling()),
             own_id: own_id.clone(),
             trust_domain: settings.trust_domain.clone(),
@@ -609,8 +619,12 @@ impl Sidecar {
                 control.clone(),
             )));
         }
-        if options.config_path.is_some() || !options.resources_paths.is_empty() {
+        if let Some(feed) = &feed {
+            tasks.push(tokio::spawn(feed.clone().run(stop_rx.clone())));
+        }
+        if options.config_path.is_some() || !options.resources_paths.is_empty() || feed.is_some() {
             let watcher = Watcher {
+                feed: feed.clone(),
                 options: options.clone(),
                 production: settings.production,
                 current: configuration,
@@ -632,11 +646,17 @@ impl Sidecar {
         let advertised_ip =
             if internal_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { internal_addr.ip() };
         let advertised = SocketAddr::new(advertised_ip, internal_addr.port()).to_string();
-        let registration = registry
-            .source()
-            .register(&options.app_id, &options.namespace, &advertised)
-            .await
-            .map_err(|err| StartError::NameResolution(err.to_string()))?;
+        // Kubernetes DNS needs no registration: the operator's `<app-id>-dapr` Service is the record.
+        let registration = match &sqlite {
+            Some(sqlite) => Some(
+                sqlite
+                    .source()
+                    .register(&options.app_id, &options.namespace, &advertised)
+                    .await
+                    .map_err(|err| StartError::NameResolution(err.to_string()))?,
+            ),
+            None => None,
+        };
         readiness.set(true);
         tracing::info!(
             app_id = %options.app_id,
@@ -657,7 +677,7 @@ impl Sidecar {
             drain_timeout: options.drain_timeout,
             stop_tx,
             tasks,
-            registration: Some(registration),
+            registration,
             _svid: supervisor,
             tracing,
             started,
@@ -764,4 +784,116 @@ async fn follow_trust_anchors(path: PathBuf, bundles: Vec<(ward_identity::TrustD
             }
         }
     }
+}
+
+/// The operator's connection settings: its identity in the control plane's trust domain, verified with the same
+/// anchors under that trust domain, and `svid` presented as client certificate.
+fn operator_connection(
+    options: &SidecarOptions,
+    mtls: &MtlsOptions,
+    svid: Arc<ward_identity::SvidResolver>,
+    skew: Duration,
+) -> Result<crate::control_plane::Connection, StartError> {
+    let control_plane = options.control_plane.as_ref().ok_or(StartError::ControlPlaneWithoutMtls)?;
+    let current = svid.current();
+    let cp_td = match (&mtls.control_plane_trust_domain, current.as_ref()) {
+        (Some(td), _) => td.clone(),
+        (None, Some(svid)) => svid.spiffe_id().trust_domain(),
+        (None, None) => {
+            TrustDomain::new("cluster.local").map_err(|err| StartError::TrustDomain("cluster.local".into(), err))?
+        }
+    };
+    let operator_id = SpiffeId::dapr(&cp_td, &mtls.control_plane_namespace, ward_operator_api::OPERATOR_APP_ID)
+        .map_err(|err| StartError::TrustDomain(cp_td.to_string(), err))?;
+    let anchors = TrustBundleHandle::new(TrustBundle::from_pem(cp_td, &mtls.trust_anchors_pem)?);
+    Ok(crate::control_plane::Connection { address: control_plane.address.clone(), operator_id, anchors, svid, skew })
+}
+
+/// Kubernetes start: one SVID in the trust domain sentry assigns (from the pod's Configuration), then everything
+/// from the operator with it. The renewing client started later must get the same trust domain from that
+/// Configuration, or the start fails there.
+async fn bootstrap_operator(
+    options: &SidecarOptions,
+    control_plane: &crate::control_plane::ControlPlaneOptions,
+    mtls: &MtlsOptions,
+) -> Result<Arc<crate::control_plane::OperatorFeed>, StartError> {
+    let placeholder = TrustDomain::new("public").map_err(|err| StartError::TrustDomain("public".into(), err))?;
+    let cp_td = mtls.control_plane_trust_domain.clone().unwrap_or_else(|| placeholder.clone());
+    let sentry_id = SpiffeId::dapr(&cp_td, &mtls.control_plane_namespace, "dapr-sentry")
+        .map_err(|err| StartError::TrustDomain(cp_td.to_string(), err))?;
+    let sentry_error = |source| StartError::Sentry { address: mtls.sentry_address.clone(), source };
+    let client = ward_sentry::SentryClient::new(ward_sentry::SentryClientConfig {
+        address: mtls.sentry_address.clone(),
+        sentry_id,
+        bundle: TrustBundleHandle::new(TrustBundle::from_pem(placeholder, &mtls.trust_anchors_pem)?),
+        app_id: options.app_id.clone(),
+        namespace: options.namespace.clone(),
+        trust_domain: TrustDomain::new("public").map_err(|err| StartError::TrustDomain("public".into(), err))?,
+        token_file: mtls.sentry_token_file.clone(),
+        skew: Duration::from_secs(60),
+        kubernetes: true,
+        sentry_trust: Some(TrustBundleHandle::new(TrustBundle::from_pem(cp_td, &mtls.trust_anchors_pem)?)),
+    })
+    .map_err(sentry_error)?;
+    let svid = client.fetch_kubernetes_bootstrap().await.map_err(sentry_error)?;
+    let resolver = Arc::new(ward_identity::SvidResolver::new());
+    resolver.replace(svid);
+    let connection = operator_connection(options, mtls, resolver, Duration::from_secs(60))?;
+    Ok(crate::control_plane::OperatorFeed::fetch(
+        connection,
+        options.namespace.clone(),
+        control_plane.config_name.clone(),
+    )
+    .await?)
+}
+
+/// The resolver `spec.nameResolution` names: `sqlite` (the self-hosted default, with its registry, returned too so
+/// the sidecar registers itself) or `kubernetes` (the default in Kubernetes mode). Anything else refuses the start.
+async fn name_resolution(
+    options: &SidecarOptions,
+    configuration: Option<&ward_config::Configuration>,
+    production: bool,
+) -> Result<(Arc<dyn crate::resolver::NameResolver>, Option<Arc<crate::resolver::Cached<SqliteRegistry>>>), StartError>
+{
+    let kubernetes_mode = options.mtls.as_ref().is_some_and(|mtls| mtls.kubernetes);
+    let configured = configuration.and_then(|c| c.name_resolution.as_ref());
+    let component = configured.map(|nr| nr.component.to_ascii_lowercase());
+    let kubernetes = match component.as_deref() {
+        Some("kubernetes") => true,
+        Some("sqlite") => false,
+        Some(other) => {
+            return Err(StartError::NameResolution(format!(
+                "spec.nameResolution.component {other:?} is not supported (ward supports sqlite and kubernetes)"
+            )));
+        }
+        None => kubernetes_mode,
+    };
+    let empty = std::collections::BTreeMap::new();
+    let settings = configured.map_or(&empty, |nr| &nr.configuration);
+    if kubernetes {
+        let mut dns = KubernetesOptions::from_configuration(settings, options.internal_port)
+            .map_err(|err| StartError::NameResolution(format!("spec.nameResolution.configuration: {err}")))?;
+        if let Some(file) = std::env::var_os(OVERRIDES_ENV).filter(|v| !v.is_empty()) {
+            if production {
+                return Err(StartError::NameResolution(format!(
+                    "{OVERRIDES_ENV} is a test override of cluster DNS; a production sidecar refuses it"
+                )));
+            }
+            tracing::warn!(file = %PathBuf::from(&file).display(), "{OVERRIDES_ENV}: cluster names are answered from a test file (development only)");
+            dns.overrides = Some(PathBuf::from(file));
+        }
+        return Ok((Arc::new(crate::resolver::Cached::new(KubernetesDns::new(dns))), None));
+    }
+    let registry_options = match configured {
+        Some(nr) => RegistryOptions::from_configuration(&nr.configuration)
+            .map_err(|err| StartError::NameResolution(err.to_string()))?,
+        None => RegistryOptions::new(options.ward_home.join("nameresolution.db").to_string_lossy().into_owned()),
+    };
+    if let Some(parent) = std::path::Path::new(&registry_options.connection_string).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let sqlite = Arc::new(crate::resolver::Cached::new(
+        SqliteRegistry::open(registry_options).await.map_err(|err| StartError::NameResolution(err.to_string()))?,
+    ));
+    Ok((sqlite.clone(), Some(sqlite)))
 }

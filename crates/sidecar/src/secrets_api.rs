@@ -2,7 +2,7 @@
 //! Configuration's `spec.secrets.scopes`.
 //!
 //! Owns: request parsing (`metadata.*` query parameters go to the store), the scope check before a single read
-//! (Dapr's 403), and leaving denied names out of a bulk answer. Does not: decide which stores are loaded or in
+//! (answered exactly as a missing secret: invariant 3, where Dapr answers 403), and leaving denied names out of a bulk answer. Does not: decide which stores are loaded or in
 //! scope (the registry), or what a scope allows (`ward-policy`). Secret values appear only in a 200 body: never in
 //! an error or a log line.
 
@@ -81,17 +81,20 @@ pub(crate) async fn secret(
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let registry = components.load();
     let entry = lookup(&registry, store)?;
+    // Dapr's local stores answer a missing secret with an error, which becomes a 500.
+    let missing = || ApiError::SecretGet {
+        detail: format!("secret {name} not found"),
+        key: name.to_owned(),
+        store: store.to_owned(),
+    };
+    // Invariant 3 (stricter than Dapr's 403): a secret out of scope answers exactly as a missing one, and the store
+    // is never asked, so neither the answer nor its timing says whether it exists.
     if !registry.secret_allowed(store, name) {
-        return Err(ApiError::SecretDenied { key: name.to_owned(), store: store.to_owned() });
+        return Err(missing());
     }
     match traced("get", store, entry.store.get_secret(name, metadata)).await {
         Ok(Some(secret)) => Ok(secret),
-        // Dapr's local stores answer a missing secret with an error, which becomes a 500.
-        Ok(None) => Err(ApiError::SecretGet {
-            detail: format!("secret {name} not found"),
-            key: name.to_owned(),
-            store: store.to_owned(),
-        }),
+        Ok(None) => Err(missing()),
         Err(err) => {
             tracing::warn!(store = %store, secret = %name, error = %error_chain(&err), "secret store failed");
             Err(ApiError::SecretGet { key: name.to_owned(), store: store.to_owned(), detail: error_chain(&err) })

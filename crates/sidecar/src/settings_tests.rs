@@ -42,6 +42,7 @@ fn options(production: bool, mtls: bool) -> SidecarOptions {
         app_max_concurrency: None,
         resources_paths: Vec::new(),
         builtin_kubernetes_secret_store: false,
+        control_plane: None,
         filter_namespace: false,
         metrics: None,
         public_health: None,

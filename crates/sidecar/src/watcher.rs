@@ -43,6 +43,8 @@ pub(crate) struct Reloadable {
 /// The watcher's inputs: the flags (settings are resolved again on every reload) and the running configuration.
 pub(crate) struct Watcher {
     pub(crate) options: SidecarOptions,
+    /// Kubernetes: the Configuration and resources come from the operator; a change there wakes the watcher.
+    pub(crate) feed: Option<Arc<crate::control_plane::OperatorFeed>>,
     pub(crate) production: bool,
     pub(crate) current: Option<Configuration>,
     pub(crate) targets: Reloadable,
@@ -65,9 +67,11 @@ pub(crate) enum ReloadError {
 impl Watcher {
     pub(crate) async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut last = self.fingerprint().await;
+        let mut operator = self.feed.as_ref().map(|feed| feed.watch());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = operator_changed(&mut operator) => {}
                 _ = stop.changed() => return,
             }
             let current = self.fingerprint().await;
@@ -92,24 +96,31 @@ impl Watcher {
         }
     }
 
-    /// The Configuration file's bytes and the resource directories' fingerprint.
-    async fn fingerprint(&self) -> (Option<Vec<u8>>, Option<u64>) {
+    /// The Configuration file's bytes, the resource directories' fingerprint, and the operator feed's generation.
+    async fn fingerprint(&self) -> (Option<Vec<u8>>, Option<u64>, u64) {
         let config = match self.options.config_path.clone() {
-            Some(path) => tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.unwrap_or(None),
-            None => None,
+            Some(path) if self.feed.is_none() => {
+                tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.unwrap_or(None)
+            }
+            _ => None,
         };
-        (config, self.targets.components.fingerprint().await)
+        let operator = self.feed.as_ref().map_or(0, |feed| feed.generation());
+        (config, self.targets.components.fingerprint().await, operator)
     }
 
     /// Loads, validates and builds everything, then swaps it in; on any error nothing changes.
     pub(crate) async fn reload(&mut self) -> Result<(), ReloadError> {
         // A Configuration file is a few kilobytes: reading it inline is cheaper than a blocking-pool hop.
-        let configuration: Option<Configuration> = match &self.options.config_path {
-            Some(path) => Some(ward_config::load_configuration(path)?),
-            None => None,
+        let configuration: Option<Configuration> = match (&self.feed, &self.options.config_path) {
+            (Some(feed), _) => feed.configuration()?,
+            (None, Some(path)) => Some(ward_config::load_configuration(path)?),
+            (None, None) => None,
         };
         let settings = Settings::resolve(&self.options, configuration.as_ref())?;
-        let path = self.options.config_path.clone().unwrap_or_default();
+        let path = match &self.feed {
+            Some(feed) => feed.configuration_source(),
+            None => self.options.config_path.clone().unwrap_or_default(),
+        };
         let removed = match (&self.current, &configuration) {
             (Some(previous), Some(next)) => next.security_controls_removed(previous),
             _ => Vec::new(),
@@ -148,5 +159,17 @@ impl Watcher {
         self.targets.components.install(registry);
         self.current = configuration;
         Ok(())
+    }
+}
+
+/// Resolves when the operator feed moves on; never without one (or once its sender is gone).
+async fn operator_changed(receiver: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match receiver {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
     }
 }

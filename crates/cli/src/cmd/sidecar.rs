@@ -45,9 +45,14 @@ pub struct Args {
     dapr_listen_addresses: String,
     #[arg(long = "resources-path", alias = "components-path")]
     resources_path: Vec<PathBuf>,
-    /// A Dapr Configuration file (accessControl, nameResolution, ...).
+    /// A Dapr Configuration file (accessControl, nameResolution, ...); with `--control-plane-address`
+    /// (Kubernetes mode) the name of a Configuration resource in the sidecar's namespace, as daprd.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Kubernetes mode: the operator (`dapr-api.<namespace>.svc.cluster.local:443`), the source of the
+    /// Configuration, components and subscriptions; its identity must be `.../ns/<cp-namespace>/dapr-operator`.
+    #[arg(long)]
+    control_plane_address: Option<String>,
     #[arg(long)]
     enable_mtls: bool,
     #[arg(long)]
@@ -63,7 +68,7 @@ pub struct Args {
     /// Log one line per API call (tri-state as daprd: absent = the Configuration decides).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     enable_api_logging: Option<bool>,
-    /// standalone (kubernetes is not supported).
+    /// standalone, or kubernetes (identity from the projected token, resources from the operator).
     #[arg(long, default_value = "standalone")]
     mode: String,
     /// Largest request body accepted, e.g. 4Mi. Default: the Configuration's spec.ward.maxBodySize, else 4Mi
@@ -241,6 +246,43 @@ fn refuse_root_in_kubernetes() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--control-plane-address`: Kubernetes mode only; `--config` is then a resource name, and resource directories
+/// would be a second, conflicting source.
+fn control_plane(args: &Args, kubernetes: bool) -> anyhow::Result<Option<ward_sidecar::ControlPlaneOptions>> {
+    let Some(address) = args.control_plane_address.clone().filter(|a| !a.is_empty()) else {
+        if kubernetes {
+            tracing::warn!(
+                "--mode kubernetes without --control-plane-address: the Configuration and components come from \
+                 --config / --resources-path files, not from the operator"
+            );
+        }
+        return Ok(None);
+    };
+    if !kubernetes {
+        bail!("--control-plane-address is used in --mode kubernetes only (as daprd)");
+    }
+    if !args.resources_path.is_empty() {
+        bail!("--resources-path and --control-plane-address are two sources of components; use one");
+    }
+    let config_name = match &args.config {
+        None => None,
+        Some(name) => {
+            let name = name.to_str().unwrap_or_default();
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !valid {
+                bail!(
+                    "--config {name:?}: with --control-plane-address it names a Configuration resource in the \
+                     sidecar's namespace (lowercase letters, digits, '-' and '.'), not a file"
+                );
+            }
+            Some(name.to_owned())
+        }
+    };
+    Ok(Some(ward_sidecar::ControlPlaneOptions { address, config_name }))
+}
+
 async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     let kubernetes = match args.mode.as_str() {
         "standalone" => false,
@@ -250,6 +292,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     if kubernetes {
         refuse_root_in_kubernetes()?;
     }
+    let control_plane = control_plane(args, kubernetes)?;
     let app_protocol_grpc = match args.app_protocol.as_str() {
         "http" => false,
         "grpc" => true,
@@ -338,7 +381,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         internal_port: args.dapr_internal_grpc_port,
         internal_listen_address: args.dapr_internal_grpc_listen_address,
         listen_addresses,
-        config_path: args.config.clone(),
+        config_path: if control_plane.is_some() { None } else { args.config.clone() },
         mtls,
         production: args.production,
         max_body_size,
@@ -361,6 +404,7 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
         listener_limits: args.listeners.limits()?,
         resources_paths: args.resources_path.clone(),
         builtin_kubernetes_secret_store: kubernetes && !args.disable_builtin_k8s_secret_store,
+        control_plane,
         // daprd filters components by namespace only when NAMESPACE is set (DAPR-FACTS §4.1).
         filter_namespace: std::env::var_os("NAMESPACE").is_some_and(|v| !v.is_empty()),
         app_health: (args.daprd.enable_app_health_check == Some(true)).then(|| {
