@@ -118,6 +118,9 @@ pub struct RunnerConfig {
     pub service_addresses: BTreeMap<String, String>,
     /// For the name-resolution overrides (default `cluster.local`).
     pub cluster_domain: String,
+    /// Sidecar flags removed (with their value) before the sidecar starts: for a test of one part without the
+    /// control-plane piece a flag needs (e.g. `--control-plane-address` without an operator).
+    pub dropped_sidecar_flags: Vec<String>,
     pub app_command: Arc<AppCommand>,
 }
 
@@ -130,6 +133,7 @@ impl RunnerConfig {
             ward_binary: ward_binary.to_owned(),
             service_addresses: BTreeMap::new(),
             cluster_domain: "cluster.local".to_owned(),
+            dropped_sidecar_flags: Vec::new(),
             app_command: Arc::new(|_: &AppContainer<'_>| None),
         }
     }
@@ -137,6 +141,12 @@ impl RunnerConfig {
     /// Maps `from` (e.g. `dapr-sentry.dapr-system.svc.cluster.local:443`) to `to` (`127.0.0.1:<port>`).
     pub fn service_address(mut self, from: &str, to: &str) -> RunnerConfig {
         self.service_addresses.insert(from.to_owned(), to.to_owned());
+        self
+    }
+
+    /// Removes `flag` (and its value) from every sidecar's args (see [`RunnerConfig::dropped_sidecar_flags`]).
+    pub fn drop_sidecar_flag(mut self, flag: &str) -> RunnerConfig {
+        self.dropped_sidecar_flags.push(flag.to_owned());
         self
     }
 
@@ -936,12 +946,8 @@ impl Runner {
         mounts: &[(String, PathBuf)],
         ports: PodPorts,
     ) -> Command {
-        let args = rewrite_sidecar_args(
-            container.args.as_deref().unwrap_or_default(),
-            ports,
-            &self.config.service_addresses,
-            mounts,
-        );
+        let args = drop_flags(container.args.as_deref().unwrap_or_default(), &self.config.dropped_sidecar_flags);
+        let args = rewrite_sidecar_args(&args, ports, &self.config.service_addresses, mounts);
         let mut command = Command::new(&self.config.ward_binary);
         command.args(args);
         for name in ["PATH", "RUST_LOG", "RUST_BACKTRACE"] {
@@ -1286,6 +1292,26 @@ pub fn rewrite_sidecar_args(
     out
 }
 
+/// `args` without `flags` (`--flag value` and `--flag=value`).
+fn drop_flags(args: &[String], flags: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if flags.iter().any(|f| f == arg) {
+            skip_value = true;
+            continue;
+        }
+        if flags.iter().any(|f| arg.strip_prefix(f.as_str()).is_some_and(|rest| rest.starts_with('='))) {
+            continue;
+        }
+        out.push(arg.clone());
+    }
+    out
+}
+
 /// Writes `content` to a temporary file beside `path` and renames it over `path`.
 fn write_atomic(path: &Path, content: &[u8]) -> Result<(), String> {
     let parent = path.parent().ok_or_else(|| format!("{}: no parent directory", path.display()))?;
@@ -1463,6 +1489,13 @@ mod tests {
         );
         let out = rewrite_sidecar_args(&strings(&["--enable-metrics=false"]), ports(), &BTreeMap::new(), &[]);
         assert!(!out.iter().any(|a| a.starts_with("--metrics-port")), "{out:?}");
+    }
+
+    #[test]
+    fn dropped_flags_go_with_their_values() {
+        let args =
+            strings(&["sidecar", "--control-plane-address", "x:443", "--app-id", "a", "--control-plane-address=y"]);
+        assert_eq!(drop_flags(&args, &["--control-plane-address".to_owned()]), strings(&["sidecar", "--app-id", "a"]));
     }
 
     #[test]
