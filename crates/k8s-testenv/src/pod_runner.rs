@@ -478,8 +478,15 @@ async fn run(config: RunnerConfig, shared: Arc<Mutex<Shared>>, mut stopped: toki
         lock(&runner.shared).last_error = Some(err);
     }
     loop {
-        if let Err(err) = runner.tick().await {
-            lock(&runner.shared).last_error = Some(err);
+        // A stop request cancels a tick too (an API server already gone must not hold up the drop). Cancelling is
+        // safe: a tick spawns processes only between awaits and records them before its next await.
+        tokio::select! {
+            result = runner.tick() => {
+                if let Err(err) = result {
+                    lock(&runner.shared).last_error = Some(err);
+                }
+            }
+            _ = stopped.changed() => return,
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
