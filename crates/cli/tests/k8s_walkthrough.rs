@@ -502,6 +502,10 @@ fn walkthrough_examples_kubernetes_end_to_end() {
         (reply.status == 200).then_some(reply)
     });
     assert!(allowed.text().starts_with("echo:/neworder"), "{}", allowed.text());
+    // The app token from orders' Secret reaches the orders app (the caller's API token does not).
+    let delivered = apps["orders"].seen();
+    let neworder = delivered.iter().find(|s| s.path_and_query == "/neworder").unwrap();
+    assert_eq!(neworder.headers.get("dapr-api-token").map(String::as_str), Some("walkthrough-app-token-change-me"));
     let seen_before = apps["orders"].seen().len();
     let other_op = invoke(checkout, "POST", "/v1.0/invoke/orders/method/refund");
     assert_eq!(other_op.status, 403, "{}", other_op.text());
