@@ -58,6 +58,20 @@
 //!
 //! The runner runs on its own thread with its own runtime and kube client (from a kubeconfig), so it serves
 //! synchronous and asynchronous tests alike; its query methods block (poll with a bounded wait).
+//!
+//! ```ignore
+//! let config = RunnerConfig::new(cluster.kubeconfig_path(), &["ward-demo"], dir.path(), Path::new(WARD))
+//!     .service_address("dapr-sentry.dapr-system.svc.cluster.local:443", &sentry_grpc)
+//!     .service_address("dapr-api.dapr-system.svc.cluster.local:443", &operator_grpc)
+//!     .app_command(|app| None); // in-process apps, served by the test on `app.ports.app`
+//! let runner = PodRunner::start(config)?;
+//! let pod = runner.wait_running("ward-demo", "orders", Duration::from_secs(60))?;
+//! runner.wait_stdout(&pod, "daprd", "ward sidecar ready:", Duration::from_secs(30))?;
+//! ```
+//!
+//! A failed wait returns [`RunnerError::Timeout`] with [`PodRunner::dump`] (every pod, its events and the tail of
+//! each container's output). [`PodRunner::renew_tokens_now`] forces the 80 % renewal; `drop_sidecar_flag` lets a
+//! test run sidecars without a control-plane piece (e.g. no operator).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
