@@ -49,7 +49,8 @@
 //!   SIGKILL included); stdout and stderr go to `<…>/logs/<container>.stdout|.stderr`
 //!   ([`PodRunner::output`]). A pod that is deleted (or gets a `deletionTimestamp`) has its processes stopped
 //!   (TERM, KILL after 2 s); dropping the runner stops every process and waits for them. Exited containers are
-//!   not restarted (their exit status is recorded).
+//!   not restarted (their exit status is recorded). Only a container's own process is signalled, not processes it
+//!   forks: an app command run through a shell should `exec` its server.
 //! - **Status**: once its containers are started the pod's status is patched (`phase: Running`, `podIP`
 //!   127.0.0.1, conditions `Ready`/`ContainersReady`) through the status subresource.
 //!
