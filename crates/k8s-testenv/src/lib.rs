@@ -18,6 +18,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod pod_runner;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -359,7 +361,11 @@ impl Drop for TestCluster {
     }
 }
 
-async fn admin_client(kubeconfig: &Path, impersonate: Option<&str>, groups: &[&str]) -> Result<kube::Client, String> {
+pub(crate) async fn admin_client(
+    kubeconfig: &Path,
+    impersonate: Option<&str>,
+    groups: &[&str],
+) -> Result<kube::Client, String> {
     let file = Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
     let mut config =
         kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(|e| e.to_string())?;
@@ -371,20 +377,11 @@ async fn admin_client(kubeconfig: &Path, impersonate: Option<&str>, groups: &[&s
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
-/// Starts `program args…` under `sh`, which kills it (TERM, then KILL after 2 s) when its own standard input
-/// closes, then removes `cleanup` if given. Output goes to `<dir>/<name>.log`.
-fn spawn_guarded(
-    name: &'static str,
-    program: &Path,
-    args: &[String],
-    dir: &Path,
-    cleanup: Option<&Path>,
-) -> Result<Guard, String> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-    let log_err = log.try_clone().map_err(|e| e.to_string())?;
-    // An asynchronous list's stdin is /dev/null in a non-interactive shell, so the pipe is kept on fd 3 for the
-    // watcher. The guard exits with the program, so a program that dies is seen as an exited child.
-    const SCRIPT: &str = r#"
+/// The `sh` guard: `sh -c GUARD_SCRIPT name CLEANUP PROGRAM ARGS…` runs PROGRAM, kills it (TERM, then KILL after
+/// 2 s) when the guard's standard input reaches end of file, then removes CLEANUP if not empty.
+// An asynchronous list's stdin is /dev/null in a non-interactive shell, so the pipe is kept on fd 3 for the
+// watcher. The guard exits with the program, so a program that dies is seen as an exited child.
+pub(crate) const GUARD_SCRIPT: &str = r#"
 cleanup=$1; shift
 exec 3<&0
 "$@" </dev/null 3<&- &
@@ -397,9 +394,21 @@ kill "$watcher" 2>/dev/null
 [ -n "$cleanup" ] && rm -rf "$cleanup"
 exit $status
 "#;
+
+/// Starts `program args…` under `sh`, which kills it (TERM, then KILL after 2 s) when its own standard input
+/// closes, then removes `cleanup` if given. Output goes to `<dir>/<name>.log`.
+fn spawn_guarded(
+    name: &'static str,
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+    cleanup: Option<&Path>,
+) -> Result<Guard, String> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(SCRIPT)
+        .arg(GUARD_SCRIPT)
         .arg("ward-k8s-guard")
         .arg(cleanup.map(|p| p.display().to_string()).unwrap_or_default())
         .arg(program)
