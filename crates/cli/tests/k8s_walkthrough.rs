@@ -374,7 +374,6 @@ fn example_manifests() -> String {
 /// The walk-through of docs/kubernetes-walkthrough.md: `ward init -k`, the control plane as local processes, the
 /// example applied with server-side apply, the pod runner as the kubelet; then what the document says holds.
 #[test]
-#[ignore = "needs `ward operator` (issue 23, on its way to main); run with --include-ignored"]
 fn walkthrough_examples_kubernetes_end_to_end() {
     let Some(assets) = ward_k8s_testenv::assets() else {
         ward_k8s_testenv::shared_or_skip("walkthrough_examples_kubernetes_end_to_end");
