@@ -345,6 +345,7 @@ async fn apply_yaml(client: &kube::Client, yaml: &str) {
             "Deployment" => "deployments",
             "Component" => "components",
             "Configuration" => "configurations",
+            "Subscription" => "subscriptions",
             other => panic!("the walk-through has no {other}"),
         };
         let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
@@ -533,9 +534,99 @@ fn walkthrough_examples_kubernetes_end_to_end() {
     assert!(components(orders).iter().any(|c| c["name"] == "statestore"), "{:?}", components(orders));
     assert!(!components(checkout).iter().any(|c| c["name"] == "statestore"), "{:?}", components(checkout));
 
+    // 5. Day two: components change under running sidecars, through the operator's update streams.
+    let has = |api: &str, name: &str| components(api).iter().any(|c| c["name"] == name);
+    let save = |api: &str, store: &str| {
+        let body = br#"[{"key":"k","value":"v"}]"#.to_vec();
+        http.send("POST", api, &format!("/v1.0/state/{store}"), &token, body)
+    };
+    // A new store for checkout, whose connection string comes from a Kubernetes Secret the operator resolves.
+    let database = dir.path().join("checkout-cache.db");
+    let cache = |store_type: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: cache-db, namespace: ward-demo}}\nstringData:\n  \
+             connection: {}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: cache, \
+             namespace: ward-demo}}\nspec:\n  type: {store_type}\n  version: v1\n  metadata:\n  - name: \
+             connectionString\n    secretKeyRef: {{name: cache-db, key: connection}}\nscopes: [checkout]\n",
+            database.display()
+        )
+    };
+    let changed = Instant::now();
+    rt.block_on(apply_yaml(&client, &cache("state.sqlite")));
+    support::eventually(Duration::from_secs(5), "the new component in checkout's sidecar", || {
+        (save(checkout, "cache").status == 204).then_some(())
+    });
+    let create_latency = changed.elapsed();
+    assert!(database.exists(), "the connection string from the Secret was not used");
+    assert!(!has(orders, "cache"), "cache is scoped to checkout");
+    // An update the sidecar cannot build (an unknown type) is refused there and the running store stays.
+    rt.block_on(apply_yaml(&client, &cache("state.does-not-exist")));
+    support::eventually(Duration::from_secs(10), "checkout's sidecar refusing the update", || {
+        let pod = runner.pods().into_iter().find(|p| p.app_id.as_deref() == Some("checkout"))?;
+        let (_, stderr) = runner.output(&pod, "daprd");
+        stderr.contains("reload refused").then_some(())
+    });
+    assert_eq!(save(checkout, "cache").status, 204, "the refused update replaced the working store");
+    // Back to the good version, then deleted: gone from the sidecar within seconds, answered as a missing store.
+    rt.block_on(apply_yaml(&client, &cache("state.sqlite")));
+    let components_api: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client.clone(), "ward-demo", &ward_kube::operator::Kind::Component.api_resource());
+    let changed = Instant::now();
+    rt.block_on(components_api.delete("cache", &Default::default())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while has(checkout, "cache") {
+        if Instant::now() > deadline {
+            let pod = runner.pods().into_iter().find(|p| p.app_id.as_deref() == Some("checkout")).unwrap();
+            panic!("the deleted component is still in checkout's sidecar:\n{}", runner.output(&pod, "daprd").1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let delete_latency = changed.elapsed();
+    let gone = save(checkout, "cache");
+    assert_eq!(gone.status, 500, "{}", gone.text());
+
+    // 6. The operator restarts: the sidecars keep serving with what they have, reconnect, and see what changed
+    //    while it was away.
+    let operator_port = operator_grpc.rsplit(':').next().unwrap().to_owned();
+    drop(operator);
+    let during = invoke(checkout, "POST", "/v1.0/invoke/orders/method/neworder");
+    assert_eq!(during.status, 200, "without the operator: {}", during.text());
+    assert_eq!(save(orders, "statestore").status, 204);
+    rt.block_on(apply_yaml(&client, &cache("state.in-memory")));
+    let operator = Ward::spawn(
+        "operator-again",
+        &[
+            "operator",
+            "--port",
+            &operator_port,
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--trust-anchors-file",
+            path_str(&anchors),
+            "--sentry-address",
+            &sentry.grpc,
+            "--sentry-token-file",
+            path_str(&operator_token_file),
+            "--kubeconfig",
+            path_str(kubeconfig),
+        ],
+        &[("NAMESPACE", cp)],
+    );
+    support::eventually(Duration::from_secs(20), "checkout's sidecar back on the restarted operator", || {
+        (save(checkout, "cache").status == 204).then_some(())
+    });
+    drop(operator);
+
     eprintln!(
-        "walk-through: apply → both sidecars ready in {:.1}s; whole test {:.1}s",
+        "walk-through: apply → both sidecars ready in {:.1}s; component create → used {} ms, delete → gone {} ms; \
+         whole test {:.1}s",
         to_ready.as_secs_f64(),
+        create_latency.as_millis(),
+        delete_latency.as_millis(),
         started.elapsed().as_secs_f64()
     );
     drop(runner);

@@ -323,7 +323,9 @@ impl OperatorFeed {
 
     fn on_event(&self, kind: Kind, bytes: &[u8], event_type: i32) {
         let deleted = event_type == ResourceEventType::Deleted as i32;
-        let object = match decode_object(kind, bytes) {
+        // A deletion needs only the name: its secrets are not resolved (nor needed), so it is not decoded in full.
+        let decoded = if deleted { decode_name(kind, bytes) } else { decode_object(kind, bytes) };
+        let object = match decoded {
             Ok(object) => object,
             Err(message) => {
                 // Kept out of the snapshot: the watcher would refuse the whole set for it, so the old one stays
@@ -396,6 +398,15 @@ struct Decoded {
 }
 
 fn decode_object(kind: Kind, bytes: &[u8]) -> Result<Decoded, String> {
+    decode(kind, bytes, true)
+}
+
+/// Name and namespace only (for a deletion).
+fn decode_name(kind: Kind, bytes: &[u8]) -> Result<Decoded, String> {
+    decode(kind, bytes, false)
+}
+
+fn decode(kind: Kind, bytes: &[u8], in_full: bool) -> Result<Decoded, String> {
     let mut object: Value =
         serde_json::from_slice(bytes).map_err(|err| format!("{}: not a JSON object: {err}", kind.name()))?;
     let metadata = object.get("metadata");
@@ -407,6 +418,9 @@ fn decode_object(kind: Kind, bytes: &[u8]) -> Result<Decoded, String> {
         .to_owned();
     let namespace =
         metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
+    if !in_full {
+        return Ok(Decoded { name, namespace, json: String::new() });
+    }
     if let Kind::Component = kind {
         resolve_operator_secrets(&mut object).map_err(|message| format!("Component {name:?}: {message}"))?;
     }
@@ -605,6 +619,14 @@ mod tests {
         let mut component = original.clone();
         resolve_operator_secrets(&mut component).unwrap();
         assert_eq!(component, original);
+    }
+
+    #[test]
+    fn a_deletion_needs_no_resolved_secrets() {
+        let deleted = br#"{"metadata": {"name": "cache"}, "spec": {"metadata": [
+            {"name": "connectionString", "secretKeyRef": {"name": "db", "key": "url"}}]}}"#;
+        assert!(decode_object(Kind::Component, deleted).is_err());
+        assert_eq!(decode_name(Kind::Component, deleted).unwrap().name, "cache");
     }
 
     #[test]
