@@ -2,7 +2,9 @@
 //!
 //! 1. latency from a server-side apply of a component to a connected ComponentUpdate stream seeing it (p50/p99
 //!    over 100 updates), with 200 streams open;
-//! 2. the operator's RSS idle, with 1000 components, and with 200 connected stream clients.
+//! 2. the operator's RSS idle, with 1000 components, and with 200 connected stream clients;
+//! 3. latency from a server-side apply of a new component to a real `ward sidecar --mode kubernetes` (connected to
+//!    this operator) answering a state call on it (p50/p99 over 100 new components).
 //!
 //! Run (debug build; the numbers in docs/kubernetes-operator.md were taken so):
 //!
@@ -335,4 +337,88 @@ fn main() {
         rss_clients / 1024,
         rss_after / 1024
     );
+
+    // 3. A real sidecar in its own namespace: apply a new component, time until a state call on it succeeds.
+    let live = "live";
+    rt.block_on(ward_k8s_testenv::create_namespace(&client, live));
+    let live_token = token_for(live, "shop", json!({"dapr.io/enabled": "true", "dapr.io/app-id": "shop"}));
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let sidecar = Proc::spawn(
+        &ward,
+        &[
+            "sidecar",
+            "--mode",
+            "kubernetes",
+            "--app-id",
+            "shop",
+            "--control-plane-address",
+            &grpc,
+            "--sentry-address",
+            &sentry_grpc,
+            "--dapr-http-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--dapr-internal-grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--disable-builtin-k8s-secret-store",
+        ],
+        &[
+            ("NAMESPACE", live),
+            ("DAPR_SENTRY_TOKEN_FILE", live_token.to_str().unwrap()),
+            ("DAPR_TRUST_ANCHORS_FILE", anchors.to_str().unwrap()),
+            ("DAPR_CONTROLPLANE_NAMESPACE", cp),
+            ("DAPR_CONTROLPLANE_TRUST_DOMAIN", "cluster.local"),
+            ("WARD_HOME", home.to_str().unwrap()),
+            ("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true"),
+        ],
+    );
+    let http = field(&sidecar.wait_line("ward sidecar ready:"), "http");
+    let live_api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), live, &ward_kube::operator::Kind::Component.api_resource());
+    let mut to_sidecar = Vec::new();
+    for i in 0..updates {
+        let name = format!("s{i:03}");
+        let store = json!({
+            "apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": name},
+            "spec": {"type": "state.in-memory", "version": "v1", "metadata": []},
+        });
+        let t0 = Instant::now();
+        rt.block_on(live_api.patch(&name, &params, &Patch::Apply(store))).unwrap();
+        loop {
+            if save_state(&http, &name) == 204 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "component {name} not usable within 10 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        to_sidecar.push(t0.elapsed());
+    }
+    to_sidecar.sort();
+    println!(
+        "apply -> sidecar answers on the new component: p50 {:?}, p99 {:?}, max {:?} over {updates} new components",
+        percentile(&to_sidecar, 0.5),
+        percentile(&to_sidecar, 0.99),
+        to_sidecar.last().unwrap()
+    );
+}
+
+/// `POST /v1.0/state/<store>` with one item on a fresh connection; the status code (0 when the call failed).
+fn save_state(http: &str, store: &str) -> u16 {
+    use std::io::{Read, Write};
+    let body = r#"[{"key":"k","value":"v"}]"#;
+    let request = format!(
+        "POST /v1.0/state/{store} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else { return 0 };
+    let mut reply = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut reply).is_err() {
+        return 0;
+    }
+    reply.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
 }

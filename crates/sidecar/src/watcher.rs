@@ -96,9 +96,14 @@ impl Watcher {
             if current == last {
                 continue;
             }
-            tokio::time::sleep(SETTLE).await;
-            if self.fingerprint().await != current {
-                continue; // still being written: look again next round
+            // Files may be half-written: wait for them to settle. The operator's snapshot changes one whole
+            // resource at a time, so a change that is only the operator's is applied at once.
+            let files_changed = (&current.0, &current.1) != (&last.0, &last.1);
+            if files_changed {
+                tokio::time::sleep(SETTLE).await;
+                if self.fingerprint().await != current {
+                    continue; // still being written: look again next round
+                }
             }
             last = current;
             match self.reload().await {
