@@ -559,6 +559,14 @@ fn walkthrough_examples_kubernetes_end_to_end() {
     let create_latency = changed.elapsed();
     assert!(database.exists(), "the connection string from the Secret was not used");
     assert!(!has(orders, "cache"), "cache is scoped to checkout");
+    // An update that widens the scopes reaches orders' sidecar, which never had the component.
+    rt.block_on(apply_yaml(
+        &client,
+        &cache("state.sqlite").replace("scopes: [checkout]", "scopes: [checkout, orders]"),
+    ));
+    support::eventually(Duration::from_secs(5), "the widened scopes in orders' sidecar", || {
+        (save(orders, "cache").status == 204).then_some(())
+    });
     // An update the sidecar cannot build (an unknown type) is refused there and the running store stays.
     rt.block_on(apply_yaml(&client, &cache("state.does-not-exist")));
     support::eventually(Duration::from_secs(10), "checkout's sidecar refusing the update", || {

@@ -336,7 +336,9 @@ impl Sidecar {
         };
 
         // 4. Name resolution.
-        let (resolver, sqlite) = name_resolution(&options, configuration.as_ref(), settings.production).await?;
+        let overrides = std::env::var_os(OVERRIDES_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let (resolver, sqlite) =
+            name_resolution(&options, configuration.as_ref(), settings.production, overrides).await?;
 
         // 5. Audit, tracing, app channel, the handles each part uses.
         let audit = AuditSink::open_with(&settings.audit, crate::audit::DEFAULT_QUEUE_CAPACITY, settings.audit_fsync)?;
@@ -853,10 +855,11 @@ async fn bootstrap_operator(
 
 /// The resolver `spec.nameResolution` names: `sqlite` (the self-hosted default, with its registry, returned too so
 /// the sidecar registers itself) or `kubernetes` (the default in Kubernetes mode). Anything else refuses the start.
-async fn name_resolution(
+pub(crate) async fn name_resolution(
     options: &SidecarOptions,
     configuration: Option<&ward_config::Configuration>,
     production: bool,
+    overrides: Option<PathBuf>,
 ) -> Result<(Arc<dyn crate::resolver::NameResolver>, Option<Arc<crate::resolver::Cached<SqliteRegistry>>>), StartError>
 {
     let kubernetes_mode = options.mtls.as_ref().is_some_and(|mtls| mtls.kubernetes);
@@ -877,14 +880,14 @@ async fn name_resolution(
     if kubernetes {
         let mut dns = KubernetesOptions::from_configuration(settings, options.internal_port)
             .map_err(|err| StartError::NameResolution(format!("spec.nameResolution.configuration: {err}")))?;
-        if let Some(file) = std::env::var_os(OVERRIDES_ENV).filter(|v| !v.is_empty()) {
+        if let Some(file) = overrides {
             if production {
                 return Err(StartError::NameResolution(format!(
                     "{OVERRIDES_ENV} is a test override of cluster DNS; a production sidecar refuses it"
                 )));
             }
-            tracing::warn!(file = %PathBuf::from(&file).display(), "{OVERRIDES_ENV}: cluster names are answered from a test file (development only)");
-            dns.overrides = Some(PathBuf::from(file));
+            tracing::warn!(file = %file.display(), "{OVERRIDES_ENV}: cluster names are answered from a test file (development only)");
+            dns.overrides = Some(file);
         }
         return Ok((Arc::new(crate::resolver::Cached::new(KubernetesDns::new(dns))), None));
     }

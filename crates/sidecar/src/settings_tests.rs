@@ -182,3 +182,33 @@ fn unsupported_flags_are_refused_in_production_and_listed_in_development() {
     let err = refused(Settings::resolve(&prod, None));
     assert!(err.starts_with("--enable-app-health-check: ward does not probe the app yet"), "{err}");
 }
+
+/// Name resolution by cluster DNS: the default in Kubernetes mode, its test override refused in production, and
+/// Dapr's `template` refused rather than ignored.
+#[tokio::test]
+async fn kubernetes_name_resolution_is_the_default_there_and_its_test_override_is_refused_in_production() {
+    use crate::runtime::name_resolution;
+    let mut kubernetes = options(false, true);
+    if let Some(mtls) = kubernetes.mtls.as_mut() {
+        mtls.kubernetes = true;
+    }
+    let (_, sqlite) = name_resolution(&kubernetes, None, false, None).await.unwrap();
+    assert!(sqlite.is_none(), "Kubernetes mode registers nowhere: the operator's Service is the record");
+    let overrides = Some(PathBuf::from("/tmp/cluster-dns"));
+    assert!(name_resolution(&kubernetes, None, false, overrides.clone()).await.is_ok());
+    let Err(refused) = name_resolution(&kubernetes, None, true, overrides).await else {
+        panic!("a production sidecar accepted the DNS test override")
+    };
+    assert!(refused.to_string().contains("WARD_NAME_RESOLUTION_OVERRIDES"), "{refused}");
+
+    let templated = ward_config::configuration_from_yaml(
+        Path::new("config.yaml"),
+        b"apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\nspec:\n  nameResolution:\n    \
+          component: kubernetes\n    configuration: {template: '{{.ID}}.internal:{{.Port}}'}\n",
+    )
+    .unwrap();
+    let Err(refused) = name_resolution(&kubernetes, Some(&templated), false, None).await else {
+        panic!("an unsupported nameResolution setting was ignored")
+    };
+    assert!(refused.to_string().contains("template"), "{refused}");
+}
