@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{Event, Secret, Service};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::k8s::{eventually_async, k8s_sentry, runtime};
-use support::{Ward, field, path_str};
+use support::k8s::{OperatorSetup, eventually_async, k8s_operator, k8s_sentry, runtime};
+use support::{Ward, path_str};
 use tonic::transport::Channel;
 use ward_identity::{Authorizer, SpiffeId, SvidResolver, TrustBundle, TrustBundleHandle, TrustDomain};
 use ward_operator_api::OperatorClient;
@@ -83,29 +83,14 @@ impl ControlPlane {
     }
 
     fn start_operator(&self) -> (Ward, String) {
-        let args = [
-            "operator",
-            "--kubeconfig",
-            &self.kubeconfig,
-            "--port",
-            "0",
-            "--listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--trust-anchors-file",
-            path_str(&self.anchors),
-            "--sentry-address",
-            &self.sentry.grpc,
-            "--sentry-token-file",
-            path_str(&self.operator_token),
-        ];
-        let mut operator = Ward::spawn("operator", &args, &[("NAMESPACE", &self.namespace)]);
-        let line = operator.wait_stdout("ward operator ready:", Duration::from_secs(60));
-        let grpc = field(&line, "grpc");
-        (operator, grpc)
+        let setup = OperatorSetup {
+            namespace: &self.namespace,
+            kubeconfig: &self.kubeconfig,
+            anchors: &self.anchors,
+            sentry: &self.sentry.grpc,
+            token_file: &self.operator_token,
+        };
+        k8s_operator(&setup, "0")
     }
 }
 

@@ -20,32 +20,12 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
 use serde_json::json;
-use support::k8s::{eventually_async, k8s_sentry, runtime};
+use support::k8s::{OperatorSetup, eventually_async, k8s_operator, k8s_sentry, runtime, webhook_pki};
 use support::mesh::{Http, TestApp};
 use support::{WARD, Ward, path_str};
 use ward_k8s_testenv::pod_runner::{ContainerState, PodRunner, RunnerConfig, RunningPod};
 use ward_k8s_testenv::{Options, TestCluster};
-
-/// A CA (PEM) and a serving certificate and key it signed, with IP SAN 127.0.0.1 (for a webhook by URL).
-fn webhook_pki() -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "walkthrough webhook root");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["dapr-sidecar-injector.dapr-system.svc".to_owned()]).unwrap();
-    leaf.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
 
 /// `ward injector` as a process serving a certificate with IP SAN 127.0.0.1; returns it, its URL and its CA.
 fn start_injector(dir: &Path, kubeconfig: &Path, control_plane: &str, webhook_name: &str) -> (Ward, String, String) {
@@ -423,31 +403,14 @@ fn walkthrough_examples_kubernetes_end_to_end() {
         rt.block_on(ward_k8s_testenv::bound_token(&client, cp, "dapr-operator", Some(&operator_pod), &sentry_id));
     let operator_token_file = dir.path().join("operator-token");
     std::fs::write(&operator_token_file, operator_token).unwrap();
-    let mut operator = Ward::spawn(
-        "operator",
-        &[
-            "operator",
-            "--port",
-            "0",
-            "--listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--trust-anchors-file",
-            path_str(&anchors),
-            "--sentry-address",
-            &sentry.grpc,
-            "--sentry-token-file",
-            path_str(&operator_token_file),
-            "--kubeconfig",
-            path_str(kubeconfig),
-        ],
-        &[("NAMESPACE", cp)],
-    );
-    let ready = operator.wait_stdout("ward operator ready:", Duration::from_secs(30));
-    let operator_grpc = support::field(&ready, "grpc");
+    let operator_setup = OperatorSetup {
+        namespace: cp,
+        kubeconfig: path_str(kubeconfig),
+        anchors: &anchors,
+        sentry: &sentry.grpc,
+        token_file: &operator_token_file,
+    };
+    let (operator, operator_grpc) = k8s_operator(&operator_setup, "0");
 
     // 3. The pod runner plays the kubelet for the example's namespace; the apps are in-process echo servers
     //    (what the manifests' http-echo image does).
@@ -601,29 +564,7 @@ fn walkthrough_examples_kubernetes_end_to_end() {
     assert_eq!(during.status, 200, "without the operator: {}", during.text());
     assert_eq!(save(orders, "statestore").status, 204);
     rt.block_on(apply_yaml(&client, &cache("state.in-memory")));
-    let operator = Ward::spawn(
-        "operator-again",
-        &[
-            "operator",
-            "--port",
-            &operator_port,
-            "--listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--trust-anchors-file",
-            path_str(&anchors),
-            "--sentry-address",
-            &sentry.grpc,
-            "--sentry-token-file",
-            path_str(&operator_token_file),
-            "--kubeconfig",
-            path_str(kubeconfig),
-        ],
-        &[("NAMESPACE", cp)],
-    );
+    let (operator, _) = k8s_operator(&operator_setup, &operator_port);
     support::eventually(Duration::from_secs(20), "checkout's sidecar back on the restarted operator", || {
         (save(checkout, "cache").status == 204).then_some(())
     });

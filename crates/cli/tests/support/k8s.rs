@@ -67,3 +67,62 @@ pub fn ca_client_trusting(sentry: &Sentry, control_plane: &str, roots: &[u8]) ->
     })
     .unwrap()
 }
+
+/// A CA (PEM) and a serving certificate and key it signed for the injector, with IP SAN 127.0.0.1: the API server
+/// calls a webhook registered by URL only if its certificate names that IP and chains to `caBundle`.
+pub fn webhook_pki() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "webhook test root");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["dapr-sidecar-injector.dapr-system.svc".to_owned()]).unwrap();
+    leaf.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// What `ward operator` needs to run as the control plane in `namespace` would.
+pub struct OperatorSetup<'a> {
+    pub namespace: &'a str,
+    pub kubeconfig: &'a str,
+    /// The trust anchors file (in a pod: the mounted `dapr-root-ca.crt`).
+    pub anchors: &'a std::path::Path,
+    pub sentry: &'a str,
+    /// A token bound to a `dapr-operator` pod (its projected volume's).
+    pub token_file: &'a std::path::Path,
+}
+
+/// `ward operator` on 127.0.0.1 (`port` 0: any); the process and its gRPC address.
+pub fn k8s_operator(setup: &OperatorSetup<'_>, port: &str) -> (super::Ward, String) {
+    let args = [
+        "operator",
+        "--kubeconfig",
+        setup.kubeconfig,
+        "--port",
+        port,
+        "--listen-address",
+        "127.0.0.1",
+        "--healthz-port",
+        "0",
+        "--healthz-listen-address",
+        "127.0.0.1",
+        "--trust-anchors-file",
+        super::path_str(setup.anchors),
+        "--sentry-address",
+        setup.sentry,
+        "--sentry-token-file",
+        super::path_str(setup.token_file),
+    ];
+    let mut operator = super::Ward::spawn("operator", &args, &[("NAMESPACE", setup.namespace)]);
+    let line = operator.wait_stdout("ward operator ready:", Duration::from_secs(60));
+    let grpc = super::field(&line, "grpc");
+    (operator, grpc)
+}
