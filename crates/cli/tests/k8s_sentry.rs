@@ -569,3 +569,65 @@ fn kubernetes_mode_refuses_another_token_validator() {
     assert_ne!(code, 0);
     assert!(stderr.contains("--mode kubernetes validates pod-bound service-account tokens"), "{stderr}");
 }
+
+/// A Kubernetes sidecar learns its trust domain from what sentry issues (sentry reads it from the pod's
+/// `dapr.io/config` Configuration, which the sidecar can fetch from the operator only once it has an identity): the
+/// bootstrap accepts the assigned trust domain and checks the chain under it, and the configured-trust-domain
+/// request still refuses any other.
+#[test]
+fn the_kubernetes_bootstrap_takes_the_trust_domain_sentry_assigns() {
+    let Some(cluster) = ward_k8s_testenv::shared_or_skip("the_kubernetes_bootstrap_takes_the_trust_domain") else {
+        return;
+    };
+    let rt = runtime();
+    let _entered = rt.enter();
+    let client = rt.block_on(cluster.client());
+    rt.block_on(ward_k8s_testenv::install_configuration_crd(&client));
+    let control_plane = rt.block_on(cluster.fresh_namespace(&client, "cp"));
+    let ns = rt.block_on(cluster.fresh_namespace(&client, "acme"));
+    let configurations: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ward_kube::dapr::configuration());
+    let configuration: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "metadata": {"name": "acme-config"},
+        "spec": {"accessControl": {"defaultAction": "deny", "trustDomain": "acme.example"}},
+    }))
+    .unwrap();
+    rt.block_on(configurations.create(&PostParams::default(), &configuration)).unwrap();
+    let pod = rt.block_on(ward_k8s_testenv::annotated_pod(
+        &client,
+        &ns,
+        "billing-0",
+        "billing",
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "billing", "dapr.io/config": "acme-config"}),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let sentry = k8s_sentry(&dir.path().join("credentials"), path_str(cluster.kubeconfig_path()), &control_plane, &[]);
+    let sentry_id = format!("spiffe://cluster.local/ns/{control_plane}/dapr-sentry");
+    let token = rt.block_on(ward_k8s_testenv::bound_token(&client, &ns, "billing", Some(&pod), &sentry_id));
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let roots = sentry.roots_pem();
+    let bundle = |td: &str| {
+        ward_identity::TrustBundleHandle::new(
+            ward_identity::TrustBundle::from_pem(TrustDomain::new(td).unwrap(), &roots).unwrap(),
+        )
+    };
+    // As the sidecar starts: the anchors under a placeholder trust domain, sentry under the control plane's.
+    let client = ward_sentry::SentryClient::new(ward_sentry::SentryClientConfig {
+        address: sentry.grpc.clone(),
+        sentry_id: ward_identity::SpiffeId::parse(&sentry_id).unwrap(),
+        bundle: bundle("public"),
+        app_id: "billing".to_owned(),
+        namespace: ns.clone(),
+        trust_domain: TrustDomain::new("public").unwrap(),
+        token_file: Some(token_file),
+        skew: Duration::from_secs(60),
+        kubernetes: true,
+        sentry_trust: Some(bundle("cluster.local")),
+    })
+    .unwrap();
+    let svid = rt.block_on(client.fetch_kubernetes_bootstrap()).unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://acme.example/ns/{ns}/billing"));
+    let refused = rt.block_on(client.fetch()).map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("acme.example"), "{refused}");
+}

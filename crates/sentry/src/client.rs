@@ -381,6 +381,15 @@ impl SentryClient {
             }
         });
         let in_effect = bundle.clone().map(Arc::new).unwrap_or_else(|| self.config.bundle.load());
+        // The bootstrap's chain is checked against the same anchors, filed under the trust domain sentry assigned
+        // (a bundle only vouches for members of its own trust domain).
+        let in_effect = match check {
+            TrustDomainCheck::Configured => in_effect,
+            TrustDomainCheck::AsAssigned => Arc::new(
+                TrustBundle::new(trust_domain.clone(), in_effect.roots().to_vec())
+                    .map_err(|err| ClientError::BadResponse(format!("trust bundle: {err}")))?,
+            ),
+        };
         let chain = svid.chain();
         let (leaf, intermediates) =
             chain.split_first().ok_or_else(|| ClientError::BadResponse("empty chain".into()))?;
