@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::k8s::webhook_pki;
+use support::k8s::start_injector;
 use support::{Ward, path_str};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,53 +25,25 @@ async fn ward_injector_process_injects_with_daprs_env_and_keeps_its_ca_bundle() 
     Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&PostParams::default(), &sa).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = webhook_pki();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let (cert_file, key_file, anchors) = (write("tls.crt", &cert), write("tls.key", &key), write("ca.crt", &ca));
     let webhook_name = format!("ward-injector-{ns}");
-    let mut injector = Ward::spawn(
-        "injector",
+    let (mut injector, url, ca) = start_injector(
+        dir.path(),
+        cluster.kubeconfig_path(),
+        "ward-cp",
+        &webhook_name,
         &[
-            "injector",
-            "--port",
-            "0",
-            "--listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--tls-cert-file",
-            path_str(&cert_file),
-            "--tls-key-file",
-            path_str(&key_file),
-            "--trust-anchors-file",
-            path_str(&anchors),
-            "--webhook-name",
-            &webhook_name,
-            "--kubeconfig",
-            path_str(cluster.kubeconfig_path()),
-        ],
-        &[
-            ("NAMESPACE", "ward-cp"),
             ("SIDECAR_IMAGE", "registry.local/ward:test"),
             ("DAPR_CONTROLPLANE_TRUST_DOMAIN", "example.org"),
             ("KUBE_CLUSTER_DOMAIN", "cluster.test"),
         ],
     );
-    let ready = injector.wait_stdout("ward injector ready:", Duration::from_secs(30));
-    let port = support::field(&ready, "webhook").rsplit(':').next().unwrap().to_owned();
 
     // Installed without a caBundle: the process fills it in.
     let configuration: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "metadata": {"name": webhook_name},
         "webhooks": [{
             "name": "sidecar-injector.dapr.io",
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+            "clientConfig": {"url": url},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
             "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
             "namespaceSelector": {"matchExpressions": [

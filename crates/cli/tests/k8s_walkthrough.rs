@@ -21,51 +21,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccou
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::k8s::{OperatorSetup, eventually_async, k8s_operator, k8s_sentry, runtime, webhook_pki};
+use support::k8s::{OperatorSetup, eventually_async, k8s_operator, k8s_sentry, runtime, start_injector};
 use support::mesh::{Http, TestApp};
 use support::{WARD, Ward, path_str};
 use ward_k8s_testenv::pod_runner::{ContainerState, PodRunner, RunnerConfig, RunningPod};
 use ward_k8s_testenv::{Options, TestCluster};
-
-/// `ward injector` as a process serving a certificate with IP SAN 127.0.0.1; returns it, its URL and its CA.
-fn start_injector(dir: &Path, kubeconfig: &Path, control_plane: &str, webhook_name: &str) -> (Ward, String, String) {
-    let (ca, cert, key) = webhook_pki();
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let (cert_file, key_file, anchors) =
-        (write("webhook.crt", &cert), write("webhook.key", &key), write("webhook-ca.crt", &ca));
-    let mut injector = Ward::spawn(
-        "injector",
-        &[
-            "injector",
-            "--port",
-            "0",
-            "--listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--tls-cert-file",
-            path_str(&cert_file),
-            "--tls-key-file",
-            path_str(&key_file),
-            "--trust-anchors-file",
-            path_str(&anchors),
-            "--webhook-name",
-            webhook_name,
-            "--kubeconfig",
-            path_str(kubeconfig),
-        ],
-        &[("NAMESPACE", control_plane)],
-    );
-    let ready = injector.wait_stdout("ward injector ready:", Duration::from_secs(30));
-    let port = support::field(&ready, "webhook").rsplit(':').next().unwrap().to_owned();
-    (injector, format!("https://127.0.0.1:{port}/mutate"), ca)
-}
 
 /// Creates `pod` once the webhook injects it (the API server may need a moment to call a new webhook).
 async fn create_injected(pods: &Api<Pod>, pod: &Pod, injector: &Ward) -> Pod {
@@ -121,7 +81,7 @@ fn pod_runner_runs_injected_pods_against_the_kubernetes_sentry() {
     );
 
     let webhook_name = format!("ward-walkthrough-{ns}");
-    let (injector, url, ca) = start_injector(dir.path(), kubeconfig, &control_plane, &webhook_name);
+    let (injector, url, ca) = start_injector(dir.path(), kubeconfig, &control_plane, &webhook_name, &[]);
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let configuration: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "metadata": {"name": webhook_name},
@@ -379,7 +339,7 @@ fn walkthrough_examples_kubernetes_end_to_end() {
     std::fs::write(&anchors, sentry.roots_pem()).unwrap();
     // The injector, behind the installed webhook configuration re-pointed at it by URL (no Service can reach a
     // loopback process); the process keeps the caBundle.
-    let (injector, url, ca) = start_injector(dir.path(), kubeconfig, cp, "dapr-sidecar-injector");
+    let (injector, url, ca) = start_injector(dir.path(), kubeconfig, cp, "dapr-sidecar-injector", &[]);
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     rt.block_on(eventually_async(Duration::from_secs(10), "the webhook re-pointed", || async {
         // The injector writes the caBundle meanwhile: a conflict is retried on the new version.

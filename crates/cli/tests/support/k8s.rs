@@ -126,3 +126,53 @@ pub fn k8s_operator(setup: &OperatorSetup<'_>, port: &str) -> (super::Ward, Stri
     let grpc = super::field(&line, "grpc");
     (operator, grpc)
 }
+
+/// `ward injector` as a process for the control plane in `control_plane`, serving a [`webhook_pki`] certificate
+/// (IP SAN 127.0.0.1) and keeping `webhook_name`'s caBundle; `env` adds to its environment. Returns the process,
+/// its webhook URL and the CA (PEM) its certificate chains to.
+pub fn start_injector(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    control_plane: &str,
+    webhook_name: &str,
+    env: &[(&str, &str)],
+) -> (super::Ward, String, String) {
+    let (ca, cert, key) = webhook_pki();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert_file, key_file, anchors) =
+        (write("webhook.crt", &cert), write("webhook.key", &key), write("webhook-ca.crt", &ca));
+    let mut environment = vec![("NAMESPACE", control_plane)];
+    environment.extend_from_slice(env);
+    let mut injector = super::Ward::spawn(
+        "injector",
+        &[
+            "injector",
+            "--port",
+            "0",
+            "--listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--tls-cert-file",
+            super::path_str(&cert_file),
+            "--tls-key-file",
+            super::path_str(&key_file),
+            "--trust-anchors-file",
+            super::path_str(&anchors),
+            "--webhook-name",
+            webhook_name,
+            "--kubeconfig",
+            super::path_str(kubeconfig),
+        ],
+        &environment,
+    );
+    let ready = injector.wait_stdout("ward injector ready:", Duration::from_secs(30));
+    let port = super::field(&ready, "webhook").rsplit(':').next().unwrap().to_owned();
+    (injector, format!("https://127.0.0.1:{port}/mutate"), ca)
+}
