@@ -216,6 +216,9 @@ struct SpiffeVerifierCore {
     authorizer: Authorizer,
     skew: Duration,
     algorithms: WebPkiSupportedAlgorithms,
+    /// The anchors vouch for every trust domain, not only the bundle's own (see
+    /// [`SpiffeClientVerifier::for_any_trust_domain`]).
+    any_trust_domain: bool,
 }
 
 impl SpiffeVerifierCore {
@@ -226,7 +229,17 @@ impl SpiffeVerifierCore {
         now: UnixTime,
         usage: Usage,
     ) -> Result<SpiffeId, rustls::Error> {
-        let bundle = self.bundle.load();
+        let mut bundle = self.bundle.load();
+        if self.any_trust_domain {
+            // The same roots, filed under the trust domain the leaf claims: the chain must still verify against
+            // exactly these roots, so claiming another trust domain buys nothing.
+            let claimed = peer_spiffe_id(Some(std::slice::from_ref(end_entity)))
+                .ok_or_else(|| to_rustls_error(VerifyError::UriSanCount { count: 0 }))?;
+            bundle = Arc::new(
+                crate::TrustBundle::new(claimed.trust_domain(), bundle.roots().to_vec())
+                    .map_err(|err| to_rustls_error(VerifyError::Chain(err.to_string())))?,
+            );
+        }
         let id = verify_svid(&bundle, end_entity, intermediates, now, self.skew, usage).map_err(to_rustls_error)?;
         if !self.authorizer.authorizes(&id) {
             return Err(to_rustls_error(VerifyError::NotAuthorized { id: id.to_string() }));
@@ -241,7 +254,7 @@ pub struct SpiffeServerVerifier(SpiffeVerifierCore);
 
 impl SpiffeServerVerifier {
     pub fn new(bundle: TrustBundleHandle, authorizer: Authorizer, skew: Duration) -> Self {
-        Self(SpiffeVerifierCore { bundle, authorizer, skew, algorithms: algorithms() })
+        Self(SpiffeVerifierCore { bundle, authorizer, skew, algorithms: algorithms(), any_trust_domain: false })
     }
 }
 
@@ -287,7 +300,14 @@ pub struct SpiffeClientVerifier(SpiffeVerifierCore);
 
 impl SpiffeClientVerifier {
     pub fn new(bundle: TrustBundleHandle, authorizer: Authorizer, skew: Duration) -> Self {
-        Self(SpiffeVerifierCore { bundle, authorizer, skew, algorithms: algorithms() })
+        Self(SpiffeVerifierCore { bundle, authorizer, skew, algorithms: algorithms(), any_trust_domain: false })
+    }
+
+    /// Clients of any trust domain whose chain verifies against `bundle`'s roots (whatever trust domain the bundle
+    /// is filed under); `authorizer` still judges each ID. For a control-plane server that every app of a cluster
+    /// calls, each in the trust domain of its own Configuration (Dapr's operator accepts any).
+    pub fn for_any_trust_domain(bundle: TrustBundleHandle, authorizer: Authorizer, skew: Duration) -> Self {
+        Self(SpiffeVerifierCore { bundle, authorizer, skew, algorithms: algorithms(), any_trust_domain: true })
     }
 }
 

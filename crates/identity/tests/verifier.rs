@@ -338,3 +338,46 @@ fn svid_from_pem_reads_identity_and_renewal_time() {
     let other_key = KeyPair::generate().unwrap();
     assert!(X509Svid::from_pem(chain_pem.as_bytes(), other_key.serialize_pem().as_bytes()).is_err());
 }
+
+/// A control-plane server every app calls (the operator) accepts clients of any trust domain the roots sign; the
+/// ordinary verifier keeps refusing a trust domain other than the bundle's; roots still decide.
+#[test]
+fn a_verifier_for_any_trust_domain_still_requires_the_roots() {
+    let root = ca("root");
+    let bundle = TrustBundleHandle::new(bundle(&root));
+    let server_id = "spiffe://public/ns/dapr-system/dapr-operator";
+    let skew = Duration::ZERO;
+    let server = |verifier: ward_identity::SpiffeClientVerifier| {
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_client_cert_verifier(Arc::new(verifier))
+                .with_cert_resolver(svid(&root, server_id));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        config
+    };
+    let client = |resolver: Arc<SvidResolver>| {
+        let exact = Authorizer::Exact(SpiffeId::parse(server_id).unwrap());
+        client_config(resolver, bundle.clone(), exact, skew, &[b"h2"]).unwrap()
+    };
+    let any = || {
+        ward_identity::SpiffeClientVerifier::for_any_trust_domain(
+            bundle.clone(),
+            Authorizer::Custom(Arc::new(|_: &SpiffeId| true)),
+            skew,
+        )
+    };
+    let acme = "spiffe://acme.example/ns/shop/orders";
+    handshake(client(svid(&root, acme)), server(any())).unwrap();
+    handshake(client(svid(&root, "spiffe://public/ns/shop/orders")), server(any())).unwrap();
+    // Another CA: refused whatever trust domain it claims.
+    assert!(handshake(client(svid(&ca("other"), acme)), server(any())).is_err());
+    // The ordinary verifier: only the bundle's own trust domain.
+    let own = ward_identity::SpiffeClientVerifier::new(
+        bundle.clone(),
+        Authorizer::Custom(Arc::new(|_: &SpiffeId| true)),
+        skew,
+    );
+    assert!(handshake(client(svid(&root, acme)), server(own)).is_err());
+}

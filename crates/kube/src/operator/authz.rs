@@ -13,13 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::{CertificateDer, UnixTime};
-use ward_identity::{SpiffeId, TrustBundle, Usage, VerifyError};
+use rustls_pki_types::CertificateDer;
+use ward_identity::{Authorizer, SpiffeClientVerifier, SpiffeId, TrustBundle, TrustBundleHandle, TrustDomain};
 
 /// The verified identity of the connection a request came on. Put into request extensions by the accept path,
 /// from the verified TLS session only.
@@ -82,9 +77,13 @@ pub fn authorize(caller: Option<&Caller>, namespace: &str, rpc: &'static str) ->
     Ok(caller.clone())
 }
 
-/// The trust anchors clients are verified with, replaceable while the server runs.
+/// The trust anchors clients are verified with, replaceable while the server runs. Filed under one trust-domain
+/// label only because a bundle has one: the verifier accepts clients of any trust domain these roots sign.
 #[derive(Debug, Clone)]
-pub struct TrustAnchors(Arc<ArcSwap<Vec<CertificateDer<'static>>>>);
+pub struct TrustAnchors(TrustBundleHandle);
+
+/// The label the anchors are filed under (see [`TrustAnchors`]).
+const ANCHORS_LABEL: &str = "cluster.local";
 
 /// Why the anchors file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -103,19 +102,27 @@ pub enum AnchorsError {
     },
     #[error("{path}: holds no certificate")]
     Empty { path: PathBuf },
+    #[error("{path}: {source}")]
+    Label {
+        path: PathBuf,
+        #[source]
+        source: ward_identity::SpiffeIdError,
+    },
+    #[error("{path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: ward_identity::BundleError,
+    },
 }
 
 impl TrustAnchors {
-    pub fn new(roots: Vec<CertificateDer<'static>>) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(roots)))
-    }
-
     pub fn from_file(path: &std::path::Path) -> Result<Self, AnchorsError> {
-        Ok(Self::new(read_anchors(path)?))
+        Ok(Self(TrustBundleHandle::new(read_anchors(path)?)))
     }
 
-    pub fn current(&self) -> Arc<Vec<CertificateDer<'static>>> {
-        self.0.load_full()
+    pub fn current(&self) -> Arc<TrustBundle> {
+        self.0.load()
     }
 
     /// Re-reads `path` every `poll` while the returned task runs; a file that does not parse keeps the last good
@@ -128,10 +135,10 @@ impl TrustAnchors {
             loop {
                 tokio::time::sleep(poll).await;
                 match read_anchors(&path) {
-                    Ok(roots) if *anchors.current() == roots => failing = false,
-                    Ok(roots) => {
-                        tracing::info!(path = %path.display(), roots = roots.len(), "trust anchors changed; reloaded");
-                        anchors.0.store(Arc::new(roots));
+                    Ok(bundle) if anchors.current().roots() == bundle.roots() => failing = false,
+                    Ok(bundle) => {
+                        tracing::info!(path = %path.display(), roots = bundle.roots().len(), "trust anchors changed; reloaded");
+                        anchors.0.store(bundle);
                         failing = false;
                     }
                     Err(err) => {
@@ -146,113 +153,31 @@ impl TrustAnchors {
     }
 }
 
-fn read_anchors(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, AnchorsError> {
+fn read_anchors(path: &std::path::Path) -> Result<TrustBundle, AnchorsError> {
     let pem = std::fs::read(path).map_err(|source| AnchorsError::Read { path: path.to_owned(), source })?;
     let roots = ward_identity::parse_certificates(&pem)
         .map_err(|source| AnchorsError::Parse { path: path.to_owned(), source })?;
     if roots.is_empty() {
         return Err(AnchorsError::Empty { path: path.to_owned() });
     }
-    Ok(roots)
+    let label =
+        TrustDomain::new(ANCHORS_LABEL).map_err(|source| AnchorsError::Label { path: path.to_owned(), source })?;
+    TrustBundle::new(label, roots).map_err(|source| AnchorsError::Bundle { path: path.to_owned(), source })
 }
 
-/// Requires a client certificate that chains to the anchors and names one SPIFFE ID of any trust domain.
-#[derive(Debug)]
-pub struct AnchoredClientVerifier {
-    anchors: TrustAnchors,
-    skew: Duration,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl AnchoredClientVerifier {
-    pub fn new(anchors: TrustAnchors, skew: Duration) -> Self {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        Self { anchors, skew, algorithms }
-    }
-
-    /// The chain check alone (also used by tests): the SPIFFE ID the chain proves.
-    pub fn verify(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<SpiffeId, VerifyError> {
-        // The claimed trust domain only selects which name the anchors are filed under: the chain must still
-        // verify against exactly these roots, so claiming another trust domain buys nothing.
-        let claimed = ward_identity::peer_spiffe_id(Some(std::slice::from_ref(end_entity)))
-            .ok_or(VerifyError::UriSanCount { count: 0 })?;
-        let bundle = TrustBundle::new(claimed.trust_domain(), self.anchors.current().to_vec())
-            .map_err(|err| VerifyError::Chain(err.to_string()))?;
-        ward_identity::verify_svid(&bundle, end_entity, intermediates, now, self.skew, Usage::Client)
-    }
-}
-
-impl ClientCertVerifier for AnchoredClientVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.verify(end_entity, intermediates, now) {
-            Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(err) => {
-                tracing::warn!(target: "ward::operator::authz", decision = "refused", reason = %err,
-                    "client certificate refused at the handshake");
-                let cert_error = match err {
-                    VerifyError::Expired { .. } => CertificateError::Expired,
-                    VerifyError::NotValidYet { .. } => CertificateError::NotValidYet,
-                    VerifyError::UnknownIssuer { .. } => CertificateError::UnknownIssuer,
-                    VerifyError::Malformed => CertificateError::BadEncoding,
-                    other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
-                };
-                Err(rustls::Error::InvalidCertificate(cert_error))
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// The operator's TLS settings: its SVID, mandatory client certificates checked by [`AnchoredClientVerifier`],
-/// TLS 1.3, HTTP/2 (gRPC).
+/// The operator's TLS settings: its SVID; mandatory client certificates of any trust domain the anchors sign,
+/// carrying a Dapr-shaped SPIFFE ID (`.../ns/<ns>/<app-id>`; what it may ask is [`authorize`]'s); TLS 1.3, HTTP/2.
 pub fn server_config(
     svid: Arc<ward_identity::SvidResolver>,
     anchors: TrustAnchors,
     skew: Duration,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
+    let dapr_workloads = Authorizer::Custom(Arc::new(|id: &SpiffeId| id.dapr_identity().is_ok()));
+    let verifier = SpiffeClientVerifier::for_any_trust_domain(anchors.0, dapr_workloads, skew);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(AnchoredClientVerifier::new(anchors, skew)))
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(svid);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
