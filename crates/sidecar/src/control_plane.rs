@@ -287,13 +287,17 @@ impl OperatorFeed {
             .map_err(connection.rpc_error("SubscriptionUpdate"))?
             .into_inner();
         let mut configurations = match &self.config_name {
-            Some(_) => Some(
-                client
-                    .configuration_update(ConfigurationUpdateRequest { namespace: namespace.clone() })
-                    .await
-                    .map_err(connection.rpc_error("ConfigurationUpdate"))?
-                    .into_inner(),
-            ),
+            Some(_) => {
+                match client.configuration_update(ConfigurationUpdateRequest { namespace: namespace.clone() }).await {
+                    Ok(stream) => Some(stream.into_inner()),
+                    // An operator without the stream (older Dapr): the Configuration is re-read on each reconnect only.
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        tracing::warn!(operator = %self.address, "the operator does not stream Configuration changes; they apply when the sidecar reconnects or restarts");
+                        None
+                    }
+                    Err(status) => return Err(connection.rpc_error("ConfigurationUpdate")(status)),
+                }
+            }
             None => None,
         };
         // Listed after the streams are open, so nothing that changes in between is missed (and whatever changed
