@@ -294,6 +294,10 @@ fn the_operator_serves_each_sidecar_its_namespace_within_its_scopes() {
     // Kinds ward does not serve: refused, not an empty list.
     let unimplemented = rt.block_on(a.list_mcp_servers(ListMcpServersRequest { namespace: ns.clone() })).unwrap_err();
     assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
+    // Workflow access policies: refused the same way, never "no policy".
+    let policies = ward_operator_api::proto::ListWorkflowAccessPolicyRequest { namespace: ns.clone() };
+    let unimplemented = rt.block_on(a.list_workflow_access_policy(policies)).unwrap_err();
+    assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
     let subscriptions =
         rt.block_on(a.list_subscriptions_v2(ListSubscriptionsRequest { namespace: ns.clone() })).unwrap();
     assert!(subscriptions.into_inner().subscriptions.is_empty());
