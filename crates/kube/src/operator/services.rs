@@ -43,37 +43,29 @@ pub struct Workload {
 impl Workload {
     fn from_deployment(d: &Deployment) -> Option<Self> {
         let spec = d.spec.as_ref()?;
-        Some(Workload {
-            kind: "Deployment",
-            namespace: d.metadata.namespace.clone()?,
-            name: d.metadata.name.clone()?,
-            uid: d.metadata.uid.clone()?,
-            template_annotations: spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.annotations.clone())
-                .unwrap_or_default(),
-            match_labels: spec.selector.match_labels.clone().unwrap_or_default(),
-            deleting: d.metadata.deletion_timestamp.is_some(),
-        })
+        Self::from_parts("Deployment", &d.metadata, &spec.template, &spec.selector)
     }
 
     fn from_stateful_set(s: &StatefulSet) -> Option<Self> {
         let spec = s.spec.as_ref()?;
+        Self::from_parts("StatefulSet", &s.metadata, &spec.template, &spec.selector)
+    }
+
+    /// What both workload kinds share: identity, the pod template's annotations, the selector.
+    fn from_parts(
+        kind: &'static str,
+        metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Option<Self> {
         Some(Workload {
-            kind: "StatefulSet",
-            namespace: s.metadata.namespace.clone()?,
-            name: s.metadata.name.clone()?,
-            uid: s.metadata.uid.clone()?,
-            template_annotations: spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.annotations.clone())
-                .unwrap_or_default(),
-            match_labels: spec.selector.match_labels.clone().unwrap_or_default(),
-            deleting: s.metadata.deletion_timestamp.is_some(),
+            kind,
+            namespace: metadata.namespace.clone()?,
+            name: metadata.name.clone()?,
+            uid: metadata.uid.clone()?,
+            template_annotations: template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default(),
+            match_labels: selector.match_labels.clone().unwrap_or_default(),
+            deleting: metadata.deletion_timestamp.is_some(),
         })
     }
 
