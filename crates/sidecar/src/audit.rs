@@ -1,6 +1,17 @@
 //! The audit sink: every authorization decision becomes one hash-chained JSON line (sealed by
-//! `ward_policy::AuditChain`) on stderr or in an append-only file. Lines are sealed and written on a dedicated
-//! thread, so the request path never blocks on disk and the chain order is the order decisions were made.
+//! `ward_policy::AuditChain`) on stderr or in an append-only file.
+//!
+//! Where a line is written depends on whether the destination can stall:
+//! - a regular file (`--audit-log`, or stderr redirected to one) with `fsync: never`: on the request path itself,
+//!   under a lock the writer thread shares ([`AuditWriter::never_blocks`]). Handing each line to a thread cost
+//!   the callee two context switches per request (about a sixth of its CPU at saturation, `docs/benchmarks.md`);
+//!   a write into the page cache costs a few microseconds. While the thread has a backlog, or the lock is busy,
+//!   events queue behind it as below, so nothing overtakes;
+//! - a pipe, a terminal or a socket (stderr under a container runtime) may block on its reader, and a sync waits
+//!   for the disk: those lines are sealed and written on a dedicated thread, so the request path never blocks on
+//!   them.
+//!
+//! Either way the chain order is the order the lines were sealed.
 //!
 //! Durability rules (issue 12 row 9):
 //! - the queue is bounded ([`DEFAULT_QUEUE_CAPACITY`]); [`AuditSink::record`] fails with [`AuditUnavailable`] when
@@ -69,6 +80,22 @@ struct Handle {
     tx: Sender<Queued>,
     state: Arc<State>,
     capacity: usize,
+    /// Shared with the writer thread.
+    destination: Arc<Mutex<Destination>>,
+    /// Lines may be written on the request path: the destination never blocks and nothing waits for a sync.
+    inline: bool,
+}
+
+/// Where lines go and the chain they continue. Whoever holds the lock seals and writes.
+struct Destination {
+    writer: Box<dyn AuditWriter>,
+    chain: AuditChain,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination").finish_non_exhaustive()
+    }
 }
 
 /// Shared between the handles and the writer thread.
@@ -160,6 +187,27 @@ pub trait AuditWriter: Send + 'static {
     fn sync(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// Whether an append returns promptly whatever any reader does (a regular file: the page cache takes the
+    /// bytes; a pipe or socket can block until its reader drains it). Only such a destination is written on the
+    /// request path.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+}
+
+/// Whether `file` is a regular file (appends go to the page cache, never wait for a reader).
+fn is_regular_file(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.is_file())
+}
+
+/// Whether this process's stderr is a regular file (redirected to one), checked once.
+fn stderr_is_regular_file() -> bool {
+    use std::os::fd::AsFd;
+    static REGULAR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGULAR.get_or_init(|| {
+        std::io::stderr().as_fd().try_clone_to_owned().map(File::from).is_ok_and(|file| is_regular_file(&file))
+    })
 }
 
 /// The audit file, opened for appending, with the length of its complete lines.
@@ -186,6 +234,11 @@ impl AuditWriter for FileWriter {
         // Data and the length it needs; the file's other metadata (mtime) need not reach the disk first.
         self.file.sync_data()
     }
+
+    fn never_blocks(&self) -> bool {
+        // `--audit-log` may name a FIFO or a device.
+        is_regular_file(&self.file)
+    }
 }
 
 #[derive(Debug)]
@@ -201,6 +254,10 @@ impl AuditWriter for StderrWriter {
     /// A stream cannot be cut back; the reader sees the fragment followed by the retried line.
     fn discard_partial(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+
+    fn never_blocks(&self) -> bool {
+        stderr_is_regular_file()
     }
 }
 
@@ -250,6 +307,10 @@ impl AuditWriter for StderrLogWriter {
     fn discard_partial(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+
+    fn never_blocks(&self) -> bool {
+        stderr_is_regular_file()
+    }
 }
 
 /// One queued event, and who waits for it to reach the operating system.
@@ -259,15 +320,28 @@ struct Queued {
 }
 
 /// Resolves once an event's line has been handed to the operating system (it then survives a SIGKILL of the
-/// sidecar), or with the reason it was not. Lines are written in groups: one write for every event queued
-/// meanwhile, so each request waits for its own batch only.
-pub struct Written(tokio::sync::oneshot::Receiver<Result<(), AuditUnavailable>>);
+/// sidecar), or with the reason it was not. Lines written by the thread go in groups: one write for every event
+/// queued meanwhile, so each request waits for its own batch only. A line written on the request path is
+/// [`Written`] already.
+pub struct Written(WrittenInner);
+
+enum WrittenInner {
+    Done(Option<Result<(), AuditUnavailable>>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<(), AuditUnavailable>>),
+}
 
 impl std::future::Future for Written {
     type Output = Result<(), AuditUnavailable>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(AuditUnavailable::WriterStopped)))
+        match &mut self.0 {
+            WrittenInner::Done(answer) => {
+                std::task::Poll::Ready(answer.take().unwrap_or(Err(AuditUnavailable::WriterStopped)))
+            }
+            WrittenInner::Waiting(rx) => {
+                std::pin::Pin::new(rx).poll(cx).map(|answer| answer.unwrap_or(Err(AuditUnavailable::WriterStopped)))
+            }
+        }
     }
 }
 
@@ -319,25 +393,81 @@ impl AuditSink {
         let (tx, rx) = mpsc::channel::<Queued>();
         let state = Arc::new(State::default());
         let thread_state = state.clone();
+        let inline = fsync == AuditFsync::Never && writer.never_blocks();
+        let destination = Arc::new(Mutex::new(Destination { writer: Box::new(writer), chain }));
+        let thread_destination = destination.clone();
         std::thread::Builder::new()
             .name("ward-audit".into())
-            .spawn(move || write_loop(rx, writer, chain, &thread_state, fsync))
+            .spawn(move || write_loop(rx, &thread_destination, &thread_state, fsync))
             .map_err(|source| AuditError::Io { path: PathBuf::from("<audit thread>"), source })?;
-        Ok(Self { handle: Arc::new(Handle { tx, state, capacity }) })
+        Ok(Self { handle: Arc::new(Handle { tx, state, capacity, destination, inline }) })
     }
 
     /// Queues one event. `Err` means the event will not be recorded: the caller must refuse the request it
     /// describes (fail closed). Never blocks.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-        self.enqueue(Queued { event, written: None })
+        match self.write_inline(event)? {
+            Inline::Written(_) => Ok(()),
+            Inline::Queue(event) => self.enqueue(Queued { event, written: None }),
+        }
     }
 
     /// Queues one event and returns a [`Written`] to await before acting on the decision it records ("audit,
     /// then forward"). `Err` as for [`AuditSink::record`].
     pub fn record_written(&self, event: AuditEvent) -> Result<Written, AuditUnavailable> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(Queued { event, written: Some(tx) })?;
-        Ok(Written(rx))
+        match self.write_inline(event)? {
+            Inline::Written(result) => Ok(Written(WrittenInner::Done(Some(result)))),
+            Inline::Queue(event) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.enqueue(Queued { event, written: Some(tx) })?;
+                Ok(Written(WrittenInner::Waiting(rx)))
+            }
+        }
+    }
+
+    /// Refuses the event while the writer is failing; else writes it here when the destination allows (see the
+    /// module comment) and nothing is queued before it, or gives it back to be queued.
+    fn write_inline(&self, event: AuditEvent) -> Result<Inline, AuditUnavailable> {
+        let (handle, state) = (&self.handle, &self.handle.state);
+        if state.failing.load(Ordering::Acquire) {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(AuditUnavailable::WriteFailing);
+        }
+        if !handle.inline || state.queued.load(Ordering::Acquire) > 0 {
+            return Ok(Inline::Queue(event));
+        }
+        // Busy (the thread is writing a batch): behind it, through the queue.
+        let Ok(mut destination) = handle.destination.try_lock() else { return Ok(Inline::Queue(event)) };
+        // Sealed on a copy of the chain: it advances only once the line is written.
+        let mut next = destination.chain.clone();
+        let mut line = next.seal_and_commit(&event).into_bytes();
+        line.push(b'\n');
+        state.accepted.fetch_add(1, Ordering::Relaxed);
+        match destination.writer.append(&line) {
+            Ok(()) => {
+                destination.chain = next;
+                drop(destination);
+                if let Some(Mirror(mirror)) = state.mirror.get() {
+                    mirror(&event);
+                }
+                Ok(Inline::Written(Ok(())))
+            }
+            Err(err) => {
+                // As the thread does: new events are refused, the partial line goes, and the event is retried
+                // (by the thread, which backs off and clears the failure once a write works); whoever waits for
+                // this one is refused now (fail closed).
+                note_failure(state, "writing an audit line", &err);
+                if let Err(err) = destination.writer.discard_partial() {
+                    tracing::error!(error = %err, "cutting a partial audit line failed; will retry");
+                }
+                drop(destination);
+                state.queued.fetch_add(1, Ordering::AcqRel);
+                if handle.tx.send(Queued { event, written: None }).is_err() {
+                    state.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+                Ok(Inline::Written(Err(AuditUnavailable::WriteFailing)))
+            }
+        }
     }
 
     fn enqueue(&self, queued: Queued) -> Result<(), AuditUnavailable> {
@@ -346,9 +476,6 @@ impl AuditSink {
             state.refused.fetch_add(1, Ordering::Relaxed);
             Err(why)
         };
-        if state.failing.load(Ordering::Acquire) {
-            return refused(AuditUnavailable::WriteFailing);
-        }
         if state.queued.fetch_add(1, Ordering::AcqRel) >= self.handle.capacity {
             state.queued.fetch_sub(1, Ordering::AcqRel);
             return refused(AuditUnavailable::QueueFull { capacity: self.handle.capacity });
@@ -390,6 +517,14 @@ impl AuditSink {
     pub fn is_failing(&self) -> bool {
         self.handle.state.failing.load(Ordering::Acquire)
     }
+}
+
+/// What [`AuditSink::write_inline`] did with an event.
+enum Inline {
+    /// Written here (or, `Err`, the write failed and the event went to the thread to be retried).
+    Written(Result<(), AuditUnavailable>),
+    /// To be queued for the thread.
+    Queue(AuditEvent),
 }
 
 /// Opens `path` for appending and resumes the chain from its last complete line. A tail without a newline (a crash
@@ -534,7 +669,7 @@ fn note_failure(state: &State, what: &str, err: &std::io::Error) {
 
 /// Syncs until it succeeds (with the write path's back-off), failing closed meanwhile. `false` if the sink was
 /// closed while syncs kept failing (the writer then stops).
-fn sync_until_done(writer: &mut impl AuditWriter, state: &State) -> bool {
+fn sync_until_done(writer: &mut (impl AuditWriter + ?Sized), state: &State) -> bool {
     let mut delay = Duration::from_millis(5);
     loop {
         match writer.sync() {
@@ -554,13 +689,8 @@ fn sync_until_done(writer: &mut impl AuditWriter, state: &State) -> bool {
     }
 }
 
-fn write_loop(
-    rx: Receiver<Queued>,
-    mut writer: impl AuditWriter,
-    mut chain: AuditChain,
-    state: &State,
-    fsync: AuditFsync,
-) {
+fn write_loop(rx: Receiver<Queued>, destination: &Mutex<Destination>, state: &State, fsync: AuditFsync) {
+    let lock = || destination.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // `interval`: when the oldest line not yet synced was written, if any.
     let mut unsynced_since: Option<Instant> = None;
     loop {
@@ -570,7 +700,7 @@ fn write_loop(
                 Ok(queued) => Some(queued),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = sync_until_done(&mut writer, state);
+                    let _ = sync_until_done(&mut *lock().writer, state);
                     return;
                 }
             },
@@ -580,7 +710,7 @@ fn write_loop(
             },
         };
         if unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL) {
-            if !sync_until_done(&mut writer, state) {
+            if !sync_until_done(&mut *lock().writer, state) {
                 return;
             }
             unsynced_since = None;
@@ -594,6 +724,9 @@ fn write_loop(
         batch.extend(rx.try_iter().take(MAX_BATCH - 1));
         // Taken off the queue: room for as many more (the events are still written, or retried, below).
         state.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        // Held for the batch, retries included: the request path then queues behind it instead of writing.
+        let mut guard = lock();
+        let Destination { writer, chain } = &mut *guard;
         // Sealed on a copy of the chain: it advances only once the whole batch is written.
         let mut next = chain.clone();
         let mut bytes = Vec::new();
@@ -607,7 +740,7 @@ fn write_loop(
             match writer.append(&bytes) {
                 Ok(()) => {
                     // The lines are in the file: the chain continues from them whatever a sync does next.
-                    chain = next;
+                    *chain = next;
                     match fsync {
                         AuditFsync::Never => {}
                         AuditFsync::Interval => {
@@ -621,7 +754,7 @@ fn write_loop(
                                 for waiter in waiters.drain(..) {
                                     let _ = waiter.send(Err(AuditUnavailable::WriteFailing));
                                 }
-                                if !sync_until_done(&mut writer, state) {
+                                if !sync_until_done(&mut **writer, state) {
                                     return;
                                 }
                             }
@@ -669,6 +802,9 @@ fn write_loop(
 #[derive(Debug, Clone, Default)]
 pub struct MemoryWriter {
     inner: Arc<Mutex<MemoryInner>>,
+    /// What [`AuditWriter::never_blocks`] says: `false` (lines written by the thread) unless made with
+    /// [`MemoryWriter::never_blocking`].
+    never_blocks: bool,
 }
 
 #[derive(Debug, Default)]
@@ -683,6 +819,11 @@ struct MemoryInner {
 }
 
 impl MemoryWriter {
+    /// A writer that claims never to block, as a regular file does: lines are written on the request path.
+    pub fn never_blocking() -> Self {
+        Self { never_blocks: true, ..Self::default() }
+    }
+
     /// Makes later appends fail (`true`) or succeed (`false`).
     pub fn set_failing(&self, fail: bool) {
         if let Ok(mut inner) = self.inner.lock() {
@@ -736,6 +877,10 @@ impl AuditWriter for MemoryWriter {
         inner.syncs += 1;
         inner.synced = inner.bytes.len();
         Ok(())
+    }
+
+    fn never_blocks(&self) -> bool {
+        self.never_blocks
     }
 }
 

@@ -80,9 +80,27 @@ impl Readiness {
     }
 }
 
-/// The public API's state: one handle per core; each handler extracts only its own.
+/// The public API's state: one handle per core; each handler extracts only its own. Behind one `Arc`, because
+/// axum clones the router's state for every request (one reference count instead of one per core).
 #[derive(Clone)]
-pub(crate) struct ApiState {
+pub(crate) struct ApiState(Arc<ApiHandles>);
+
+impl ApiState {
+    pub(crate) fn new(handles: ApiHandles) -> Self {
+        Self(Arc::new(handles))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiHandles;
+
+    fn deref(&self) -> &ApiHandles {
+        &self.0
+    }
+}
+
+/// The cores behind [`ApiState`].
+pub(crate) struct ApiHandles {
     pub(crate) invoker: Arc<Invoker>,
     pub(crate) state: Arc<StateCore>,
     pub(crate) components: Arc<Components>,

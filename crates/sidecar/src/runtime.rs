@@ -25,7 +25,7 @@ use crate::inbound::app_channel::{AppChannel, AppChannelOptions};
 use crate::invoke::Invoker;
 use crate::listeners::ListenerControl;
 use crate::metadata::{AppConnection, MetadataCore};
-use crate::public::{ApiState, Readiness};
+use crate::public::{ApiHandles, ApiState, Readiness};
 use crate::settings::Settings;
 use crate::state::StateCore;
 use crate::transport::{Mtls, Outbound, Transport};
@@ -521,7 +521,7 @@ impl Sidecar {
             ListenerControl { limits: options.listener_limits, stop: stop_rx.clone(), drain: options.drain_timeout };
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(crate::listeners::serve_internal(internal, internal_tls, inbound, control.clone())));
-        let api_state = ApiState {
+        let api_state = ApiState::new(ApiHandles {
             invoker: invoker.clone(),
             state: state_core.clone(),
             components: components.clone(),
@@ -530,7 +530,7 @@ impl Sidecar {
             api_list: api_list.clone(),
             provenance: provenance.clone(),
             pubsub: pubsub.clone(),
-        };
+        });
         let delivery = Arc::new(crate::pubsub::delivery::DeliveryHandles {
             core: pubsub.clone(),
             app_channel: inbound_channel.clone(),

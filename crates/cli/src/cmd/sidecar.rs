@@ -105,6 +105,11 @@ pub struct Args {
     /// How long shutdown waits for in-flight requests (default 5s, or `--dapr-graceful-shutdown-seconds`).
     #[arg(long, value_parser = super::parse_duration)]
     drain_timeout: Option<Duration>,
+    /// Threads that serve requests. One by default, as linkerd2-proxy does: a sidecar shares its machine with its
+    /// app, and on a busy machine a second worker costs more in wake-ups than it adds (measured in
+    /// `docs/benchmarks.md`). `0`: one per CPU this process may use (cgroup CPU quotas included).
+    #[arg(long, env = "WARD_WORKER_THREADS", default_value_t = 1)]
+    worker_threads: usize,
     #[command(flatten)]
     daprd: DaprdFlags,
     #[command(flatten)]
@@ -437,9 +442,19 @@ async fn options(args: &Args) -> anyhow::Result<SidecarOptions> {
     })
 }
 
+/// The request-serving runtime: `workers` threads, or one per usable CPU for `0`. A multi-thread runtime even with
+/// one worker, so that the blocking pool (SQLite, file reads) and `block_in_place` stay available.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build()
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.log.init(&args.app_id)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = runtime(args.worker_threads).context("starting the async runtime")?;
     runtime.block_on(async move {
         // Token files are watched by tasks, so options are built inside the runtime.
         let options = options(&args).await?;

@@ -435,3 +435,62 @@ fn a_file_sink_with_always_writes_a_verifiable_log() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(ward_policy::verify_chain(complete_lines(&text).iter().copied()).ok(), Some(3), "{text}");
 }
+
+/// A destination that never blocks is written on the request path: the line is in it when `record` returns, and
+/// `record_written` is ready at once.
+#[tokio::test]
+async fn a_never_blocking_destination_is_written_before_record_returns() {
+    let writer = MemoryWriter::never_blocking();
+    let sink = AuditSink::from_writer(writer.clone(), AuditChain::new(), 16).unwrap();
+    for n in 0..3 {
+        assert_eq!(sink.record(event(n)), Ok(()));
+        assert_eq!(complete_lines(&writer.contents()).len(), n + 1, "written before record returned");
+    }
+    let written = sink.record_written(event(3)).unwrap();
+    assert_eq!(complete_lines(&writer.contents()).len(), 4);
+    assert_eq!(tokio::time::timeout(Duration::from_secs(1), written).await, Ok(Ok(())));
+    let text = writer.contents();
+    assert_eq!(ward_policy::verify_chain(complete_lines(&text).into_iter()).ok(), Some(4), "{text}");
+}
+
+/// Written on the request path, a failed write fails closed exactly as on the thread: the waiting request is
+/// refused, later events are refused until a write works, no fragment stays, and the failed event is retried (by
+/// the thread) so the chain keeps every decision made.
+#[tokio::test]
+async fn a_failed_write_on_the_request_path_fails_closed_and_is_retried() {
+    let writer = MemoryWriter::never_blocking();
+    let sink = AuditSink::from_writer(writer.clone(), AuditChain::new(), 16).unwrap();
+    assert_eq!(sink.record(event(0)), Ok(()));
+
+    writer.set_failing(true);
+    let refused = tokio::time::timeout(Duration::from_secs(1), sink.record_written(event(1)).unwrap()).await;
+    assert_eq!(refused, Ok(Err(AuditUnavailable::WriteFailing)), "the waiting request is refused");
+    assert!(sink.is_failing());
+    assert_eq!(sink.record(event(2)), Err(AuditUnavailable::WriteFailing), "refused while failing");
+
+    writer.set_failing(false);
+    wait_until(Duration::from_secs(10), "the retry and recovery", || !sink.is_failing());
+    wait_until(Duration::from_secs(10), "two lines", || complete_lines(&writer.contents()).len() == 2);
+    assert_eq!(sink.record(event(3)), Ok(()));
+    let text = writer.contents();
+    assert!(text.ends_with('\n'), "no fragment left: {text}");
+    let lines = complete_lines(&text);
+    assert_eq!(ward_policy::verify_chain(lines.iter().copied()).ok(), Some(3), "{text}");
+    let operations: Vec<String> =
+        lines.iter().filter_map(|l| ward_policy::audit::parse_line(l).ok()).map(|e| e.operation).collect();
+    assert_eq!(operations, ["orders/0", "orders/1", "orders/3"]);
+}
+
+/// Only a regular file is written on the request path; a FIFO (which blocks until read) goes through the thread.
+#[test]
+fn only_regular_files_are_written_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = open_file(&dir.path().join("audit.log")).unwrap();
+    assert!(file.never_blocks());
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // Opened read-write so that the open itself does not wait for a reader.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    assert!(!is_regular_file(&file));
+}
