@@ -520,6 +520,8 @@ impl AuditSink {
 }
 
 /// What [`AuditSink::write_inline`] did with an event.
+// Returned once per event and moved straight on: boxing the event would cost an allocation per queued call.
+#[allow(clippy::large_enum_variant)]
 enum Inline {
     /// Written here (or, `Err`, the write failed and the event went to the thread to be retried).
     Written(Result<(), AuditUnavailable>),
