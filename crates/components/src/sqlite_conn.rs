@@ -131,7 +131,31 @@ fn parse(connection_string: &str) -> Result<Parsed, OpenError> {
 }
 
 /// Opens the database and applies ward's pragmas. Blocking: call from `spawn_blocking`.
+///
+/// Processes that start together may open one fresh file at the same moment. Turning it to WAL needs its write
+/// lock, and SQLite answers "database is locked" at once, without waiting in the busy handler, to a connection
+/// that would otherwise deadlock with another one doing the same; so a busy open is retried on a fresh connection
+/// for as long as `busyTimeout` allows.
 pub(crate) fn open(opts: &ConnOptions) -> Result<Connection, OpenError> {
+    let deadline = std::time::Instant::now() + opts.busy_timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match open_once(opts) {
+            Err(OpenError::Sqlite(err)) if is_busy(&err) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`: another connection holds a lock this one needs.
+pub(crate) fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn open_once(opts: &ConnOptions) -> Result<Connection, OpenError> {
     let memory = is_memory(&opts.connection_string);
     let parsed = parse(&opts.connection_string)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
