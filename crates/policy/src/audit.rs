@@ -13,7 +13,6 @@
 //! Events must never carry secrets or tokens: only identities, operation names and the matched rule.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::acl::{AclDecision, AclRequest, AppProtocol, Caller};
@@ -482,6 +481,48 @@ struct ParsedLine {
     prev: String,
 }
 
+/// A sealed line's fields, borrowed, in the order the line has always had: keys sorted (the order of the
+/// `serde_json::Map` the line was first built from), `caller` and `verb` always present (`null` when unknown), `tool`
+/// and `jsonrpc_id` only on the events that have them. Serialized straight from the event: no copy of each field
+/// into a `Value` per decision (this runs on the request path).
+#[derive(Serialize)]
+struct SealedFields<'a> {
+    callee: &'a str,
+    caller: Option<&'a str>,
+    decision: &'a str,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_id: Option<&'a str>,
+    operation: &'a str,
+    prev: &'a str,
+    reason: &'a str,
+    rule: &'a str,
+    time: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a str>,
+    verb: Option<&'a str>,
+}
+
+/// `event` chained to `prev`, as one JSON line without its newline.
+fn sealed_json(event: &AuditEvent, prev: &str) -> String {
+    let fields = SealedFields {
+        callee: &event.callee,
+        caller: event.caller.as_deref(),
+        decision: event.decision.as_str(),
+        event: &event.event,
+        jsonrpc_id: event.jsonrpc_id.as_deref(),
+        operation: &event.operation,
+        prev,
+        reason: &event.reason,
+        rule: &event.rule,
+        time: &event.time,
+        tool: event.tool.as_deref(),
+        verb: event.verb.as_deref(),
+    };
+    // Strings and options of strings only: serializing them cannot fail.
+    serde_json::to_string(&fields).unwrap_or_default()
+}
+
 impl AuditChain {
     /// A new chain; its first line will have `prev` = [`GENESIS_HASH`].
     pub fn new() -> Self {
@@ -511,27 +552,7 @@ impl AuditChain {
     /// (issue 12 row 9).
     #[must_use = "a sealed line only joins the chain once it is written and committed"]
     pub fn seal(&self, event: &AuditEvent) -> SealedLine {
-        let mut map = Map::new();
-        let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
-        map.insert("time".into(), Value::String(event.time.clone()));
-        map.insert("event".into(), Value::String(event.event.clone()));
-        map.insert("caller".into(), opt(&event.caller));
-        map.insert("callee".into(), Value::String(event.callee.clone()));
-        map.insert("operation".into(), Value::String(event.operation.clone()));
-        map.insert("verb".into(), opt(&event.verb));
-        map.insert("decision".into(), Value::String(event.decision.as_str().to_owned()));
-        map.insert("rule".into(), Value::String(event.rule.clone()));
-        map.insert("reason".into(), Value::String(event.reason.clone()));
-        // Present only on the events that have them, so every other line reads exactly as before.
-        if let Some(tool) = &event.tool {
-            map.insert("tool".into(), Value::String(tool.clone()));
-        }
-        if let Some(id) = &event.jsonrpc_id {
-            map.insert("jsonrpc_id".into(), Value::String(id.clone()));
-        }
-        map.insert("prev".into(), Value::String(self.prev.clone()));
-        // Built from a `Value`, whose Display cannot fail, rather than `to_string(event)`, which returns a Result.
-        let line = Value::Object(map).to_string();
+        let line = sealed_json(event, &self.prev);
         let hash = sha256_hex(&line);
         SealedLine { line, prev: self.prev.clone(), hash }
     }
@@ -684,6 +705,62 @@ fn sha256_hex(line: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// The line as it was built before it was serialized straight from the event (a `serde_json::Map` of copies):
+    /// every existing log was written this way, so the bytes must not change.
+    fn sealed_json_by_map(event: &AuditEvent, prev: &str) -> String {
+        use serde_json::{Map, Value};
+        let mut map = Map::new();
+        let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        map.insert("time".into(), Value::String(event.time.clone()));
+        map.insert("event".into(), Value::String(event.event.clone()));
+        map.insert("caller".into(), opt(&event.caller));
+        map.insert("callee".into(), Value::String(event.callee.clone()));
+        map.insert("operation".into(), Value::String(event.operation.clone()));
+        map.insert("verb".into(), opt(&event.verb));
+        map.insert("decision".into(), Value::String(event.decision.as_str().to_owned()));
+        map.insert("rule".into(), Value::String(event.rule.clone()));
+        map.insert("reason".into(), Value::String(event.reason.clone()));
+        if let Some(tool) = &event.tool {
+            map.insert("tool".into(), Value::String(tool.clone()));
+        }
+        if let Some(id) = &event.jsonrpc_id {
+            map.insert("jsonrpc_id".into(), Value::String(id.clone()));
+        }
+        map.insert("prev".into(), Value::String(prev.to_owned()));
+        Value::Object(map).to_string()
+    }
+
+    #[test]
+    fn sealed_lines_keep_their_bytes() {
+        let plain = AuditEvent {
+            time: "2026-05-01T10:00:00Z".into(),
+            event: AUTH_INTERNAL_ALLOW.into(),
+            caller: Some("spiffe://public/ns/default/caller".into()),
+            callee: "callee".into(),
+            operation: "orders/1".into(),
+            verb: Some("GET".into()),
+            decision: Decision::Allow,
+            rule: "policies[0].operations[0]".into(),
+            reason: "allowed".into(),
+            tool: None,
+            jsonrpc_id: None,
+        };
+        let odd = AuditEvent {
+            caller: None,
+            verb: None,
+            decision: Decision::Deny,
+            operation: "a\"b\\c\n\u{1}/ü/\u{2028}".into(),
+            reason: "tab\there".into(),
+            tool: Some("delete_all".into()),
+            jsonrpc_id: Some("\"7\"".into()),
+            ..plain.clone()
+        };
+        let only_tool = AuditEvent { tool: Some("t".into()), ..plain.clone() };
+        for event in [&plain, &odd, &only_tool] {
+            assert_eq!(sealed_json(event, GENESIS_HASH), sealed_json_by_map(event, GENESIS_HASH));
+        }
+    }
     use super::*;
     use crate::acl::{AccessControl, AppProtocol, Caller, HttpVerb};
 

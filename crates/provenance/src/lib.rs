@@ -205,10 +205,22 @@ impl SigningKey {
     }
 }
 
-/// A fresh random `jti` (128 bits, base64url).
+/// A `jti` no other token of this process carries (128 bits, base64url): 64 random bits drawn once per process,
+/// then a counter. A `jti` needs to be unique, not unpredictable (the signature is what cannot be forged), and a
+/// `getrandom` call per token was a system call on every request; a restarted sidecar draws new bits (and has a
+/// new key anyway).
 pub fn new_jti() -> Result<String, ProvenanceError> {
+    static PREFIX: std::sync::OnceLock<Option<[u8; 8]>> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut bytes).ok().map(|()| bytes)
+    });
+    let Some(prefix) = prefix else { return Err(ProvenanceError::Signing("rng")) };
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut bytes).map_err(|_| ProvenanceError::Signing("rng"))?;
+    bytes[..8].copy_from_slice(prefix);
+    bytes[8..].copy_from_slice(&count.to_be_bytes());
     Ok(B64.encode(bytes))
 }
 

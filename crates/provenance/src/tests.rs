@@ -251,6 +251,20 @@ fn jwks_round_trips_and_kid_is_the_thumbprint() {
     assert_ne!(new_jti().unwrap(), new_jti().unwrap());
 }
 
+/// `jti`s never repeat within a process, from many threads at once, and stay 128 bits of base64url.
+#[test]
+fn jtis_are_unique_across_threads() {
+    let threads: Vec<_> =
+        (0..4).map(|_| std::thread::spawn(|| (0..20_000).map(|_| new_jti().unwrap()).collect::<Vec<_>>())).collect();
+    let mut seen = std::collections::HashSet::new();
+    for thread in threads {
+        for jti in thread.join().unwrap() {
+            assert_eq!(B64.decode(&jti).map(|b| b.len()).ok(), Some(16), "{jti}");
+            assert!(seen.insert(jti), "a repeated jti");
+        }
+    }
+}
+
 /// Mint and verify cost, for the closing note: `cargo test -p ward-provenance -- --ignored --nocapture`.
 #[test]
 #[ignore]
