@@ -739,6 +739,12 @@ pub fn sidecar_args(config: &InjectorConfig, s: &Settings) -> Vec<String> {
     if let Some(n) = s.app_max_concurrency {
         args.push(format!("--app-max-concurrency={n}"));
     }
+    // A sidecar serves requests on one thread unless told otherwise; given a CPU limit, it uses one per CPU of the
+    // limit (`0`: the runtime reads the cgroup quota), as daprd uses what its container may. `WARD_WORKER_THREADS`
+    // in `dapr.io/env` still decides when set.
+    if s.limits.contains_key("cpu") && !s.env.iter().any(|(name, _)| name == "WARD_WORKER_THREADS") {
+        args.push("--worker-threads=0".into());
+    }
     if s.log_as_json {
         args.push("--log-as-json".into());
     }

@@ -259,8 +259,15 @@ fn each_honoured_annotation_has_its_effect() {
                     r,
                     json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}})
                 );
+                assert_eq!(flag(c, "--worker-threads").as_deref(), Some("0"), "one worker per CPU of the limit");
             },
         ),
+        ("no-cpu-limit", &[(a::MEMORY_LIMIT, "256Mi")], |_, c| {
+            assert_eq!(flag(c, "--worker-threads"), None, "the sidecar's default: one worker");
+        }),
+        ("cpu-limit-and-explicit-workers", &[(a::CPU_LIMIT, "4"), (a::ENV, "WARD_WORKER_THREADS=2")], |_, c| {
+            assert_eq!(flag(c, "--worker-threads"), None, "dapr.io/env decides");
+        }),
         ("sidecar-listen-addresses", &[(a::LISTEN_ADDRESSES, "127.0.0.1")], |_, c| {
             assert_eq!(flag(c, "--dapr-listen-addresses").as_deref(), Some("127.0.0.1"))
         }),
