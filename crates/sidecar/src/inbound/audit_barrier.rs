@@ -1,6 +1,7 @@
 //! Audit, then forward: the access-control layer queues an allowed call's audit line and this barrier, the last step
-//! before the app, waits until that line has been handed to the operating system (group commit: one write per batch
-//! of calls). A line that cannot be written refuses the call (fail closed), so the app never receives a request
+//! before the app, waits until that line has been handed to the operating system (written by the request itself to a
+//! regular file, else by the writer thread in groups; see `audit.rs`). A line that cannot be written refuses the
+//! call (fail closed), so the app never receives a request
 //! whose decision is not on record, even if the sidecar is killed right after forwarding.
 
 use std::sync::{Arc, Mutex};
