@@ -249,3 +249,27 @@ fn unix_domain_socket_serves_the_api_with_owner_only_permissions() {
         (!http_socket.exists() && !grpc_socket.exists()).then_some(())
     });
 }
+
+/// `--worker-threads` (env `WARD_WORKER_THREADS`) is the number of request-serving threads: one by default, as many
+/// as asked otherwise. The sidecar logs the count its runtime reports.
+#[test]
+fn worker_threads_sets_the_request_serving_threads() {
+    let mesh = Mesh::start(&[]);
+    let workers = |process: &support::Ward| {
+        let stderr = process.stderr_text();
+        let line = stderr.lines().find(|l| l.contains("request-serving threads")).map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no worker count logged:\n{stderr}"))
+    };
+    let default = mesh.sidecar(SidecarSpec::new("workers-default", None));
+    assert!(workers(&default.process).contains("workers=1"), "one worker by default");
+
+    let mut spec = SidecarSpec::new("workers-flag", None);
+    spec.extra.push("--worker-threads=3".into());
+    let flag = mesh.sidecar(spec);
+    assert!(workers(&flag.process).contains("workers=3"));
+
+    let mut spec = SidecarSpec::new("workers-env", None);
+    spec.env.push(("WARD_WORKER_THREADS".into(), "2".into()));
+    let env = mesh.sidecar(spec);
+    assert!(workers(&env.process).contains("workers=2"));
+}

@@ -455,6 +455,8 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.log.init(&args.app_id)?;
     let runtime = runtime(args.worker_threads).context("starting the async runtime")?;
+    // Read back from the runtime, not echoed from the flag: this is what serves requests.
+    tracing::info!(workers = runtime.metrics().num_workers(), "request-serving threads");
     runtime.block_on(async move {
         // Token files are watched by tasks, so options are built inside the runtime.
         let options = options(&args).await?;
