@@ -455,12 +455,14 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     args.log.init(&args.app_id)?;
     let runtime = runtime(args.worker_threads).context("starting the async runtime")?;
-    // Read back from the runtime, not echoed from the flag: this is what serves requests.
-    tracing::info!(workers = runtime.metrics().num_workers(), "request-serving threads");
     runtime.block_on(async move {
         // Token files are watched by tasks, so options are built inside the runtime.
         let options = options(&args).await?;
         let sidecar = Sidecar::start(options).await?;
+        // Read back from the runtime, not echoed from the flag: this is what serves requests. Logged once started,
+        // so that a refused start stays one line.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(workers, "request-serving threads");
         // With --unix-domain-socket the APIs are the two socket files (`unix:<path>`), as the SDKs address them.
         let (http, grpc) = match &sidecar.api_sockets {
             Some((http, grpc)) => (format!("unix:{}", http.display()), format!("unix:{}", grpc.display())),
