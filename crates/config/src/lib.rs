@@ -59,7 +59,7 @@ pub use error::{
     BoxError, ConfigError, Location, MAX_ECHOED_CHARS, MAX_MESSAGE_CHARS, MetadataItemRef, ResolveError, ResourceId,
     ResourceKind, bounded, quote_value,
 };
-pub use resources::{ResourceSet, configuration_from_yaml, fingerprint, load_configuration};
+pub use resources::{ResourceSet, configuration_from_yaml, file_fingerprint, fingerprint, load_configuration};
 pub use schema::{UnsupportedField, UnsupportedKind};
 pub use subscription::{RouteRule, SUBSCRIPTION_API_VERSIONS, Subscription};
 pub use units::{parse_byte_quantity, parse_go_duration};

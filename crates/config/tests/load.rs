@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
-use ward_config::{ConfigError, MetadataValue, ResourceSet, fingerprint};
+use ward_config::{ConfigError, MetadataValue, ResourceSet, file_fingerprint, fingerprint};
 
 fn dir_with(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -492,6 +492,26 @@ fn fingerprint_changes_with_content() {
     std::fs::write(dir.path().join("b.yml"), "").expect("write");
     assert_ne!(second, fingerprint(&dirs).expect("fingerprint"), "a new file counts");
     assert!(fingerprint(&[PathBuf::from("/nonexistent/ward")]).is_err());
+}
+
+#[test]
+fn file_fingerprint_sees_every_byte_of_a_large_file() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    // Larger than the read buffer, so a change late in the file is only seen if every chunk is hashed.
+    let mut contents = "# padding\n".repeat(10_000).into_bytes();
+    std::fs::write(&path, &contents).expect("write");
+    let first = file_fingerprint(&path).expect("fingerprint");
+    assert_eq!(Some(first), file_fingerprint(&path), "stable");
+    let last = contents.len() - 2;
+    contents[last] = b'X';
+    std::fs::write(&path, &contents).expect("write");
+    let edited = file_fingerprint(&path).expect("fingerprint");
+    assert_ne!(first, edited, "same length, one byte changed near the end");
+    contents.truncate(contents.len() - 1);
+    std::fs::write(&path, &contents).expect("write");
+    assert_ne!(edited, file_fingerprint(&path).expect("fingerprint"), "truncated");
+    assert_eq!(file_fingerprint(&dir.path().join("missing.yaml")), None);
 }
 
 #[test]

@@ -119,11 +119,11 @@ impl Watcher {
         }
     }
 
-    /// The Configuration file's bytes, the resource directories' fingerprint, and the operator feed's generation.
-    async fn fingerprint(&self) -> (Option<Vec<u8>>, Option<u64>, u64) {
+    /// Fingerprints of the Configuration file and of the resource directories, and the operator feed's generation.
+    async fn fingerprint(&self) -> (Option<u64>, Option<u64>, u64) {
         let config = match self.options.config_path.clone() {
             Some(path) if self.feed.is_none() => {
-                tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.unwrap_or(None)
+                tokio::task::spawn_blocking(move || ward_config::file_fingerprint(&path)).await.unwrap_or(None)
             }
             _ => None,
         };
