@@ -2,7 +2,7 @@
 //!
 //! Three pieces share one [`ConnState`]:
 //! - [`TrackedIo`] wraps the socket and notes when request bytes start arriving on an idle connection, and whether
-//!   the client opened with the HTTP/2 preface;
+//!   the client opened with the HTTP/2 preface (which picks the hyper builder that serves the connection);
 //! - [`InFlight`] wraps the caller's service and counts requests in flight; the count drops when the response
 //!   body finishes or is dropped ([`GuardedBody`]), so a long streaming body keeps its connection;
 //! - [`drive`] polls hyper's connection and one timer, and closes the connection when a deadline passes.
@@ -172,18 +172,54 @@ pub(crate) struct TrackedIo<T> {
     inner: T,
     state: Arc<ConnState>,
     preface_matched: usize,
+    /// Bytes already read (and observed) to choose the protocol, handed to hyper before anything new.
+    replay: Bytes,
 }
 
 impl<T> TrackedIo<T> {
     pub(crate) fn new(inner: T, state: Arc<ConnState>) -> Self {
-        Self { inner, state, preface_matched: 0 }
+        Self { inner, state, preface_matched: 0, replay: Bytes::new() }
+    }
+}
+
+impl<T: AsyncRead + Unpin> TrackedIo<T> {
+    /// Reads the connection's opening until it shows which protocol the client speaks (HTTP/2 opens with a fixed
+    /// preface), keeps those bytes for hyper's first read, and returns the protocol.
+    ///
+    /// Why not hyper-util's own detection: it reads 24 bytes and hands them to hyper alone, so hyper needs a second
+    /// read for the rest of the first request head, and that read grows hyper's HTTP/1.1 buffer from 8 to 16 KiB,
+    /// kept for the connection's life (issue 25: memory per idle keep-alive connection). Reading up to hyper's
+    /// buffer size here gives hyper a head that arrived whole in one piece.
+    async fn read_opening(&mut self) -> io::Result<Protocol> {
+        use tokio::io::AsyncReadExt;
+        let mut opening = Vec::with_capacity(HYPER_READ_BUFFER);
+        let protocol = loop {
+            if self.read_buf(&mut opening).await? == 0 {
+                break Protocol::Http1; // closed early: hyper sees the same end of stream
+            }
+            match self.state.protocol.load(Ordering::Relaxed) {
+                PROTOCOL_HTTP2 => break Protocol::Http2,
+                PROTOCOL_HTTP1 => break Protocol::Http1,
+                _ => {} // a beginning of the HTTP/2 preface so far: read on
+            }
+            if opening.len() == opening.capacity() {
+                break Protocol::Http1; // cannot happen: the preface is shorter than the buffer
+            }
+        };
+        self.replay = Bytes::from(opening);
+        Ok(protocol)
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(this.replay.split_to(n).as_ref());
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         if let Some(read) = buf.filled().get(before..)
             && !read.is_empty()
@@ -372,13 +408,34 @@ pub(crate) enum Ended {
     Forced,
 }
 
-/// Builds the hyper connection builder every connection of a listener uses.
-/// hyper's HTTP/2 defaults are relied on for the rest: 200 concurrent streams, reset-flood limits.
-pub(crate) fn builder(http2_only: bool, limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if http2_only {
-        builder = builder.http2_only();
+/// hyper's initial HTTP/1.1 read buffer (its `INIT_BUFFER_SIZE`): the most of a connection's opening read at once.
+const HYPER_READ_BUFFER: usize = 8 * 1024;
+
+/// Which protocol a connection's opening chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The hyper connection builders every connection of a listener uses, one per protocol: the listener reads each
+/// connection's opening itself (see [`TrackedIo::read_opening`]) and hands it to the builder for that protocol.
+pub(crate) struct Builders {
+    /// `None` on a listener that serves HTTP/2 only.
+    http1: Option<auto::Builder<TokioExecutor>>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub(crate) fn new(http2_only: bool, limits: &ListenerLimits) -> Self {
+        Self { http1: (!http2_only).then(|| configured(limits).http1_only()), http2: configured(limits).http2_only() }
     }
+}
+
+/// One hyper builder with the listener's limits.
+/// hyper's HTTP/2 defaults are relied on for the rest: 200 concurrent streams, reset-flood limits.
+fn configured(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     // Both protocols accept headers up to the ceiling, so that a request over the limit but under the ceiling
     // reaches [`InFlight`] and gets the listener's own 431 (on HTTP/2 ending only its stream); see
     // `ListenerLimits::header_ceiling`. HTTP/1.1's read buffer cannot go below hyper's 8 KiB minimum.
@@ -400,7 +457,7 @@ pub(crate) async fn drive<T, S, B>(
     io: T,
     state: Arc<ConnState>,
     service: S,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     limits: &ListenerLimits,
     graceful: &CancellationToken,
     force: &CancellationToken,
@@ -416,7 +473,27 @@ where
     B::Data: Send + From<Bytes>,
     B::Error: Into<BoxError>,
 {
-    let io = TokioIo::new(TrackedIo::new(io, state.clone()));
+    let mut io = TrackedIo::new(io, state.clone());
+    let builder = match &builders.http1 {
+        None => &builders.http2,
+        Some(http1) => {
+            // Bounded like the first request it starts: by the first-request deadline, a forced or graceful close.
+            let deadline = state.epoch + limits.header_read_timeout;
+            let opening = tokio::select! {
+                biased;
+                () = force.cancelled() => return Ended::Forced,
+                () = graceful.cancelled() => return Ended::Finished(Ok(())),
+                () = tokio::time::sleep_until(deadline) => return Ended::TimedOut(Expiry::FirstRequest),
+                opening = io.read_opening() => opening,
+            };
+            match opening {
+                Ok(Protocol::Http1) => http1,
+                Ok(Protocol::Http2) => &builders.http2,
+                Err(err) => return Ended::Finished(Err(err.into())),
+            }
+        }
+    };
+    let io = TokioIo::new(io);
     let service = InFlight {
         inner: service,
         state: state.clone(),

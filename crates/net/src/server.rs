@@ -213,7 +213,7 @@ impl Server {
             tls,
             stats: stats.clone(),
             name: name.clone(),
-            builder: conn::builder(http2_only, &limits),
+            builders: conn::Builders::new(http2_only, &limits),
             refusal,
             max_age,
             make_service,
@@ -341,7 +341,7 @@ struct Shared<M> {
     tls: Option<TlsAcceptor>,
     stats: ListenerStats,
     name: Arc<str>,
-    builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    builders: conn::Builders,
     refusal: HeaderRefusal,
     max_age: Option<Arc<dyn MaxConnectionAge>>,
     make_service: M,
@@ -396,43 +396,11 @@ async fn connection<M, S, B>(
             // memory (issue 25, defect 4).
             Box::pin(serve_io(&shared, tcp, &info, deadline)).await
         }
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
-            let tls = tokio::select! {
-                result = handshake => result,
-                () = shared.graceful.cancelled() => return,
-                () = shared.force.cancelled() => return,
-            };
-            let tls = match tls {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    let total = shared.stats.count_handshake_failure();
-                    if shared.handshake_log.allow() {
-                        tracing::warn!(
-                            listener = %shared.name, %remote, error = %err, failures_total = total,
-                            "refused a connection: TLS handshake failed"
-                        );
-                    }
-                    return;
-                }
-                Err(_) => {
-                    shared.stats.count_handshake_timeout();
-                    tracing::debug!(listener = %shared.name, %remote, "closed a connection: TLS handshake timed out");
-                    return;
-                }
-            };
-            let session = tls.get_ref().1;
-            let info = ConnectionInfo {
-                remote,
-                local,
-                peer_certificates: session
-                    .peer_certificates()
-                    .map(|chain| chain.iter().map(|cert| cert.clone().into_owned()).collect()),
-                alpn_protocol: session.alpn_protocol().map(<[u8]>::to_vec),
-            };
-            let deadline = max_age_deadline(&shared, own_bound, &info);
-            Box::pin(serve_io(&shared, tls, &info, deadline)).await
-        }
+        // Boxed as a whole, handshake included: a plaintext connection's task then has no room for TLS state.
+        Some(acceptor) => match Box::pin(serve_tls(&shared, acceptor, tcp, remote, local, own_bound)).await {
+            Some(ended) => ended,
+            None => return,
+        },
     };
     match ended {
         Ended::Finished(Ok(())) | Ended::Forced => {}
@@ -447,6 +415,62 @@ async fn connection<M, S, B>(
             tracing::debug!(listener = %shared.name, %remote, ?expiry, "closed a connection that did not close in time");
         }
     }
+}
+
+/// The TLS handshake (bounded by the handshake timeout, a graceful or forced close), then the connection served.
+/// `None`: the handshake did not complete (counted and logged here).
+async fn serve_tls<M, S, B>(
+    shared: &Shared<M>,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    own_bound: Option<SystemTime>,
+) -> Option<Ended>
+where
+    M: Fn(&ConnectionInfo) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send + From<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        result = handshake => result,
+        () = shared.graceful.cancelled() => return None,
+        () = shared.force.cancelled() => return None,
+    };
+    let tls = match tls {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            let total = shared.stats.count_handshake_failure();
+            if shared.handshake_log.allow() {
+                tracing::warn!(
+                    listener = %shared.name, %remote, error = %err, failures_total = total,
+                    "refused a connection: TLS handshake failed"
+                );
+            }
+            return None;
+        }
+        Err(_) => {
+            shared.stats.count_handshake_timeout();
+            tracing::debug!(listener = %shared.name, %remote, "closed a connection: TLS handshake timed out");
+            return None;
+        }
+    };
+    let session = tls.get_ref().1;
+    let info = ConnectionInfo {
+        remote,
+        local,
+        peer_certificates: session
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|cert| cert.clone().into_owned()).collect()),
+        alpn_protocol: session.alpn_protocol().map(<[u8]>::to_vec),
+    };
+    let deadline = max_age_deadline(shared, own_bound, &info);
+    Some(serve_io(shared, tls, &info, deadline).await)
 }
 
 /// The connection's drain moment on tokio's clock: the earlier of the two bounds of [`MaxConnectionAge`], `None`
@@ -481,7 +505,7 @@ where
         io,
         state,
         service,
-        &shared.builder,
+        &shared.builders,
         &shared.limits,
         &shared.graceful,
         &shared.force,

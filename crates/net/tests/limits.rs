@@ -837,12 +837,14 @@ async fn http1_headers_are_limited_by_the_same_measure() {
         let (head, body) = send("v".repeat(under + 1)).await;
         assert!(head.starts_with("HTTP/1.1 431"), "{head}");
         assert_eq!(body, format!("too large: {} > {}", 8 * 1024 + 1, 8 * 1024));
-        // Past the ceiling (4 × the limit) hyper refuses on its own, still 431.
+        // Past the ceiling (4 × the limit), still 431: hyper's own refusal when its buffer reaches the ceiling
+        // before the head is complete, or ours when its last read brought the whole head (hyper checks its limit
+        // between reads, so one read may take it past).
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {}\r\n\r\n", "v".repeat(40 * 1024));
         let _ = stream.write_all(head.as_bytes()).await;
-        let (received, _) = read_until_closed(&mut stream, Instant::now()).await;
-        assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 431"), "{received:?}");
+        let (head, _) = read_http1_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     })
     .await;
 }
