@@ -19,7 +19,8 @@ RUN cargo build --locked --release -p ward --bin ward \
  && strip /out/ward
 
 # --- run --------------------------------------------------------------------------------------------------------
-# Debian 12's glibc matches the build stage's (bookworm).
+# Debian 12's glibc matches the build stage's (bookworm): 2.36, which the binary's packed relocations (DT_RELR,
+# crates/cli/build.rs) need.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ward /ward
 USER 65532:65532
