@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo build --release -p ward && cargo run --release -p ward --example grpc_state_bench -- [seconds] [clients]`
 //! Starts one `ward sidecar` (target/release/ward; mTLS off: the state API does not cross sidecars), kills it at
-//! the end, and prints ops/s and p50/p99 per operation and protocol.
+//! the end, and prints ops/s and p50/p99 per operation and protocol, and the CPU time per operation of the sidecar
+//! and of this process (the clients).
 
 #[path = "common/mod.rs"]
 mod bench;
@@ -12,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{KillOnDrop, stats, ward_binary};
+use bench::{KillOnDrop, cpu_ticks, stats, ward_binary};
 use bytes::Bytes;
 use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1 as rt;
@@ -112,6 +113,7 @@ fn main() {
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
+    let sidecar_pid = child.id();
     let _sidecar = KillOnDrop(child);
     let ready = BufReader::new(stdout)
         .lines()
@@ -133,6 +135,7 @@ fn main() {
             for protocol in ["grpc", "http"] {
                 let deadline = Instant::now() + Duration::from_secs(seconds);
                 let started = Instant::now();
+                let (sidecar_before, own_before) = (cpu_ticks(sidecar_pid), cpu_ticks(std::process::id()));
                 let mut tasks = Vec::new();
                 for id in 0..clients {
                     let store = store.to_owned();
@@ -163,8 +166,18 @@ fn main() {
                     all.get.extend(s.get);
                 }
                 let elapsed = started.elapsed();
+                // CPU per operation (a save or a get): the sidecar's, and this process's (the clients') beside it,
+                // since both share the machine's cores.
+                let operations = (all.save.len() + all.get.len()).max(1) as f64;
+                let per_op = |ticks: u64| ticks as f64 * 10_000.0 / operations;
+                let sidecar_us = per_op(cpu_ticks(sidecar_pid).saturating_sub(sidecar_before));
+                let clients_us = per_op(cpu_ticks(std::process::id()).saturating_sub(own_before));
                 report(&format!("{store} {protocol} SaveState"), all.save, elapsed);
                 report(&format!("{store} {protocol} GetState"), all.get, elapsed);
+                println!(
+                    "{:<28} sidecar {sidecar_us:.1} µs / op, clients {clients_us:.1} µs / op",
+                    format!("{store} {protocol} CPU")
+                );
             }
         }
     });

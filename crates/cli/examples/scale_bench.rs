@@ -80,12 +80,7 @@ impl WardProc {
 
     /// User + system CPU time so far, in clock ticks (1/100 s on Linux).
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let at = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        at(11) + at(12)
+        bench::cpu_ticks(self.child.id())
     }
 }
 

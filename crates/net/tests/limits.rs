@@ -848,3 +848,44 @@ async fn http1_headers_are_limited_by_the_same_measure() {
     })
     .await;
 }
+
+/// The other half of "a refusal never breaks a shared connection" (issue 25, defect 1): refusals are answered with
+/// complete responses so that h2's reset limits never count them, and those limits stay on for real abuse. A raw
+/// HTTP/2 client that opens streams and cancels each at once (CVE-2023-44487's pattern) is cut off, on the plaintext
+/// listener (HTTP/2 chosen from the opening) and on an HTTP/2-only one, while other connections to the same
+/// listener keep being served. (Seen failing with the limits switched off: the flood ran to the end.)
+#[tokio::test]
+async fn a_rapid_reset_flood_is_still_cut_off() {
+    bounded("test", async {
+        for http2_only in [false, true] {
+            let running = Running::start_configured(limits(LONG, LONG, LONG, 64), None, http2_only, test_service).await;
+            let (mut client, connection) = h2::client::handshake(running.connect().await).await.unwrap();
+            let connection = tokio::spawn(connection);
+            let mut sent = 0;
+            for _ in 0..10_000 {
+                client = match client.ready().await {
+                    Ok(client) => client,
+                    Err(_) => break,
+                };
+                let request = Request::post(format!("http://{}/hang", running.addr)).body(()).unwrap();
+                let Ok((response, stream)) = client.send_request(request, false) else { break };
+                // Dropping both ends of a stream that is still open resets it (RST_STREAM, CANCEL).
+                drop((response, stream));
+                sent += 1;
+                // Let the connection task write the pair and read what the server says.
+                tokio::task::yield_now().await;
+                if connection.is_finished() {
+                    break;
+                }
+            }
+            assert!(sent < 5_000, "http2_only={http2_only}: {sent} streams reset and the connection still open");
+            let ended = bounded("the flooding connection is closed", connection).await.unwrap();
+            // The server's GOAWAY (`ENHANCE_YOUR_CALM`) or, when it closed while this client was still writing
+            // resets, a broken pipe: either way the server ended it, after about h2's limit of 1,024 resets.
+            assert!(ended.is_err(), "http2_only={http2_only}: the connection ended on its own after {sent} resets");
+            let (mut sender, _conn) = h2_client(running.connect().await).await;
+            assert_eq!(h2_get(&mut sender, "/").await.0, StatusCode::OK, "http2_only={http2_only}: others served");
+        }
+    })
+    .await;
+}

@@ -103,6 +103,16 @@ impl WardProc {
     }
 }
 
+/// User + system CPU time of process `pid` so far, in clock ticks (1/100 s on Linux); 0 when unreadable.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let at = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    at(11) + at(12)
+}
+
 pub struct Stats {
     pub ops_per_sec: f64,
     pub p50: Duration,
