@@ -5,7 +5,7 @@
 //! The method travels still percent-encoded: the callee's sidecar normalises it once and judges it (the edge that
 //! decides is the edge that normalises).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use http::HeaderValue;
@@ -14,6 +14,7 @@ use ward_identity::{SpiffeId, TrustDomain};
 use crate::error::{InvokeError, PeerRefusal};
 use crate::headers;
 use crate::inbound::method::{INTERNAL_GRPC_PREFIX, INTERNAL_INVOKE_PREFIX};
+use crate::replay::Replayable;
 use crate::resolver::NameResolver;
 use crate::transport::{Outbound, SendError};
 
@@ -163,28 +164,26 @@ impl Invoker {
         if size > self.max_header_bytes {
             return Err(InvokeError::HeadersTooLarge { size, limit: self.max_header_bytes });
         }
-        // Streams through, failing the upload if it grows past the limit; kept recoverable until first read, so a
-        // request whose connection is refused (nothing sent) can go to the app's current address instead.
+        // Streams through, failing the upload if it grows past the limit; kept replayable (see `replay`) for the one
+        // retry a call gets when its first attempt never reached the callee's app.
         let body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
-        let unread = Arc::new(Mutex::new(Some(body)));
+        let (replayable, body) = Replayable::new(body);
         let (method, headers) = (parts.method.clone(), parts.headers.clone());
-        let request = http::Request::from_parts(parts, Body::new(Unread::new(unread.clone())));
+        let request = http::Request::from_parts(parts, body);
         let mut address = address;
         let mut sent = self.outbound.send(&callee, &self.own_id, request).await;
         if let Err(err) = &sent
-            && is_connection_refused(err)
-            && let Some(body) = take_unread(&unread)
-            && let Ok(Some(next)) = self.resolver.re_resolve(app_id, namespace, &address).await
-            && let Ok(uri) = format!("http://{next}{internal_path}").parse::<http::Uri>()
+            && let Some((retry, why)) = self.retry_address(err, app_id, namespace, &address).await
+            && let Ok(uri) = format!("http://{retry}{internal_path}").parse::<http::Uri>()
+            && let Some(body) = replayable.again()
         {
-            // A sidecar restarted on other ports leaves its old address registered (and cached) for a while.
-            tracing::debug!(callee = %callee, refused = %address, retry = %next, "connection refused; sending to the app's current address");
+            tracing::debug!(callee = %callee, from = %address, to = %retry, why, "sending the call once more");
             let mut request = http::Request::new(body);
             *request.method_mut() = method;
             *request.uri_mut() = uri;
             *request.version_mut() = http::Version::HTTP_2;
             *request.headers_mut() = headers;
-            address = next;
+            address = retry;
             sent = self.outbound.send(&callee, &self.own_id, request).await;
         }
         let response = match sent {
@@ -208,6 +207,25 @@ impl Invoker {
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(http::Response::from_parts(parts, Body::new(body)))
     }
+
+    /// Where a call whose first attempt failed with `err` may be sent once more, and why; `None` when it may not
+    /// (it may have reached the callee's app). A refused connection sent nothing: the app is looked up again (a
+    /// sidecar restarted on other ports leaves its old address registered, and cached, for a while). A stream the
+    /// callee's sidecar did not process goes to the same address, on a new connection (the pool does not reuse one
+    /// that is going away).
+    async fn retry_address(
+        &self,
+        err: &SendError,
+        app_id: &str,
+        namespace: &str,
+        address: &str,
+    ) -> Option<(String, &'static str)> {
+        if is_connection_refused(err) {
+            let next = self.resolver.re_resolve(app_id, namespace, address).await.ok()??;
+            return Some((next, "connection refused; the app's current address"));
+        }
+        is_unprocessed(err).then(|| (address.to_owned(), "the callee did not process the stream"))
+    }
 }
 
 /// Whether `err` is a refused TCP connect: nothing of the request was sent, so it may be sent elsewhere.
@@ -222,60 +240,20 @@ fn is_connection_refused(err: &SendError) -> bool {
     false
 }
 
-/// The body if the transport never read it (the guard is dropped here, before any await).
-fn take_unread(slot: &Mutex<Option<Body>>) -> Option<Body> {
-    lock(slot).take()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A request body that stays in its shared slot until the transport first reads it: if the connection is refused
-/// the body was never read, and the caller takes it back from the slot to send it elsewhere.
-struct Unread {
-    slot: Arc<Mutex<Option<Body>>>,
-    taken: Option<Body>,
-}
-
-impl Unread {
-    fn new(slot: Arc<Mutex<Option<Body>>>) -> Self {
-        Self { slot, taken: None }
-    }
-}
-
-impl http_body::Body for Unread {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        if this.taken.is_none() {
-            this.taken = lock(&this.slot).take();
+/// Whether the callee's sidecar said `err`'s stream was not processed, so sending it again cannot run anything twice
+/// (RFC 9113 §8.7): it refused the stream (`REFUSED_STREAM`), or closed the connection with a `GOAWAY` whose last
+/// processed stream is below this one (h2 fails only those streams with the `GOAWAY`'s error; a connection that
+/// breaks with streams in progress fails them with an I/O error instead, and those are not retried).
+fn is_unprocessed(err: &SendError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.is_remote() && (refused || h2.is_go_away());
         }
-        match &mut this.taken {
-            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
-            // Taken back by the caller: this request is not being sent.
-            None => std::task::Poll::Ready(None),
-        }
+        current = e.source();
     }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.taken {
-            Some(body) => body.is_end_stream(),
-            None => lock(&self.slot).as_ref().is_none_or(http_body::Body::is_end_stream),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match &self.taken {
-            Some(body) => body.size_hint(),
-            None => lock(&self.slot).as_ref().map(http_body::Body::size_hint).unwrap_or_default(),
-        }
-    }
+    false
 }
 
 /// A method that cannot even form a request target is refused the way the callee would refuse it.
@@ -288,20 +266,6 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-
-    #[tokio::test]
-    async fn an_unread_body_can_be_taken_back_and_a_read_one_cannot() {
-        let slot = Arc::new(Mutex::new(Some(Body::from("payload"))));
-        let unread = Unread::new(slot.clone());
-        assert_eq!(http_body::Body::size_hint(&unread).exact(), Some(7), "the hint is the body's before a read");
-        drop(unread);
-        assert!(take_unread(&slot).is_some(), "never read: recoverable");
-
-        let slot = Arc::new(Mutex::new(Some(Body::from("payload"))));
-        let read = Unread::new(slot.clone()).collect().await.unwrap().to_bytes();
-        assert_eq!(read, "payload");
-        assert!(take_unread(&slot).is_none(), "read by the transport: not sent twice");
-    }
 
     /// Only a refused connect counts: a peer that accepts and then hangs up has been sent (part of) the request.
     #[tokio::test]
@@ -326,5 +290,140 @@ mod tests {
         });
         let hung_up = tokio::time::timeout(bounded, outbound.send(&callee, &caller, request(port))).await.unwrap();
         assert!(hung_up.as_ref().is_err_and(|err| !is_connection_refused(err)), "{hung_up:?}");
+    }
+
+    /// How the fake callee sidecar treats the first stream it receives (later ones are echoed).
+    #[derive(Clone, Copy, PartialEq)]
+    enum First {
+        /// `RST_STREAM(REFUSED_STREAM)` after reading the body's first chunk: not processed.
+        Refused,
+        /// The first connection answers its first stream with `GOAWAY(last_stream_id = 0)`: not processed.
+        GoAway,
+        /// The connection is cut after the body's first chunk: the stream may have been processed.
+        Cut,
+    }
+
+    /// A plaintext HTTP/2 peer standing in for a callee sidecar: answers each stream with its request body, except
+    /// the first (see [`First`]). Returns its address and how many streams it received.
+    async fn fake_callee(first: First) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let streams = Arc::new(AtomicUsize::new(0));
+        let seen = streams.clone();
+        tokio::spawn(async move {
+            let mut connections = 0;
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                connections += 1;
+                if first == First::GoAway && connections == 1 {
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        // SETTINGS (empty), then GOAWAY: last stream 0, NO_ERROR. Read on until the client leaves.
+                        let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+                        let goaway = [0u8, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                        let mut buf = [0u8; 4096];
+                        let _ = tcp.read(&mut buf).await;
+                        let _ = tcp.write_all(&settings).await;
+                        let _ = tcp.write_all(&goaway).await;
+                        while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    });
+                    continue;
+                }
+                let streams = streams.clone();
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        let n = streams.fetch_add(1, Ordering::SeqCst);
+                        let mut body = request.into_body();
+                        if n == 0 && first != First::GoAway {
+                            let _ = body.data().await;
+                            if first == First::Cut {
+                                return; // drops the connection with the stream in progress
+                            }
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
+                        }
+                        tokio::spawn(async move {
+                            let mut echo = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                echo.extend_from_slice(&chunk);
+                            }
+                            let Ok(mut send) = respond.send_response(http::Response::new(()), false) else { return };
+                            let _ = send.send_data(bytes::Bytes::from(echo), true);
+                        });
+                    }
+                });
+            }
+        });
+        (address, seen)
+    }
+
+    struct Fixed(String);
+
+    impl NameResolver for Fixed {
+        fn resolve<'a>(&'a self, _: &'a str, _: &'a str) -> crate::resolver::ResolveFuture<'a> {
+            let address = self.0.clone();
+            Box::pin(async move { Ok(Some(address)) })
+        }
+    }
+
+    fn invoker(address: String) -> Invoker {
+        Invoker {
+            resolver: Arc::new(Fixed(address)),
+            outbound: Outbound::new(crate::transport::Transport::Plaintext, 64 * 1024),
+            own_id: SpiffeId::parse("spiffe://public/ns/default/caller").unwrap(),
+            trust_domain: TrustDomain::new("public").unwrap(),
+            namespace: "default".to_owned(),
+            max_body_size: 4 << 20,
+            max_header_bytes: 64 * 1024,
+            renewal: None,
+            metrics: crate::metrics::Metrics::new("caller"),
+        }
+    }
+
+    /// A body in three chunks, so the first attempt has read part of it when the callee answers.
+    fn three_chunks() -> Body {
+        let chunks: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = ["one,", "two,", "three"]
+            .map(|c| Ok(http_body::Frame::data(bytes::Bytes::from_static(c.as_bytes()))))
+            .into();
+        Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(chunks)))
+    }
+
+    async fn invoke_once(first: First) -> (Result<String, String>, usize) {
+        let (address, streams) = fake_callee(first).await;
+        let invoker = invoker(address);
+        let (parts, ()) = http::Request::post("/v1.0/invoke/callee/method/orders").body(()).unwrap().into_parts();
+        let call = invoker.invoke("callee", "orders", parts, three_chunks());
+        let answer = match tokio::time::timeout(std::time::Duration::from_secs(10), call).await.expect("bounded") {
+            Ok(response) => {
+                Ok(String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned())
+            }
+            Err(err) => Err(format!("{err:?}")),
+        };
+        (answer, streams.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Issue 25, defect 1: a call whose stream the callee's sidecar did not process is sent once more, whole.
+    #[tokio::test]
+    async fn a_refused_stream_is_sent_once_more_with_its_whole_body() {
+        let (answer, streams) = invoke_once(First::Refused).await;
+        assert_eq!(answer, Ok("one,two,three".to_owned()));
+        assert_eq!(streams, 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_above_the_goaway_is_sent_on_a_new_connection() {
+        let (answer, streams) = invoke_once(First::GoAway).await;
+        assert_eq!(answer, Ok("one,two,three".to_owned()));
+        assert_eq!(streams, 1, "the first connection served no stream");
+    }
+
+    /// A connection cut with the stream in progress may have reached the app: never sent twice.
+    #[tokio::test]
+    async fn a_stream_cut_off_in_progress_is_not_sent_again() {
+        let (answer, streams) = invoke_once(First::Cut).await;
+        assert!(answer.as_ref().is_err_and(|e| e.contains("CalleeUnavailable")), "{answer:?}");
+        assert_eq!(streams, 1);
     }
 }

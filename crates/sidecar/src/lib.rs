@@ -28,6 +28,7 @@ pub mod otel;
 pub(crate) mod provenance;
 pub(crate) mod public;
 pub(crate) mod pubsub;
+pub(crate) mod replay;
 pub mod resolver;
 pub mod runtime;
 pub(crate) mod secrets_api;
