@@ -661,9 +661,11 @@ impl Sidecar {
         };
         readiness.set(true);
         // Everything the Configuration was needed for is built: drop it, and since parsing a large one peaks far
-        // above what stays live (issue 25), hand the freed pages back.
+        // above what stays live (issue 25), hand the freed pages back. Likewise the code that only ran to start
+        // (issue 18: it was most of the sidecar's resident memory); the request path maps its own code back.
         drop(configuration);
         ward_memory::release_freed();
+        ward_memory::release_startup_code();
         tracing::info!(
             app_id = %options.app_id,
             id = %own_id,

@@ -181,8 +181,10 @@ impl Watcher {
         self.targets.components.install(registry);
         self.current = next;
         drop(configuration);
-        // The parse and the build peaked above what stays live; hand the freed pages back.
+        // The parse and the build peaked above what stays live; hand the freed pages back, and the code that ran
+        // only for them.
         ward_memory::release_freed();
+        ward_memory::release_startup_code();
         Ok(())
     }
 }
