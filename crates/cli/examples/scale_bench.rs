@@ -6,7 +6,7 @@
 //!   max req/s, CPU per request (caller + callee);
 //! - registered apps (2 → 10,000 rows in the name-resolution registry): the same figures;
 //! - client connections (16 → 1,024 keep-alive connections to the caller's API, the fixed rate spread over
-//!   them): added p50/p99 and the caller's RSS per connection;
+//!   them): added p50/p99 and the caller's anonymous RSS per connection;
 //! - body sizes (1 KiB → 8 MiB POSTs, closed loop): p50/p99, req/s and MB/s, direct and through the pair;
 //! - sentry: `SignCertificate` per second and p50/p99 with 1 → 128 concurrent clients.
 //!
@@ -76,6 +76,12 @@ impl Options {
 impl WardProc {
     fn rss_kib(&self) -> u64 {
         proc_status(self.child.id(), "VmRSS:")
+    }
+
+    /// Anonymous resident memory: what connections and requests hold. Code pages come and go with what runs (the
+    /// sidecar drops them after start), so a per-connection cost is measured on this.
+    fn anonymous_kib(&self) -> u64 {
+        proc_status(self.child.id(), "RssAnon:")
     }
 
     /// User + system CPU time so far, in clock ticks (1/100 s on Linux).
@@ -458,21 +464,21 @@ fn main() {
 fn connections(env: &Env, direct: &Stats) {
     println!("## Client connections (keep-alive, to the caller's API; the fixed rate spread over them)\n");
     println!(
-        "| connections | added p50 / p99 | caller RSS before → with the connections | per connection |\n|---|---|---|---|"
+        "| connections | added p50 / p99 | caller RSS before → with the connections | per connection (anonymous) |\n|---|---|---|---|"
     );
     for n in env.opts.steps(&[16, 64, 256, 1_024]) {
         let home = env.home(&format!("home-conn{n}"));
         let callee = env.sidecar("callee", &home, Some(env.app.port()), None);
         let caller = env.sidecar("caller", &home, None, None);
         let addr = caller.field("http");
-        let before = env.runtime.block_on(async {
+        let (before, anonymous_before) = env.runtime.block_on(async {
             let client = client(4);
             let url = format!("http://{addr}/v1.0/invoke/callee/method/orders");
             for _ in 0..100 {
                 one(&client, &url, &Bytes::from_static(b"{}")).await;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
-            caller.rss_kib()
+            (caller.rss_kib(), caller.anonymous_kib())
         });
         let (stats, open) = env.runtime.block_on(over_connections(
             &addr,
@@ -483,13 +489,14 @@ fn connections(env: &Env, direct: &Stats) {
         ));
         std::thread::sleep(Duration::from_millis(300));
         let with = caller.rss_kib();
+        let anonymous_with = caller.anonymous_kib();
         println!(
             "| {n} | +{:.3} / +{:.3} ms | {:.1} → {:.1} MB | {:.1} KiB |",
             ms(stats.p50) - ms(direct.p50),
             ms(stats.p99) - ms(direct.p99),
             before as f64 / 1024.0,
             with as f64 / 1024.0,
-            (with.saturating_sub(before)) as f64 / n as f64
+            (anonymous_with.saturating_sub(anonymous_before)) as f64 / n as f64
         );
         drop(open);
         drop((caller, callee));
