@@ -33,6 +33,32 @@ use crate::headers::{HeaderRefusal, HeadersTooLarge, request_header_size};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a listener serves each connection with: a hyper service whose futures move to the connection's task and
+/// whose errors become the connection's. Named once for every function on the way from accept to hyper.
+pub trait ConnectionService<B>:
+    hyper::service::Service<Request<Incoming>, Response = Response<B>, Future: Send + 'static, Error: Into<BoxError>>
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Send
+        + 'static
+{
+}
+
+/// A response body a connection can send: its chunks convert from [`Bytes`] (ward-net's own answers, such as a
+/// 431) and move between tasks.
+pub trait ResponseBody: Body<Data: Send + From<Bytes>, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Data: Send + From<Bytes>, Error: Into<BoxError>> + Send + 'static {}
+
 /// The client's first bytes when it speaks HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PROTOCOL_UNKNOWN: u8 = 0;
@@ -466,12 +492,8 @@ pub(crate) async fn drive<T, S, B>(
 ) -> Ended
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send + From<Bytes>,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let mut io = TrackedIo::new(io, state.clone());
     let builder = match &builders.http1 {

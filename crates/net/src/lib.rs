@@ -70,6 +70,7 @@ mod server;
 mod stats;
 
 pub use body::{BodyReadTimeout, ReadTimeoutBody};
+pub use conn::{ConnectionService, ResponseBody};
 pub use headers::{FIELD_OVERHEAD, HeaderRefusal, HeadersTooLarge, request_header_size, response_header_size};
 pub use hyper_util::service::TowerToHyperService;
 pub use limits::{LimitsError, ListenerLimits};

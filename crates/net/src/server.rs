@@ -7,10 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -18,7 +14,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::conn::{self, BoxError, ConnState, Ended, Expiry};
+use crate::conn::{self, ConnState, ConnectionService, Ended, Expiry, ResponseBody};
 use crate::headers::{HeaderRefusal, bare_431};
 use crate::stats::Throttle;
 use crate::{LimitsError, ListenerLimits, ListenerStats};
@@ -191,12 +187,8 @@ impl Server {
     pub async fn serve<M, S, B, F>(self, make_service: M, shutdown: F) -> Drain
     where
         M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send + From<Bytes>,
-        B::Error: Into<BoxError>,
+        S: ConnectionService<B>,
+        B: ResponseBody,
         F: Future<Output = ()> + Send,
     {
         let Server { listener, limits, tls, stats, name, http2_only, refusal, max_age } = self;
@@ -288,12 +280,8 @@ pub async fn serve<M, S, B, F>(
 ) -> Result<Drain, LimitsError>
 where
     M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send + From<Bytes>,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
     F: Future<Output = ()> + Send,
 {
     let mut server = Server::new(listener, limits)?;
@@ -359,12 +347,8 @@ async fn connection<M, S, B>(
     alive: mpsc::Sender<()>,
 ) where
     M: Fn(&ConnectionInfo) -> S + Send + Sync + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send + From<Bytes>,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let _alive = alive;
     let _permit = permit;
@@ -429,12 +413,8 @@ async fn serve_tls<M, S, B>(
 ) -> Option<Ended>
 where
     M: Fn(&ConnectionInfo) -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send + From<Bytes>,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
     let tls = tokio::select! {
@@ -490,12 +470,8 @@ fn max_age_deadline<M>(shared: &Shared<M>, own_bound: Option<SystemTime>, info: 
 async fn serve_io<M, S, B, T>(shared: &Shared<M>, io: T, info: &ConnectionInfo, max_age: Option<Instant>) -> Ended
 where
     M: Fn(&ConnectionInfo) -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send + From<Bytes>,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // The header deadline counts from here: after accept for plaintext, after the handshake for TLS.
