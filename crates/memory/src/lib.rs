@@ -9,8 +9,8 @@
 //! over, so only code that runs again comes back (issue 18: most of a sidecar's resident memory was code).
 //!
 //! This crate exists to hold ward's only `unsafe` blocks (FFI calls), so every other crate keeps
-//! `forbid(unsafe_code)`. Elsewhere than glibc (or Linux) they do nothing: musl and the other allocators return
-//! large blocks themselves.
+//! `forbid(unsafe_code)`. `release_freed` does nothing elsewhere than glibc (musl and the other allocators return
+//! large blocks themselves), `release_startup_code` nothing elsewhere than Linux.
 
 /// Asks glibc to return the free pages of every arena to the system (`malloc_trim(0)`); whether it returned any.
 /// Cost: it walks and locks each arena in turn (about a millisecond for a few hundred MB), so call it after a peak,
@@ -30,8 +30,8 @@ pub fn release_freed() -> bool {
     false
 }
 
-/// Unmaps from this process every page of the executable's code (and of the shared libraries' code) that is
-/// resident now; returns how many bytes of mappings were covered. The pages stay in the page cache, shared with
+/// Unmaps from this process every page of the executable's own code that is resident now; returns how many bytes of
+/// mappings were covered. The pages stay in the page cache, shared with
 /// every other process running the binary; code that runs again is mapped back in by an ordinary (minor) page
 /// fault, so what stays resident is the code the process keeps using, not the code it ran once to start.
 ///
@@ -44,13 +44,19 @@ pub fn release_freed() -> bool {
 /// faults as the request path maps its code back (well under a millisecond in all).
 #[cfg(target_os = "linux")]
 pub fn release_startup_code() -> usize {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    let (Ok(maps), Ok(exe)) = (std::fs::read_to_string("/proc/self/maps"), std::fs::read_link("/proc/self/exe")) else {
+        return 0;
+    };
+    let Some(exe) = exe.to_str() else {
         return 0;
     };
     let mut covered = 0;
-    for (start, end) in code_mappings(&maps) {
+    for (start, end) in code_mappings(&maps, exe) {
         // SAFETY: `start..end` is a whole mapping the kernel listed for this process: private, read-only,
-        // executable and backed by a file (checked by `code_mappings`). For such a mapping MADV_DONTNEED only
+        // executable and backed by the executable's own file (checked by `code_mappings`). The executable is never
+        // unmapped while the process runs, so the range still holds that mapping when `madvise` runs (a shared
+        // library could be unloaded in between and its range reused for data, which is why libraries are left
+        // alone). For such a mapping MADV_DONTNEED only
         // removes the page-table entries; the next access maps the same file page again, so every byte of code
         // reads the same before and after, including the code running this call and code other threads run
         // meanwhile. A page made private by writing to it (a debugger's breakpoint) would revert to the file's
@@ -70,16 +76,16 @@ pub fn release_startup_code() -> usize {
     0
 }
 
-/// The `start..end` ranges of the file-backed, private, read-only, executable mappings in a `/proc/<pid>/maps`
-/// text. Anything else — writable or shared mappings, anonymous or special ones (`[vdso]`, `[vsyscall]`) — is left
+/// The `start..end` ranges of the private, read-only, executable mappings of the file `exe` in a `/proc/<pid>/maps`
+/// text. Anything else — writable or shared mappings, other files, anonymous or special ones (`[vdso]`) — is left
 /// out, since dropping their pages could lose data or is not allowed.
-fn code_mappings(maps: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
-    maps.lines().filter_map(|line| {
-        let mut fields = line.split_ascii_whitespace();
+fn code_mappings<'a>(maps: &'a str, exe: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
+    maps.lines().filter_map(move |line| {
+        let mut fields = line.splitn(6, ' ');
         let range = fields.next()?;
         let perms = fields.next()?;
-        let path = fields.nth(3)?;
-        if perms != "r-xp" || !path.starts_with('/') {
+        let path = fields.nth(3)?.trim_start();
+        if perms != "r-xp" || path != exe {
             return None;
         }
         let (start, end) = range.split_once('-')?;
@@ -103,8 +109,8 @@ mod tests {
         assert_eq!(keep[0], 1);
     }
 
-    /// Only private, read-only, executable, file-backed mappings are picked: never data, shared, anonymous or
-    /// special mappings.
+    /// Only the executable's own private, read-only, executable mappings are picked: never data, shared, other
+    /// files' (libraries can be unloaded), anonymous or special mappings.
     #[test]
     fn only_private_read_only_code_of_files_is_picked() {
         let maps = "\
@@ -118,8 +124,11 @@ mod tests {
 7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 ";
-        let picked: Vec<_> = super::code_mappings(maps).collect();
-        assert_eq!(picked, vec![(0x5581a0100000, 0x5581a1c00000), (0x7f1000000000, 0x7f1000180000)]);
+        let picked: Vec<_> = super::code_mappings(maps, "/usr/bin/ward").collect();
+        assert_eq!(picked, vec![(0x5581a0100000, 0x5581a1c00000)]);
+        let with_space = "5581a0100000-5581a1c00000 r-xp 00100000 fd:01 42                   /opt/my apps/ward\n";
+        let picked: Vec<_> = super::code_mappings(with_space, "/opt/my apps/ward").collect();
+        assert_eq!(picked, vec![(0x5581a0100000, 0x5581a1c00000)]);
     }
 
     /// The test binary's code mapping holds fewer resident pages after the call than before (the test harness ran
