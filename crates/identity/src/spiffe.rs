@@ -290,12 +290,24 @@ impl SpiffeId {
 
     /// Builds `spiffe://<td><path>` from parts, validating the path.
     pub fn from_parts(trust_domain: &TrustDomain, path: &str) -> Result<Self, SpiffeIdError> {
-        validate_path(path)?;
-        let uri = format!("{SCHEME_PREFIX}{}{path}", trust_domain.as_str());
+        Self::from_path_pieces(trust_domain, &[path])
+    }
+
+    /// `spiffe://<td>` followed by `pieces` concatenated, the path validated. Built into one buffer: the caller's
+    /// sidecar names its callee this way on every invocation.
+    fn from_path_pieces(trust_domain: &TrustDomain, pieces: &[&str]) -> Result<Self, SpiffeIdError> {
+        let path_start = SCHEME_PREFIX.len() + trust_domain.as_str().len();
+        let mut uri = String::with_capacity(path_start + pieces.iter().map(|p| p.len()).sum::<usize>());
+        uri.push_str(SCHEME_PREFIX);
+        uri.push_str(trust_domain.as_str());
+        for piece in pieces {
+            uri.push_str(piece);
+        }
+        validate_path(&uri[path_start..])?;
         if uri.len() > MAX_SPIFFE_ID_LEN {
             return Err(SpiffeIdError::TooLong { len: uri.len() });
         }
-        Ok(Self { path_start: SCHEME_PREFIX.len() + trust_domain.as_str().len(), uri })
+        Ok(Self { path_start, uri })
     }
 
     /// Dapr's workload identity `spiffe://<td>/ns/<namespace>/<app-id>`. The namespace and the app id must each
@@ -304,7 +316,7 @@ impl SpiffeId {
     pub fn dapr(trust_domain: &TrustDomain, namespace: &str, app_id: &str) -> Result<Self, SpiffeIdError> {
         validate_namespace(namespace)?;
         validate_app_id(app_id)?;
-        Self::from_parts(trust_domain, &format!("/ns/{namespace}/{app_id}"))
+        Self::from_path_pieces(trust_domain, &["/ns/", namespace, "/", app_id])
     }
 
     pub fn trust_domain(&self) -> TrustDomain {

@@ -73,6 +73,11 @@ proptest! {
         let path = path.split('?').next().unwrap_or_default();
         let class = classify_public(&method, path, app_id.as_deref());
         let exempt = is_token_exempt(&method, path);
+        prop_assert_eq!(
+            exempt,
+            method == "GET" && matches!(classify_public(&method, path, None), PublicRequest::Healthz | PublicRequest::HealthzOutbound),
+            "the exemption is what routing calls health, for {} {:?}", method, path
+        );
         if class.is_invocation() {
             prop_assert!(!exempt, "{method} {path:?} with {app_id:?} is an invocation but token-exempt");
         }

@@ -660,8 +660,7 @@ impl PeerRefusal {
 
     /// Removes refusal headers from an app's answer, so an app cannot pass its answer off as its sidecar's.
     pub fn strip(headers: &mut http::HeaderMap) {
-        headers.remove(REFUSAL_HEADER);
-        headers.remove(REFUSAL_MESSAGE_HEADER);
+        crate::headers::remove_where(headers, |name| name == REFUSAL_HEADER || name == REFUSAL_MESSAGE_HEADER);
     }
 }
 

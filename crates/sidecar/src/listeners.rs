@@ -148,12 +148,22 @@ fn bounded_answer_headers(
 
 /// Serves the public HTTP API. A request body the API does not read to its end (a refusal) is drained up to
 /// `drain_budget`, so the app's connection stays usable instead of being cut mid-upload.
-pub(crate) async fn serve_public(
+pub(crate) async fn serve_public<S>(
     listener: impl Into<ward_net::Listener>,
-    router: axum::Router,
+    router: S,
     drain_budget: u64,
     control: ListenerControl,
-) {
+) where
+    S: tower::Service<
+            http::Request<axum::body::Body>,
+            Response = http::Response<axum::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let Some(server) = control.server(listener, "public-http", header_refusals::public_http()) else { return };
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {

@@ -417,7 +417,17 @@ impl Metrics {
             return;
         }
         self.invocation_req_recv.with_label_values(&[self.app_id.as_str(), src]).inc();
-        self.invocation_res_sent.with_label_values(&[self.app_id.as_str(), src, &status.to_string()]).inc();
+        // `StatusCode::as_str` for every valid code: no formatting on each call.
+        let code = http::StatusCode::from_u16(status).ok();
+        let unusual;
+        let label = match &code {
+            Some(code) => code.as_str(),
+            None => {
+                unusual = status.to_string();
+                &unusual
+            }
+        };
+        self.invocation_res_sent.with_label_values(&[self.app_id.as_str(), src, label]).inc();
     }
 
     /// One `accessControl` decision: Dapr's counters (labels of the caller) and ward's.

@@ -161,14 +161,17 @@ pub(crate) fn router(
         .merge(crate::secrets_api::router())
         .merge(crate::pubsub::api::router())
         .fallback(invoke)
-        .layer(ApiListLayer::<crate::api_list::Http>::new(api_list))
         .with_state(state)
-        // httpPipeline: after the API token (below it in this list of layers means inside it).
-        .layer(axum::middleware::from_fn_with_state(pipeline, crate::middleware::api_pipeline))
+        // One `Router::layer` for the whole stack: axum wraps every route in each one it is given and clones that
+        // wrapping per request, so separate calls cost a boxed clone and a future apiece on every call. Outermost
+        // the API log (inside the router, where the matched route is known for `obfuscateURLs`), then the API
+        // token, then `httpPipeline` (after the token), then the `spec.api` lists.
         .layer(
             tower::ServiceBuilder::new()
                 .layer(ward_gate::ApiLogLayer::reloadable(api_log))
-                .layer(ward_gate::ApiTokenLayer::new(tokens)),
+                .layer(ward_gate::ApiTokenLayer::new(tokens))
+                .layer(axum::middleware::from_fn_with_state(pipeline, crate::middleware::api_pipeline))
+                .layer(ApiListLayer::<crate::api_list::Http>::new(api_list)),
         )
 }
 

@@ -556,16 +556,17 @@ impl Sidecar {
                 app_id: Arc::from(options.app_id.as_str()),
                 metrics: metrics.clone(),
             };
-            let mut router =
-                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline)
-                    .layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::metrics::record_public));
-            // Outermost: every call to the API is a span, refused ones included.
-            if let Some(t) = &spans {
-                router = router.layer(axum::middleware::from_fn_with_state(t.clone(), crate::otel::public_api));
-            }
+            let router =
+                crate::public::router(api_state.clone(), options.api_tokens.clone(), api_log.clone(), pipeline);
+            // Around the whole router rather than each route (they need no routing): outermost, every call to the
+            // API is a span, refused ones included; then every answer is counted.
+            let api = tower::ServiceBuilder::new()
+                .option_layer(spans.clone().map(|t| axum::middleware::from_fn_with_state(t, crate::otel::public_api)))
+                .layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::metrics::record_public))
+                .service(router);
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
-                router,
+                api,
                 settings.max_body_size,
                 control.clone(),
             )));

@@ -187,12 +187,19 @@ async fn deliver(
             match (channel, call) {
                 (AppChannel::None, _) => Err(InboundError::AppUnavailable("the app has no port configured".to_owned())),
                 (AppChannel::Http(app), Operation::Http(method)) => {
-                    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-                    let uri = format!("{}{}{query}", app.base, method.to_uri_path());
+                    let path = method.to_uri_path();
+                    let query = request.uri().query();
+                    let mut uri = String::with_capacity(app.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+                    uri.push_str(&app.base);
+                    uri.push_str(&path);
+                    if let Some(query) = query {
+                        uri.push('?');
+                        uri.push_str(query);
+                    }
                     let started = std::time::Instant::now();
                     let verb = request.method().clone();
                     let sent = crate::metrics::content_length(request.headers());
-                    let answer = forward(&app.client, request, &uri, http::Version::HTTP_11).await;
+                    let answer = forward(&app.client, request, uri, http::Version::HTTP_11).await;
                     if let Some(metrics) = &app.metrics {
                         let (status, received) = match &answer {
                             Ok(response) => {
@@ -214,7 +221,7 @@ async fn deliver(
                     // gRPC servers built on the C core refuse a request without `te: trailers`.
                     request.headers_mut().insert(http::header::TE, HeaderValue::from_static("trailers"));
                     let uri = format!("{}{}", app.base, method.as_str());
-                    forward(&app.h2, request, &uri, http::Version::HTTP_2).await
+                    forward(&app.h2, request, uri, http::Version::HTTP_2).await
                 }
             }
         }
@@ -225,11 +232,12 @@ async fn deliver(
 async fn forward(
     client: &Client<HttpConnector, Body>,
     mut request: InboundRequest,
-    uri: &str,
+    uri: String,
     version: http::Version,
 ) -> Result<InboundResponse, InboundError> {
+    // From the `String` itself: parsing a `&str` would copy it once more.
     *request.uri_mut() =
-        uri.parse::<http::Uri>().map_err(|_| InboundError::InvalidMethod("not a valid request target".to_owned()))?;
+        http::Uri::try_from(uri).map_err(|_| InboundError::InvalidMethod("not a valid request target".to_owned()))?;
     *request.version_mut() = version;
     match client.request(request).await {
         Ok(response) => {

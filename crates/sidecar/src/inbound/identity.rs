@@ -25,14 +25,14 @@ impl Check for IdentityHeaders {
         headers::strip_untrusted(headers);
         if let Some(d) = caller.as_ref().and_then(|id| id.dapr_identity().ok()) {
             if let Ok(v) = HeaderValue::from_str(d.app_id) {
-                headers.insert(headers::CALLER_APP_ID, v);
+                headers.insert(headers::name::CALLER_APP_ID, v);
             }
             if let Ok(v) = HeaderValue::from_str(d.namespace) {
-                headers.insert(headers::CALLER_NAMESPACE, v);
+                headers.insert(headers::name::CALLER_NAMESPACE, v);
             }
         }
         if let Ok(v) = HeaderValue::from_str(&self.app_id) {
-            headers.insert(headers::CALLEE_APP_ID, v);
+            headers.insert(headers::name::CALLEE_APP_ID, v);
         }
         self.app_token.apply(headers);
         Ok(())

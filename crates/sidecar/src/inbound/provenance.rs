@@ -52,7 +52,7 @@ impl Check for ProvenanceToken {
         })?;
         let value = HeaderValue::from_str(&token).map_err(|_| InboundError::ProvenanceUnavailable)?;
         // `insert` replaces every copy: only this sidecar's token reaches the app.
-        request.headers_mut().insert(headers::PROVENANCE, value);
+        request.headers_mut().insert(headers::name::PROVENANCE, value);
         Ok(())
     }
 }
