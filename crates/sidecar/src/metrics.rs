@@ -658,30 +658,95 @@ pub(crate) fn router(metrics: Arc<Metrics>) -> axum::Router {
     )
 }
 
-/// Records every public API answer (an `axum::middleware::from_fn_with_state` step, outermost).
-pub(crate) async fn record_public(
-    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if !metrics.recording {
-        return next.run(request).await;
+/// Records every public API answer: a layer around the whole public router (outermost but for the span). A plain
+/// tower service rather than `axum::middleware::from_fn`, which boxes its future and a clone of the inner service on
+/// every request.
+#[derive(Clone)]
+pub(crate) struct RecordPublicLayer(pub(crate) Arc<Metrics>);
+
+impl<S> tower::Layer<S> for RecordPublicLayer {
+    type Service = RecordPublic<S>;
+
+    fn layer(&self, inner: S) -> RecordPublic<S> {
+        RecordPublic { metrics: self.0.clone(), inner }
     }
-    let started = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
-    let path = public_path_label(request.uri().path());
-    let request_bytes = content_length(request.headers());
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    metrics.http_server(&method, path, status, started.elapsed().as_secs_f64() * 1000.0);
-    metrics.http_server_sizes(&method, path, status, request_bytes, content_length(response.headers()));
-    // The API token layer marks its refusals (the reason never includes the token).
-    if let Some(rejection) = response.extensions().get::<ward_gate::TokenRejection>() {
-        metrics.authz("token", false, rejection.reason());
-    } else if response.extensions().get::<crate::api_list::ApiListRefusal>().is_some() {
-        metrics.authz("api", false, "spec.api");
+}
+
+#[derive(Clone)]
+pub(crate) struct RecordPublic<S> {
+    metrics: Arc<Metrics>,
+    inner: S,
+}
+
+/// What a request's answer is recorded with, taken before the request moves on.
+struct PublicCall {
+    started: std::time::Instant,
+    method: http::Method,
+    path: &'static str,
+    request_bytes: u64,
+}
+
+impl<S> tower::Service<axum::extract::Request> for RecordPublic<S>
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response>,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = RecordPublicFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        let call = self.metrics.recording.then(|| PublicCall {
+            started: std::time::Instant::now(),
+            method: request.method().clone(),
+            path: public_path_label(request.uri().path()),
+            request_bytes: content_length(request.headers()),
+        });
+        RecordPublicFuture { inner: self.inner.call(request), call, metrics: self.metrics.clone() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(crate) struct RecordPublicFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<PublicCall>,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F, E> std::future::Future for RecordPublicFuture<F>
+where
+    F: std::future::Future<Output = Result<axum::response::Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(call) = this.call.take() {
+            let (metrics, method) = (this.metrics, call.method.as_str());
+            let status = response.status().as_u16();
+            metrics.http_server(method, call.path, status, call.started.elapsed().as_secs_f64() * 1000.0);
+            metrics.http_server_sizes(
+                method,
+                call.path,
+                status,
+                call.request_bytes,
+                content_length(response.headers()),
+            );
+            // The API token layer marks its refusals (the reason never includes the token).
+            if let Some(rejection) = response.extensions().get::<ward_gate::TokenRejection>() {
+                metrics.authz("token", false, rejection.reason());
+            } else if response.extensions().get::<crate::api_list::ApiListRefusal>().is_some() {
+                metrics.authz("api", false, "spec.api");
+            }
+        }
+        std::task::Poll::Ready(Ok(response))
+    }
 }
 
 #[cfg(test)]

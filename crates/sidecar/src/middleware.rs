@@ -3,7 +3,7 @@
 //!
 //! - `spec.httpPipeline` wraps the public HTTP API (every call the app makes to its sidecar over HTTP) except the
 //!   exact health routes, which are exempt like they are from the API token, so a bearer middleware there cannot
-//!   break health probes. It runs after the API token check ([`api_pipeline`]).
+//!   break health probes. It runs after the API token check ([`ApiPipelineService`]).
 //! - `spec.appHttpPipeline` wraps every HTTP call this sidecar makes to its app: on the callee side of service
 //!   invocation, after access control (`inbound/middleware.rs`).
 //!
@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use ward_config::{ConfigError, Configuration, HandlerSpec, ResourceId};
 use ward_middleware::{Handler, Pipeline, PipelineRefusal};
@@ -162,16 +161,55 @@ pub(crate) struct ApiPipeline {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// `spec.httpPipeline` around the public HTTP API (an `axum::middleware::from_fn_with_state` step).
-pub(crate) async fn api_pipeline(State(step): State<ApiPipeline>, request: Request, next: Next) -> Response {
-    let pipeline = step.pipeline.load_full();
-    if pipeline.is_empty() || ward_policy::is_token_exempt(request.method().as_str(), request.uri().path()) {
-        return next.run(request).await;
+/// `spec.httpPipeline` around the public HTTP API, inside the API token layer. A plain tower layer rather than
+/// `axum::middleware::from_fn`, so the common case (no pipeline, or a health probe) passes the request straight to
+/// the inner service: no boxed future and no boxed clone of the inner service per request.
+impl<S> tower::Layer<S> for ApiPipeline {
+    type Service = ApiPipelineService<S>;
+
+    fn layer(&self, inner: S) -> ApiPipelineService<S> {
+        ApiPipelineService { step: self.clone(), inner }
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    match pipeline.run(request).await {
-        Ok(request) => next.run(request).await,
-        Err(refusal) => refused(&step.metrics, &step.audit, &step.app_id, None, &method, &path, refusal),
+}
+
+#[derive(Clone)]
+pub(crate) struct ApiPipelineService<S> {
+    step: ApiPipeline,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for ApiPipelineService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        futures_util::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let pipeline = self.step.pipeline.load_full();
+        if pipeline.is_empty() || ward_policy::is_token_exempt(request.method().as_str(), request.uri().path()) {
+            return futures_util::future::Either::Left(self.inner.call(request));
+        }
+        // The service made ready takes this request; its clone waits for the next one (tower's usual swap).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let step = self.step.clone();
+        futures_util::future::Either::Right(Box::pin(async move {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            match pipeline.run(request).await {
+                Ok(request) => inner.call(request).await,
+                Err(refusal) => Ok(refused(&step.metrics, &step.audit, &step.app_id, None, &method, &path, refusal)),
+            }
+        }))
     }
 }

@@ -170,7 +170,7 @@ pub(crate) fn router(
             tower::ServiceBuilder::new()
                 .layer(ward_gate::ApiLogLayer::reloadable(api_log))
                 .layer(ward_gate::ApiTokenLayer::new(tokens))
-                .layer(axum::middleware::from_fn_with_state(pipeline, crate::middleware::api_pipeline))
+                .layer(pipeline)
                 .layer(ApiListLayer::<crate::api_list::Http>::new(api_list)),
         )
 }

@@ -562,7 +562,7 @@ impl Sidecar {
             // API is a span, refused ones included; then every answer is counted.
             let api = tower::ServiceBuilder::new()
                 .option_layer(spans.clone().map(|t| axum::middleware::from_fn_with_state(t, crate::otel::public_api)))
-                .layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::metrics::record_public))
+                .layer(crate::metrics::RecordPublicLayer(metrics.clone()))
                 .service(router);
             tasks.push(tokio::spawn(crate::listeners::serve_public(
                 listener,
