@@ -11,6 +11,7 @@
 //! refuses to relay an app answer whose headers are over the limit, so neither direction of the connection the
 //! sidecars share ever carries a header block the other side would end the connection for.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,24 +147,37 @@ fn bounded_answer_headers(
     InboundError::AppAnswerHeadersTooLarge { size, limit }.to_refusal().into_response()
 }
 
-/// Serves the public HTTP API. A request body the API does not read to its end (a refusal) is drained up to
-/// `drain_budget`, so the app's connection stays usable instead of being cut mid-upload.
-pub(crate) async fn serve_public<S>(
-    listener: impl Into<ward_net::Listener>,
-    router: S,
-    drain_budget: u64,
-    control: ListenerControl,
-) where
-    S: tower::Service<
-            http::Request<axum::body::Body>,
-            Response = http::Response<axum::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
+/// A public API with its layers, taking requests with bodies of type `B`: it answers every request (a refusal is an
+/// answer, so the error type is `Infallible`) and is cloned for each connection.
+pub(crate) trait ApiService<B>:
+    tower::Service<http::Request<B>, Response = Answer, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+/// What every public API answers with.
+type Answer = http::Response<axum::body::Body>;
+
+impl<B, S> ApiService<B> for S where
+    S: tower::Service<http::Request<B>, Response = Answer, Error = Infallible, Future: Send + 'static>
+        + Clone
         + Send
         + Sync
-        + 'static,
-    S::Future: Send + 'static,
+        + 'static
 {
+}
+
+/// Serves the public HTTP API. A request body the API does not read to its end (a refusal) is drained up to
+/// `drain_budget`, so the app's connection stays usable instead of being cut mid-upload.
+pub(crate) async fn serve_public(
+    listener: impl Into<ward_net::Listener>,
+    router: impl ApiService<axum::body::Body>,
+    drain_budget: u64,
+    control: ListenerControl,
+) {
     let Some(server) = control.server(listener, "public-http", header_refusals::public_http()) else { return };
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {
@@ -174,18 +188,11 @@ pub(crate) async fn serve_public<S>(
 }
 
 /// Serves the public gRPC API (HTTP/2 only): `service` is the Dapr API with its layers and the proxy fallback.
-pub(crate) async fn serve_grpc<S>(listener: impl Into<ward_net::Listener>, service: S, control: ListenerControl)
-where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<axum::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub(crate) async fn serve_grpc(
+    listener: impl Into<ward_net::Listener>,
+    service: impl ApiService<hyper::body::Incoming>,
+    control: ListenerControl,
+) {
     let Some(server) = control.server(listener, "public-grpc", header_refusals::public_grpc()) else { return };
     let server = server.with_http2_only();
     control.run(server, move |_: &ConnectionInfo| TowerToHyperService::new(service.clone())).await;
