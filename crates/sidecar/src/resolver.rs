@@ -72,8 +72,27 @@ impl InstanceSource for KubernetesDns {
     }
 }
 
-/// (app id, namespace) → when looked up, and every address found.
-type Entries = HashMap<(String, String), (Instant, Vec<String>)>;
+/// namespace → app id → when looked up, and every address found. Nested rather than keyed by a pair so a look-up
+/// borrows the two names instead of copying them into a key on every invocation.
+type Entries = HashMap<String, HashMap<String, (Instant, Vec<String>)>>;
+
+/// Caches `addresses` for the app (an empty answer is not cached: a missing app is asked for again).
+fn store(entries: &mut Entries, app_id: &str, namespace: &str, addresses: Vec<String>) {
+    if addresses.is_empty() {
+        forget(entries, app_id, namespace);
+    } else {
+        entries.entry(namespace.to_owned()).or_default().insert(app_id.to_owned(), (Instant::now(), addresses));
+    }
+}
+
+fn forget(entries: &mut Entries, app_id: &str, namespace: &str) {
+    if let Some(apps) = entries.get_mut(namespace) {
+        apps.remove(app_id);
+        if apps.is_empty() {
+            entries.remove(namespace);
+        }
+    }
+}
 
 /// Caches an [`InstanceSource`] for [`CACHE_TTL`]; picks a random instance per call.
 pub struct Cached<S> {
@@ -96,7 +115,7 @@ impl<S> Cached<S> {
 
     fn cached(&self, app_id: &str, namespace: &str) -> Option<String> {
         let entries = self.lock();
-        let (at, addresses) = entries.get(&(app_id.to_owned(), namespace.to_owned()))?;
+        let (at, addresses) = entries.get(namespace)?.get(app_id)?;
         if at.elapsed() > CACHE_TTL || addresses.is_empty() {
             return None;
         }
@@ -120,13 +139,7 @@ impl<S: InstanceSource> NameResolver for Cached<S> {
             }
             let addresses = self.source.resolve_all(app_id, namespace).await?;
             let chosen = pick(&addresses);
-            let key = (app_id.to_owned(), namespace.to_owned());
-            let mut entries = self.lock();
-            if addresses.is_empty() {
-                entries.remove(&key);
-            } else {
-                entries.insert(key, (Instant::now(), addresses));
-            }
+            store(&mut self.lock(), app_id, namespace, addresses);
             Ok(chosen)
         })
     }
@@ -138,24 +151,17 @@ impl<S: InstanceSource> NameResolver for Cached<S> {
             // then read as fresh for the registry's window): leave it out of this answer and of the cache.
             addresses.retain(|address| address != refused);
             let chosen = pick(&addresses);
-            let key = (app_id.to_owned(), namespace.to_owned());
-            let mut entries = self.lock();
-            if addresses.is_empty() {
-                entries.remove(&key);
-            } else {
-                entries.insert(key, (Instant::now(), addresses));
-            }
+            store(&mut self.lock(), app_id, namespace, addresses);
             Ok(chosen)
         })
     }
 
     fn evict(&self, app_id: &str, namespace: &str, address: &str) {
         let mut entries = self.lock();
-        let key = (app_id.to_owned(), namespace.to_owned());
-        if let Some((_, addresses)) = entries.get_mut(&key) {
+        if let Some((_, addresses)) = entries.get_mut(namespace).and_then(|apps| apps.get_mut(app_id)) {
             addresses.retain(|a| a != address);
             if addresses.is_empty() {
-                entries.remove(&key);
+                forget(&mut entries, app_id, namespace);
             }
         }
     }
