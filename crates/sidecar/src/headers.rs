@@ -50,22 +50,50 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
-/// Removes identity claims, the API token and hop-by-hop headers (every copy of each).
+/// Removes identity claims, the API token and hop-by-hop headers (every copy of each), including every header the
+/// `Connection` header names (RFC 9110 §7.6.1).
 pub fn strip_untrusted(headers: &mut HeaderMap) {
-    remove_where(headers, |name| IDENTITY_HEADERS.contains(&name) || HOP_BY_HOP.contains(&name));
-    // Also whatever the `connection` header listed is hop-by-hop; it was removed above, so nothing else to do.
+    strip_hop_by_hop_and(headers, IDENTITY_HEADERS);
 }
 
-/// Removes hop-by-hop headers from a response being relayed.
+/// Removes hop-by-hop headers from a response being relayed, including every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    remove_where(headers, |name| HOP_BY_HOP.contains(&name));
+    strip_hop_by_hop_and(headers, &[]);
 }
 
-/// Removes every header whose name `doomed` picks. One pass over the names a message carries (a handful) instead of
-/// one map lookup per listed name, each of which parsed and hashed the name: on the request path of both sidecars.
+fn strip_hop_by_hop_and(headers: &mut HeaderMap, also: &[&str]) {
+    let found = {
+        // Borrowed from the `Connection` values; allocates only when the message has one.
+        let named: Vec<&str> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .collect();
+        names_where(headers, |name| {
+            HOP_BY_HOP.contains(&name) || also.contains(&name) || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        })
+    };
+    remove_all(headers, found);
+}
+
+/// Removes every header whose name `doomed` picks.
 pub(crate) fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
-    let found: Vec<http::HeaderName> = headers.keys().filter(|name| doomed(name.as_str())).cloned().collect();
-    for name in found {
+    let found = names_where(headers, doomed);
+    remove_all(headers, found);
+}
+
+/// The names present that `doomed` picks. One pass over the names a message carries (a handful) instead of one map
+/// lookup per listed name, each of which parsed and hashed the name: on the request path of both sidecars.
+fn names_where(headers: &HeaderMap, doomed: impl Fn(&str) -> bool) -> Vec<http::HeaderName> {
+    headers.keys().filter(|name| doomed(name.as_str())).cloned().collect()
+}
+
+/// Removes every copy of each of `names`.
+fn remove_all(headers: &mut HeaderMap, names: Vec<http::HeaderName>) {
+    for name in names {
         headers.remove(name);
     }
 }
@@ -73,6 +101,23 @@ pub(crate) fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 9110 §7.6.1: a header the `Connection` header names is hop-by-hop too, on requests and relayed answers.
+    #[test]
+    fn headers_named_by_connection_are_hop_by_hop() {
+        let mut request = HeaderMap::new();
+        request.append("connection", "keep-alive, X-Hop".parse().unwrap());
+        request.append("connection", " x-other-hop ,".parse().unwrap());
+        request.append("x-hop", "1".parse().unwrap());
+        request.append("x-other-hop", "2".parse().unwrap());
+        request.append("x-kept", "3".parse().unwrap());
+        let mut response = request.clone();
+
+        strip_untrusted(&mut request);
+        assert_eq!(request.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        strip_hop_by_hop(&mut response);
+        assert_eq!(response.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
 
     #[test]
     fn every_listed_header_goes_with_all_its_copies_and_nothing_else_does() {
